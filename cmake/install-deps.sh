@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages seqswap needs, only those that are missing. Idempotent.
+# Usage: cmake/install-deps.sh [--with-torch]   (python3-torch is only needed to regenerate
+# reference fixtures and to run benchmarks/compare_torch.py; the tests never need it)
+set -euo pipefail
+
+packages=(
+  cmake make g++ clang libomp-14-dev   # toolchain: release preset uses clang++ + libomp (measured faster)
+  libeigen3-dev                        # host math
+  catch2                               # unit tests (v2, Catch2WithMain)
+  libbenchmark-dev                     # benchmarks
+  nlohmann-json3-dev                   # safetensors headers, reports
+  libcli11-dev                         # example drivers' flags
+  zlib1g-dev                           # gzip IDX datasets
+  gnuplot-nox                          # report plots
+  dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*-ubyte.gz
+)
+if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: missing: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: error: need root to install them; run as root or:" >&2
+  echo "  sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"

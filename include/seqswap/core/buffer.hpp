@@ -1,0 +1,72 @@
+// Owning, 64-byte aligned host storage. Resizing to a size it already has keeps the memory,
+// which is how training steps after the first allocate nothing.
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+namespace seqswap {
+
+inline constexpr std::size_t kAlignBytes = 64;
+
+template <class T>
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(std::size_t n) { resize(n); }
+  Buffer(const Buffer& o) { *this = o; }
+  Buffer(Buffer&& o) noexcept = default;
+  Buffer& operator=(Buffer&& o) noexcept = default;
+  Buffer& operator=(const Buffer& o) {
+    if (this != &o) {
+      resize(o.size_);
+      std::copy(o.data(), o.data() + o.size_, data());
+    }
+    return *this;
+  }
+
+  // Grows the capacity when needed (contents are then lost); never shrinks the allocation.
+  void resize(std::size_t n) {
+    if (n > capacity_) {
+      std::size_t bytes = (n * sizeof(T) + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
+      void* p = std::aligned_alloc(kAlignBytes, bytes);
+      if (!p) throw std::bad_alloc();
+      ptr_.reset(static_cast<T*>(p));
+      capacity_ = n;
+      ++allocations_;
+    }
+    size_ = n;
+  }
+  void assign(std::size_t n, T value) {
+    resize(n);
+    std::fill(data(), data() + n, value);
+  }
+  void zero() { std::fill(data(), data() + size_, T(0)); }
+
+  T* data() { return ptr_.get(); }
+  const T* data() const { return ptr_.get(); }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T& operator[](std::size_t i) { return ptr_.get()[i]; }
+  const T& operator[](std::size_t i) const { return ptr_.get()[i]; }
+  T* begin() { return data(); }
+  T* end() { return data() + size_; }
+  const T* begin() const { return data(); }
+  const T* end() const { return data() + size_; }
+
+  // Number of heap allocations this buffer has made (tests check steady-state steps make none).
+  static std::size_t allocation_count() { return allocations_; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> ptr_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+  static inline std::size_t allocations_ = 0;
+};
+
+}  // namespace seqswap

@@ -1,0 +1,50 @@
+// The layer contract (docs/architecture.md states it member by member).
+//
+//   param_count()            exact number of scalar parameters
+//   plan(in, out)            out = the layout forward produces from `in`; throws on bad shapes
+//   forward(p, x, y, c)      y = f(x; p). c keeps what backward needs; x must stay alive and
+//                            unchanged until backward (pipelines own their intermediates)
+//   backward(p, c, dy, dx, g)
+//                            dx = J_xᵀ dy  (ASSIGNED; dx.data may be null: not wanted)
+//                            g += J_pᵀ dy  (ACCUMULATED into the layer's gradient slice)
+//   visit_params(f, prefix, offset)
+//                            calls f(ParamInfo) for each tensor, in layout order
+//
+// A Mixer is a Layer from tokens to tokens of the same width that honours the keep-mask
+// (masked tokens neither contribute nor change: their output rows are zero) and ragged
+// offsets, and exposes its pre-projection output.
+#pragma once
+#include <concepts>
+#include <cstddef>
+#include <type_traits>
+
+#include "seqswap/core/params.hpp"
+#include "seqswap/core/tokens.hpp"
+
+namespace seqswap {
+
+template <class L, class Backend>
+concept Layer = requires(const L& l, ParamsView<const typename L::scalar_type, Backend> p,
+                         ParamsView<typename L::scalar_type, Backend> g,
+                         typename L::template Ctx<Backend>& c, const Layout& in, Layout& out,
+                         TokensView<const typename L::scalar_type, Backend> x,
+                         TokensView<typename L::scalar_type, Backend> y,
+                         TokensView<const typename L::scalar_type, Backend> dy,
+                         TokensView<typename L::scalar_type, Backend> dx) {
+  typename L::Input;
+  typename L::Output;
+  { l.param_count() } -> std::same_as<std::size_t>;
+  l.plan(in, out);
+  l.forward(p, x, y, c);
+  l.backward(p, c, dy, dx, g);
+};
+
+template <class M, class Backend>
+concept Mixer = Layer<M, Backend> && std::is_same_v<typename M::Input, kind::Tokens> &&
+                std::is_same_v<typename M::Output, kind::Tokens> &&
+                requires(const typename M::template Ctx<Backend>& c) {
+                  // (T_total, D) pre-projection output of the last forward
+                  { c.pre_projection() };
+                };
+
+}  // namespace seqswap

@@ -1,0 +1,141 @@
+// Model<Net>: a network plus its arena — flat params, grads, AdamW m and v at identical
+// offsets (64-byte aligned buffers) — and the context of its last forward.
+#pragma once
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "seqswap/core/buffer.hpp"
+#include "seqswap/core/concepts.hpp"
+#include "seqswap/core/rng.hpp"
+
+namespace seqswap::model {
+
+template <class Net, class Backend = backend::Host>
+class Model {
+ public:
+  using T = typename Net::scalar_type;
+  using Ctx = typename Net::template Ctx<Backend>;
+
+  explicit Model(Net net) : net_(std::move(net)) { layout(); }
+
+  Net& net() { return net_; }
+  const Net& net() const { return net_; }
+  const std::vector<ParamInfo>& params_info() const { return infos_; }
+  std::size_t param_count() const { return params_.size(); }
+
+  ParamsView<T, Backend> params() { return {params_.data(), params_.size()}; }
+  ParamsView<const T, Backend> params() const { return {params_.data(), params_.size()}; }
+  ParamsView<T, Backend> grads() { return {grads_.data(), grads_.size()}; }
+  Buffer<T>& adam_m() { return m_; }
+  Buffer<T>& adam_v() { return v_; }
+
+  // The parameter tensor `name` (e.g. "blocks.3.attn.qkv.weight"); Error if absent.
+  const ParamInfo& info(const std::string& name) const {
+    for (const auto& i : infos_)
+      if (i.name == name) return i;
+    fail("Model: no parameter named '", name, "' (", infos_.size(), " parameters, first '",
+         infos_.empty() ? std::string() : infos_.front().name, "')");
+  }
+  T* param(const std::string& name) { return params_.data() + info(name).offset; }
+  T* grad(const std::string& name) { return grads_.data() + info(name).offset; }
+
+  // Initialises every parameter as its ParamInfo says, reproducibly for a seed; zeroes grads
+  // and optimizer state.
+  void init(std::uint64_t seed) {
+    Rng rng(seed);
+    for (const auto& i : infos_) init_tensor(i, rng);
+    grads_.zero();
+    m_.zero();
+    v_.zero();
+  }
+
+  // After re-seating a Slot: lay the arena out anew; tensors whose name and shape survive keep
+  // their values and optimizer state, new ones are initialised from `seed`.
+  void relayout(std::uint64_t seed) {
+    const std::vector<ParamInfo> old_infos = infos_;
+    Buffer<T> old_p = params_, old_m = m_, old_v = v_;
+    layout();
+    std::map<std::string, const ParamInfo*> by_name;
+    for (const auto& i : old_infos) by_name[i.name] = &i;
+    Rng rng(seed);
+    for (const auto& i : infos_) {
+      auto it = by_name.find(i.name);
+      if (it != by_name.end() && it->second->shape == i.shape) {
+        const std::size_t o = it->second->offset;
+        std::copy(old_p.data() + o, old_p.data() + o + i.count, params_.data() + i.offset);
+        std::copy(old_m.data() + o, old_m.data() + o + i.count, m_.data() + i.offset);
+        std::copy(old_v.data() + o, old_v.data() + o + i.count, v_.data() + i.offset);
+      } else {
+        init_tensor(i, rng);
+        std::fill(m_.data() + i.offset, m_.data() + i.offset + i.count, T(0));
+        std::fill(v_.data() + i.offset, v_.data() + i.offset + i.count, T(0));
+      }
+    }
+    grads_.zero();
+  }
+
+  // x: one row per input (images) -> the network's output (logits), valid until next forward.
+  TokensView<const T, Backend> forward(TokensView<const T, Backend> x) {
+    in_layout_ = Layout{x.batch, x.dim, {x.offsets, x.offsets + x.batch + 1}};
+    net_.plan(in_layout_, out_layout_);
+    out_.resize(out_layout_.size());
+    auto y = view_of<T, Backend>(out_.data(), out_layout_);
+    net_.forward(ParamsView<const T, Backend>(params()), x, y, ctx_);
+    return y;
+  }
+  // A dense batch of `batch` inputs of `dim` values each.
+  TokensView<const T, Backend> forward(const T* x, index_t batch, index_t dim) {
+    dense_in_ = Layout::dense(batch, 1, dim);
+    return forward(TokensView<const T, Backend>{x, dense_in_.offsets.data(), batch, dim, nullptr});
+  }
+  // dy: gradient of the loss w.r.t. the last forward's output; ACCUMULATES into grads().
+  // dx (optional) receives the gradient w.r.t. the input.
+  void backward(const T* dy, T* dx = nullptr) {
+    TokensView<const T, Backend> d = view_of<const T, Backend>(dy, out_layout_);
+    TokensView<T, Backend> dxv{dx, in_layout_.offsets.data(), in_layout_.batch, in_layout_.dim,
+                               nullptr};
+    net_.backward(ParamsView<const T, Backend>(params()), ctx_, d, dxv, grads());
+  }
+  void zero_grad() { grads_.zero(); }
+  const Layout& output_layout() const { return out_layout_; }
+  Ctx& context() { return ctx_; }
+
+ private:
+  void layout() {
+    infos_.clear();
+    net_.visit_params([&](ParamInfo i) { infos_.push_back(std::move(i)); }, "", 0);
+    const std::size_t n = net_.param_count();
+    std::size_t sum = 0;
+    for (const auto& i : infos_) sum += i.count;
+    check(sum == n, "Model: parameter tensors add up to ", sum, " values, expected ", n,
+          " (a layer's visit_params and param_count disagree)");
+    params_.assign(n, T(0));
+    grads_.assign(n, T(0));
+    m_.assign(n, T(0));
+    v_.assign(n, T(0));
+  }
+  void init_tensor(const ParamInfo& i, Rng& rng) {
+    T* p = params_.data() + i.offset;
+    for (std::size_t k = 0; k < i.count; ++k) {
+      switch (i.init) {
+        case Init::zeros: p[k] = T(0); break;
+        case Init::ones: p[k] = T(1); break;
+        case Init::trunc_normal: p[k] = T(rng.trunc_normal(i.std)); break;
+        case Init::normal: p[k] = T(rng.normal() * i.std); break;
+        case Init::uniform: p[k] = T((2 * rng.uniform() - 1) * i.std); break;
+        case Init::custom: p[k] = T(i.std); break;  // a constant the layer chose
+      }
+    }
+  }
+
+  Net net_;
+  std::vector<ParamInfo> infos_;
+  Buffer<T> params_, grads_, m_, v_;
+  Ctx ctx_;
+  Buffer<T> out_;
+  Layout in_layout_, out_layout_, dense_in_;
+};
+
+}  // namespace seqswap::model
