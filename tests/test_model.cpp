@@ -1,0 +1,130 @@
+// Pipelines (Residual, Sequential, Repeat, Slot, the ViT) pass the conformance test; Slot
+// re-seating re-lays out the arena by name; a tiny ViT overfits a small batch.
+#include "conformance.hpp"
+#include "seqswap/model/model.hpp"
+#include "seqswap/model/vit.hpp"
+#include "seqswap/train/loop.hpp"
+
+using namespace seqswap;
+using conformance::check_layer;
+
+namespace {
+// A minimal second mixer for Slot tests: y = keep ∘ (x Wᵀ), pre-projection = x Wᵀ.
+template <class T>
+class TokenwiseMixer {
+ public:
+  using scalar_type = T;
+  using Input = kind::Tokens;
+  using Output = kind::Tokens;
+  template <class B>
+  struct Ctx {
+    typename layers::Linear<T>::template Ctx<B> fc;
+    Buffer<T> pre;
+    Layout layout;
+    const std::uint8_t* keep = nullptr;
+    TokensView<const T, B> pre_projection() const { return view_of<const T, B>(pre.data(), layout, keep); }
+  };
+  TokenwiseMixer() = default;
+  explicit TokenwiseMixer(index_t dim) : fc_({.in = dim, .out = dim, .bias = false, .name = "w"}) {}
+  std::size_t param_count() const { return fc_.param_count(); }
+  void plan(const Layout& in, Layout& out) const { fc_.plan(in, out); }
+  template <class F>
+  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
+    fc_.visit_params(f, join_name(prefix, "tokenwise"), offset);
+  }
+  template <class B>
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y, Ctx<B>& c) const {
+    c.layout = Layout{x.batch, x.dim, {x.offsets, x.offsets + x.batch + 1}};
+    c.keep = x.keep;
+    c.pre.resize(c.layout.size());
+    fc_.forward(p, x, view_of<T, B>(c.pre.data(), c.layout), c.fc);
+    for (index_t t = 0; t < x.total(); ++t)
+      for (index_t j = 0; j < x.dim; ++j) y.data[t * x.dim + j] = x.kept(t) ? c.pre[t * x.dim + j] : T(0);
+  }
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    std::vector<T> d(dy.data, dy.data + c.layout.size());
+    for (index_t t = 0; t < c.layout.total(); ++t)
+      if (c.keep && !c.keep[t]) std::fill(d.begin() + t * c.layout.dim, d.begin() + (t + 1) * c.layout.dim, T(0));
+    fc_.backward(p, c.fc, view_of<const T, B>(d.data(), c.layout), dx, g);
+  }
+
+ private:
+  layers::Linear<T> fc_;
+};
+static_assert(Mixer<TokenwiseMixer<double>, backend::Host>);
+
+model::VitConfig tiny_config() {
+  return {.image_size = 8, .channels = 2, .patch = 4, .width = 8, .depth = 2, .heads = 2,
+          .mlp_ratio = 2.0, .classes = 3};
+}
+}  // namespace
+
+TEST_CASE("Residual block parts conform, with masks and ragged batches", "[conformance][model]") {
+  model::VitConfig c = tiny_config();
+  auto block = model::make_block<double>(c);
+  for (const auto& in : conformance::standard_layouts(c.width)) {
+    check_layer(block, in);
+    check_layer(block, in, {.keep = conformance::some_mask(in)});
+  }
+  model::Repeat<model::Block<double>> stack(
+      {model::make_block<double>(c), model::make_block<double>(c)}, "blocks");
+  check_layer(stack, Layout::ragged({5, 2}, c.width), {.keep = conformance::some_mask(Layout::ragged({5, 2}, c.width))});
+}
+
+TEST_CASE("The whole ViT conforms (images to logits)", "[conformance][model]") {
+  model::VitConfig c = tiny_config();
+  auto vit = model::make_vit<double>(c);
+  check_layer(vit, Layout::dense(2, 1, c.channels * c.image_size * c.image_size), {.tol = 1e-5});
+}
+
+TEST_CASE("Slot re-seating keeps every other parameter and re-lays out the arena", "[model][slot]") {
+  using Slot = model::Slot<attention::SoftmaxAttention<double>, TokenwiseMixer<double>>;
+  model::VitConfig c = tiny_config();
+  model::Model m(model::make_vit<double, Slot>(c));
+  m.init(7);
+  const std::size_t before = m.param_count();
+  const double fc1 = m.param("blocks.1.mlp.fc1.weight")[3];
+  const double qkv0 = m.param("blocks.0.attn.qkv.weight")[5];
+  const double head = m.param("head.weight")[1];
+
+  auto& slot = model::mixer_slot(m.net(), 1);
+  REQUIRE(slot.holds<attention::SoftmaxAttention<double>>());
+  slot.emplace<TokenwiseMixer<double>>(c.width);
+  m.relayout(11);
+  const std::size_t attn = 3 * 8 * 8 + 3 * 8 + 8 * 8 + 8, mixer = 8 * 8;
+  REQUIRE(m.param_count() == before - attn + mixer);
+  REQUIRE(m.param("blocks.1.mlp.fc1.weight")[3] == fc1);
+  REQUIRE(m.param("blocks.0.attn.qkv.weight")[5] == qkv0);
+  REQUIRE(m.param("head.weight")[1] == head);
+  REQUIRE_THROWS_WITH(m.param("blocks.1.attn.qkv.weight"), Catch::Contains("no parameter named"));
+  REQUIRE_NOTHROW(m.param("blocks.1.tokenwise.w.weight"));
+  // The re-seated model still runs and conforms.
+  check_layer(m.net(), Layout::dense(2, 1, c.channels * c.image_size * c.image_size), {.tol = 1e-5});
+}
+
+TEST_CASE("A tiny ViT overfits 64 Fashion-MNIST images", "[model][train]") {
+  const char* dir = train::default_fashion_mnist_dir;
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "t10k-images-idx3-ubyte.gz")) {
+    WARN("Fashion-MNIST not installed (cmake/install-deps.sh): skipped");
+    return;
+  }
+  const auto data = train::load_fashion_mnist(train::Split::test).head(64);
+  model::VitConfig c{.image_size = 28, .channels = 1, .patch = 7, .width = 32, .depth = 2,
+                     .heads = 2, .mlp_ratio = 2.0, .classes = 10};
+  model::Model m(model::make_vit<float>(c));
+  m.init(0);
+  train::AdamW<float> opt({.lr = 3e-3, .weight_decay = 0.0}, m.params_info(), m.param_count());
+  train::BatchLoader loader(data, 64, false, 0);
+  std::vector<float> images, dl;
+  std::vector<std::int32_t> labels;
+  loader.next(images, labels);
+  train::StepResult r;
+  for (int step = 0; step < 200; ++step)
+    r = train::train_step(m, opt, images.data(), labels.data(), 64, 784, 3e-3,
+                          {.label_smoothing = 0.0, .clip_norm = 1.0}, dl);
+  const auto e = train::evaluate(m, data);
+  INFO("final train loss " << r.loss << ", accuracy " << e.accuracy);
+  REQUIRE(e.accuracy > 0.99);
+}
