@@ -1,0 +1,94 @@
+// Scan orders over the patch grid: which token a sequential mixer visits k-th.
+// A sequence of n = 1 + G² tokens is a CLS token plus a G×G patch grid in raster order (the
+// ViT's layout); the order permutes the patches (raster, reversed, column-major, snake) and
+// places CLS at the head, middle or tail. Sequences of any other length (ragged or packed
+// batches) are scanned in their stored order, reversed for Grid::reversed.
+#pragma once
+#include <cmath>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "seqswap/core/error.hpp"
+#include "seqswap/core/tokens.hpp"
+
+namespace seqswap::order {
+
+enum class Grid { raster, reversed, column_major, snake };
+enum class Cls { head, middle, tail };
+
+inline Grid grid_from_name(std::string_view s) {
+  if (s == "raster") return Grid::raster;
+  if (s == "reversed") return Grid::reversed;
+  if (s == "column_major") return Grid::column_major;
+  if (s == "snake") return Grid::snake;
+  fail("scan order: unknown grid order '", s, "'; known: raster, reversed, column_major, snake");
+}
+inline Cls cls_from_name(std::string_view s) {
+  if (s == "head") return Cls::head;
+  if (s == "middle") return Cls::middle;
+  if (s == "tail") return Cls::tail;
+  fail("scan order: unknown CLS position '", s, "'; known: head, middle, tail");
+}
+
+struct ScanOrder {
+  Grid grid = Grid::raster;
+  Cls cls = Cls::head;
+
+  bool is_identity() const { return grid == Grid::raster && cls == Cls::head; }
+
+  // perm[k] = index (within the sequence) of the token visited k-th; a permutation of 0..n-1.
+  std::vector<index_t> permutation(index_t n) const {
+    std::vector<index_t> perm;
+    perm.reserve(static_cast<std::size_t>(n));
+    const auto G = static_cast<index_t>(std::llround(std::sqrt(double(n > 0 ? n - 1 : 0))));
+    if (n < 2 || G * G != n - 1) {  // not CLS + square grid: stored order
+      for (index_t k = 0; k < n; ++k) perm.push_back(grid == Grid::reversed ? n - 1 - k : k);
+      return perm;
+    }
+    std::vector<index_t> patches;  // patch token indices (1-based: token 0 is CLS)
+    patches.reserve(static_cast<std::size_t>(G * G));
+    for (index_t i = 0; i < G; ++i)
+      for (index_t j = 0; j < G; ++j) {
+        index_t r = i, c = j;
+        switch (grid) {
+          case Grid::raster: break;
+          case Grid::reversed: r = G - 1 - i; c = G - 1 - j; break;
+          case Grid::column_major: r = j; c = i; break;
+          case Grid::snake: c = (i % 2 == 0) ? j : G - 1 - j; break;
+        }
+        patches.push_back(1 + r * G + c);
+      }
+    const std::size_t cls_at = cls == Cls::head ? 0 : cls == Cls::tail ? patches.size() : patches.size() / 2;
+    for (std::size_t k = 0; k <= patches.size(); ++k) {
+      if (k == cls_at) perm.push_back(0);
+      if (k < patches.size()) perm.push_back(patches[k]);
+    }
+    return perm;
+  }
+};
+
+// Permutation of a whole (ragged) token batch: global row visited k-th, per sequence.
+inline std::vector<index_t> batch_permutation(const ScanOrder& o, const index_t* offsets, index_t batch) {
+  std::vector<index_t> perm;
+  for (index_t b = 0; b < batch; ++b) {
+    const index_t t0 = offsets[b];
+    for (index_t p : o.permutation(offsets[b + 1] - t0)) perm.push_back(t0 + p);
+  }
+  return perm;
+}
+
+// out[k] = x[perm[k]]  (x, out: (T_total, C))
+template <class T>
+void gather_rows(const T* x, const std::vector<index_t>& perm, index_t C, T* out) {
+  for (std::size_t k = 0; k < perm.size(); ++k)
+    std::copy(x + perm[k] * C, x + (perm[k] + 1) * C, out + static_cast<index_t>(k) * C);
+}
+// out[perm[k]] = x[k]: the inverse of gather_rows.
+template <class T>
+void scatter_rows(const T* x, const std::vector<index_t>& perm, index_t C, T* out) {
+  for (std::size_t k = 0; k < perm.size(); ++k)
+    std::copy(x + static_cast<index_t>(k) * C, x + static_cast<index_t>(k + 1) * C, out + perm[k] * C);
+}
+
+}  // namespace seqswap::order
