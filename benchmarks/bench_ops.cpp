@@ -1,0 +1,105 @@
+// Google Benchmark: host ops and the teacher's training step.
+//   build/release/benchmarks/bench_ops --benchmark_filter=. [--benchmark_out=x.json]
+// Counters: items = tokens (ops) or images (train step); GFLOP/s where the FLOPs are known.
+#include <benchmark/benchmark.h>
+
+#include "seqswap/attention/softmax_attention.hpp"
+#include "seqswap/core/rng.hpp"
+#include "seqswap/model/model.hpp"
+#include "seqswap/model/vit.hpp"
+#include "seqswap/ops/gemm.hpp"
+#include "seqswap/ops/scan.hpp"
+#include "seqswap/train/adamw.hpp"
+#include "seqswap/train/loop.hpp"
+
+using namespace seqswap;
+
+namespace {
+std::vector<float> randn(std::size_t n, std::uint64_t seed) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = float(r.normal());
+  return v;
+}
+}  // namespace
+
+// y = x Wᵀ + b at ViT shapes: rows = B*N tokens, (in, out).
+static void BM_linear_forward(benchmark::State& s) {
+  const index_t rows = s.range(0), in = s.range(1), out = s.range(2);
+  auto x = randn(std::size_t(rows * in), 1), w = randn(std::size_t(out * in), 2), b = randn(std::size_t(out), 3);
+  std::vector<float> y(std::size_t(rows * out));
+  for (auto _ : s) {
+    ops::linear_forward(x.data(), rows, in, w.data(), b.data(), out, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  s.SetItemsProcessed(s.iterations() * rows);
+  s.counters["GFLOP/s"] = benchmark::Counter(double(2 * rows * in * out) * double(s.iterations()) * 1e-9,
+                                             benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_linear_forward)->Args({6400, 64, 192})->Args({6400, 64, 256})->Args({6400, 256, 64})
+    ->Args({1576, 192, 576})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Softmax attention (D, H) over B sequences of N tokens: forward, and forward + backward.
+static void BM_attention(benchmark::State& s) {
+  const index_t B = s.range(0), N = s.range(1), D = s.range(2), H = s.range(3);
+  const bool backward = s.range(4) != 0;
+  attention::SoftmaxAttention<float> a({.dim = D, .heads = H});
+  auto p = randn(a.param_count(), 4);
+  std::vector<float> g(p.size());
+  const Layout l = Layout::dense(B, N, D);
+  auto x = randn(l.size(), 5), dy = randn(l.size(), 6);
+  std::vector<float> y(l.size()), dx(l.size());
+  attention::SoftmaxAttention<float>::Ctx<backend::Host> c;
+  using P = ParamsView<const float>;
+  for (auto _ : s) {
+    a.forward(P{p.data(), p.size()}, view_of<const float>(x.data(), l), view_of<float>(y.data(), l), c);
+    if (backward)
+      a.backward(P{p.data(), p.size()}, c, view_of<const float>(dy.data(), l), view_of<float>(dx.data(), l),
+                 ParamsView<float>{g.data(), g.size()});
+    benchmark::DoNotOptimize(y.data());
+  }
+  s.SetItemsProcessed(s.iterations() * B * N);
+}
+BENCHMARK(BM_attention)->ArgNames({"B", "N", "D", "H", "bwd"})
+    ->Args({128, 50, 64, 4, 0})->Args({128, 50, 64, 4, 1})
+    ->Args({8, 197, 192, 3, 0})->Args({8, 197, 192, 3, 1})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The linear-recurrence scan over (T, C), chunked form vs sequential reference.
+static void BM_scan(benchmark::State& s) {
+  const index_t T = s.range(0), C = s.range(1), chunk = s.range(2);
+  auto a = randn(std::size_t(T * C), 7), b = randn(std::size_t(T * C), 8);
+  for (auto& v : a) v = 0.5f + 0.4f * std::tanh(v);
+  std::vector<float> h(a.size());
+  const std::vector<index_t> offsets{0, T};
+  for (auto _ : s) {
+    ops::linear_scan(a.data(), b.data(), h.data(), offsets.data(), 1, C, {.chunk = chunk});
+    benchmark::DoNotOptimize(h.data());
+  }
+  s.SetItemsProcessed(s.iterations() * T);
+  s.SetBytesProcessed(s.iterations() * T * C * 3 * index_t(sizeof(float)));
+}
+BENCHMARK(BM_scan)->ArgNames({"T", "C", "chunk"})->Args({4096, 3072, 0})->Args({4096, 3072, 256})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The shipped teacher's architecture: one training step (forward + backward + AdamW) per batch.
+static void BM_teacher_train_step(benchmark::State& s) {
+  const index_t B = s.range(0);
+  model::VitConfig cfg{.image_size = 28, .channels = 1, .patch = 4, .width = 64, .depth = 8,
+                       .heads = 4, .mlp_ratio = 4.0, .classes = 10};
+  model::Model m(model::make_vit<float>(cfg));
+  m.init(0);
+  train::AdamW<float> opt({}, m.params_info(), m.param_count());
+  auto x = randn(std::size_t(B * 784), 9);
+  std::vector<std::int32_t> labels(std::size_t(B));
+  for (index_t i = 0; i < B; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
+  std::vector<float> scratch;
+  for (auto _ : s) {
+    auto r = train::train_step(m, opt, x.data(), labels.data(), B, 784, 1e-4, {}, scratch);
+    benchmark::DoNotOptimize(r.loss);
+  }
+  s.SetItemsProcessed(s.iterations() * B);
+}
+BENCHMARK(BM_teacher_train_step)->Arg(128)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
