@@ -91,7 +91,7 @@ static void BM_teacher_train_step(benchmark::State& s) {
   m.init(0);
   train::AdamW<float> opt({}, m.params_info(), m.param_count());
   auto x = randn(std::size_t(B * 784), 9);
-  std::vector<std::int32_t> labels(std::size_t(B));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(B));
   for (index_t i = 0; i < B; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
   std::vector<float> scratch;
   for (auto _ : s) {
