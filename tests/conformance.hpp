@@ -137,6 +137,72 @@ void check_layer(const L& layer, const Layout& in, const Options& o = {}) {
   if (!p.empty()) fd_check(p, grad, true, "parameter gradient");
   if (o.check_dx) fd_check(x, dx, false, "input gradient");
 
+  // Mixers: backward_pre (from a gradient w.r.t. the pre-projection output) against finite
+  // differences of f = Σ pre ∘ dpre, with the same sentinels.
+  if constexpr (requires { typename L::template Ctx<B>; } &&
+                requires(const typename L::template Ctx<B>& cc) { cc.pre_projection(); }) {
+    if (o.mixer) {
+      typename L::template Ctx<B> pc;
+      std::vector<double> y3(hz.out.size());
+      layer.forward(seqswap::ParamsView<const double, B>{p.data(), p.size()},
+                    seqswap::view_of<const double, B>(x.data(), in, hz.kp()),
+                    seqswap::view_of<double, B>(y3.data(), hz.out, hz.kp_out()), pc);
+      const auto pre = pc.pre_projection();
+      const auto pre_size = static_cast<std::size_t>(pre.total() * pre.dim);
+      std::vector<double> dpre(pre_size);
+      for (auto& v : dpre) v = rng.normal();
+      std::vector<double> gp(p.size(), sentinel), dxp(x.size(), std::numeric_limits<double>::quiet_NaN());
+      Layout pre_layout{pre.batch, pre.dim, {pre.offsets, pre.offsets + pre.batch + 1}};
+      layer.backward_pre(seqswap::ParamsView<const double, B>{p.data(), p.size()}, pc,
+                         seqswap::view_of<const double, B>(dpre.data(), pre_layout, hz.kp()),
+                         seqswap::view_of<double, B>(dxp.data(), in, hz.kp()),
+                         seqswap::ParamsView<double, B>{gp.data(), gp.size()});
+      for (std::size_t i = 0; i < dxp.size(); ++i) {
+        INFO("backward_pre: dx[" << i << "] was not assigned");
+        REQUIRE(!std::isnan(dxp[i]));
+      }
+      std::vector<double> gpre(p.size());
+      for (std::size_t i = 0; i < p.size(); ++i) gpre[i] = gp[i] - sentinel;
+      // Masked rows of dpre carry no meaning (pre is zero there): the objective ignores them.
+      std::vector<double> dpre_kept = dpre;
+      if (hz.kp())
+        for (index_t t = 0; t < pre.total(); ++t)
+          if (!o.keep[t]) std::fill(dpre_kept.begin() + t * pre.dim, dpre_kept.begin() + (t + 1) * pre.dim, 0.0);
+      auto pre_at = [&](const std::vector<double>& pp, const std::vector<double>& xx) {
+        typename L::template Ctx<B> c2;
+        std::vector<double> yy(hz.out.size());
+        layer.forward(seqswap::ParamsView<const double, B>{pp.data(), pp.size()},
+                      seqswap::view_of<const double, B>(xx.data(), in, hz.kp()),
+                      seqswap::view_of<double, B>(yy.data(), hz.out, hz.kp_out()), c2);
+        const auto pr = c2.pre_projection();
+        double s2 = 0;
+        for (std::size_t i = 0; i < pre_size; ++i) s2 += pr.data[i] * dpre_kept[i];
+        return s2;
+      };
+      auto fd_pre = [&](std::vector<double>& v, const std::vector<double>& analytic, bool is_param,
+                        const char* what) {
+        double scale = 1e-12;
+        for (double a : analytic) scale = std::max(scale, std::abs(a));
+        const std::size_t n = v.size();
+        const std::size_t stride = n > o.max_checks ? n / o.max_checks + 1 : 1;
+        double worst = 0;
+        for (std::size_t i = 0; i < n; i += stride) {
+          const double keep_v = v[i];
+          v[i] = keep_v + o.h;
+          const double fp = is_param ? pre_at(v, x) : pre_at(p, v);
+          v[i] = keep_v - o.h;
+          const double fm = is_param ? pre_at(v, x) : pre_at(p, v);
+          v[i] = keep_v;
+          worst = std::max(worst, std::abs((fp - fm) / (2 * o.h) - analytic[i]) / scale);
+        }
+        INFO("backward_pre " << what << ": worst relative error " << worst);
+        REQUIRE(worst <= o.tol);
+      };
+      if (!p.empty()) fd_pre(p, gpre, true, "parameter gradient");
+      if (o.check_dx) fd_pre(x, dxp, false, "input gradient");
+    }
+  }
+
   // Masks: masked rows of a mixer's output are zero; masked inputs influence nothing.
   if (!o.keep.empty() && hz.out.same_tokens(in)) {
     const index_t D = hz.out.dim;

@@ -41,6 +41,13 @@ class TokenwiseMixer {
     for (index_t t = 0; t < x.total(); ++t)
       for (index_t j = 0; j < x.dim; ++j) y.data[t * x.dim + j] = x.kept(t) ? c.pre[t * x.dim + j] : T(0);
   }
+  static constexpr const char* kind_name() { return "tokenwise"; }
+  // pre = x Wᵀ, y = keep ∘ pre: the pre-projection gradient is the output gradient.
+  template <class B>
+  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                    ParamsView<T, B> g) const {
+    backward(p, c, dpre, dx, g);
+  }
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {

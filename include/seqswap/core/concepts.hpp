@@ -12,7 +12,9 @@
 //
 // A Mixer is a Layer from tokens to tokens of the same width that honours the keep-mask
 // (masked tokens neither contribute nor change: their output rows are zero) and ragged
-// offsets, and exposes its pre-projection output.
+// offsets, exposes its pre-projection output, can be trained from a gradient w.r.t. that
+// output (backward_pre: dx assigned, g accumulated, its output projection untouched), and
+// names itself (kind_name(): the drivers' --mixer name).
 #pragma once
 #include <concepts>
 #include <cstddef>
@@ -42,9 +44,17 @@ concept Layer = requires(const L& l, ParamsView<const typename L::scalar_type, B
 template <class M, class Backend>
 concept Mixer = Layer<M, Backend> && std::is_same_v<typename M::Input, kind::Tokens> &&
                 std::is_same_v<typename M::Output, kind::Tokens> &&
-                requires(const typename M::template Ctx<Backend>& c) {
-                  // (T_total, D) pre-projection output of the last forward
-                  { c.pre_projection() };
+                requires(const M& m, const typename M::template Ctx<Backend>& cc,
+                         typename M::template Ctx<Backend>& c,
+                         ParamsView<const typename M::scalar_type, Backend> p,
+                         ParamsView<typename M::scalar_type, Backend> g,
+                         TokensView<const typename M::scalar_type, Backend> dpre,
+                         TokensView<typename M::scalar_type, Backend> dx) {
+                  // (T_total, E) pre-projection output of the last forward
+                  { cc.pre_projection() };
+                  // backward from a gradient w.r.t. it (stage-1 distillation)
+                  m.backward_pre(p, c, dpre, dx, g);
+                  { m.kind_name() };
                 };
 
 }  // namespace seqswap

@@ -2,10 +2,12 @@
 // model's arena; the layer splits it into named tensors in the order it visits them.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "seqswap/core/backend.hpp"
+#include "seqswap/core/rng.hpp"
 #include "seqswap/core/tokens.hpp"
 
 namespace seqswap {
@@ -32,7 +34,7 @@ enum class Init {
   trunc_normal,  // truncated normal with `std`, cut at +-2 std
   normal,        // normal with `std`
   uniform,       // uniform in [-std, std]
-  custom,        // the layer writes it in its own init()
+  custom,        // ParamInfo::custom_init writes it (e.g. S4D/Mamba A_log = log(1..N))
 };
 
 // One named parameter tensor, as visit_params reports it.
@@ -44,6 +46,8 @@ struct ParamInfo {
   bool decay = false;          // AdamW weight decay applies (matrices; not biases, norms, cls/pos)
   Init init = Init::zeros;
   double std = 0.0;
+  // For Init::custom: fills `n` values (in double; the arena converts) from `rng`.
+  std::function<void(double* values, std::size_t n, Rng& rng)> custom_init{};
 };
 
 inline std::size_t numel(const std::vector<index_t>& shape) {

@@ -118,6 +118,14 @@ class Model {
   }
   void init_tensor(const ParamInfo& i, Rng& rng) {
     T* p = params_.data() + i.offset;
+    if (i.init == Init::custom) {
+      check(static_cast<bool>(i.custom_init), "Model::init: tensor '", i.name,
+            "' asks for a custom init but its layer gave no custom_init function");
+      std::vector<double> v(i.count);
+      i.custom_init(v.data(), i.count, rng);
+      for (std::size_t k = 0; k < i.count; ++k) p[k] = T(v[k]);
+      return;
+    }
     for (std::size_t k = 0; k < i.count; ++k) {
       switch (i.init) {
         case Init::zeros: p[k] = T(0); break;
@@ -125,7 +133,7 @@ class Model {
         case Init::trunc_normal: p[k] = T(rng.trunc_normal(i.std)); break;
         case Init::normal: p[k] = T(rng.normal() * i.std); break;
         case Init::uniform: p[k] = T((2 * rng.uniform() - 1) * i.std); break;
-        case Init::custom: p[k] = T(i.std); break;  // a constant the layer chose
+        case Init::custom: break;  // handled above
       }
     }
   }

@@ -2,6 +2,7 @@
 // Experiments re-seat one layer's slot at run time; the model then re-lays out its arena
 // (model/model.hpp), moving every other parameter by name.
 #pragma once
+#include <string>
 #include <variant>
 
 #include "seqswap/core/concepts.hpp"
@@ -67,6 +68,18 @@ class Slot {
     check(c.v.index() == v_.index(), "Slot: backward after the slot was re-seated; run forward "
           "again (context holds mixer ", c.v.index(), ", slot holds ", v_.index(), ")");
     dispatch<0>(c, [&](const auto& m, auto& mc) { m.backward(p, mc, dy, dx, g); });
+  }
+  // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation).
+  template <class B>
+  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre,
+                    TokensView<T, B> dx, ParamsView<T, B> g) const {
+    check(c.v.index() == v_.index(), "Slot: backward_pre after the slot was re-seated; run forward "
+          "again (context holds mixer ", c.v.index(), ", slot holds ", v_.index(), ")");
+    dispatch<0>(c, [&](const auto& m, auto& mc) { m.backward_pre(p, mc, dpre, dx, g); });
+  }
+  // The held mixer's driver name (softmax_attention, min_gru, ...).
+  std::string kind_name() const {
+    return std::visit([](const auto& m) { return std::string(m.kind_name()); }, v_);
   }
 
  private:

@@ -121,4 +121,28 @@ auto& mixer_slot(V& vit, std::size_t i) {
   return blocks(vit)[i].template get<0>().inner().template get<1>();
 }
 
+// Where block l's mixer sits in the arena (elements from the start of the Vit's parameters).
+template <class V>
+std::size_t mixer_param_offset(const V& vit, std::size_t l) {
+  const auto& block = blocks(vit)[l];
+  return vit.template param_offset<2>() + blocks(vit).param_offset(l) +
+         block.template get<0>().inner().template param_offset<1>();
+}
+
+// Into the context of a Vit's last forward: block l's context, its mixer's context, and the
+// mixer's input LN1(x_l) (what stage-1 distillation feeds a student mixer).
+template <class VitCtx>
+auto& block_context(VitCtx& ctx, std::size_t l) {
+  return std::get<2>(ctx.ctx).ctx.at(l);
+}
+template <class VitCtx>
+auto& mixer_context(VitCtx& ctx, std::size_t l) {
+  return std::get<1>(std::get<0>(block_context(ctx, l).ctx).inner.ctx);
+}
+template <class T, class B = backend::Host, class VitCtx>
+TokensView<const T, B> mixer_input(VitCtx& ctx, std::size_t l) {
+  auto& attn_branch = std::get<0>(block_context(ctx, l).ctx).inner;  // Sequential<LN1, mixer> ctx
+  return view_of<const T, B>(attn_branch.act[0].data(), attn_branch.layouts[1], attn_branch.keep[1]);
+}
+
 }  // namespace seqswap::model

@@ -1,0 +1,177 @@
+// sparsity_profile: attention sparsity per layer and head of a ViT checkpoint on the first N
+// Fashion-MNIST test images (METHOD.md "Attention sparsity"; experiment 1), streamed batch by
+// batch: no attention map outlives its forward.
+//
+//   sparsity_profile --checkpoint models/vit-fmnist.safetensors --images 1000 --out results/sparsity
+//
+// Writes OUT/profile.json (layers x heads x metrics, rankings, Kendall τ), OUT/profile.csv, and,
+// when gnuplot is installed, OUT/s_ent_by_layer.png and OUT/s_ent_heads.png drawn by OUT/plots.gp
+// from OUT/s_ent_layers.dat and OUT/s_ent_heads.dat. The last line printed is the layer
+// ranking by S_ent, sparsest first.
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "seqswap/analysis/sparsity.hpp"
+#include "seqswap/io/atomic_file.hpp"
+#include "seqswap/model/vit_checkpoint.hpp"
+#include "seqswap/train/loop.hpp"
+
+using namespace seqswap;
+using analysis::Metric;
+using analysis::Variant;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A path as one single-quoted shell word.
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string number(double x) {
+  if (!std::isfinite(x)) return "NaN";  // gnuplot reads NaN as a missing point
+  std::ostringstream os;
+  os.precision(8);
+  os << x;
+  return os.str();
+}
+
+// Data files and a gnuplot script for the two plots; runs gnuplot when it is installed.
+void write_plots(const fs::path& dir, const analysis::SparsityProfile& p) {
+  std::string layers = "# layer  s_ent_mean s_ent_std (all keys)  s_ent_mean s_ent_std (drop CLS)\n";
+  std::string heads = "# S_ent mean (all keys, all rows): one line per layer, one column per head\n";
+  for (index_t l = 0; l < p.layers; ++l) {
+    const auto& a = p.layer_summary(l, Metric::entropy_sparsity, Variant::all_keys);
+    const auto& d = p.layer_summary(l, Metric::entropy_sparsity, Variant::drop_cls);
+    layers += std::to_string(l) + " " + number(a.mean) + " " + number(a.std) + " " +
+              number(d.mean) + " " + number(d.std) + "\n";
+    for (index_t h = 0; h < p.heads; ++h)
+      heads += (h ? " " : "") + number(p.at(l, h, Metric::entropy_sparsity).mean);
+    heads += "\n";
+  }
+  io::write_file_atomic(dir / "s_ent_layers.dat", layers);
+  io::write_file_atomic(dir / "s_ent_heads.dat", heads);
+  io::write_file_atomic(dir / "plots.gp", std::string(R"(# Run from this folder: gnuplot plots.gp
+set terminal pngcairo size 900,520 noenhanced
+set output 's_ent_by_layer.png'
+set title 'Attention sparsity per layer: S_ent = 1 - normalised entropy (mean +- std over heads, queries, images)'
+set xlabel 'layer'
+set ylabel 'S_ent'
+set xtics 1
+set key top left
+set offsets 0.5, 0.5, 0, 0
+plot 's_ent_layers.dat' using 1:2:3 with yerrorlines pt 7 title 'all keys', \
+     '' using ($1+0.08):4:5 with yerrorlines pt 5 title 'drop CLS key, renormalised'
+set output 's_ent_heads.png'
+set title 'S_ent per layer and head (mean over queries and images)'
+set xlabel 'head'
+set ylabel 'layer'
+set ytics 1
+set offsets 0, 0, 0, 0
+set autoscale fix
+set palette rgbformulae 21,22,23
+set cblabel 'S_ent'
+plot 's_ent_heads.dat' matrix with image notitle
+)"));
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    std::fprintf(stderr, "sparsity_profile: warning: gnuplot not found; the plot data and "
+                         "plots.gp are in %s\n", dir.c_str());
+    return;
+  }
+  const std::string cmd = "cd " + shell_quote(dir.string()) + " && gnuplot plots.gp";
+  if (std::system(cmd.c_str()) != 0)
+    std::fprintf(stderr, "sparsity_profile: warning: gnuplot failed (%s); the plot data and "
+                         "plots.gp are kept\n", cmd.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  CLI::App app{"Attention sparsity per layer and head of a ViT on Fashion-MNIST test images"};
+  std::string checkpoint, out_dir, data_dir = train::default_fashion_mnist_dir;
+  index_t images = 0, batch = 64;
+  analysis::SparsityOptions opt;
+  app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--images", images, "profile the first N test images")->required();
+  app.add_option("--out", out_dir, "output folder (created if missing)")->required();
+  app.add_option("--batch", batch, "images per forward");
+  app.add_option("--p", opt.top_p, "mass p of the top-p width, in (0, 1]")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--tau", opt.tau, "below_tau counts entries below tau/N")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files")
+      ->check(CLI::ExistingDirectory);
+  CLI11_PARSE(app, argc, argv);
+  check(images >= 1, "expected --images >= 1, found ", images);
+  check(batch >= 1, "expected --batch >= 1, found ", batch);
+  opt.validate();
+
+  model::VitConfig cfg;
+  auto m = model::load_vit<float>(checkpoint, &cfg);
+  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  check(images <= test_set.count, "--images ", images, " exceeds the ",
+        test_set.count, " images of the test set in ", data_dir);
+  test_set = test_set.head(images);
+  check(test_set.size == cfg.image_size && test_set.channels == cfg.channels,
+        "the checkpoint expects ", cfg.channels, "x", cfg.image_size, "x",
+        cfg.image_size, " images, the data has ", test_set.channels, "x", test_set.size, "x",
+        test_set.size);
+  // Fail before the long part when the output folder cannot be made.
+  const fs::path dir(out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  check(!ec && fs::is_directory(dir), "cannot create the output folder '", out_dir, "'",
+        ec ? ": " + ec.message() : std::string());
+  opt.grid_side = cfg.image_size / cfg.patch;
+  analysis::SparsityAccumulator acc(cfg.depth, cfg.heads, opt);
+
+  train::BatchLoader loader(test_set, batch, /*shuffle=*/false, 0);
+  train::Progress progress("sparsity_profile", long(loader.batches_per_epoch()), /*interval_s=*/0.0);
+  std::vector<float> x;
+  std::vector<std::int32_t> labels;
+  long done = 0, batches = 0;
+  while (index_t n = loader.next(x, labels)) {
+    m.forward(x.data(), n, test_set.image_numel());
+    acc.add_model(m);
+    done += long(n);
+    progress.update(++batches, done, "images " + std::to_string(done));
+  }
+
+  const auto profile = acc.profile();
+  nlohmann::json j = profile;
+  j["checkpoint"] = checkpoint;
+  j["data"] = test_set.name;
+  j["model"] = cfg;
+  io::write_file_atomic(dir / "profile.json", j.dump(2) + "\n");
+  analysis::write_csv(dir / "profile.csv", profile);
+  write_plots(dir, profile);
+
+  std::printf("layer  S_ent mean ± std (all keys)  drop CLS       top-p width  distance\n");
+  for (index_t l = 0; l < profile.layers; ++l) {
+    if (!profile.measured[std::size_t(l)]) {
+      std::printf("%5ld  (not attention)\n", long(l));
+      continue;
+    }
+    const auto& s = profile.layer_summary(l, Metric::entropy_sparsity);
+    const auto& d = profile.layer_summary(l, Metric::entropy_sparsity, Variant::drop_cls);
+    std::printf("%5ld  %.4f ± %.4f              %.4f ± %.4f  %.4f       %.3f\n", long(l), s.mean,
+                s.std, d.mean, d.std, profile.layer_summary(l, Metric::top_p_width).mean,
+                profile.layer_summary(l, Metric::distance).mean);
+  }
+  std::printf("wrote %s/profile.json, profile.csv\n", dir.c_str());
+  std::printf("ranking by S_ent (sparsest first):");
+  for (index_t l : profile.ranking()) std::printf(" %ld", long(l));
+  std::printf("\n");
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "sparsity_profile: error: %s\n", e.what());
+  return 1;
+}

@@ -1,0 +1,108 @@
+// Reading a ViT's attention probabilities out of the context of its last forward: the maps are
+// never copied, only viewed (they live in each SoftmaxAttention's Ctx until the next forward).
+//
+// Path through a Model<Vit<T, Slot>>'s context (model/vit.hpp):
+//   model.context()                  the Vit Sequential's Ctx
+//   std::get<2>(·.ctx)               the Repeat<Block>'s Ctx;  .ctx[i] block i (a Sequential)
+//   std::get<0>(block.ctx).inner     Residual<Sequential<LayerNorm, Slot>>'s inner Ctx
+//   std::get<1>(·.ctx)               the Slot's Ctx; `.v` holds the mixer's Ctx
+// A mixer Ctx counts as attention when it exposes `probs`, `prob_offsets`, `pre_layout`,
+// `keep` and `heads` as SoftmaxAttention's does (any sparsity policy); any other mixer's layer
+// is reported as absent.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "seqswap/core/error.hpp"
+#include "seqswap/core/tokens.hpp"
+
+namespace seqswap::analysis {
+
+// One layer's attention probabilities, for every sequence and head of the last forward.
+// A view: valid until the model's next forward. `keep` points at the forward's keep-mask and
+// is valid as long as that mask is.
+template <class T>
+struct AttentionMaps {
+  const T* probs = nullptr;                   // Σ_b H n_b²: sequence, head, row-major (n_b, n_b)
+  const std::size_t* prob_offsets = nullptr;  // (batch+1) into probs
+  const index_t* offsets = nullptr;           // (batch+1) token offsets (n_b = length(b))
+  const std::uint8_t* keep = nullptr;         // (T_total) 1 = kept; nullptr = all kept
+  index_t batch = 0;
+  index_t heads = 0;
+
+  index_t length(index_t b) const { return offsets[b + 1] - offsets[b]; }
+  // (n_b, n_b) row-major: row i is query i's distribution over keys.
+  const T* map(index_t b, index_t h) const {
+    const auto n = static_cast<std::size_t>(length(b));
+    return probs + prob_offsets[b] + static_cast<std::size_t>(h) * n * n;
+  }
+  // (n_b) keep flags of sequence b, or nullptr when all are kept.
+  const std::uint8_t* keep_of(index_t b) const { return keep ? keep + offsets[b] : nullptr; }
+};
+
+// A mixer context that holds softmax attention probabilities.
+template <class C>
+concept AttentionCtx = requires(const C& c) {
+  { c.probs.data() };
+  { c.prob_offsets.data() };
+  { c.pre_layout.offsets.data() };
+  { c.keep };
+  { c.heads };
+};
+
+// The maps held by an attention context (after its forward).
+template <AttentionCtx C>
+auto maps_of(const C& c) {
+  using T = std::remove_cvref_t<decltype(*c.probs.data())>;
+  check(c.prob_offsets.size() == static_cast<std::size_t>(c.pre_layout.batch) + 1,
+        "attention maps: expected a forward first (", c.pre_layout.batch + 1,
+        " probability offsets), found ", c.prob_offsets.size());
+  return AttentionMaps<T>{c.probs.data(), c.prob_offsets.data(), c.pre_layout.offsets.data(),
+                          c.keep,         c.pre_layout.batch,    c.heads};
+}
+
+// Block i's attention maps after `model.forward(...)` of a Model<Vit<T, Slot>>; nullopt when
+// block i's slot holds a mixer other than attention. Throws when there was no forward, or the
+// slot was re-seated since (the context then belongs to the old mixer).
+template <class M>
+auto block_attention(M& model, std::size_t i) {
+  using T = typename M::T;
+  auto& blocks_ctx = std::get<2>(model.context().ctx);
+  auto& blocks = model.net().template get<2>();
+  check(blocks_ctx.ctx.size() == blocks.size(), "block_attention: expected a forward of the ",
+        blocks.size(), "-block ViT first, found contexts for ", blocks_ctx.ctx.size(), " blocks");
+  check(i < blocks.size(), "block_attention: block ", i, " out of range (", blocks.size(),
+        " blocks)");
+  const auto& mixer_ctx = std::get<0>(blocks_ctx.ctx[i].ctx).inner;
+  const auto& slot_ctx = std::get<1>(mixer_ctx.ctx);
+  const auto& slot = blocks[i].template get<0>().inner().template get<1>();
+  check(slot_ctx.v.index() == slot.index(), "block_attention: block ", i,
+        " was re-seated after the last forward (context holds mixer ", slot_ctx.v.index(),
+        ", slot holds ", slot.index(), "); run forward again");
+  return std::visit(
+      [](const auto& c) {
+        if constexpr (AttentionCtx<std::remove_cvref_t<decltype(c)>>) {
+          return std::optional<AttentionMaps<T>>(maps_of(c));
+        } else {
+          return std::optional<AttentionMaps<T>>{};
+        }
+      },
+      slot_ctx.v);
+}
+
+// Every block's maps (nullopt for non-attention blocks), in block order.
+template <class M>
+auto attention_maps(M& model) {
+  using T = typename M::T;
+  std::vector<std::optional<AttentionMaps<T>>> r;
+  const std::size_t L = model.net().template get<2>().size();
+  for (std::size_t i = 0; i < L; ++i) r.push_back(block_attention(model, i));
+  return r;
+}
+
+}  // namespace seqswap::analysis

@@ -1,0 +1,520 @@
+// Non-causal multi-head linear attention (METHOD.md "Linear attention"):
+//   y_i = φ(q_i)ᵀ S / (φ(q_i)ᵀ z + eps),  S = Σ_j φ(k_j) v_jᵀ,  z = Σ_j φ(k_j)
+// per head over each sequence's kept tokens, then Proj. The sums make it O(N m d) per head
+// (m = feature width): the N x N attention matrix is never formed. q, k, v come from a qkv
+// Linear laid out exactly like the teacher attention's ([q; k; v] rows, heads contiguous
+// d-blocks), so a student can start from the teacher's Q, K, V and Proj (init_from_attention).
+#pragma once
+#include "seqswap/ops/mask.hpp"
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "seqswap/attention/softmax_attention.hpp"
+#include "seqswap/backend/host.hpp"
+#include "seqswap/core/buffer.hpp"
+#include "seqswap/layers/linear.hpp"
+
+namespace seqswap::mixers {
+
+// Feature-map tags φ: R^d -> R^m, m = expansion * d.
+namespace feature {
+struct Elu1 {};      // φ(x) = elu(x) + 1 (Katharopoulos et al. 2020), m = d
+struct Relu {};      // φ(x) = max(x, 0), m = d
+struct Hedgehog {};  // φ(x) = [exp(x W_h), exp(-x W_h)], W_h (d, d) learnable per head, m = 2d
+}  // namespace feature
+
+template <class Feature>
+struct FeatureTraits {
+  static_assert(dependent_false<Feature>,
+                "LinearAttention: unknown feature map; use a tag from seqswap::mixers::feature "
+                "(Elu1, Relu, Hedgehog)");
+};
+template <>
+struct FeatureTraits<feature::Elu1> {
+  static constexpr const char* name = "elu1";
+  static constexpr index_t expansion = 1;
+  static constexpr bool learnable = false;
+  template <class T>
+  static T value(T x) { return x > T(0) ? x + T(1) : std::exp(x); }
+  // φ'(x) from φ(x): elu + 1 exceeds 1 exactly where x > 0 (slope 1) and equals its own
+  // slope exp(x) elsewhere, so backward needs no copy of the pre-activation.
+  template <class T>
+  static T slope(T phi) { return phi > T(1) ? T(1) : phi; }
+};
+template <>
+struct FeatureTraits<feature::Relu> {
+  static constexpr const char* name = "relu";
+  static constexpr index_t expansion = 1;
+  static constexpr bool learnable = false;
+  template <class T>
+  static T value(T x) { return x > T(0) ? x : T(0); }
+  template <class T>
+  static T slope(T phi) { return phi > T(0) ? T(1) : T(0); }
+};
+template <>
+struct FeatureTraits<feature::Hedgehog> {
+  static constexpr const char* name = "hedgehog";
+  static constexpr index_t expansion = 2;
+  static constexpr bool learnable = true;
+};
+
+struct LinearAttentionOptions {
+  index_t dim = 0;
+  index_t heads = 1;
+  bool qkv_bias = true;
+  double eps = 1e-6;  // denominator guard: φ(q)ᵀ z + eps
+  std::string name = "attn";
+};
+
+template <class T = float, class Feature = feature::Elu1>
+class LinearAttention {
+  using Traits = FeatureTraits<Feature>;
+  static_assert(sizeof(Traits) > 0);
+  static constexpr index_t kExpansion = Traits::expansion;
+  static constexpr bool kLearnable = Traits::learnable;
+  using ColMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+  using CColMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
+
+ public:
+  using scalar_type = T;
+  using feature_type = Feature;
+  using Input = kind::Tokens;
+  using Output = kind::Tokens;
+  template <class B>
+  struct Ctx {
+    typename layers::Linear<T>::template Ctx<B> qkv_ctx, proj_ctx;
+    Layout qkv_layout, pre_layout;
+    Buffer<T> qkv;           // (rows, 3D) [q k v], heads contiguous d-blocks
+    Buffer<T> phi_q, phi_k;  // (rows, H m) φ(q), φ(k); masked rows 0 (Hedgehog: scaled, see forward)
+    Buffer<T> key_shift;     // (B H, m) Hedgehog: per-feature exponent shift of the keys
+    Buffer<T> state;         // (B H, m, d) S per sequence and head
+    Buffer<T> norm;          // (B H, m) z per sequence and head
+    Buffer<T> den;           // (H, rows) φ(q_i)ᵀ z + eps; 1 on masked rows
+    Buffer<T> pre;           // (rows, D) pre-projection output
+    Buffer<T> dy_masked, dpre, dnum;  // (rows, D) backward scratch
+    Buffer<T> dden;                   // (H, rows)
+    Buffer<T> dphi_q, dphi_k;         // (rows, H m)
+    Buffer<T> dstate, dnorm;          // (B H, m, d), (B H, m)
+    Buffer<T> dqkv;                   // (rows, 3D)
+    Buffer<T> dfeature;               // (B H, d, d) Hedgehog: per sequence, summed over b after
+    const std::uint8_t* keep = nullptr;
+    const index_t* offsets = nullptr;
+    index_t batch = 0;
+
+    TokensView<const T, B> pre_projection() const {
+      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
+    }
+  };
+
+  LinearAttention() = default;
+  explicit LinearAttention(LinearAttentionOptions o) : o_(std::move(o)) {
+    check(o_.heads > 0 && o_.dim > 0 && o_.dim % o_.heads == 0, "LinearAttention '", o_.name,
+          "': expected a positive width divisible by heads, found width ", o_.dim, " and ",
+          o_.heads, " heads");
+    check(o_.eps >= 0, "LinearAttention '", o_.name, "': expected eps >= 0, found ", o_.eps);
+    qkv_ = layers::Linear<T>({.in = o_.dim, .out = 3 * o_.dim, .bias = o_.qkv_bias, .name = "qkv"});
+    proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "proj"});
+  }
+  const LinearAttentionOptions& options() const { return o_; }
+  static constexpr const char* kind_name() { return "linear_attention"; }
+  static constexpr const char* feature_name() { return Traits::name; }
+
+  // 3D² (+ 3D qkv bias) + H d² (Hedgehog) + D² + D
+  std::size_t param_count() const {
+    return qkv_.param_count() + feature_count() + proj_.param_count();
+  }
+  // Parameters of the output projection (the part a replacement may reuse).
+  std::size_t proj_param_offset() const { return qkv_.param_count() + feature_count(); }
+
+  void plan(const Layout& in, Layout& out) const {
+    check(in.dim == o_.dim, "LinearAttention '", o_.name, "': expected width ", o_.dim,
+          ", found ", in.dim);
+    out = in;
+  }
+  template <class F>
+  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
+    const std::string base = join_name(prefix, o_.name);
+    qkv_.visit_params(f, base, offset);
+    if constexpr (kLearnable) {
+      const index_t H = o_.heads, d = o_.dim / H;
+      // Identity per head: Hedgehog starts as φ(x) = [exp(x), exp(-x)].
+      f(ParamInfo{join_name(base, "feature.weight"), {H, d, d}, offset + qkv_.param_count(),
+                  feature_count(), true, Init::custom, 0.0,
+                  [H, d](double* w, std::size_t, Rng&) { identity_per_head(w, H, d); }});
+    }
+    proj_.visit_params(f, base, offset + proj_param_offset());
+  }
+
+  // Writes the tensors visit_params reports as Init::custom (Hedgehog: W_h = I for every
+  // head), as Model::init would; leaves all others as they are. p is this mixer's slice.
+  template <class B>
+  void init(ParamsView<T, B> p) const {
+    if constexpr (kLearnable) identity_per_head(feature_params(p).data, o_.heads, o_.dim / o_.heads);
+  }
+
+  // x (rows, D) -> y (rows, D)
+  template <class B>
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
+               Ctx<B>& c) const {
+    const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d, rows = x.total();
+    const T eps = T(o_.eps);
+    c.keep = x.keep;
+    c.offsets = x.offsets;
+    c.batch = x.batch;
+    c.qkv_layout = Layout{x.batch, 3 * D, {x.offsets, x.offsets + x.batch + 1}};
+    c.pre_layout = Layout{x.batch, D, c.qkv_layout.offsets};
+    const auto BH = static_cast<std::size_t>(x.batch * H);
+    c.qkv.resize(static_cast<std::size_t>(rows * 3 * D));
+    c.phi_q.resize(static_cast<std::size_t>(rows * H * m));
+    c.phi_k.resize(static_cast<std::size_t>(rows * H * m));
+    c.state.resize(BH * static_cast<std::size_t>(m * d));
+    c.norm.resize(BH * static_cast<std::size_t>(m));
+    if constexpr (kLearnable) c.key_shift.resize(BH * static_cast<std::size_t>(m));
+    c.den.resize(static_cast<std::size_t>(H * rows));
+    c.pre.resize(static_cast<std::size_t>(rows * D));
+
+    qkv_.forward(qkv_params(p), x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
+    const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
+
+    const auto BHi = static_cast<index_t>(BH);
+#pragma omp parallel for schedule(dynamic, 1) if (BHi > 1)
+    for (index_t bh = 0; bh < BHi; ++bh) {
+      const index_t b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
+      host::MatMap<T> S(c.state.data() + bh * m * d, m, d);
+      host::VecMap<T> z(c.norm.data() + bh * m, m);
+      if (n == 0) {
+        S.setZero();
+        z.setZero();
+        continue;
+      }
+      const std::uint8_t* keep = x.keep ? x.keep + t0 : nullptr;
+      const T* qkv = c.qkv.data() + t0 * 3 * D;
+      host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::StridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+      host::StridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+      host::StridedMap<T> O(c.pre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      T* den = c.den.data() + h * rows + t0;  // (n)
+      const T* wh = kLearnable ? w + h * d * d : nullptr;
+
+      if constexpr (kLearnable) {
+        // den temporarily holds each query's exponent shift a_i.
+        T* key_shift = c.key_shift.data() + bh * m;
+        hedgehog_keys(qkv + D + h * d, 3 * D, Pk, n, wh, keep, key_shift);
+        hedgehog_queries(qkv + h * d, 3 * D, Pq, n, wh, keep, key_shift, den);
+      } else {
+        elementwise_features(qkv + D + h * d, 3 * D, Pk, n, keep);
+        elementwise_features(qkv + h * d, 3 * D, Pq, n, keep);
+      }
+      // S = Σ_j φ(k_j) v_jᵀ, z = Σ_j φ(k_j) over kept keys (masked rows of Φk are 0)
+      S.noalias() = Pk.transpose() * V;
+      z.noalias() = Pk.colwise().sum();
+      // y_i = φ(q_i)ᵀ S / (φ(q_i)ᵀ z + eps); Hedgehog's scaled features need eps e^{-a_i}
+      // (see hedgehog_keys) for the same ratio.
+      O.noalias() = Pq * S;
+      for (index_t i = 0; i < n; ++i) {
+        if (keep && !keep[i]) {
+          O.row(i).setZero();
+          den[i] = T(1);
+          continue;
+        }
+        const T eps_i = kLearnable ? eps * std::exp(-den[i]) : eps;
+        den[i] = Pq.row(i).dot(z) + eps_i;
+        O.row(i) /= den[i];
+      }
+    }
+
+    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
+                  y, c.proj_ctx);
+    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
+  }
+
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
+                TokensView<T, B> dx, ParamsView<T, B> g) const {
+    backward_impl(p, c, dy.data, nullptr, dx, g);
+  }
+  // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation): the
+  // projection is skipped and receives no gradient; masked rows of dpre are ignored.
+  template <class B>
+  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre,
+                    TokensView<T, B> dx, ParamsView<T, B> g) const {
+    backward_impl(p, c, nullptr, dpre.data, dx, g);
+  }
+  // Shared by both: starts from dy (through proj) or from dpre_in (pre-projection gradient).
+  template <class B>
+  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
+                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+    const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d;
+    const index_t rows = c.qkv_layout.total();
+    const T* dy_eff = dy_data;
+    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
+      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
+      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
+      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
+      dy_eff = c.dy_masked.data();
+    }
+    const auto BH = static_cast<std::size_t>(c.batch * H);
+    c.dpre.resize(static_cast<std::size_t>(rows * D));
+    c.dnum.resize(static_cast<std::size_t>(rows * D));
+    c.dden.resize(static_cast<std::size_t>(H * rows));
+    c.dphi_q.resize(static_cast<std::size_t>(rows * H * m));
+    c.dphi_k.resize(static_cast<std::size_t>(rows * H * m));
+    c.dstate.resize(BH * static_cast<std::size_t>(m * d));
+    c.dnorm.resize(BH * static_cast<std::size_t>(m));
+    c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
+    if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
+    if (dpre_in) {
+      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
+                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
+    } else {
+      proj_.backward(proj_params(p), c.proj_ctx,
+                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
+                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
+    }
+    const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
+
+    const auto BHi = static_cast<index_t>(BH);
+#pragma omp parallel for schedule(dynamic, 1) if (BHi > 1)
+    for (index_t bh = 0; bh < BHi; ++bh) {
+      const index_t b = bh / H, h = bh % H, t0 = c.offsets[b], n = c.offsets[b + 1] - t0;
+      if (n == 0) continue;
+      const std::uint8_t* keep = c.keep ? c.keep + t0 : nullptr;
+      const T* qkv = c.qkv.data() + t0 * 3 * D;
+      T* dqkv = c.dqkv.data() + t0 * 3 * D;
+      host::CStridedMap<T> Q(qkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::StridedMap<T> dQ(dqkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::StridedMap<T> dK(dqkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::StridedMap<T> dV(dqkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      host::CStridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+      host::CStridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+      host::StridedMap<T> dPq(c.dphi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+      host::StridedMap<T> dPk(c.dphi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+      host::CStridedMap<T> O(c.pre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      host::CStridedMap<T> dO(c.dpre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      host::StridedMap<T> dNum(c.dnum.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      CColMap den(c.den.data() + h * rows + t0, n);
+      ColMap dden(c.dden.data() + h * rows + t0, n);
+      host::CMatMap<T> S(c.state.data() + bh * m * d, m, d);
+      host::CVecMap<T> z(c.norm.data() + bh * m, m);
+      host::MatMap<T> dS(c.dstate.data() + bh * m * d, m, d);
+      host::VecMap<T> dz(c.dnorm.data() + bh * m, m);
+
+      // y_i = num_i / den_i  =>  dnum_i = dy_i / den_i,  dden_i = -dy_i · y_i / den_i
+      // (a masked query produced nothing, so it passes nothing back)
+      for (index_t i = 0; i < n; ++i) {
+        if (keep && !keep[i]) {
+          dNum.row(i).setZero();
+          dden[i] = T(0);
+          continue;
+        }
+        dNum.row(i) = dO.row(i) / den[i];
+        dden[i] = -dO.row(i).dot(O.row(i)) / den[i];
+      }
+      // num_i = φ(q_i)ᵀ S, den_i = φ(q_i)ᵀ z + eps
+      //   =>  dφ(q_i) = S dnum_i + z dden_i,  dS = Σ_i φ(q_i) dnum_iᵀ,  dz = Σ_i φ(q_i) dden_i
+      dPq.noalias() = dNum * S.transpose();
+      dPq.noalias() += dden * z;
+      dS.noalias() = Pq.transpose() * dNum;
+      dz.noalias() = dden.transpose() * Pq;
+      // S = Σ_j φ(k_j) v_jᵀ, z = Σ_j φ(k_j)  =>  dφ(k_j) = dS v_j + dz,  dv_j = dSᵀ φ(k_j)
+      // (masked keys took no part: their dφ(k) is 0 and their φ(k) = 0 gives dv = 0)
+      dPk.noalias() = V * dS.transpose();
+      dPk.rowwise() += dz;
+      if (keep)
+        for (index_t j = 0; j < n; ++j)
+          if (!keep[j]) dPk.row(j).setZero();
+      dV.noalias() = Pk * dS;
+
+      if constexpr (kLearnable) {
+        // φ̃ = [exp(u - s₊), exp(-u - s₋)], u = x W_h (the shifts are constants: y does not
+        // depend on them)  =>  du = dφ̃₊ ∘ φ̃₊ - dφ̃₋ ∘ φ̃₋; dx = du W_hᵀ, dW_h += xᵀ du
+        host::CMatMap<T> Wh(w + h * d * d, d, d);
+        host::MatMap<T> dW(c.dfeature.data() + bh * d * d, d, d);
+        to_exponent_grad(Pq, dPq, n, d);
+        to_exponent_grad(Pk, dPk, n, d);
+        dQ.noalias() = dPq.leftCols(d) * Wh.transpose();
+        dK.noalias() = dPk.leftCols(d) * Wh.transpose();
+        // masked rows have du = 0 (φ = 0 there), so their q, k add nothing
+        dW.noalias() = Q.transpose() * dPq.leftCols(d);
+        dW.noalias() += K.transpose() * dPk.leftCols(d);
+      } else {
+        // φ(q), φ(k) elementwise  =>  dq = dφ(q) ∘ φ'(q), dk = dφ(k) ∘ φ'(k)
+        (void)Q;
+        (void)K;
+        for (index_t i = 0; i < n; ++i)
+          for (index_t e = 0; e < d; ++e) {
+            dQ(i, e) = dPq(i, e) * Traits::slope(Pq(i, e));
+            dK(i, e) = dPk(i, e) * Traits::slope(Pk(i, e));
+          }
+      }
+    }
+
+    if constexpr (kLearnable) {  // dW_h = Σ_b dW_{b,h}: kept apart above so threads never race
+      T* gw = feature_params(g).data;  // (H, d, d)
+      for (index_t bh = 0; bh < BHi; ++bh) {
+        const index_t h = bh % H;
+        host::MatMap<T>(gw + h * d * d, d, d) += host::CMatMap<T>(c.dfeature.data() + bh * d * d, d, d);
+      }
+    }
+    // Masked rows of dqkv are 0 by construction, hence so are masked rows of dx.
+    qkv_.backward(qkv_params(p), c.qkv_ctx,
+                  TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx,
+                  qkv_params(g));
+  }
+
+  template <class P>
+  P qkv_params(P p) const { return p.sub(0, qkv_.param_count()); }
+  template <class P>
+  P feature_params(P p) const { return p.sub(qkv_.param_count(), feature_count()); }
+  template <class P>
+  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
+
+ private:
+  std::size_t feature_count() const {
+    if constexpr (kLearnable) {
+      const index_t d = o_.dim / o_.heads;
+      return static_cast<std::size_t>(o_.heads * d * d);
+    } else {
+      return 0;
+    }
+  }
+
+  // w (H, d, d) = I per head.
+  template <class U>
+  static void identity_per_head(U* w, index_t H, index_t d) {
+    std::fill(w, w + H * d * d, U(0));
+    for (index_t h = 0; h < H; ++h)
+      for (index_t i = 0; i < d; ++i) w[(h * d + i) * d + i] = U(1);
+  }
+
+  // Phi (n, m) = φ(X) for one head's rows, X (n, d) with row stride ldx; masked rows 0.
+  template <class PhiMap>
+  static void elementwise_features(const T* x, index_t ldx, PhiMap& Phi, index_t n,
+                                   const std::uint8_t* keep) {
+    for (index_t i = 0; i < n; ++i) {
+      if (keep && !keep[i]) {
+        Phi.row(i).setZero();
+        continue;
+      }
+      for (index_t e = 0; e < Phi.cols(); ++e) Phi(i, e) = Traits::value(x[i * ldx + e]);
+    }
+  }
+
+  // Hedgehog without overflow. With u = x W_h and f_c the c-th entry of [u, -u], the plain
+  // features e^{f_c} overflow float for |u| > ~88. For feature c, a scale common to all keys
+  // (e^{-b_c} on S_c and z_c) is undone by e^{+b_c} on every query's feature c, and a scale
+  // per query (e^{-a_i}) cancels in y_i's ratio once eps is scaled with it:
+  //   y_i = Σ_c φ̃q_ic S̃_c / (Σ_c φ̃q_ic z̃_c + eps e^{-a_i}),
+  //   φ̃k_jc = e^{f_jc - b_c},  b_c = max_{kept j} f_jc;  φ̃q_ic = e^{f_ic + b_c - a_i},
+  //   a_i = max_c (f_ic + b_c).
+  // Every φ̃ <= 1 and every z̃_c >= 1 (its largest key gives e^0), so the denominator is >= 1:
+  // nothing overflows and it never underflows to 0/0. a_i >= 0 (b_c + b_{c+d} >= 0), so
+  // eps e^{-a_i} <= eps. The shifts are constants for backward: y does not depend on them.
+  //
+  // Keys: Phi (n, m) = φ̃k of X (n, d) (row stride ldx); key_shift (m) = b; masked rows 0.
+  template <class PhiMap>
+  static void hedgehog_keys(const T* x, index_t ldx, PhiMap& Phi, index_t n, const T* wh,
+                            const std::uint8_t* keep, T* key_shift) {
+    const index_t d = Phi.cols() / 2;
+    host::CStridedMap<T> X(x, n, d, Eigen::OuterStride<>(ldx));
+    host::CMatMap<T> Wh(wh, d, d);
+    Phi.leftCols(d).noalias() = X * Wh;  // u, exponentiated in place below
+    bool any = false;
+    for (index_t i = 0; i < n; ++i) {
+      if (keep && !keep[i]) continue;
+      for (index_t e = 0; e < d; ++e) {
+        const T u = Phi(i, e);
+        key_shift[e] = any ? std::max(key_shift[e], u) : u;
+        key_shift[d + e] = any ? std::max(key_shift[d + e], -u) : -u;
+      }
+      any = true;
+    }
+    if (!any) std::fill(key_shift, key_shift + 2 * d, T(0));
+    for (index_t i = 0; i < n; ++i) {
+      if (keep && !keep[i]) {
+        Phi.row(i).setZero();
+        continue;
+      }
+      for (index_t e = 0; e < d; ++e) {
+        const T u = Phi(i, e);
+        Phi(i, e) = std::exp(u - key_shift[e]);
+        Phi(i, d + e) = std::exp(-u - key_shift[d + e]);
+      }
+    }
+  }
+  // Queries: Phi (n, m) = φ̃q of X (n, d) given the keys' b (m); row_shift (n) = a; masked
+  // rows 0 (shift 0).
+  template <class PhiMap>
+  static void hedgehog_queries(const T* x, index_t ldx, PhiMap& Phi, index_t n, const T* wh,
+                               const std::uint8_t* keep, const T* key_shift, T* row_shift) {
+    const index_t d = Phi.cols() / 2;
+    host::CStridedMap<T> X(x, n, d, Eigen::OuterStride<>(ldx));
+    host::CMatMap<T> Wh(wh, d, d);
+    Phi.leftCols(d).noalias() = X * Wh;  // u, exponentiated in place below
+    for (index_t i = 0; i < n; ++i) {
+      if (keep && !keep[i]) {
+        Phi.row(i).setZero();
+        row_shift[i] = T(0);
+        continue;
+      }
+      T a = Phi(i, 0) + key_shift[0];
+      for (index_t e = 0; e < d; ++e)
+        a = std::max({a, Phi(i, e) + key_shift[e], -Phi(i, e) + key_shift[d + e]});
+      row_shift[i] = a;
+      for (index_t e = 0; e < d; ++e) {
+        const T u = Phi(i, e);
+        Phi(i, e) = std::exp(u + key_shift[e] - a);
+        Phi(i, d + e) = std::exp(-u + key_shift[d + e] - a);
+      }
+    }
+  }
+
+  // In place over dPhi's first d columns: du = dφ₊ ∘ φ₊ - dφ₋ ∘ φ₋ (Hedgehog).
+  template <class PhiMap, class DPhiMap>
+  static void to_exponent_grad(const PhiMap& Phi, DPhiMap& dPhi, index_t n, index_t d) {
+    for (index_t i = 0; i < n; ++i)
+      for (index_t e = 0; e < d; ++e)
+        dPhi(i, e) = dPhi(i, e) * Phi(i, e) - dPhi(i, d + e) * Phi(i, d + e);
+  }
+
+
+  LinearAttentionOptions o_;
+  layers::Linear<T> qkv_, proj_;
+};
+
+static_assert(Mixer<LinearAttention<float>, backend::Host>);
+static_assert(Mixer<LinearAttention<double>, backend::Host>);
+static_assert(Mixer<LinearAttention<float, feature::Relu>, backend::Host>);
+static_assert(Mixer<LinearAttention<double, feature::Hedgehog>, backend::Host>);
+
+// Starts a linear-attention student from a softmax-attention teacher: copies the teacher's
+// qkv and proj tensors (same layout, same names) into the student's slice. Hedgehog's feature
+// weight is left as it is (call student.init(...) for the identity first).
+// teacher_params, student_params: each module's own parameter slice.
+template <class T, class Feature, class Policy>
+void init_from_attention(const attention::SoftmaxAttention<T, Policy>& teacher,
+                         std::type_identity_t<ParamsView<const T, backend::Host>> teacher_params,
+                         const LinearAttention<T, Feature>& student,
+                         std::type_identity_t<ParamsView<T, backend::Host>> student_params) {
+  const auto& to = teacher.options();
+  const auto& so = student.options();
+  check(to.dim == so.dim && to.heads == so.heads && to.qkv_bias == so.qkv_bias,
+        "init_from_attention: expected the teacher's width, heads and qkv bias (", to.dim, ", ",
+        to.heads, ", ", to.qkv_bias, "), found ", so.dim, ", ", so.heads, ", ", so.qkv_bias,
+        " in LinearAttention '", so.name, "'");
+  check(teacher_params.size == teacher.param_count(), "init_from_attention: expected a teacher slice of ",
+        teacher.param_count(), " values, found ", teacher_params.size);
+  check(student_params.size == student.param_count(), "init_from_attention: expected a student slice of ",
+        student.param_count(), " values, found ", student_params.size);
+  auto copy = [](ParamsView<const T, backend::Host> from, ParamsView<T, backend::Host> to_) {
+    std::copy(from.data, from.data + from.size, to_.data);
+  };
+  copy(teacher.qkv_params(teacher_params), student.qkv_params(student_params));
+  copy(teacher.proj_params(teacher_params), student.proj_params(student_params));
+}
+
+}  // namespace seqswap::mixers

@@ -1,0 +1,334 @@
+// minGRU mixer (METHOD.md "Replacement modules", minGRU; Feng et al. 2024, "Were RNNs All We
+// Needed?"), per direction:
+//   z_t = σ(W_z x_t + b_z),  h̃_t = W_h x_t + b_h,  h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
+// i.e. the linear recurrence h_t = a_t ⊙ h_{t-1} + b_t with a_t = 1 - z_t = σ(-u_t) and
+// b_t = z_t ⊙ h̃_t, run by ops::linear_scan over the tokens in a ScanOrder. Bidirectional: a
+// second direction with its own parameters scans the same order reversed; the two hidden
+// sequences are summed (default) or concatenated, then projected back to D by "proj".
+//
+// Parameters, per direction "fwd" / "bwd": one Linear(D, 2E) whose output rows are
+//   [0, E)  -> u   (gate pre-activation, z = σ(u))
+//   [E, 2E) -> h̃  (candidate state)
+// with E = expand · D. "proj" is Linear(E_total, D), E_total = 2E for a concatenated
+// bidirectional mixer and E otherwise; only E_total == D gives proj the teacher attention's
+// shape [D, D], so that only then does relayout-by-name reuse the teacher's projection.
+//
+// Stability: a_t ∈ [0, 1] and h_t is a convex combination of h_{t-1} and h̃_t, so |h_t| <= max|h̃|
+// for any N; σ(u) = 1 / (1 + e^{-u}) saturates to 0 or 1 without NaN, and 1 - σ(u) is computed
+// as σ(-u) so that it keeps its relative precision when z_t is close to 1.
+//
+// Masked tokens are identity steps of the recurrence (a = 1, b = 0), and their rows of the
+// pre-projection output and of the output are zero.
+#pragma once
+#include "seqswap/ops/mask.hpp"
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "seqswap/backend/host.hpp"
+#include "seqswap/core/buffer.hpp"
+#include "seqswap/layers/linear.hpp"
+#include "seqswap/mixers/scan_order.hpp"
+#include "seqswap/ops/scan.hpp"
+
+namespace seqswap::mixers {
+
+struct MinGruOptions {
+  // How the two directions of a bidirectional mixer are combined before proj.
+  enum class Combine { sum, concat };
+
+  index_t dim = 0;
+  index_t expand = 1;          // hidden width E = expand · dim
+  bool bidirectional = true;   // forward scan + the same scan reversed, separate parameters
+  Combine combine = Combine::sum;
+  order::ScanOrder order{};    // which token the scan visits k-th
+  std::string name = "attn";
+  index_t chunk = 256;         // tokens per chunk of ops::linear_scan; 0 = sequential reference
+};
+
+template <class T = float>
+class MinGru {
+ public:
+  using scalar_type = T;
+  using Input = kind::Tokens;
+  using Output = kind::Tokens;
+  template <class B>
+  struct Ctx {
+    std::array<typename layers::Linear<T>::template Ctx<B>, 2> dir_ctx;
+    typename layers::Linear<T>::template Ctx<B> proj_ctx;
+    Layout zh_layout, pre_layout;
+    std::vector<index_t> perm;          // (rows) scan position -> row; empty when identity
+    std::vector<std::uint8_t> keep_s;   // (rows) keep in scan order (permuted and masked)
+    Buffer<T> x_s;                      // (rows, D) input in scan order (permuted only)
+    const T* x_scan = nullptr;          // (rows, D) x_s or the input itself
+    const std::uint8_t* keep_scan = nullptr;  // (rows) keep_s or the input's keep; nullable
+    std::array<Buffer<T>, 2> zh;        // (rows, 2E) [u | h̃] per direction, scan order
+    std::array<Buffer<T>, 2> a;         // (rows, E) decays σ(-u) (1 at masked), scan order
+    std::array<Buffer<T>, 2> h;         // (rows, E) states, scan order
+    Buffer<T> pre_s;                    // (rows, E_total) pre-projection in scan order (permuted)
+    Buffer<T> pre;                      // (rows, E_total) pre-projection output, token order
+    // backward scratch
+    Buffer<T> dy_masked;                // (rows, D)
+    Buffer<T> dpre, dpre_s;             // (rows, E_total) token order / scan order
+    Buffer<T> dh, da, db;               // (rows, E)
+    Buffer<T> dzh;                      // (rows, 2E)
+    Buffer<T> dx_s, dx_dir;             // (rows, D)
+    const std::uint8_t* keep = nullptr;  // (rows) token order; nullable
+    const index_t* offsets = nullptr;    // (batch+1)
+    index_t batch = 0;
+
+    TokensView<const T, B> pre_projection() const {
+      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
+    }
+  };
+
+  MinGru() = default;
+  explicit MinGru(MinGruOptions o) : o_(std::move(o)) {
+    check(o_.dim > 0, "MinGru '", o_.name, "': expected dim > 0, found ", o_.dim);
+    check(o_.expand > 0, "MinGru '", o_.name, "': expected expand > 0, found ", o_.expand);
+    check(o_.chunk >= 0, "MinGru '", o_.name, "': expected chunk >= 0, found ", o_.chunk);
+    const index_t E = hidden();
+    dir_[0] = layers::Linear<T>({.in = o_.dim, .out = 2 * E, .bias = true, .name = "fwd"});
+    dir_[1] = layers::Linear<T>({.in = o_.dim, .out = 2 * E, .bias = true, .name = "bwd"});
+    proj_ = layers::Linear<T>({.in = width(), .out = o_.dim, .bias = true, .name = "proj"});
+  }
+  const MinGruOptions& options() const { return o_; }
+  static constexpr const char* kind_name() { return "min_gru"; }
+
+  // Hidden width E of one direction, and the width E_total entering proj.
+  index_t hidden() const { return o_.expand * o_.dim; }
+  index_t width() const { return concat() ? 2 * hidden() : hidden(); }
+  int directions() const { return o_.bidirectional ? 2 : 1; }
+
+  // directions · (2E·D + 2E) + E_total·D + D
+  std::size_t param_count() const {
+    return static_cast<std::size_t>(directions()) * dir_[0].param_count() + proj_.param_count();
+  }
+  std::size_t proj_param_offset() const {
+    return static_cast<std::size_t>(directions()) * dir_[0].param_count();
+  }
+
+  void plan(const Layout& in, Layout& out) const {
+    check(in.dim == o_.dim, "MinGru '", o_.name, "': expected width ", o_.dim, ", found ", in.dim);
+    out = in;
+  }
+  template <class F>
+  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
+    const std::string base = join_name(prefix, o_.name);
+    for (int d = 0; d < directions(); ++d)
+      dir_[d].visit_params(f, base, offset + static_cast<std::size_t>(d) * dir_[0].param_count());
+    proj_.visit_params(f, base, offset + proj_param_offset());
+  }
+
+  // x (rows, D) -> y (rows, D)
+  template <class B>
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
+               Ctx<B>& c) const {
+    const index_t D = o_.dim, E = hidden(), Et = width(), rows = x.total();
+    c.keep = x.keep;
+    c.offsets = x.offsets;
+    c.batch = x.batch;
+    c.zh_layout = Layout{x.batch, 2 * E, {x.offsets, x.offsets + x.batch + 1}};
+    c.pre_layout = Layout{x.batch, Et, c.zh_layout.offsets};
+    c.pre.resize(static_cast<std::size_t>(rows * Et));
+    const bool permuted = !o_.order.is_identity();
+
+    // Row-wise layers commute with the permutation, so the whole recurrence runs in scan order
+    // and only its result is scattered back.
+    c.x_scan = x.data;
+    c.keep_scan = x.keep;
+    c.perm.clear();
+    if (permuted) {
+      c.perm = order::batch_permutation(o_.order, x.offsets, x.batch);
+      c.x_s.resize(static_cast<std::size_t>(rows * D));
+      order::gather_rows(x.data, c.perm, D, c.x_s.data());
+      c.x_scan = c.x_s.data();
+      if (x.keep) {
+        c.keep_s.resize(static_cast<std::size_t>(rows));
+        for (index_t k = 0; k < rows; ++k) c.keep_s[k] = x.keep[c.perm[k]];
+        c.keep_scan = c.keep_s.data();
+      }
+      c.pre_s.resize(static_cast<std::size_t>(rows * Et));
+    }
+    T* pre_s = permuted ? c.pre_s.data() : c.pre.data();  // (rows, E_total) scan order
+    const std::uint8_t* keep = c.keep_scan;               // (rows) scan order
+
+    for (int d = 0; d < directions(); ++d) {
+      c.zh[d].resize(static_cast<std::size_t>(rows * 2 * E));
+      c.a[d].resize(static_cast<std::size_t>(rows * E));
+      c.h[d].resize(static_cast<std::size_t>(rows * E));
+      dir_[d].forward(dir_params(p, d), TokensView<const T, B>{c.x_scan, x.offsets, x.batch, D, keep},
+                      view_of<T, B>(c.zh[d].data(), c.zh_layout), c.dir_ctx[d]);
+      const T* zh = c.zh[d].data();  // (rows, 2E)
+      T* a = c.a[d].data();          // (rows, E)
+      T* h = c.h[d].data();          // (rows, E): b_t first, scanned in place into h_t
+#pragma omp parallel for schedule(static) if (rows > 1)
+      for (index_t t = 0; t < rows; ++t) {
+        const T* u = zh + t * 2 * E;  // (E)
+        const T* hc = u + E;          // (E) h̃_t
+        if (keep && !keep[t]) {       // identity step: the state passes through unchanged
+          std::fill(a + t * E, a + (t + 1) * E, T(1));
+          std::fill(h + t * E, h + (t + 1) * E, T(0));
+          continue;
+        }
+        for (index_t e = 0; e < E; ++e) {
+          a[t * E + e] = sigmoid(-u[e]);           // 1 - z_t
+          h[t * E + e] = sigmoid(u[e]) * hc[e];    // z_t h̃_t
+        }
+      }
+      ops::linear_scan(a, h, h, x.offsets, x.batch, E, {.chunk = o_.chunk, .reverse = d == 1});
+    }
+
+    // pre = keep ∘ (h_fwd + h_bwd)  or  keep ∘ [h_fwd | h_bwd]
+#pragma omp parallel for schedule(static) if (rows > 1)
+    for (index_t t = 0; t < rows; ++t) {
+      T* out = pre_s + t * Et;  // (E_total)
+      if (keep && !keep[t]) {
+        std::fill(out, out + Et, T(0));
+        continue;
+      }
+      const T* h0 = c.h[0].data() + t * E;
+      std::copy(h0, h0 + E, out);
+      if (o_.bidirectional) {
+        const T* h1 = c.h[1].data() + t * E;
+        if (concat())
+          std::copy(h1, h1 + E, out + E);
+        else
+          for (index_t e = 0; e < E; ++e) out[e] += h1[e];
+      }
+    }
+    if (permuted) order::scatter_rows(c.pre_s.data(), c.perm, Et, c.pre.data());
+
+    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
+                  y, c.proj_ctx);
+    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
+  }
+
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
+                TokensView<T, B> dx, ParamsView<T, B> g) const {
+    backward_impl(p, c, dy.data, nullptr, dx, g);
+  }
+  // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation): the
+  // projection is skipped and receives no gradient; masked rows of dpre are ignored.
+  template <class B>
+  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre,
+                    TokensView<T, B> dx, ParamsView<T, B> g) const {
+    backward_impl(p, c, nullptr, dpre.data, dx, g);
+  }
+  // Shared by both: starts from dy (through proj) or from dpre_in (pre-projection gradient).
+  template <class B>
+  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
+                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+    const index_t D = o_.dim, E = hidden(), Et = width(), rows = c.pre_layout.total();
+    const bool permuted = !c.perm.empty();
+    const T* dy_eff = dy_data;  // (rows, D)
+    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
+      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
+      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
+      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
+      dy_eff = c.dy_masked.data();
+    }
+    // y = proj(pre): dpre = dy W_proj; its masked rows are zero because dy's are, which is
+    // also the gradient of pre = keep ∘ h.
+    c.dpre.resize(static_cast<std::size_t>(rows * Et));
+    if (dpre_in) {
+      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
+                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
+    } else {
+      proj_.backward(proj_params(p), c.proj_ctx,
+                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
+                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
+    }
+    const T* dpre_s = c.dpre.data();  // (rows, E_total) scan order
+    if (permuted) {
+      c.dpre_s.resize(static_cast<std::size_t>(rows * Et));
+      order::gather_rows(c.dpre.data(), c.perm, Et, c.dpre_s.data());
+      dpre_s = c.dpre_s.data();
+    }
+
+    const bool want_dx = dx.data != nullptr;
+    T* dx_s = nullptr;  // (rows, D) scan order
+    if (want_dx) {
+      if (permuted) c.dx_s.resize(static_cast<std::size_t>(rows * D));
+      dx_s = permuted ? c.dx_s.data() : dx.data;
+    }
+    const std::uint8_t* keep = c.keep_scan;
+    c.da.resize(static_cast<std::size_t>(rows * E));
+    c.db.resize(static_cast<std::size_t>(rows * E));
+    c.dzh.resize(static_cast<std::size_t>(rows * 2 * E));
+    for (int d = 0; d < directions(); ++d) {
+      // pre = h_fwd + h_bwd: both get dpre;  pre = [h_fwd | h_bwd]: each gets its columns.
+      const T* dh = dpre_s;  // (rows, E)
+      if (concat()) {
+        c.dh.resize(static_cast<std::size_t>(rows * E));
+        for (index_t t = 0; t < rows; ++t)
+          std::copy(dpre_s + t * Et + d * E, dpre_s + t * Et + (d + 1) * E, c.dh.data() + t * E);
+        dh = c.dh.data();
+      }
+      // h_t = a_t h_{t-1} + b_t  =>  da, db (rows, E)
+      ops::linear_scan_backward(c.a[d].data(), c.h[d].data(), dh, c.da.data(), c.db.data(),
+                                c.offsets, c.batch, E, {.chunk = o_.chunk, .reverse = d == 1});
+      const T* zh = c.zh[d].data();
+      T* dzh = c.dzh.data();
+#pragma omp parallel for schedule(static) if (rows > 1)
+      for (index_t t = 0; t < rows; ++t) {
+        T* du = dzh + t * 2 * E;  // (E)
+        T* dhc = du + E;          // (E)
+        if (keep && !keep[t]) {   // a = 1, b = 0 are constants at masked tokens
+          std::fill(du, du + 2 * E, T(0));
+          continue;
+        }
+        const T* u = zh + t * 2 * E;
+        const T* hc = u + E;
+        for (index_t e = 0; e < E; ++e) {
+          const T z = sigmoid(u[e]), one_minus_z = sigmoid(-u[e]);
+          const T da = c.da[t * E + e], db = c.db[t * E + e];
+          // a = σ(-u), b = σ(u) h̃:  du = σ(u)σ(-u) (db h̃ - da),  dh̃ = db σ(u)
+          du[e] = z * one_minus_z * (db * hc[e] - da);
+          dhc[e] = db * z;
+        }
+      }
+      // zh = x W_dirᵀ + b_dir: dx_dir = dzh W_dir (the first direction assigns, the second adds)
+      T* dx_dir = nullptr;
+      if (want_dx) {
+        if (d == 0) {
+          dx_dir = dx_s;
+        } else {
+          c.dx_dir.resize(static_cast<std::size_t>(rows * D));
+          dx_dir = c.dx_dir.data();
+        }
+      }
+      dir_[d].backward(dir_params(p, d), c.dir_ctx[d],
+                       TokensView<const T, B>(view_of<T, B>(c.dzh.data(), c.zh_layout)),
+                       TokensView<T, B>{dx_dir, c.offsets, c.batch, D, keep}, dir_params(g, d));
+      if (want_dx && d == 1)
+        for (index_t i = 0; i < rows * D; ++i) dx_s[i] += dx_dir[i];
+    }
+    if (want_dx && permuted) order::scatter_rows(dx_s, c.perm, D, dx.data);
+  }
+
+  template <class P>
+  P dir_params(P p, int d) const {
+    return p.sub(static_cast<std::size_t>(d) * dir_[0].param_count(), dir_[0].param_count());
+  }
+  template <class P>
+  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
+
+ private:
+  bool concat() const { return o_.bidirectional && o_.combine == MinGruOptions::Combine::concat; }
+  // 1 / (1 + e^{-u}): e^{-u} overflowing to inf gives exactly 0, never NaN.
+  static T sigmoid(T u) { return T(1) / (T(1) + std::exp(-u)); }
+
+  MinGruOptions o_;
+  std::array<layers::Linear<T>, 2> dir_;  // "fwd", "bwd" (the latter only when bidirectional)
+  layers::Linear<T> proj_;
+};
+
+static_assert(Mixer<MinGru<float>, backend::Host>);
+static_assert(Mixer<MinGru<double>, backend::Host>);
+
+}  // namespace seqswap::mixers

@@ -1,0 +1,707 @@
+// Selective state-space mixer: Mamba's S6 (METHOD.md "Selective SSM"; Gu & Dao 2023), made
+// bidirectional as in Vision Mamba (Vim, "bimamba v2"). For tokens x (T, D), E = expand·D:
+//
+//   [u, z] = x W_inᵀ                                 in_proj, no bias, shared by both directions
+//   per direction (forward: the scan order; backward: the same order reversed, own parameters
+//   under "bwd."):
+//     u'  = SiLU(causal depthwise conv1d(u) + b_conv)   kernel `conv`, causal along the direction
+//     [δ, B_t, C_t] = u' W_xᵀ                          x_proj, (dt_rank + 2·state) wide
+//     Δ_t = softplus(δ W_dtᵀ + b_dt)                   dt_proj, (E) per token
+//     h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u'_t        h (E, state), A = -exp(A_log)
+//     y_t = C_t · h_t + D ⊙ u'_t
+//   pre = (y_fwd + y_bwd) ⊙ SiLU(z)                      (T, E): the pre-projection output
+//   out = pre W_projᵀ + b_proj                           Linear(E, D) with bias, named "proj"
+//
+// Vim gates each direction with SiLU(z) and averages them (if_divide_out); this sums them, which
+// equals Vim with W_proj doubled. Mamba's out_proj has no bias; "proj" keeps one so that the
+// teacher attention's projection is reused by name when E == D.
+//
+// Keep-mask rule: the kept tokens of each sequence are compacted, in scan order, into one short
+// sequence, and the conv and the scan run on it. A masked token is thus both outside every conv
+// window (its neighbours see the next kept token instead) and an identity step of the recurrence
+// (a = 1, b = 0); its pre-projection and output rows are exactly zero and it receives no gradient.
+//
+// Two scan implementations (SelectiveScan): `fused` walks each (sequence, channel) once with the
+// (state) vector in registers, never materialising exp(ΔA) or ΔBu' for all tokens; it saves the
+// state entering every `chunk` tokens and the backward pass recomputes h chunk by chunk from
+// those checkpoints. `materialized` is the straightforward reference: a, b (T_kept, E·state)
+// through ops::linear_scan and ops::linear_scan_backward. Tests check that the two agree.
+#pragma once
+#include "seqswap/ops/mask.hpp"
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "seqswap/backend/host.hpp"
+#include "seqswap/core/buffer.hpp"
+#include "seqswap/core/rng.hpp"
+#include "seqswap/layers/linear.hpp"
+#include "seqswap/mixers/scan_order.hpp"
+#include "seqswap/ops/scan.hpp"
+
+namespace seqswap::mixers {
+
+enum class SelectiveScan {
+  fused,         // per (sequence, channel) in one pass; checkpoints every `chunk` tokens
+  materialized,  // reference: a, b (T_kept, E·state) through ops::linear_scan
+};
+
+struct SelectiveSsmOptions {
+  index_t dim = 0;
+  index_t expand = 1;      // E = expand·dim inner channels
+  index_t state = 16;      // state size per channel (Mamba's d_state)
+  index_t conv = 4;        // depthwise causal conv kernel (Mamba's d_conv)
+  index_t dt_rank = 0;     // 0 = ceil(dim / 16), Mamba's "auto"
+  double dt_min = 1e-3;    // softplus(b_dt) is initialised log-uniform in [dt_min, dt_max]
+  double dt_max = 1e-1;
+  double dt_init_floor = 1e-4;  // Mamba clamps the initial Δ from below at this value
+  double std = 0.02;       // trunc-normal std of in_proj, x_proj and proj weights (timm's ViT)
+  bool bidirectional = true;
+  order::ScanOrder order{};
+  std::string name = "attn";
+  index_t chunk = 256;     // tokens between saved states (fused) / chunk of ops::linear_scan
+  SelectiveScan scan = SelectiveScan::fused;
+};
+
+template <class T = float>
+class SelectiveSsm {
+ public:
+  using scalar_type = T;
+  using Input = kind::Tokens;
+  using Output = kind::Tokens;
+
+  // One direction's activations. Rows are in compact storage: kept tokens only, sequence by
+  // sequence in scan order (the backward direction walks the same rows from the end).
+  struct DirCtx {
+    Buffer<T> v;      // (Tk, E) conv output before SiLU
+    Buffer<T> up;     // (Tk, E) u' = SiLU(v)
+    Buffer<T> xdbl;   // (Tk, R + 2S) [δ, B_t, C_t]
+    Buffer<T> dtp;    // (Tk, E) δ W_dtᵀ + b_dt, before softplus
+    Buffer<T> delta;  // (Tk, E) Δ = softplus(dtp)
+    Buffer<T> A;      // (E, S) -exp(A_log)
+    Buffer<T> ckpt;   // fused: (chunks, E, S) state entering each chunk
+    Buffer<T> a, b, h;  // materialized: (Tk, E·S) each
+  };
+
+  template <class B>
+  struct Ctx {
+    typename layers::Linear<T>::template Ctx<B> in_ctx, proj_ctx;
+    Layout xz_layout, pre_layout;
+    Buffer<T> xz;                  // (T, 2E) [u, z]
+    std::vector<index_t> perm;     // (Tk) global row of each compact row
+    std::vector<index_t> koffs;    // (batch+1) compact offsets per sequence
+    std::vector<index_t> ck_offs;  // (batch+1) fused: offsets of each sequence's checkpoints
+    std::vector<index_t> key_offsets;      // the offsets perm was built for
+    std::vector<std::uint8_t> key_keep;    // the keep-mask perm was built for (empty: none)
+    bool key_valid = false;
+    Buffer<T> uc, zc;              // (Tk, E) u and z gathered into compact storage
+    Buffer<T> ysum;                // (Tk, E) y_fwd + y_bwd
+    DirCtx dir[2];
+    Buffer<T> pre;                 // (T, E) pre-projection output
+    // backward scratch
+    Buffer<T> dy_masked;           // (T, D)
+    Buffer<T> dpre;                // (T, E)
+    Buffer<T> dys, dzc, duc, dup, ddtp;  // (Tk, E) each
+    Buffer<T> dxdbl;               // (Tk, R + 2S)
+    Buffer<T> part;                // (groups, Tk, 2S) fused: per channel group dB, dC
+    Buffer<T> pgrad;               // (threads, E·S + E) fused: per thread dA_log, dD
+    Buffer<T> scratch;             // per thread: forward h (S); backward h, a (chunk, S) and g (S)
+    Buffer<T> dxz;                 // (T, 2E)
+    const std::uint8_t* keep = nullptr;
+    const index_t* offsets = nullptr;
+    index_t batch = 0;
+
+    TokensView<const T, B> pre_projection() const {
+      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
+    }
+  };
+
+  SelectiveSsm() = default;
+  explicit SelectiveSsm(SelectiveSsmOptions o) : o_(std::move(o)) {
+    check(o_.dim > 0, "SelectiveSsm '", o_.name, "': expected dim > 0, found ", o_.dim);
+    check(o_.expand > 0 && o_.state > 0 && o_.conv > 0 && o_.dt_rank >= 0 && o_.chunk > 0,
+          "SelectiveSsm '", o_.name,
+          "': expected expand, state, conv, chunk > 0 and dt_rank >= 0, found expand=", o_.expand,
+          " state=", o_.state, " conv=", o_.conv, " chunk=", o_.chunk, " dt_rank=", o_.dt_rank);
+    check(o_.dt_min > 0 && o_.dt_min <= o_.dt_max, "SelectiveSsm '", o_.name,
+          "': expected 0 < dt_min <= dt_max, found dt_min=", o_.dt_min, " dt_max=", o_.dt_max);
+    E_ = o_.expand * o_.dim;
+    R_ = o_.dt_rank > 0 ? o_.dt_rank : (o_.dim + 15) / 16;
+    S_ = o_.state;
+    K_ = o_.conv;
+    W_ = R_ + 2 * S_;
+    dirs_ = o_.bidirectional ? 2 : 1;
+    in_ = layers::Linear<T>({.in = o_.dim, .out = 2 * E_, .bias = false, .name = "in_proj", .std = o_.std});
+    proj_ = layers::Linear<T>({.in = E_, .out = o_.dim, .bias = true, .name = "proj", .std = o_.std});
+    std::size_t off = in_.param_count();
+    for (int d = 0; d < dirs_; ++d) {
+      DirOffsets& f = doff_[d];
+      const auto E = static_cast<std::size_t>(E_), K = static_cast<std::size_t>(K_),
+                 R = static_cast<std::size_t>(R_), S = static_cast<std::size_t>(S_),
+                 W = static_cast<std::size_t>(W_);
+      f.conv_w = off;
+      f.conv_b = f.conv_w + E * K;
+      f.x_w = f.conv_b + E;
+      f.dt_w = f.x_w + W * E;
+      f.dt_b = f.dt_w + E * R;
+      f.A_log = f.dt_b + E;
+      f.D = f.A_log + E * S;
+      off = f.D + E;
+    }
+    proj_offset_ = off;
+  }
+  const SelectiveSsmOptions& options() const { return o_; }
+  static constexpr const char* kind_name() { return "selective_ssm"; }
+
+  index_t inner() const { return E_; }
+  index_t dt_rank() const { return R_; }
+
+  // 3·E·D + dirs·E·(conv + 2·dt_rank + 3·state + 3) + D
+  std::size_t param_count() const { return proj_offset_ + proj_.param_count(); }
+  // Parameters of the output projection (the part that may be reused from the teacher).
+  std::size_t proj_param_offset() const { return proj_offset_; }
+
+  void plan(const Layout& in, Layout& out) const {
+    check(in.dim == o_.dim, "SelectiveSsm '", o_.name, "': expected width ", o_.dim, ", found ",
+          in.dim);
+    out = in;
+  }
+
+  template <class F>
+  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
+    const std::string base = join_name(prefix, o_.name);
+    const auto E = static_cast<std::size_t>(E_);
+    in_.visit_params(f, base, offset);
+    for (int d = 0; d < dirs_; ++d) {
+      const DirOffsets& q = doff_[d];
+      const std::string b = d == 0 ? base : join_name(base, "bwd");
+      // PyTorch's Conv1d default (kaiming-uniform, a = √5): uniform ±1/√fan_in, fan_in = conv.
+      const double conv_bound = 1.0 / std::sqrt(double(K_));
+      f(ParamInfo{join_name(b, "conv1d.weight"), {E_, 1, K_}, offset + q.conv_w,
+                  E * static_cast<std::size_t>(K_), true, Init::uniform, conv_bound});
+      f(ParamInfo{join_name(b, "conv1d.bias"), {E_}, offset + q.conv_b, E, false, Init::uniform,
+                  conv_bound});
+      f(ParamInfo{join_name(b, "x_proj.weight"), {W_, E_}, offset + q.x_w,
+                  static_cast<std::size_t>(W_) * E, true, Init::trunc_normal, o_.std});
+      // Mamba's dt_init = "random": uniform ±dt_rank^-1/2 preserves the variance of δ.
+      f(ParamInfo{join_name(b, "dt_proj.weight"), {E_, R_}, offset + q.dt_w,
+                  E * static_cast<std::size_t>(R_), true, Init::uniform, 1.0 / std::sqrt(double(R_))});
+      // Mamba's inverse-softplus trick: softplus(bias) log-uniform in [dt_min, dt_max].
+      ParamInfo dt_bias{join_name(b, "dt_proj.bias"), {E_}, offset + q.dt_b, E, false, Init::custom, 0.0};
+      dt_bias.custom_init = [lo = std::log(o_.dt_min), hi = std::log(o_.dt_max),
+                             floor = o_.dt_init_floor](double* v, std::size_t n, Rng& rng) {
+        for (std::size_t i = 0; i < n; ++i)
+          v[i] = inverse_softplus(std::max(std::exp(lo + rng.uniform() * (hi - lo)), floor));
+      };
+      f(std::move(dt_bias));
+      ParamInfo a_log{join_name(b, "A_log"), {E_, S_}, offset + q.A_log,
+                      E * static_cast<std::size_t>(S_), false, Init::custom, 0.0};
+      a_log.custom_init = [S = S_](double* v, std::size_t n, Rng&) {  // A = -(1..state) per channel
+        for (std::size_t i = 0; i < n; ++i) v[i] = std::log(double(index_t(i) % S + 1));
+      };
+      f(std::move(a_log));
+      f(ParamInfo{join_name(b, "D"), {E_}, offset + q.D, E, false, Init::ones, 0.0});
+    }
+    proj_.visit_params(f, base, offset + proj_offset_);
+  }
+
+  // Writes the tensors visit_params marks Init::custom into this layer's parameter slice `p`:
+  // A_log[e, s] = log(s + 1) (S4D-real: A = -(1..state) per channel), and the inverse-softplus
+  // trick for b_dt: Δ0 = exp(U(log dt_min, log dt_max)) clamped below at dt_init_floor, then
+  // b_dt = Δ0 + log(-expm1(-Δ0)) so that softplus(b_dt) = Δ0.
+  template <class B>
+  void init(ParamsView<T, B> p, Rng& rng) const {
+    check(p.size == param_count(), "SelectiveSsm '", o_.name, "': init expected ", param_count(),
+          " parameters, found ", p.size);
+    const double lo = std::log(o_.dt_min), hi = std::log(o_.dt_max);
+    for (int d = 0; d < dirs_; ++d) {
+      const DirOffsets& q = doff_[d];
+      for (index_t e = 0; e < E_; ++e) {
+        const double dt = std::max(std::exp(lo + rng.uniform() * (hi - lo)), o_.dt_init_floor);
+        p.data[q.dt_b + e] = T(inverse_softplus(dt));
+        for (index_t s = 0; s < S_; ++s) p.data[q.A_log + e * S_ + s] = T(std::log(double(s + 1)));
+      }
+    }
+  }
+
+  // x (T, D) -> y (T, D)
+  template <class B>
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
+               Ctx<B>& c) const {
+    const index_t E = E_, rows = x.total();
+    c.keep = x.keep;
+    c.offsets = x.offsets;
+    c.batch = x.batch;
+    c.xz_layout = Layout{x.batch, 2 * E, {x.offsets, x.offsets + x.batch + 1}};
+    c.pre_layout = Layout{x.batch, E, c.xz_layout.offsets};
+    c.xz.resize(static_cast<std::size_t>(rows * 2 * E));
+    c.pre.resize(static_cast<std::size_t>(rows * E));
+    in_.forward(in_params(p), x, view_of<T, B>(c.xz.data(), c.xz_layout), c.in_ctx);
+
+    build_order(x, c);
+    const index_t Tk = c.koffs.back();
+    c.uc.resize(static_cast<std::size_t>(Tk * E));
+    c.zc.resize(static_cast<std::size_t>(Tk * E));
+    c.ysum.resize(static_cast<std::size_t>(Tk * E));
+    for (index_t k = 0; k < Tk; ++k) {  // xz (T, 2E) -> uc, zc (Tk, E)
+      const T* src = c.xz.data() + c.perm[k] * 2 * E;
+      std::copy(src, src + E, c.uc.data() + k * E);
+      std::copy(src + E, src + 2 * E, c.zc.data() + k * E);
+    }
+    for (int d = 0; d < dirs_; ++d) direction_forward(p, c, d);
+
+    // pre = (y_fwd + y_bwd) ⊙ SiLU(z), scattered back; masked rows stay zero.
+    std::fill(c.pre.begin(), c.pre.end(), T(0));
+    for (index_t k = 0; k < Tk; ++k) {
+      T* dst = c.pre.data() + c.perm[k] * E;
+      const T* ys = c.ysum.data() + k * E;
+      const T* z = c.zc.data() + k * E;
+      for (index_t e = 0; e < E; ++e) dst[e] = ys[e] * silu(z[e]);
+    }
+    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
+                  y, c.proj_ctx);
+    if (x.keep) ops::zero_masked_rows(y.data, rows, o_.dim, x.keep);
+  }
+
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
+                TokensView<T, B> dx, ParamsView<T, B> g) const {
+    backward_impl(p, c, dy.data, nullptr, dx, g);
+  }
+  // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation): the
+  // projection is skipped and receives no gradient; masked rows of dpre are ignored.
+  template <class B>
+  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre,
+                    TokensView<T, B> dx, ParamsView<T, B> g) const {
+    backward_impl(p, c, nullptr, dpre.data, dx, g);
+  }
+  // Shared by both: starts from dy (through proj) or from dpre_in (pre-projection gradient).
+  template <class B>
+  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
+                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+    const index_t D = o_.dim, E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
+    const T* dy_eff = dy_data;
+    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
+      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
+      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
+      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
+      dy_eff = c.dy_masked.data();
+    }
+    c.dpre.resize(static_cast<std::size_t>(rows * E));
+    if (dpre_in) {
+      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
+                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
+    } else {
+      proj_.backward(proj_params(p), c.proj_ctx,
+                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
+                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
+    }
+
+    // pre = ysum ⊙ SiLU(z)  =>  dy_dir = dpre ⊙ SiLU(z) (both directions), dz = dpre ⊙ ysum ⊙ SiLU'(z)
+    c.dys.resize(static_cast<std::size_t>(Tk * E));
+    c.dzc.resize(static_cast<std::size_t>(Tk * E));
+    for (index_t k = 0; k < Tk; ++k) {
+      const T* dp = c.dpre.data() + c.perm[k] * E;
+      const T* z = c.zc.data() + k * E;
+      const T* ys = c.ysum.data() + k * E;
+      for (index_t e = 0; e < E; ++e) {
+        c.dys[k * E + e] = dp[e] * silu(z[e]);
+        c.dzc[k * E + e] = dp[e] * ys[e] * dsilu(z[e]);
+      }
+    }
+    c.duc.assign(static_cast<std::size_t>(Tk * E), T(0));  // both directions add into du
+    for (int d = 0; d < dirs_; ++d) direction_backward(p, c, d, g);
+
+    // [u, z] = x W_inᵀ: scatter du, dz back to rows; masked rows get zero gradient.
+    c.dxz.assign(static_cast<std::size_t>(rows * 2 * E), T(0));
+    for (index_t k = 0; k < Tk; ++k) {
+      T* dst = c.dxz.data() + c.perm[k] * 2 * E;
+      std::copy(c.duc.data() + k * E, c.duc.data() + (k + 1) * E, dst);
+      std::copy(c.dzc.data() + k * E, c.dzc.data() + (k + 1) * E, dst + E);
+    }
+    in_.backward(in_params(p), c.in_ctx,
+                 TokensView<const T, B>(view_of<T, B>(c.dxz.data(), c.xz_layout)), dx,
+                 in_params(g));
+  }
+
+  template <class P>
+  P in_params(P p) const { return p.sub(0, in_.param_count()); }
+  template <class P>
+  P proj_params(P p) const { return p.sub(proj_offset_, proj_.param_count()); }
+
+ private:
+  struct DirOffsets {  // element offsets of one direction's tensors in the layer's slice
+    std::size_t conv_w = 0, conv_b = 0, x_w = 0, dt_w = 0, dt_b = 0, A_log = 0, D = 0;
+  };
+
+  static T sigmoid(T v) {
+    if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));
+    const T e = std::exp(v);
+    return e / (T(1) + e);
+  }
+  static T silu(T v) { return v * sigmoid(v); }
+  static T dsilu(T v) {  // d/dv v σ(v) = σ(v) (1 + v (1 - σ(v)))
+    const T s = sigmoid(v);
+    return s * (T(1) + v * (T(1) - s));
+  }
+  // log(1 + e^v) without overflow for large v or loss of precision for very negative v
+  static T softplus(T v) { return std::max(v, T(0)) + std::log1p(std::exp(-std::abs(v))); }
+  static double inverse_softplus(double y) { return y + std::log(-std::expm1(-y)); }
+
+  // Compact storage: kept tokens of each sequence in scan order. Rebuilt only when the offsets
+  // or the mask change, so that steady-state steps allocate nothing.
+  template <class B>
+  void build_order(TokensView<const T, B> x, Ctx<B>& c) const {
+    const index_t rows = x.total();
+    bool same = c.key_valid && c.key_offsets.size() == static_cast<std::size_t>(x.batch + 1) &&
+                std::equal(c.key_offsets.begin(), c.key_offsets.end(), x.offsets) &&
+                (x.keep ? c.key_keep.size() == static_cast<std::size_t>(rows) &&
+                              std::equal(c.key_keep.begin(), c.key_keep.end(), x.keep)
+                        : c.key_keep.empty());
+    if (!same) {
+      c.key_offsets.assign(x.offsets, x.offsets + x.batch + 1);
+      if (x.keep) c.key_keep.assign(x.keep, x.keep + rows);
+      else c.key_keep.clear();
+      c.key_valid = true;
+      c.perm.clear();
+      c.koffs.assign(1, 0);
+      for (index_t b = 0; b < x.batch; ++b) {
+        const index_t t0 = x.begin(b);
+        for (index_t i : o_.order.permutation(x.length(b)))
+          if (x.kept(t0 + i)) c.perm.push_back(t0 + i);
+        c.koffs.push_back(static_cast<index_t>(c.perm.size()));
+      }
+    }
+    c.ck_offs.assign(1, 0);
+    for (index_t b = 0; b < x.batch; ++b) {
+      const index_t n = c.koffs[b + 1] - c.koffs[b];
+      c.ck_offs.push_back(c.ck_offs.back() + (n + o_.chunk - 1) / o_.chunk);
+    }
+  }
+
+  // Compact row of the k-th token of sequence b in direction d (d = 1 walks it from the end).
+  template <class C>
+  static index_t pos(const C& c, index_t b, index_t k, bool rev) {
+    const index_t t0 = c.koffs[b], n = c.koffs[b + 1] - t0;
+    return t0 + (rev ? n - 1 - k : k);
+  }
+
+  template <class B>
+  void direction_forward(ParamsView<const T, B> p, Ctx<B>& c, int d) const {
+    const index_t E = E_, K = K_, R = R_, S = S_, W = W_, Tk = c.koffs.back();
+    const bool rev = d == 1;
+    const DirOffsets& q = doff_[d];
+    DirCtx& s = c.dir[d];
+    const T* cw = p.data + q.conv_w;  // (E, K)
+    const T* cb = p.data + q.conv_b;  // (E)
+    s.v.resize(static_cast<std::size_t>(Tk * E));
+    s.up.resize(static_cast<std::size_t>(Tk * E));
+    s.xdbl.resize(static_cast<std::size_t>(Tk * W));
+    s.dtp.resize(static_cast<std::size_t>(Tk * E));
+    s.delta.resize(static_cast<std::size_t>(Tk * E));
+    s.A.resize(static_cast<std::size_t>(E * S));
+    for (index_t i = 0; i < E * S; ++i) s.A[i] = -std::exp(p.data[q.A_log + i]);
+
+    // v_k = b_conv + Σ_j w_j ⊙ u_{k-(K-1)+j}  (positions before the sequence start are zero),
+    // u'_k = SiLU(v_k): PyTorch's Conv1d(padding=K-1)[..., :n] as in Mamba.
+#pragma omp parallel for schedule(dynamic, 1) if (c.batch > 1)
+    for (index_t b = 0; b < c.batch; ++b) {
+      const index_t n = c.koffs[b + 1] - c.koffs[b];
+      for (index_t k = 0; k < n; ++k) {
+        T* v = s.v.data() + pos(c, b, k, rev) * E;  // (E)
+        std::copy(cb, cb + E, v);
+        for (index_t j = std::max<index_t>(0, K - 1 - k); j < K; ++j) {
+          const T* u = c.uc.data() + pos(c, b, k - (K - 1) + j, rev) * E;  // (E)
+          for (index_t e = 0; e < E; ++e) v[e] += cw[e * K + j] * u[e];
+        }
+        T* up = s.up.data() + pos(c, b, k, rev) * E;
+        for (index_t e = 0; e < E; ++e) up[e] = silu(v[e]);
+      }
+    }
+    // [δ, B, C] = u' W_xᵀ;  dtp = δ W_dtᵀ + b_dt;  Δ = softplus(dtp)
+    ops::linear_forward(s.up.data(), Tk, E, p.data + q.x_w, static_cast<const T*>(nullptr), W,
+                        s.xdbl.data());
+    {
+      host::CStridedMap<T> low(s.xdbl.data(), Tk, R, Eigen::OuterStride<>(W));  // (Tk, R)
+      host::CMatMap<T> Wdt(p.data + q.dt_w, E, R);                               // (E, R)
+      host::MatMap<T> dtp(s.dtp.data(), Tk, E);                                  // (Tk, E)
+      dtp.noalias() = low * Wdt.transpose();
+      dtp.rowwise() += host::CVecMap<T>(p.data + q.dt_b, E);
+    }
+    for (index_t i = 0; i < Tk * E; ++i) s.delta[i] = softplus(s.dtp[i]);
+
+    if (o_.scan == SelectiveScan::fused) scan_fused_forward(p, c, d);
+    else scan_materialized_forward(p, c, d);
+  }
+
+  // h_t = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u'_t,  y_t = C_t · h_t + D u'_t, one (sequence,
+  // channel) per work item; y goes into ysum (assigned by direction 0, added by direction 1).
+  template <class B>
+  void scan_fused_forward(ParamsView<const T, B> p, Ctx<B>& c, int d) const {
+    const index_t E = E_, R = R_, S = S_, W = W_, chunk = o_.chunk;
+    const bool rev = d == 1;
+    DirCtx& s = c.dir[d];
+    const T* Dp = p.data + doff_[d].D;  // (E)
+    s.ckpt.resize(static_cast<std::size_t>(c.ck_offs.back() * E * S));
+    c.scratch.resize(static_cast<std::size_t>(host::max_threads() * S));
+    const index_t items = c.batch * E;
+#pragma omp parallel for schedule(static) if (items > 1)
+    for (index_t i = 0; i < items; ++i) {
+      const index_t b = i / E, e = i % E, n = c.koffs[b + 1] - c.koffs[b];
+      T* h = c.scratch.data() + host::thread_id() * S;  // (S)
+      std::fill(h, h + S, T(0));
+      const T* Ae = s.A.data() + e * S;  // (S)
+      for (index_t k = 0; k < n; ++k) {
+        if (k % chunk == 0)
+          std::copy(h, h + S, s.ckpt.data() + ((c.ck_offs[b] + k / chunk) * E + e) * S);
+        const index_t t = pos(c, b, k, rev);
+        const T dl = s.delta[t * E + e], uu = s.up[t * E + e], du = dl * uu;
+        const T* Bt = s.xdbl.data() + t * W + R;  // (S)
+        const T* Ct = Bt + S;                     // (S)
+        T acc = 0;
+        for (index_t j = 0; j < S; ++j) {
+          h[j] = std::exp(dl * Ae[j]) * h[j] + du * Bt[j];
+          acc += Ct[j] * h[j];
+        }
+        const T yv = acc + Dp[e] * uu;
+        c.ysum[t * E + e] = d == 0 ? yv : c.ysum[t * E + e] + yv;
+      }
+    }
+  }
+
+  // Reference: a = exp(Δ A), b = Δ B u' materialised, then ops::linear_scan.
+  template <class B>
+  void scan_materialized_forward(ParamsView<const T, B> p, Ctx<B>& c, int d) const {
+    const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back(), ES = E_ * S_;
+    DirCtx& s = c.dir[d];
+    const T* Dp = p.data + doff_[d].D;  // (E)
+    s.a.resize(static_cast<std::size_t>(Tk * ES));
+    s.b.resize(static_cast<std::size_t>(Tk * ES));
+    s.h.resize(static_cast<std::size_t>(Tk * ES));
+    for (index_t t = 0; t < Tk; ++t)
+      for (index_t e = 0; e < E; ++e)
+        for (index_t j = 0; j < S; ++j) {
+          const T dl = s.delta[t * E + e];
+          s.a[t * ES + e * S + j] = std::exp(dl * s.A[e * S + j]);
+          s.b[t * ES + e * S + j] = dl * s.xdbl[t * W + R + j] * s.up[t * E + e];
+        }
+    ops::linear_scan(s.a.data(), s.b.data(), s.h.data(), c.koffs.data(), c.batch, ES,
+                     {.chunk = o_.chunk, .reverse = d == 1});
+    for (index_t t = 0; t < Tk; ++t)
+      for (index_t e = 0; e < E; ++e) {
+        T yv = Dp[e] * s.up[t * E + e];
+        for (index_t j = 0; j < S; ++j) yv += s.xdbl[t * W + R + S + j] * s.h[t * ES + e * S + j];
+        c.ysum[t * E + e] = d == 0 ? yv : c.ysum[t * E + e] + yv;
+      }
+  }
+
+  // Backward of one direction: dys (Tk, E) -> duc += (Tk, E); parameter gradients accumulated.
+  template <class B>
+  void direction_backward(ParamsView<const T, B> p, Ctx<B>& c, int d, ParamsView<T, B> g) const {
+    const index_t E = E_, K = K_, R = R_, W = W_, Tk = c.koffs.back();
+    const bool rev = d == 1;
+    const DirOffsets& q = doff_[d];
+    DirCtx& s = c.dir[d];
+    c.dup.resize(static_cast<std::size_t>(Tk * E));
+    c.ddtp.resize(static_cast<std::size_t>(Tk * E));
+    c.dxdbl.resize(static_cast<std::size_t>(Tk * W));
+    // Scan: dys -> du' (assigned), d dtp (assigned), dB, dC (into dxdbl), g(A_log), g(D) (+=).
+    if (o_.scan == SelectiveScan::fused) scan_fused_backward(p, c, d, g);
+    else scan_materialized_backward(p, c, d, g);
+
+    // dtp = δ W_dtᵀ + b_dt  =>  dδ = d dtp W_dt,  dW_dt += d dtpᵀ δ,  db_dt += Σ_t d dtp
+    {
+      host::CMatMap<T> ddtp(c.ddtp.data(), Tk, E);                                 // (Tk, E)
+      host::CMatMap<T> Wdt(p.data + q.dt_w, E, R);                                 // (E, R)
+      host::StridedMap<T> dlow(c.dxdbl.data(), Tk, R, Eigen::OuterStride<>(W));    // (Tk, R)
+      host::CStridedMap<T> low(s.xdbl.data(), Tk, R, Eigen::OuterStride<>(W));     // (Tk, R)
+      dlow.noalias() = ddtp * Wdt;
+      host::MatMap<T>(g.data + q.dt_w, E, R).noalias() += ddtp.transpose() * low;
+      host::VecMap<T>(g.data + q.dt_b, E) += ddtp.colwise().sum();
+    }
+    // [δ, B, C] = u' W_xᵀ  =>  du' += dxdbl W_x,  dW_x += dxdblᵀ u'
+    {
+      host::CMatMap<T> dxdbl(c.dxdbl.data(), Tk, W);  // (Tk, W)
+      host::CMatMap<T> Wx(p.data + q.x_w, W, E);       // (W, E)
+      host::CMatMap<T> up(s.up.data(), Tk, E);         // (Tk, E)
+      host::MatMap<T>(c.dup.data(), Tk, E).noalias() += dxdbl * Wx;
+      host::MatMap<T>(g.data + q.x_w, W, E).noalias() += dxdbl.transpose() * up;
+    }
+    // u' = SiLU(v)  =>  dv = du' ⊙ SiLU'(v)   (in place in dup)
+    for (index_t i = 0; i < Tk * E; ++i) c.dup[i] *= dsilu(s.v[i]);
+    // v_k = b_conv + Σ_j w_j ⊙ u_{k-(K-1)+j}  =>  db_conv += Σ_k dv_k,
+    //   dw_j += Σ_k dv_k ⊙ u_{k-(K-1)+j},  du_{k-(K-1)+j} += w_j ⊙ dv_k.  One channel per item.
+    const T* cw = p.data + q.conv_w;  // (E, K)
+    T* gw = g.data + q.conv_w;        // (E, K)
+    T* gb = g.data + q.conv_b;        // (E)
+#pragma omp parallel for schedule(static) if (E > 1)
+    for (index_t e = 0; e < E; ++e) {
+      for (index_t b = 0; b < c.batch; ++b) {
+        const index_t n = c.koffs[b + 1] - c.koffs[b];
+        for (index_t k = 0; k < n; ++k) {
+          const T dv = c.dup[pos(c, b, k, rev) * E + e];
+          gb[e] += dv;
+          for (index_t j = std::max<index_t>(0, K - 1 - k); j < K; ++j) {
+            const index_t tt = pos(c, b, k - (K - 1) + j, rev);
+            gw[e * K + j] += dv * c.uc[tt * E + e];
+            c.duc[tt * E + e] += cw[e * K + j] * dv;
+          }
+        }
+      }
+    }
+  }
+
+  // Work items (sequence, channel group); each recomputes h chunk by chunk from the forward's
+  // checkpoints, then walks the chunk backwards:
+  //   g_t = dh_t (from y_t = C_t·h_t) + a_{t+1} ⊙ g_{t+1}
+  //   dC_t += dy_t h_t,  da_t = g_t ⊙ h_{t-1},  db_t = g_t
+  //   a = exp(Δ A): dΔ += Σ da a A,  dA_log += da a Δ A   (dA/dA_log = A)
+  //   b = Δ B u':   dΔ += Σ g B u',  dB += g Δ u',  du' += Σ g Δ B
+  //   y += D u':    dD += dy u',  du' += D dy;     Δ = softplus(dtp): d dtp = dΔ σ(dtp)
+  // dB, dC of a token sum over channels: each channel group owns a slice of `part`; dA_log and
+  // dD sum over sequences: each thread owns a slice of `pgrad`. Both are reduced afterwards.
+  template <class B>
+  void scan_fused_backward(ParamsView<const T, B> p, Ctx<B>& c, int d, ParamsView<T, B> g) const {
+    const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back(), chunk = o_.chunk;
+    const bool rev = d == 1;
+    const DirOffsets& q = doff_[d];
+    DirCtx& s = c.dir[d];
+    const T* Dp = p.data + q.D;  // (E)
+    const int threads = host::max_threads();
+    const index_t groups = std::clamp<index_t>((threads + c.batch - 1) / std::max<index_t>(c.batch, 1), 1, E);
+    index_t n_max = 0;
+    for (index_t b = 0; b < c.batch; ++b) n_max = std::max(n_max, c.koffs[b + 1] - c.koffs[b]);
+    const index_t span = std::min(chunk, n_max);  // tokens recomputed at a time
+    const index_t per_thread = 2 * span * S + S;  // h (span, S), a (span, S), g (S)
+    c.part.assign(static_cast<std::size_t>(groups * Tk * 2 * S), T(0));
+    c.pgrad.assign(static_cast<std::size_t>(threads * (E * S + E)), T(0));
+    c.scratch.resize(static_cast<std::size_t>(threads * per_thread));
+    const index_t items = c.batch * groups;
+#pragma omp parallel for schedule(static) if (items > 1)
+    for (index_t i = 0; i < items; ++i) {
+      const index_t b = i / groups, gi = i % groups, n = c.koffs[b + 1] - c.koffs[b];
+      const int tid = host::thread_id();
+      T* hs = c.scratch.data() + tid * per_thread;  // (span, S)
+      T* as = hs + span * S;                        // (span, S)
+      T* gs = as + span * S;                        // (S)
+      T* dBC = c.part.data() + gi * Tk * 2 * S;     // (Tk, 2S)
+      T* pA = c.pgrad.data() + tid * (E * S + E);   // (E, S)
+      T* pD = pA + E * S;                           // (E)
+      const index_t chunks = (n + chunk - 1) / chunk;
+      for (index_t e = gi * E / groups; e < (gi + 1) * E / groups; ++e) {
+        const T* Ae = s.A.data() + e * S;  // (S)
+        std::fill(gs, gs + S, T(0));
+        for (index_t ch = chunks - 1; ch >= 0; --ch) {
+          const index_t k0 = ch * chunk, k1 = std::min(n, k0 + chunk);
+          const T* h0 = s.ckpt.data() + ((c.ck_offs[b] + ch) * E + e) * S;  // (S) entering
+          // Recompute h and a over the chunk, exactly as the forward did.
+          const T* prev = h0;
+          for (index_t k = k0; k < k1; ++k) {
+            const index_t t = pos(c, b, k, rev);
+            const T dl = s.delta[t * E + e], du = dl * s.up[t * E + e];
+            const T* Bt = s.xdbl.data() + t * W + R;
+            T* hk = hs + (k - k0) * S;
+            T* ak = as + (k - k0) * S;
+            for (index_t j = 0; j < S; ++j) {
+              ak[j] = std::exp(dl * Ae[j]);
+              hk[j] = ak[j] * prev[j] + du * Bt[j];
+            }
+            prev = hk;
+          }
+          for (index_t k = k1 - 1; k >= k0; --k) {
+            const index_t t = pos(c, b, k, rev);
+            const T dl = s.delta[t * E + e], uu = s.up[t * E + e], dyv = c.dys[t * E + e];
+            const T* Bt = s.xdbl.data() + t * W + R;  // (S)
+            const T* Ct = Bt + S;                     // (S)
+            const T* hk = hs + (k - k0) * S;
+            const T* hp = k > k0 ? hk - S : h0;
+            const T* ak = as + (k - k0) * S;
+            T* dB = dBC + t * 2 * S;
+            T* dC = dB + S;
+            T ddl = 0, dupv = dyv * Dp[e];
+            pD[e] += dyv * uu;
+            for (index_t j = 0; j < S; ++j) {
+              const T gt = gs[j] + dyv * Ct[j];  // dL/dh_t
+              dC[j] += dyv * hk[j];
+              const T daa = gt * hp[j] * ak[j];  // da_t · a_t
+              ddl += daa * Ae[j] + gt * Bt[j] * uu;
+              pA[e * S + j] += daa * dl * Ae[j];
+              dB[j] += gt * dl * uu;
+              dupv += gt * dl * Bt[j];
+              gs[j] = gt * ak[j];  // carried to h_{t-1}
+            }
+            c.dup[t * E + e] = dupv;
+            c.ddtp[t * E + e] = ddl * sigmoid(s.dtp[t * E + e]);
+          }
+        }
+      }
+    }
+    // Reduce: dB, dC over channel groups into dxdbl's last 2S columns; dA_log, dD over threads.
+    for (index_t t = 0; t < Tk; ++t)
+      for (index_t j = 0; j < 2 * S; ++j) {
+        T sum = 0;
+        for (index_t gi = 0; gi < groups; ++gi) sum += c.part[(gi * Tk + t) * 2 * S + j];
+        c.dxdbl[t * W + R + j] = sum;
+      }
+    for (int tid = 0; tid < threads; ++tid) {
+      const T* pA = c.pgrad.data() + tid * (E * S + E);
+      for (index_t i = 0; i < E * S; ++i) g.data[q.A_log + i] += pA[i];
+      for (index_t e = 0; e < E; ++e) g.data[q.D + e] += pA[E * S + e];
+    }
+  }
+
+  // Reference backward through ops::linear_scan_backward (same formulas as the fused form).
+  template <class B>
+  void scan_materialized_backward(ParamsView<const T, B> p, Ctx<B>& c, int d,
+                                  ParamsView<T, B> g) const {
+    const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back(), ES = E_ * S_;
+    const DirOffsets& q = doff_[d];
+    DirCtx& s = c.dir[d];
+    const T* Dp = p.data + q.D;  // (E)
+    // scratch: dh, da, db (Tk, E·S) each
+    c.scratch.resize(static_cast<std::size_t>(3 * Tk * ES));
+    T* dh = c.scratch.data();
+    T* da = dh + Tk * ES;
+    T* db = da + Tk * ES;
+    // y_t = C_t · h_t + D u'_t  =>  dh_t = dy_t C_t
+    for (index_t t = 0; t < Tk; ++t)
+      for (index_t e = 0; e < E; ++e)
+        for (index_t j = 0; j < S; ++j)
+          dh[t * ES + e * S + j] = c.dys[t * E + e] * s.xdbl[t * W + R + S + j];
+    ops::linear_scan_backward(s.a.data(), s.h.data(), dh, da, db, c.koffs.data(), c.batch, ES,
+                              {.chunk = o_.chunk, .reverse = d == 1});
+    for (index_t t = 0; t < Tk; ++t)
+      for (index_t j = 0; j < 2 * S; ++j) c.dxdbl[t * W + R + j] = 0;
+    for (index_t t = 0; t < Tk; ++t)
+      for (index_t e = 0; e < E; ++e) {
+        const T dl = s.delta[t * E + e], uu = s.up[t * E + e], dyv = c.dys[t * E + e];
+        T ddl = 0, dupv = dyv * Dp[e];
+        g.data[q.D + e] += dyv * uu;
+        for (index_t j = 0; j < S; ++j) {
+          const index_t i = t * ES + e * S + j;
+          const T Bj = s.xdbl[t * W + R + j], A = s.A[e * S + j];
+          c.dxdbl[t * W + R + S + j] += dyv * s.h[i];  // dC
+          const T daa = da[i] * s.a[i];
+          ddl += daa * A + db[i] * Bj * uu;
+          g.data[q.A_log + e * S + j] += daa * dl * A;
+          c.dxdbl[t * W + R + j] += db[i] * dl * uu;  // dB
+          dupv += db[i] * dl * Bj;
+        }
+        c.dup[t * E + e] = dupv;
+        c.ddtp[t * E + e] = ddl * sigmoid(s.dtp[t * E + e]);
+      }
+  }
+
+  SelectiveSsmOptions o_;
+  index_t E_ = 0, R_ = 0, S_ = 0, K_ = 0, W_ = 0;
+  int dirs_ = 1;
+  DirOffsets doff_[2];
+  std::size_t proj_offset_ = 0;
+  layers::Linear<T> in_, proj_;
+};
+
+static_assert(Mixer<SelectiveSsm<float>, backend::Host>);
+static_assert(Mixer<SelectiveSsm<double>, backend::Host>);
+
+}  // namespace seqswap::mixers
