@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "seqswap/analysis/sparsity.hpp"
+#include "seqswap/analysis/profile.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
@@ -130,22 +130,8 @@ int main(int argc, char** argv) try {
   fs::create_directories(dir, ec);
   check(!ec && fs::is_directory(dir), "cannot create the output folder '", out_dir, "'",
         ec ? ": " + ec.message() : std::string());
-  opt.grid_side = cfg.image_size / cfg.patch;
-  analysis::SparsityAccumulator acc(cfg.depth, cfg.heads, opt);
-
-  train::BatchLoader loader(test_set, batch, /*shuffle=*/false, 0);
-  train::Progress progress("sparsity_profile", long(loader.batches_per_epoch()), /*interval_s=*/0.0);
-  std::vector<float> x;
-  std::vector<std::int32_t> labels;
-  long done = 0, batches = 0;
-  while (index_t n = loader.next(x, labels)) {
-    m.forward(x.data(), n, test_set.image_numel());
-    acc.add_model(m);
-    done += long(n);
-    progress.update(++batches, done, "images " + std::to_string(done));
-  }
-
-  const auto profile = acc.profile();
+  train::Progress progress("sparsity_profile", long((test_set.count + batch - 1) / batch), /*interval_s=*/0.0);
+  const auto profile = analysis::profile_model(m, cfg, test_set, batch, opt, &progress);
   nlohmann::json j = profile;
   j["checkpoint"] = checkpoint;
   j["data"] = test_set.name;

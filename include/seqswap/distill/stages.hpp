@@ -9,6 +9,8 @@
 // logits at a temperature. Budgets are optimizer steps, identical for everything compared.
 #pragma once
 #include <cmath>
+#include <cstdio>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -120,6 +122,41 @@ double match_loss(const T* out, const T* target, index_t rows, index_t D, const 
   return loss;
 }
 
+// After teacher.forward: block l's student mixer runs on the teacher's input to that layer and
+// is scored against the teacher's output (pre-projection, or after it); with `backward`, its
+// gradient is accumulated into the student's gradient arena. Returns the loss.
+template <class TM, class SM, class Ctx, class T = typename SM::T>
+double layer_loss(TM& teacher, SM& student, std::size_t l, Ctx& ctx, const Stage1Options& o, std::vector<T>& y,
+                  std::vector<T>& dout, bool backward) {
+  auto x = model::mixer_input<T>(teacher.context(), l);  // (rows, D) LN1(x_l), teacher-forced
+  const auto& slot = model::mixer_slot(student.net(), l);
+  const std::size_t off = model::mixer_param_offset(student.net(), l), cnt = slot.param_count();
+  const ParamsView<const T> p{student.params().data + off, cnt};
+  const ParamsView<T> g{student.grads().data + off, cnt};
+  const index_t rows = x.total(), D = x.dim;
+  y.resize(std::size_t(rows * D));
+  slot.forward(p, x, TokensView<T>{y.data(), x.offsets, x.batch, D, x.keep}, ctx);
+  if (o.after_projection) {
+    // The teacher's mixer output is its residual branch's f buffer.
+    const T* target = std::get<0>(model::block_context(teacher.context(), l).ctx).f.data();
+    dout.resize(y.size());
+    const double loss = match_loss(y.data(), target, rows, D, x.keep, o.loss, dout.data());
+    if (backward)
+      slot.backward(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{}, g);
+    return loss;
+  }
+  const auto pre = ctx.pre_projection();
+  const auto tpre = model::mixer_context(teacher.context(), l).pre_projection();
+  check(pre.dim == tpre.dim, "stage 1: layer ", l, ": the student's pre-projection width ", pre.dim,
+        " differs from the teacher's ", tpre.dim, "; match after the projection instead");
+  dout.resize(std::size_t(rows * pre.dim));
+  const double loss = match_loss(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, dout.data());
+  if (backward)
+    slot.backward_pre(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep}, TokensView<T>{},
+                      g);
+  return loss;
+}
+
 inline train::CosineSchedule schedule(double lr, double min_lr, double warmup_fraction, long steps) {
   return {lr, min_lr, long(warmup_fraction * double(steps)), steps};
 }
@@ -166,38 +203,10 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const train::Imag
       student.backward(dlogits.data());
       total += o.ce_weight * r.loss;
     }
-    auto sp = student.params();
     auto sg = student.grads();
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
-      const auto l = std::size_t(plan.layers[k]);
-      auto x = model::mixer_input<T>(teacher.context(), l);  // (rows, D) LN1(x_l), teacher-forced
-      auto& tctx = model::mixer_context(teacher.context(), l);
-      const auto& slot = model::mixer_slot(student.net(), l);
-      const std::size_t off = model::mixer_param_offset(student.net(), l), cnt = slot.param_count();
-      const index_t rows = x.total(), D = x.dim;
-      y.resize(std::size_t(rows * D));
-      dout.resize(y.size());
-      slot.forward(ParamsView<const T>{sp.data + off, cnt}, x, TokensView<T>{y.data(), x.offsets, x.batch, D, x.keep},
-                   ctxs[k]);
-      double loss = 0;
-      if (o.after_projection) {
-        // The teacher's mixer output is the residual branch's f buffer.
-        const T* target = std::get<0>(model::block_context(teacher.context(), l).ctx).f.data();
-        loss = detail::match_loss(y.data(), target, rows, D, x.keep, o.loss, dout.data());
-        slot.backward(ParamsView<const T>{sp.data + off, cnt}, ctxs[k],
-                      TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{},
-                      ParamsView<T>{sg.data + off, cnt});
-      } else {
-        auto pre = ctxs[k].pre_projection();
-        auto tpre = tctx.pre_projection();
-        check(pre.dim == tpre.dim, "stage 1: layer ", l, ": the student's pre-projection width ", pre.dim,
-              " differs from the teacher's ", tpre.dim, "; match after the projection instead");
-        dout.resize(std::size_t(rows * pre.dim));
-        loss = detail::match_loss(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, dout.data());
-        slot.backward_pre(ParamsView<const T>{sp.data + off, cnt}, ctxs[k],
-                          TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep}, TokensView<T>{},
-                          ParamsView<T>{sg.data + off, cnt});
-      }
+      const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs[k], o, y, dout,
+                                             /*backward=*/true);
       total += loss;
       if (step >= tail_from) res.layer_loss[k] += loss;
     }
@@ -209,6 +218,7 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const train::Imag
     for (std::size_t i = 0; i < mask.size(); ++i)
       if (!mask[i]) sg.data[i] = T(0);
     train::clip_grad_norm(sg.data, sg.size, o.clip_norm);
+    auto sp = student.params();
     opt.step(sp.data, sg.data, student.adam_m().data(), student.adam_v().data(), sp.size, sched.at(step),
              mask.data());
     char extra[64];
@@ -216,12 +226,37 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const train::Imag
     (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
   }
   res.steps = o.steps;
-  res.seconds = (progress ? progress : &local)->elapsed();
+  res.seconds = local.elapsed();
   if (tail_n > 0) {
     res.final_loss = tail_loss / double(tail_n);
     for (auto& v : res.layer_loss) v /= double(tail_n);
   }
   return res;
+}
+
+// The stage-1 loss of every replaced layer on `data` (fixed order, no training): how well each
+// new mixer reproduces its teacher layer, teacher-forced.
+template <class TM, class SM>
+std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, const train::ImageDataset& data,
+                                 index_t batch, const Stage1Options& o = {}) {
+  using T = typename SM::T;
+  using SlotT = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
+  std::vector<typename SlotT::template Ctx<backend::Host>> ctxs(plan.layers.size());
+  std::vector<double> sum(plan.layers.size(), 0.0);
+  train::BatchLoader loader(data, batch, false, 0);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::vector<T> y, dout;
+  index_t seen = 0;
+  while (index_t n = loader.next(images, labels)) {
+    teacher.forward(images.data(), n, data.image_numel());
+    for (std::size_t k = 0; k < plan.layers.size(); ++k)
+      sum[k] += double(n) * detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs[k], o, y, dout,
+                                               /*backward=*/false);
+    seen += n;
+  }
+  for (auto& v : sum) v /= double(std::max<index_t>(seen, 1));
+  return sum;
 }
 
 // Stage 2: every parameter of the student trains on CE (+ KL to the teacher's logits).
@@ -294,7 +329,7 @@ StageResult stage2(TM& teacher, SM& student, const train::ImageDataset& data, co
     (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
   }
   res.steps = o.steps;
-  res.seconds = (progress ? progress : &local)->elapsed();
+  res.seconds = local.elapsed();
   if (tail_n > 0) res.final_loss = tail_loss / double(tail_n);
   return res;
 }

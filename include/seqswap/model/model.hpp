@@ -45,7 +45,7 @@ class Model {
   // and optimizer state.
   void init(std::uint64_t seed) {
     Rng rng(seed);
-    for (const auto& i : infos_) init_tensor(i, rng);
+    for (const auto& i : infos_) init_values(i, rng);
     grads_.zero();
     m_.zero();
     v_.zero();
@@ -69,8 +69,6 @@ class Model {
         std::copy(old_v.data() + o, old_v.data() + o + i.count, v_.data() + i.offset);
       } else {
         init_tensor(i, rng);
-        std::fill(m_.data() + i.offset, m_.data() + i.offset + i.count, T(0));
-        std::fill(v_.data() + i.offset, v_.data() + i.offset + i.count, T(0));
       }
     }
     grads_.zero();
@@ -99,6 +97,12 @@ class Model {
     net_.backward(ParamsView<const T, Backend>(params()), ctx_, d, dxv, grads());
   }
   void zero_grad() { grads_.zero(); }
+  // Initialises one tensor as its ParamInfo says (and zeroes its optimizer state).
+  void init_tensor(const ParamInfo& i, Rng& rng) {
+    init_values(i, rng);
+    std::fill(m_.data() + i.offset, m_.data() + i.offset + i.count, T(0));
+    std::fill(v_.data() + i.offset, v_.data() + i.offset + i.count, T(0));
+  }
   const Layout& output_layout() const { return out_layout_; }
   Ctx& context() { return ctx_; }
 
@@ -116,7 +120,7 @@ class Model {
     m_.assign(n, T(0));
     v_.assign(n, T(0));
   }
-  void init_tensor(const ParamInfo& i, Rng& rng) {
+  void init_values(const ParamInfo& i, Rng& rng) {
     T* p = params_.data() + i.offset;
     if (i.init == Init::custom) {
       check(static_cast<bool>(i.custom_init), "Model::init: tensor '", i.name,
