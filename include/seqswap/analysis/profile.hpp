@@ -4,6 +4,7 @@
 #include <string>
 
 #include "seqswap/analysis/sparsity.hpp"
+#include "seqswap/model/vit.hpp"
 #include "seqswap/train/data.hpp"
 #include "seqswap/train/loop.hpp"
 
@@ -12,7 +13,7 @@ namespace seqswap::analysis {
 // `data` in fixed order, `batch` images per forward; `progress` (optional) gets one update per
 // batch. The grid side is taken from the config when the options leave it at 0.
 template <class M>
-SparsityProfile profile_model(M& model, const model::VitConfig& cfg, const train::ImageDataset& data,
+SparsityProfile profile_model(M& vit, const model::VitConfig& cfg, const train::ImageDataset& data,
                               index_t batch, SparsityOptions opt = {},
                               train::Progress* progress = nullptr) {
   if (opt.grid_side == 0) opt.grid_side = cfg.image_size / cfg.patch;
@@ -22,8 +23,8 @@ SparsityProfile profile_model(M& model, const model::VitConfig& cfg, const train
   std::vector<std::int32_t> labels;
   long done = 0, batches = 0;
   while (index_t n = loader.next(x, labels)) {
-    model.forward(x.data(), n, data.image_numel());
-    acc.add_model(model);
+    vit.forward(x.data(), n, data.image_numel());
+    acc.add_model(vit);
     done += long(n);
     if (progress) progress->update(++batches, done, "images " + std::to_string(done));
   }

@@ -1,0 +1,134 @@
+// replace_layers: replaces attention layers of a trained ViT with a sequential mixer by
+// layer-wise distillation, and reports what it cost.
+//
+//   replace_layers --checkpoint models/vit-fmnist.safetensors --mixer min_gru --plan sparsest:2 \
+//                  --stage1-steps 300 --stage2-steps 300 --out results/replace/min_gru-sparsest2
+//
+// Writes <out>/result.json (everything below), <out>/layers.csv (one row per replaced layer)
+// and <out>/student.safetensors. The plan's ranking comes from the teacher's sparsity profile
+// (S_ent, on --profile-images test images) unless the plan names layers itself.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <sstream>
+
+#include "seqswap/analysis/profile.hpp"
+#include "seqswap/distill/stages.hpp"
+#include "seqswap/distill/student.hpp"
+#include "seqswap/io/atomic_file.hpp"
+
+using namespace seqswap;
+
+int main(int argc, char** argv) try {
+  CLI::App app{"Replace attention layers of a ViT with a sequential mixer (layer-wise distillation)"};
+  std::string checkpoint, out_dir, plan_spec = "sparsest:2", mixer_options = "{}";
+  std::string data_dir = train::default_fashion_mnist_dir;
+  distill::ReplaceOptions rep;
+  distill::Stage1Options s1;
+  distill::Stage2Options s2;
+  index_t profile_images = 500, test_limit = 0, train_limit = 0, batch = 64;
+  std::uint64_t seed = 0;
+  bool quiet = false;
+  app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required();
+  app.add_option("--mixer", rep.mixer, "replacement mixer: " + mixers::detail::join(mixers::mixer_names()));
+  app.add_option("--mixer-options", mixer_options, "mixer options as a JSON object, e.g. '{\"expand\": 2}'");
+  app.add_option("--plan", plan_spec, "sparsest:g | densest:g | random:g:seed | layers:i,j | single:l");
+  app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps (the budget)");
+  app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps (the budget)");
+  app.add_option("--batch", batch, "batch size of both stages")->check(CLI::PositiveNumber);
+  app.add_option("--lr1", s1.lr, "stage-1 peak learning rate");
+  app.add_option("--lr2", s2.lr, "stage-2 peak learning rate");
+  app.add_option("--kl", s2.kl_weight, "stage-2 weight of KL(teacher || student) on logits");
+  app.add_option("--temperature", s2.temperature, "stage-2 KL temperature");
+  app.add_option("--stage1-ce", s1.ce_weight, "stage-1 weight of CE on the student's logits");
+  app.add_flag("--cosine", [&](std::int64_t) { s1.loss = distill::MatchLoss::cosine; },
+               "stage 1 matches with 1 - cosine instead of MSE");
+  app.add_flag("--after-projection", s1.after_projection, "stage 1 matches after the output projection");
+  app.add_flag("--fresh-projection", [&](std::int64_t) { rep.reuse_projection = false; },
+               "initialise the new mixers' output projection instead of reusing the teacher's");
+  app.add_option("--profile-images", profile_images, "test images for the sparsity ranking");
+  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)");
+  app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)");
+  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
+  app.add_option("--seed", seed, "seed of the new mixers, shuffling and random plans");
+  app.add_option("--out", out_dir, "output folder")->required();
+  app.add_flag("--quiet", quiet, "no progress lines");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    rep.mixer_options = nlohmann::json::parse(mixer_options);
+  } catch (const nlohmann::json::exception& e) {
+    fail("--mixer-options: expected a JSON object, found '", mixer_options, "' (", e.what(), ")");
+  }
+  rep.seed = seed;
+  s1.batch = s2.batch = batch;
+  s1.seed = seed + 1;
+  s2.seed = seed + 2;
+
+  model::VitConfig cfg;
+  auto teacher = model::load_vit<float, mixers::AnyMixer<float>>(checkpoint, &cfg);
+  auto train_set = train::load_fashion_mnist(train::Split::train, data_dir);
+  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  if (train_limit > 0) train_set = train_set.head(train_limit);
+  if (test_limit > 0) test_set = test_set.head(test_limit);
+
+  // Sparsity ranking (only plans that rank need it).
+  std::vector<double> scores;
+  const bool ranked = plan_spec.rfind("sparsest", 0) == 0 || plan_spec.rfind("densest", 0) == 0;
+  if (ranked) {
+    const auto profile = analysis::profile_model(teacher, cfg, test_set.head(profile_images), 250);
+    scores = analysis::layer_scores(profile);
+  }
+  const auto plan = distill::parse_plan(plan_spec, cfg.depth, scores);
+  std::ostringstream layers_str;
+  for (index_t l : plan.layers) layers_str << (layers_str.tellp() ? "," : "") << l;
+  std::fprintf(stderr, "plan %s -> layers %s, mixer %s\n", plan_spec.c_str(), layers_str.str().c_str(),
+               rep.mixer.c_str());
+
+  const auto teacher_eval = train::evaluate(teacher, test_set);
+  auto student = teacher;
+  distill::replace_layers(student, cfg, plan, rep);
+  train::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
+  const auto r1 = distill::stage1(teacher, student, plan, train_set, s1, &p1);
+  const auto mse = distill::layer_losses(teacher, student, plan, test_set.head(std::min<index_t>(test_set.count, 1000)), 250, s1);
+  const auto eval1 = train::evaluate(student, test_set);
+  const auto r2 = distill::stage2(teacher, student, train_set, s2, &p2);
+  const auto eval2 = train::evaluate(student, test_set);
+
+  nlohmann::json j;
+  j["checkpoint"] = checkpoint;
+  j["mixer"] = rep.mixer;
+  j["mixer_options"] = rep.mixer_options;
+  j["plan"] = plan_spec;
+  j["layers"] = plan.layers;
+  j["scores"] = scores;
+  j["test_images"] = teacher_eval.count;
+  j["teacher_accuracy"] = teacher_eval.accuracy;
+  j["stage1"] = {{"steps", r1.steps}, {"seconds", r1.seconds}, {"accuracy", eval1.accuracy},
+                 {"final_loss", r1.final_loss}, {"layer_loss", mse}};
+  j["stage2"] = {{"steps", r2.steps}, {"seconds", r2.seconds}, {"accuracy", eval2.accuracy},
+                 {"final_loss", r2.final_loss}};
+  j["drop_stage1"] = teacher_eval.accuracy - eval1.accuracy;
+  j["drop_stage2"] = teacher_eval.accuracy - eval2.accuracy;
+  j["params_teacher"] = teacher.param_count();
+  j["params_student"] = student.param_count();
+  j["options"] = {{"batch", batch}, {"lr1", s1.lr}, {"lr2", s2.lr}, {"kl", s2.kl_weight},
+                  {"seed", seed}, {"train_images", train_set.count}};
+  const std::filesystem::path dir(out_dir);
+  io::write_file_atomic(dir / "result.json", j.dump(2) + "\n");
+  std::ostringstream csv;
+  csv << "layer,mixer,score,layer_loss,params_teacher_layer,params_student_layer\n";
+  for (std::size_t k = 0; k < plan.layers.size(); ++k) {
+    const index_t l = plan.layers[k];
+    csv << l << ',' << rep.mixer << ',' << (scores.empty() ? 0.0 : scores[std::size_t(l)]) << ',' << mse[k] << ','
+        << distill::mixer_params(teacher, l) << ',' << distill::mixer_params(student, l) << '\n';
+  }
+  io::write_file_atomic(dir / "layers.csv", csv.str());
+  io::save_checkpoint(dir / "student.safetensors", student, cfg,
+                      {{"mixers", nlohmann::json(plan.layers).dump()}, {"mixer", rep.mixer}});
+  std::printf("teacher %.4f  stage1 %.4f  stage2 %.4f  drop %.4f  params %zu -> %zu\n", teacher_eval.accuracy,
+              eval1.accuracy, eval2.accuracy, teacher_eval.accuracy - eval2.accuracy, teacher.param_count(),
+              student.param_count());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "replace_layers: error: %s\n", e.what());
+  return 1;
+}
