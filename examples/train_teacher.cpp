@@ -12,7 +12,7 @@
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/checkpoint.hpp"
 #include "seqswap/model/model.hpp"
-#include "seqswap/model/vit.hpp"
+#include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
 #include "seqswap/train/schedule.hpp"
 
@@ -28,7 +28,7 @@ int main(int argc, char** argv) try {
   train::Augment aug{.crop_padding = 2, .hflip = true};
   std::uint64_t seed = 0;
   index_t train_limit = 0, test_limit = 0;
-  std::string out = "models/vit-fmnist.safetensors", csv, data_dir = train::default_fashion_mnist_dir;
+  std::string out = "models/vit-fmnist.safetensors", csv, init, data_dir = train::default_fashion_mnist_dir;
   bool quiet = false;
   app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
@@ -49,10 +49,12 @@ int main(int argc, char** argv) try {
   app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)");
   app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)");
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
+  app.add_option("--init", init, "start from this checkpoint's weights (its config wins; fresh optimizer)");
   app.add_option("--out", out, "checkpoint path (safetensors)");
   app.add_option("--csv", csv, "per-epoch CSV path (default: <out without extension>.csv)");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
+  if (!init.empty()) cfg = model::read_vit_config(io::read_safetensors(init));
   cfg.validate();
   if (csv.empty()) csv = std::filesystem::path(out).replace_extension(".csv").string();
 
@@ -66,6 +68,7 @@ int main(int argc, char** argv) try {
 
   model::Model m(model::make_vit<float>(cfg));
   m.init(seed);
+  if (!init.empty()) io::load_params(m, io::read_safetensors(init));
   std::fprintf(stderr, "ViT: width %ld depth %ld heads %ld patch %ld tokens %ld, %zu parameters; "
                "%ld training images, %ld test images, %d thread(s)\n",
                long(cfg.width), long(cfg.depth), long(cfg.heads), long(cfg.patch),
@@ -82,7 +85,8 @@ int main(int argc, char** argv) try {
                         {"lr", lr},              {"min_lr", min_lr},  {"warmup_epochs", warmup_epochs},
                         {"weight_decay", wd},    {"label_smoothing", step.label_smoothing},
                         {"clip", step.clip_norm}, {"crop_padding", aug.crop_padding},
-                        {"hflip", aug.hflip},    {"seed", seed},      {"train_images", train_set.count}};
+                        {"hflip", aug.hflip},    {"seed", seed},      {"train_images", train_set.count},
+                        {"init", init}};
   std::ostringstream table;
   table << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n";
 
