@@ -24,14 +24,16 @@ test: build
 test-quick: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS) -LE slow
 
-# The default experiment: until the study driver lands, evaluate the shipped teacher.
+# The default experiment: the whole study at reduced budgets (<= 10 min on 2 cores), report in
+# results/quick/report.md. `PRESET_STUDY=full make experiment` runs the full budgets.
+PRESET_STUDY ?= quick
 experiment: build
-	@mkdir -p results/teacher
-	$(BUILD)/examples/evaluate --checkpoint $(TEACHER) --json results/teacher/evaluate.json
+	$(BUILD)/examples/sparsity_to_simplicity --preset $(PRESET_STUDY) --checkpoint $(TEACHER)
 
 bench: build
 	@mkdir -p results/bench
 	$(BUILD)/benchmarks/bench_ops --benchmark_out=results/bench/bench_ops.json --benchmark_out_format=json
+	$(BUILD)/benchmarks/bench_mixers --benchmark_out=results/bench/bench_mixers.json --benchmark_out_format=json
 
 clean:
 	rm -rf build

@@ -17,6 +17,7 @@
 
 #include "seqswap/analysis/profile.hpp"
 #include "seqswap/io/atomic_file.hpp"
+#include "seqswap/io/plot.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
 
@@ -25,72 +26,6 @@ using analysis::Metric;
 using analysis::Variant;
 namespace fs = std::filesystem;
 
-namespace {
-
-// A path as one single-quoted shell word.
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string number(double x) {
-  if (!std::isfinite(x)) return "NaN";  // gnuplot reads NaN as a missing point
-  std::ostringstream os;
-  os.precision(8);
-  os << x;
-  return os.str();
-}
-
-// Data files and a gnuplot script for the two plots; runs gnuplot when it is installed.
-void write_plots(const fs::path& dir, const analysis::SparsityProfile& p) {
-  std::string layers = "# layer  s_ent_mean s_ent_std (all keys)  s_ent_mean s_ent_std (drop CLS)\n";
-  std::string heads = "# S_ent mean (all keys, all rows): one line per layer, one column per head\n";
-  for (index_t l = 0; l < p.layers; ++l) {
-    const auto& a = p.layer_summary(l, Metric::entropy_sparsity, Variant::all_keys);
-    const auto& d = p.layer_summary(l, Metric::entropy_sparsity, Variant::drop_cls);
-    layers += std::to_string(l) + " " + number(a.mean) + " " + number(a.std) + " " +
-              number(d.mean) + " " + number(d.std) + "\n";
-    for (index_t h = 0; h < p.heads; ++h)
-      heads += (h ? " " : "") + number(p.at(l, h, Metric::entropy_sparsity).mean);
-    heads += "\n";
-  }
-  io::write_file_atomic(dir / "s_ent_layers.dat", layers);
-  io::write_file_atomic(dir / "s_ent_heads.dat", heads);
-  io::write_file_atomic(dir / "plots.gp", std::string(R"(# Run from this folder: gnuplot plots.gp
-set terminal pngcairo size 900,520 noenhanced
-set output 's_ent_by_layer.png'
-set title 'Attention sparsity per layer: S_ent = 1 - normalised entropy (mean +- std over heads, queries, images)'
-set xlabel 'layer'
-set ylabel 'S_ent'
-set xtics 1
-set key top left
-set offsets 0.5, 0.5, 0, 0
-plot 's_ent_layers.dat' using 1:2:3 with yerrorlines pt 7 title 'all keys', \
-     '' using ($1+0.08):4:5 with yerrorlines pt 5 title 'drop CLS key, renormalised'
-set output 's_ent_heads.png'
-set title 'S_ent per layer and head (mean over queries and images)'
-set xlabel 'head'
-set ylabel 'layer'
-set ytics 1
-set offsets 0, 0, 0, 0
-set autoscale fix
-set palette rgbformulae 21,22,23
-set cblabel 'S_ent'
-plot 's_ent_heads.dat' matrix with image notitle
-)"));
-  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    std::fprintf(stderr, "sparsity_profile: warning: gnuplot not found; the plot data and "
-                         "plots.gp are in %s\n", dir.c_str());
-    return;
-  }
-  const std::string cmd = "cd " + shell_quote(dir.string()) + " && gnuplot plots.gp";
-  if (std::system(cmd.c_str()) != 0)
-    std::fprintf(stderr, "sparsity_profile: warning: gnuplot failed (%s); the plot data and "
-                         "plots.gp are kept\n", cmd.c_str());
-}
-
-}  // namespace
 
 int main(int argc, char** argv) try {
   CLI::App app{"Attention sparsity per layer and head of a ViT on Fashion-MNIST test images"};
@@ -138,7 +73,7 @@ int main(int argc, char** argv) try {
   j["model"] = cfg;
   io::write_file_atomic(dir / "profile.json", j.dump(2) + "\n");
   analysis::write_csv(dir / "profile.csv", profile);
-  write_plots(dir, profile);
+  analysis::write_profile_plots(dir, profile, "sparsity_profile");
 
   std::printf("layer  S_ent mean ± std (all keys)  drop CLS       top-p width  distance\n");
   for (index_t l = 0; l < profile.layers; ++l) {

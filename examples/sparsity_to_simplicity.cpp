@@ -1,0 +1,599 @@
+// sparsity_to_simplicity: the paper's study end to end on a trained ViT teacher.
+//
+//   sparsity_to_simplicity --preset quick          (what `make experiment` runs, ≤ 10 min)
+//   sparsity_to_simplicity --preset full --out results/full
+//   sparsity_to_simplicity --config my_study.json --mixers min_gru,selective_ssm
+//
+// Stages, each leaving its result files in the output folder (default results/<preset>):
+//   1. profile     attention sparsity per layer and head (profile.json/.csv, plots)
+//   2. sweep       replace one layer at a time: accuracy drop vs that layer's sparsity (ρ)
+//   3. groups      sparsest / densest / random groups per mixer, at one fixed budget
+//   4. halting     A-ViT teachers and guided distillation: not implemented yet (reported so)
+//   5. efficiency  parameters and latency per module over N, and end to end
+// then report.md with a verdict per claim of METHOD.md. Every finished run writes
+// runs/<name>.json atomically; rerunning skips what exists (--force redoes it), so an
+// interrupted study loses at most the run in flight.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "seqswap/analysis/profile.hpp"
+#include "seqswap/analysis/stats.hpp"
+#include "seqswap/distill/stages.hpp"
+#include "seqswap/distill/student.hpp"
+#include "seqswap/io/atomic_file.hpp"
+#include "seqswap/io/plot.hpp"
+
+using namespace seqswap;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct StudyConfig {
+  std::string preset = "quick";
+  std::string checkpoint = "models/vit-fmnist.safetensors";
+  std::string data_dir = train::default_fashion_mnist_dir;
+  std::string sweep_mixer = "min_gru";
+  std::vector<std::string> mixers{"min_gru", "linear_attention", "selective_ssm"};
+  std::vector<index_t> group_sizes{};  // empty = a quarter and a half of the depth
+  int random_seeds = 3;
+  long stage1_steps = 40, stage2_steps = 40;
+  index_t batch = 32;
+  double lr1 = 1e-3, lr2 = 2e-4;
+  index_t profile_images = 1000, train_images = 0, test_images = 1000;
+  std::vector<index_t> latency_tokens{50, 197, 1024};
+  index_t latency_batch = 8;
+  int latency_reps = 5;
+  std::uint64_t seed = 0;
+};
+
+void to_json(json& j, const StudyConfig& c) {
+  j = json{{"preset", c.preset},           {"checkpoint", c.checkpoint},     {"data_dir", c.data_dir},
+           {"sweep_mixer", c.sweep_mixer}, {"mixers", c.mixers},             {"group_sizes", c.group_sizes},
+           {"random_seeds", c.random_seeds}, {"stage1_steps", c.stage1_steps}, {"stage2_steps", c.stage2_steps},
+           {"batch", c.batch},             {"lr1", c.lr1},                   {"lr2", c.lr2},
+           {"profile_images", c.profile_images}, {"train_images", c.train_images},
+           {"test_images", c.test_images}, {"latency_tokens", c.latency_tokens},
+           {"latency_batch", c.latency_batch}, {"latency_reps", c.latency_reps}, {"seed", c.seed}};
+}
+// Reads the keys of `j` into c; an unknown key or a wrong type is an error.
+void apply_json(StudyConfig& c, const json& j, const std::string& where) {
+  check(j.is_object(), where, ": expected a JSON object, found ", j.dump());
+  json cur = c;
+  for (const auto& [k, v] : j.items()) {
+    check(cur.contains(k), where, ": unknown key '", k, "'; known: ", [&] {
+      std::string s;
+      for (const auto& [kk, _] : cur.items()) s += (s.empty() ? "" : ", ") + kk;
+      return s;
+    }());
+    check(v.type() == cur[k].type() || (v.is_number() && cur[k].is_number()), where, ": key '", k,
+          "' expects ", cur[k].type_name(), ", found ", v.type_name(), " (", v.dump(), ")");
+    cur[k] = v;
+  }
+  c.preset = cur["preset"];
+  c.checkpoint = cur["checkpoint"];
+  c.data_dir = cur["data_dir"];
+  c.sweep_mixer = cur["sweep_mixer"];
+  c.mixers = cur["mixers"].get<std::vector<std::string>>();
+  c.group_sizes = cur["group_sizes"].get<std::vector<index_t>>();
+  c.random_seeds = cur["random_seeds"];
+  c.stage1_steps = cur["stage1_steps"];
+  c.stage2_steps = cur["stage2_steps"];
+  c.batch = cur["batch"];
+  c.lr1 = cur["lr1"];
+  c.lr2 = cur["lr2"];
+  c.profile_images = cur["profile_images"];
+  c.train_images = cur["train_images"];
+  c.test_images = cur["test_images"];
+  c.latency_tokens = cur["latency_tokens"].get<std::vector<index_t>>();
+  c.latency_batch = cur["latency_batch"];
+  c.latency_reps = cur["latency_reps"];
+  c.seed = cur["seed"];
+}
+
+StudyConfig preset(const std::string& name) {
+  StudyConfig c;
+  c.preset = name;
+  if (name == "quick") return c;
+  if (name == "micro") {  // the smoke test: every stage, every file, in seconds
+    c.mixers = {"min_gru"};
+    c.random_seeds = 1;
+    c.stage1_steps = c.stage2_steps = 3;
+    c.batch = 16;
+    c.profile_images = 64;
+    c.train_images = 256;
+    c.test_images = 128;
+    c.latency_tokens = {50, 197};
+    c.latency_batch = 2;
+    c.latency_reps = 2;
+    return c;
+  }
+  if (name == "full") {
+    c.stage1_steps = c.stage2_steps = 500;
+    c.batch = 64;
+    c.lr1 = 5e-4;
+    c.lr2 = 1e-4;
+    c.profile_images = 2000;
+    c.test_images = 0;
+    c.latency_reps = 9;
+    return c;
+  }
+  fail("--preset: expected quick, full or micro, found '", name, "'");
+}
+
+std::string fmt(double x, int prec = 4) {
+  if (!std::isfinite(x)) return "n/a";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", prec, x);
+  return b;
+}
+
+// Progress: one line per stage and per run, with elapsed time and ETA over the runs.
+struct Reporter {
+  bool quiet;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+  void line(const std::string& s) const {
+    if (!quiet) std::fprintf(stderr, "[%s] %s\n", train::Progress::hms(elapsed()).c_str(), s.c_str());
+  }
+};
+
+class Study {
+ public:
+  Study(StudyConfig c, fs::path dir, bool force, bool quiet) : c_(std::move(c)), dir_(std::move(dir)), force_(force), rep_{quiet} {}
+
+  int run() {
+    fs::create_directories(dir_ / "runs");
+    guard_config();
+    teacher_ = model::load_vit<float, mixers::AnyMixer<float>>(c_.checkpoint, &cfg_);
+    if (c_.group_sizes.empty()) c_.group_sizes = {std::max<index_t>(1, cfg_.depth / 4), std::max<index_t>(1, cfg_.depth / 2)};
+    train_ = train::load_fashion_mnist(train::Split::train, c_.data_dir);
+    test_ = train::load_fashion_mnist(train::Split::test, c_.data_dir);
+    if (c_.train_images > 0) train_ = train_.head(c_.train_images);
+    if (c_.test_images > 0) test_ = test_.head(c_.test_images);
+    rep_.line("study '" + c_.preset + "' on " + c_.checkpoint + " -> " + dir_.string());
+
+    stage_profile();
+    teacher_acc_ = cached("teacher", [&] { return json{{"accuracy", train::evaluate(*teacher_, test_).accuracy}}; })["accuracy"];
+    stage_sweep();
+    stage_groups();
+    rep_.line("stage 4/5 halting: not run (A-ViT halting is not implemented yet)");
+    stage_efficiency();
+    write_report();
+    rep_.line("done: " + (dir_ / "report.md").string());
+    return 0;
+  }
+
+ private:
+  // The effective configuration is saved; results made under another one are never mixed in.
+  void guard_config() {
+    const json cur = c_;
+    const fs::path p = dir_ / "config.json";
+    if (fs::exists(p) && !force_) {
+      json old;
+      try {
+        old = json::parse(std::ifstream(p));
+      } catch (const json::exception& e) {
+        fail(p.string(), ": not valid JSON (", e.what(), "); remove it or use --force");
+      }
+      check(old == cur, "the results in ", dir_.string(), " were made with another configuration (",
+            p.string(), "); use --force to redo them or --out for a new folder");
+    }
+    io::write_file_atomic(p, cur.dump(2) + "\n");
+  }
+
+  // runs/<name>.json if it exists (and not --force), else compute, store atomically, return.
+  template <class F>
+  json cached(const std::string& name, F&& compute) {
+    const fs::path p = dir_ / "runs" / (name + ".json");
+    if (!force_ && fs::exists(p)) {
+      try {
+        return json::parse(std::ifstream(p));
+      } catch (const json::exception&) {
+        rep_.line("warning: " + p.string() + " is unreadable; redoing it");
+      }
+    }
+    json j = compute();
+    io::write_file_atomic(p, j.dump(2) + "\n");
+    return j;
+  }
+
+  void stage_profile() {
+    rep_.line("stage 1/5 profile: " + std::to_string(c_.profile_images) + " test images");
+    const fs::path p = dir_ / "profile.json";
+    json j;
+    if (!force_ && fs::exists(p)) {
+      j = json::parse(std::ifstream(p));
+    } else {
+      const auto prof = analysis::profile_model(*teacher_, cfg_, test_.head(c_.profile_images), 250);
+      j = prof;
+      analysis::write_csv(dir_ / "profile.csv", prof);
+      analysis::write_profile_plots(dir_, prof, "sparsity_to_simplicity");
+      json scores = analysis::layer_scores(prof);
+      j["layer_scores"] = scores;
+      io::write_file_atomic(p, j.dump(2) + "\n");
+    }
+    scores_ = j["layer_scores"].get<std::vector<double>>();
+  }
+
+  json replace_run(const std::string& mixer, const std::string& plan_spec) {
+    const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
+    auto student = *teacher_;
+    distill::replace_layers(student, cfg_, plan, {.mixer = mixer, .seed = c_.seed});
+    const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = c_.seed + 1};
+    const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = c_.seed + 2};
+    const auto r1 = distill::stage1(*teacher_, student, plan, train_, s1);
+    const auto mse = distill::layer_losses(*teacher_, student, plan, test_.head(std::min<index_t>(test_.count, 500)), 250);
+    const double acc1 = train::evaluate(student, test_).accuracy;
+    const auto r2 = distill::stage2(*teacher_, student, train_, s2);
+    const double acc2 = train::evaluate(student, test_).accuracy;
+    double mean_mse = 0;
+    for (double v : mse) mean_mse += v / double(mse.size());
+    return json{{"mixer", mixer},        {"plan", plan_spec},
+                {"layers", plan.layers}, {"stage1_accuracy", acc1},
+                {"stage2_accuracy", acc2}, {"drop_stage1", teacher_acc_ - acc1},
+                {"drop_stage2", teacher_acc_ - acc2}, {"layer_loss", mse},
+                {"mean_layer_loss", mean_mse}, {"params", student.param_count()},
+                {"seconds", r1.seconds + r2.seconds}};
+  }
+
+  void stage_sweep() {
+    rep_.line("stage 2/5 sweep: " + c_.sweep_mixer + " in one layer at a time, " + std::to_string(cfg_.depth) + " runs");
+    sweep_.clear();
+    stage_start_ = rep_.elapsed();
+    for (index_t l = 0; l < cfg_.depth; ++l) {
+      const std::string name = "sweep-" + c_.sweep_mixer + "-layer" + std::to_string(l);
+      sweep_.push_back(cached(name, [&] { return replace_run(c_.sweep_mixer, "single:" + std::to_string(l)); }));
+      rep_.line("  " + name + ": drop " + fmt(sweep_.back()["drop_stage2"].get<double>()) + " (" +
+                eta(std::size_t(l + 1), std::size_t(cfg_.depth)) + ")");
+    }
+    std::vector<double> s, d;
+    std::string dat = "# layer S_ent drop_stage2 drop_stage1\n";
+    for (index_t l = 0; l < cfg_.depth; ++l) {
+      s.push_back(scores_[std::size_t(l)]);
+      d.push_back(sweep_[std::size_t(l)]["drop_stage2"]);
+      dat += std::to_string(l) + " " + io::plot_number(s.back()) + " " + io::plot_number(d.back()) + " " +
+             io::plot_number(sweep_[std::size_t(l)]["drop_stage1"].get<double>()) + "\n";
+    }
+    rho_ = analysis::spearman(s, d);
+    io::write_file_atomic(dir_ / "sweep.dat", dat);
+    write_table("sweep", sweep_);
+    io::run_gnuplot(dir_, "sweep.gp", "set terminal pngcairo size 800,520 noenhanced\nset output 'sweep.png'\n"
+                    "set title 'Single-layer replacement (" + c_.sweep_mixer + "): drop vs layer sparsity, Spearman rho = " +
+                    fmt(rho_, 3) + "'\nset xlabel 'layer S_ent (teacher)'\nset ylabel 'accuracy drop'\n"
+                    "plot 'sweep.dat' using 2:3 with points pt 7 ps 1.5 title 'after stage 2', "
+                    "'' using 2:4 with points pt 6 ps 1.5 title 'after stage 1', '' using 2:3:1 with labels offset 1,1 notitle\n",
+                    "sparsity_to_simplicity");
+  }
+
+  void stage_groups() {
+    std::vector<std::pair<std::string, std::string>> runs;  // (mixer, plan)
+    for (const auto& m : c_.mixers)
+      for (index_t g : c_.group_sizes) {
+        runs.emplace_back(m, "sparsest:" + std::to_string(g));
+        runs.emplace_back(m, "densest:" + std::to_string(g));
+        for (int s = 0; s < c_.random_seeds; ++s)
+          runs.emplace_back(m, "random:" + std::to_string(g) + ":" + std::to_string(int(c_.seed) + s + 1));
+      }
+    rep_.line("stage 3/5 groups: " + std::to_string(runs.size()) + " runs");
+    groups_.clear();
+    stage_start_ = rep_.elapsed();
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      std::string key = runs[i].second;
+      std::replace(key.begin(), key.end(), ':', '-');
+      const std::string name = "group-" + runs[i].first + "-" + key;
+      groups_.push_back(cached(name, [&] { return replace_run(runs[i].first, runs[i].second); }));
+      rep_.line("  " + name + ": drop " + fmt(groups_.back()["drop_stage2"].get<double>()) + " (" + eta(i + 1, runs.size()) + ")");
+    }
+    write_table("groups", groups_);
+    // Bars: per (mixer, g): sparsest, random mean ± std, densest (stage-2 drop).
+    std::string dat = "# label sparsest random_mean random_std densest\n";
+    for (const auto& m : c_.mixers)
+      for (index_t g : c_.group_sizes) {
+        const auto s = group_drops(m, g);
+        dat += "\"" + m + " g=" + std::to_string(g) + "\" " + io::plot_number(s.sparsest) + " " +
+               io::plot_number(s.random_mean) + " " + io::plot_number(s.random_std) + " " + io::plot_number(s.densest) + "\n";
+      }
+    io::write_file_atomic(dir_ / "groups.dat", dat);
+    io::run_gnuplot(dir_, "groups.gp", "set terminal pngcairo size 900,520 noenhanced\nset output 'groups.png'\n"
+                    "set title 'Group replacement at a fixed budget: accuracy drop after stage 2'\n"
+                    "set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.6 border -1\n"
+                    "set ylabel 'accuracy drop'\nset yrange [*<0:*]\nset xzeroaxis\nset key outside\nset xtics rotate by -20\n"
+                    "plot 'groups.dat' using 2:(0):xtic(1) title 'sparsest', '' using 3:4 title 'random (mean, std)', "
+                    "'' using 5:(0) title 'densest'\n", "sparsity_to_simplicity");
+  }
+
+  struct GroupDrops {
+    double sparsest = NAN, random_mean = NAN, random_std = NAN, densest = NAN;
+  };
+  GroupDrops group_drops(const std::string& mixer, index_t g, const char* key = "drop_stage2") const {
+    GroupDrops r;
+    std::vector<double> rnd;
+    for (const auto& j : groups_) {
+      if (j["mixer"] != mixer) continue;
+      const std::string plan = j["plan"];
+      const std::string gs = std::to_string(g);
+      if (plan == "sparsest:" + gs) r.sparsest = j[key];
+      else if (plan == "densest:" + gs) r.densest = j[key];
+      else if (plan.rfind("random:" + gs + ":", 0) == 0) rnd.push_back(j[key]);
+    }
+    r.random_mean = analysis::mean(rnd);
+    r.random_std = analysis::sample_std(rnd);
+    return r;
+  }
+
+  void stage_efficiency() {
+    rep_.line("stage 5/5 efficiency: parameters and latency per module and end to end");
+    eff_ = cached("efficiency", [&] {
+      json j;
+      std::vector<std::string> names = mixers::mixer_names();
+      // Per module at the teacher's width: parameters and forward latency over N.
+      std::string dat = "# N";
+      for (const auto& n : names) dat += " " + n;
+      dat += "\n";
+      json modules = json::object();
+      for (const auto& n : names) {
+        mixers::AnyMixer<float> slot;
+        mixers::seat_mixer(slot, n, cfg_);
+        modules[n]["params"] = slot.param_count();
+      }
+      for (index_t N : c_.latency_tokens) {
+        dat += std::to_string(N);
+        for (const auto& n : names) {
+          mixers::AnyMixer<float> slot;
+          mixers::seat_mixer(slot, n, cfg_);
+          const index_t G = static_cast<index_t>(std::llround(std::sqrt(double(N - 1))));
+          if (n == "conv_mixer" && G * G != N - 1) {  // needs CLS + a square grid
+            dat += " NaN";
+            continue;
+          }
+          model::Model m(model::Repeat<mixers::AnyMixer<float>>({slot}, "m"));
+          m.init(1);
+          const Layout l = Layout::dense(c_.latency_batch, N, cfg_.width);
+          std::vector<float> x(l.size(), 0.1f), y(l.size());
+          mixers::AnyMixer<float>::Ctx<backend::Host> ctx;
+          const auto& s = m.net()[0];
+          const double ms = analysis::median_ms([&] {
+            s.forward(ParamsView<const float>{m.params().data, m.param_count()}, view_of<const float>(x.data(), l),
+                      view_of<float>(y.data(), l), ctx);
+          }, 1, c_.latency_reps);
+          modules[n]["forward_ms"][std::to_string(N)] = ms;
+          dat += " " + io::plot_number(ms);
+        }
+        dat += "\n";
+      }
+      io::write_file_atomic(dir_ / "latency.dat", dat);
+      j["modules"] = modules;
+      j["latency_batch"] = c_.latency_batch;
+      // End to end: the teacher vs students with half the layers replaced (untrained weights:
+      // latency and size do not depend on them).
+      const index_t B = 64;
+      std::vector<float> images(std::size_t(B * test_.image_numel()));
+      for (std::size_t i = 0; i < images.size(); ++i) images[i] = float(i % 17) * 0.05f;
+      auto time_model = [&](auto& mdl) {
+        return analysis::median_ms([&] { mdl.forward(images.data(), B, test_.image_numel()); }, 1, c_.latency_reps);
+      };
+      j["end_to_end"]["teacher"] = {{"params", teacher_->param_count()}, {"forward_ms", time_model(*teacher_)}};
+      const auto half = distill::parse_plan("sparsest:" + std::to_string(std::max<index_t>(1, cfg_.depth / 2)), cfg_.depth, scores_);
+      for (const auto& n : c_.mixers) {
+        auto student = *teacher_;
+        distill::replace_layers(student, cfg_, half, {.mixer = n});
+        j["end_to_end"][n] = {{"params", student.param_count()}, {"forward_ms", time_model(student)}, {"layers", half.layers}};
+      }
+      j["end_to_end_batch"] = B;
+      return j;
+    });
+    std::string plot = "set terminal pngcairo size 900,560 noenhanced\nset output 'latency.png'\nset logscale xy\n"
+                       "set title 'Forward latency per module (batch " + std::to_string(c_.latency_batch) + ", D " +
+                       std::to_string(cfg_.width) + "), median'\nset xlabel 'tokens N'\nset ylabel 'ms'\nset key outside\nplot ";
+    const auto& names = mixers::mixer_names();
+    for (std::size_t i = 0; i < names.size(); ++i)
+      plot += std::string(i ? ", " : "") + "'latency.dat' using 1:" + std::to_string(i + 2) + " with linespoints title '" + names[i] + "'";
+    io::run_gnuplot(dir_, "latency.gp", plot + "\n", "sparsity_to_simplicity");
+    std::string pdat = "# mixer params ratio_to_attention\n";
+    const double attn = eff_["modules"]["softmax_attention"]["params"];
+    for (const auto& n : names)
+      pdat += n + " " + io::plot_number(eff_["modules"][n]["params"]) + " " +
+              io::plot_number(eff_["modules"][n]["params"].get<double>() / attn) + "\n";
+    io::write_file_atomic(dir_ / "params.dat", pdat);
+    io::run_gnuplot(dir_, "params.gp", "set terminal pngcairo size 900,480 noenhanced\nset output 'params.png'\n"
+                    "set title 'Parameters per module at D = " + std::to_string(cfg_.width) + " (softmax attention = 1)'\n"
+                    "set style data histogram\nset style fill solid 0.6 border -1\nset xtics rotate by -30\nset ylabel 'params / attention params'\n"
+                    "plot 'params.dat' using 3:xtic(1) notitle\n", "sparsity_to_simplicity");
+  }
+
+  // "k/n, ETA h:mm:ss" over the runs of the stage in flight (started at stage_start_).
+  std::string eta(std::size_t done, std::size_t total) const {
+    const double el = rep_.elapsed() - stage_start_;
+    const double left = done > 0 ? el / double(done) * double(total - done) : 0.0;
+    return std::to_string(done) + "/" + std::to_string(total) + ", stage ETA " + train::Progress::hms(left);
+  }
+
+  void write_table(const std::string& name, const std::vector<json>& rows) {
+    std::ostringstream csv;
+    csv << "mixer,plan,layers,stage1_accuracy,stage2_accuracy,drop_stage1,drop_stage2,mean_layer_loss,params,seconds\n";
+    for (const auto& r : rows) {
+      std::string layers;
+      for (const auto& l : r["layers"]) layers += (layers.empty() ? "" : " ") + std::to_string(l.get<index_t>());
+      csv << r["mixer"].get<std::string>() << ',' << r["plan"].get<std::string>() << ',' << layers << ','
+          << r["stage1_accuracy"] << ',' << r["stage2_accuracy"] << ',' << r["drop_stage1"] << ',' << r["drop_stage2"]
+          << ',' << r["mean_layer_loss"] << ',' << r["params"] << ',' << r["seconds"] << '\n';
+    }
+    io::write_file_atomic(dir_ / (name + ".csv"), csv.str());
+    io::write_file_atomic(dir_ / (name + ".json"), json(rows).dump(2) + "\n");
+  }
+
+  void write_report() {
+    std::ostringstream md;
+    const bool quick = c_.preset != "full";
+    md << "# From sparsity to simplicity: study report\n\n";
+    if (quick)
+      md << "> **" << c_.preset << " preset**: reduced budgets (" << c_.stage1_steps << " + " << c_.stage2_steps
+         << " optimizer steps per run, batch " << c_.batch << ", " << test_.count
+         << " test images). The verdicts below are indicative only; run `--preset full` for meaningful ones.\n\n";
+    md << "Teacher: `" << c_.checkpoint << "` (depth " << cfg_.depth << ", width " << cfg_.width << ", " << cfg_.heads
+       << " heads, " << cfg_.tokens() << " tokens), test accuracy " << fmt(teacher_acc_) << " on " << test_.count
+       << " test images. Configuration: `config.json`. Every table has CSV/JSON beside it.\n\n";
+
+    // Claim 1
+    md << "## 1. Attention sparsity differs from layer to layer\n\n![profile](s_ent_by_layer.png)\n![heads](s_ent_heads.png)\n\n";
+    md << "| layer | S_ent (mean over heads, queries, images) |\n|---|---|\n";
+    double lo = 1e9, hi = -1e9;
+    for (index_t l = 0; l < cfg_.depth; ++l) {
+      const double s = scores_[std::size_t(l)];
+      lo = std::min(lo, s);
+      hi = std::max(hi, s);
+      md << "| " << l << " | " << fmt(s) << " |\n";
+    }
+    const double ratio = hi / std::max(lo, 1e-12);
+    md << "\n**Verdict: " << (ratio >= 1.5 ? "holds" : "does not hold") << "** (rule: the sparsest layer's S_ent is at least "
+       << "1.5x the densest's). Sparsest " << fmt(hi) << ", densest " << fmt(lo) << ", ratio " << fmt(ratio, 2) << ".\n\n";
+
+    // Claim 2
+    md << "## 2. Replacing sparse layers costs less than replacing dense ones\n\n";
+    md << "### Single-layer sweep (" << c_.sweep_mixer << ")\n\n![sweep](sweep.png)\n\n| layer | S_ent | drop after stage 1 | drop after stage 2 | layer loss |\n|---|---|---|---|---|\n";
+    for (index_t l = 0; l < cfg_.depth; ++l) {
+      const auto& r = sweep_[std::size_t(l)];
+      md << "| " << l << " | " << fmt(scores_[std::size_t(l)]) << " | " << fmt(r["drop_stage1"]) << " | " << fmt(r["drop_stage2"])
+         << " | " << fmt(r["mean_layer_loss"], 5) << " |\n";
+    }
+    md << "\nSpearman rho between layer sparsity and accuracy drop (stage 2): **" << fmt(rho_, 3)
+       << "** (negative = sparser layers cost less).\n\n### Groups at a fixed budget\n\n![groups](groups.png)\n\n";
+    md << "| mixer | g | sparsest | random (mean ± std over " << c_.random_seeds << " seeds) | densest | order holds |\n|---|---|---|---|---|---|\n";
+    int holds = 0, reversed = 0, total = 0;
+    for (const auto& m : c_.mixers)
+      for (index_t g : c_.group_sizes) {
+        const auto s = group_drops(m, g);
+        const bool ok = s.sparsest < s.random_mean && s.random_mean < s.densest;
+        const bool rev = s.sparsest > s.random_mean && s.random_mean > s.densest;
+        holds += ok;
+        reversed += rev;
+        ++total;
+        md << "| " << m << " | " << g << " | " << fmt(s.sparsest) << " | " << fmt(s.random_mean) << " ± " << fmt(s.random_std)
+           << " | " << fmt(s.densest) << " | " << (ok ? "yes" : rev ? "reversed" : "no") << " |\n";
+      }
+    const std::string v2 = holds == total ? "holds" : (reversed == total ? "does not hold" : "inconclusive");
+    md << "\n**Verdict: " << v2 << "**: drop(sparsest) < drop(random) < drop(densest) in " << holds << " of " << total
+       << " (mixer, group size) cases after stage 2";
+    if (reversed) md << ", reversed in " << reversed;
+    md << "; sweep rho " << fmt(rho_, 3) << ".\n\n";
+
+    // Claim 3
+    md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n**Verdict: inconclusive — not run.** "
+          "A-ViT token halting is not implemented in this version of seqswap yet, so no halting teachers exist to distil "
+          "from.\n\n";
+
+    // Claim 4
+    md << "## 4. The replaced model is smaller and faster\n\n![latency](latency.png)\n![params](params.png)\n\n";
+    md << "| module | params at D=" << cfg_.width << " | ratio to attention |";
+    for (index_t N : c_.latency_tokens) md << " fwd ms N=" << N << " |";
+    md << "\n|---|---|---|";
+    for (std::size_t i = 0; i < c_.latency_tokens.size(); ++i) md << "---|";
+    md << "\n";
+    const double attn = eff_["modules"]["softmax_attention"]["params"];
+    for (const auto& n : mixers::mixer_names()) {
+      const auto& e = eff_["modules"][n];
+      md << "| " << n << " | " << e["params"].get<std::size_t>() << " | " << fmt(e["params"].get<double>() / attn, 2) << "x |";
+      for (index_t N : c_.latency_tokens) {
+        const std::string k = std::to_string(N);
+        md << " " << (e.contains("forward_ms") && e["forward_ms"].contains(k) ? fmt(e["forward_ms"][k], 3) : "n/a") << " |";
+      }
+      md << "\n";
+    }
+    const auto& ee = eff_["end_to_end"];
+    md << "\nEnd to end (batch " << eff_["end_to_end_batch"] << ", forward, median of " << c_.latency_reps
+       << "): teacher " << ee["teacher"]["params"] << " parameters, " << fmt(ee["teacher"]["forward_ms"], 2) << " ms.\n\n"
+       << "| student (sparsest half replaced) | params | forward ms | smaller | faster |\n|---|---|---|---|---|\n";
+    int both = 0;
+    for (const auto& n : c_.mixers) {
+      const bool smaller = ee[n]["params"].get<double>() < ee["teacher"]["params"].get<double>();
+      const bool faster = ee[n]["forward_ms"].get<double>() < ee["teacher"]["forward_ms"].get<double>();
+      both += smaller && faster;
+      md << "| " << n << " | " << ee[n]["params"] << " | " << fmt(ee[n]["forward_ms"], 2) << " | " << (smaller ? "yes" : "no")
+         << " | " << (faster ? "yes" : "no") << " |\n";
+    }
+    md << "\n**Verdict: " << (both == int(c_.mixers.size()) ? "holds" : both == 0 ? "does not hold" : "holds for some mixers")
+       << "** (" << both << " of " << c_.mixers.size() << " students both smaller and faster at N = " << cfg_.tokens()
+       << "). FLOP counts are not reported yet.\n";
+    md << "\n---\nWall time of this invocation: " << train::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
+    io::write_file_atomic(dir_ / "report.md", md.str());
+    json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
+                    {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", "not run"}}}};
+    io::write_file_atomic(dir_ / "summary.json", summary.dump(2) + "\n");
+  }
+
+  StudyConfig c_;
+  fs::path dir_;
+  bool force_;
+  Reporter rep_;
+  model::VitConfig cfg_;
+  std::optional<distill::StudentModel<float>> teacher_;
+  train::ImageDataset train_, test_;
+  std::vector<double> scores_;
+  double teacher_acc_ = 0, rho_ = 0, stage_start_ = 0;
+  std::vector<json> sweep_, groups_;
+  json eff_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  CLI::App app{"The sparsity-to-simplicity study end to end: profile, single-layer sweep, group replacement, "
+               "efficiency, report"};
+  std::string preset_name = "quick", config_file, out;
+  bool force = false, quiet = false;
+  StudyConfig flags;
+  std::string mixers_csv;
+  app.add_option("--preset", preset_name, "quick (make experiment, <= 10 min), full, or micro (smoke test)");
+  app.add_option("--config", config_file, "JSON file whose keys override the preset (see config.json of a run)");
+  app.add_option("--out", out, "output folder (default results/<preset>)");
+  auto* o_ckpt = app.add_option("--checkpoint", flags.checkpoint, "teacher checkpoint");
+  auto* o_mixers = app.add_option("--mixers", mixers_csv, "comma-separated mixers for the group stage");
+  auto* o_sweep = app.add_option("--sweep-mixer", flags.sweep_mixer, "mixer of the single-layer sweep");
+  auto* o_s1 = app.add_option("--stage1-steps", flags.stage1_steps, "stage-1 budget (steps)");
+  auto* o_s2 = app.add_option("--stage2-steps", flags.stage2_steps, "stage-2 budget (steps)");
+  auto* o_seeds = app.add_option("--random-seeds", flags.random_seeds, "random groups per size");
+  auto* o_data = app.add_option("--data-dir", flags.data_dir, "Fashion-MNIST folder");
+  app.add_flag("--force", force, "redo finished stages and runs");
+  app.add_flag("--quiet", quiet, "no progress lines");
+  CLI11_PARSE(app, argc, argv);
+
+  StudyConfig c = preset(preset_name);
+  if (!config_file.empty()) {
+    json j;
+    try {
+      j = json::parse(std::ifstream(config_file));
+    } catch (const json::exception& e) {
+      fail("--config ", config_file, ": not valid JSON (", e.what(), ")");
+    }
+    check(fs::exists(config_file), "--config: file not found: ", config_file);
+    apply_json(c, j, "--config " + config_file);
+  }
+  if (o_ckpt->count()) c.checkpoint = flags.checkpoint;
+  if (o_sweep->count()) c.sweep_mixer = flags.sweep_mixer;
+  if (o_s1->count()) c.stage1_steps = flags.stage1_steps;
+  if (o_s2->count()) c.stage2_steps = flags.stage2_steps;
+  if (o_seeds->count()) c.random_seeds = flags.random_seeds;
+  if (o_data->count()) c.data_dir = flags.data_dir;
+  if (o_mixers->count()) {
+    c.mixers.clear();
+    std::stringstream ss(mixers_csv);
+    for (std::string m; std::getline(ss, m, ',');) c.mixers.push_back(m);
+  }
+  const auto& known = mixers::mixer_names();
+  for (const auto& m : c.mixers)
+    check(std::find(known.begin(), known.end(), m) != known.end(), "--mixers: unknown mixer '", m, "'; known: ",
+          mixers::detail::join(known));
+  check(std::find(known.begin(), known.end(), c.sweep_mixer) != known.end(), "--sweep-mixer: unknown mixer '",
+        c.sweep_mixer, "'; known: ", mixers::detail::join(known));
+  check(c.stage1_steps >= 0 && c.stage2_steps >= 0 && c.batch > 0 && c.random_seeds >= 1,
+        "expected non-negative budgets, batch > 0 and random_seeds >= 1");
+  if (out.empty()) out = "results/" + c.preset;
+  return Study(c, out, force, quiet).run();
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "sparsity_to_simplicity: error: %s\n", e.what());
+  return 1;
+}
