@@ -4,6 +4,7 @@
 // queries are zero in the pre-projection output and in the output. The Policy tag
 // (attention/policies.hpp) may drop further keys per row: softmax over the rest.
 #pragma once
+#include "seqswap/layers/output_projection.hpp"
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -192,22 +193,9 @@ class SoftmaxAttention {
     const index_t D = o_.dim, H = o_.heads, d = D / H;
     const index_t rows = c.qkv_layout.total();
     const T scale = T(1) / std::sqrt(T(d));
-    const T* dy_eff = dy_data;
-    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
-      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
-      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
-      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
-      dy_eff = c.dy_masked.data();
-    }
-    c.dpre.resize(static_cast<std::size_t>(rows * D));
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
-    if (dpre_in) {
-      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows, D, c.keep);
-    } else {
-      proj_.backward(proj_params(p), c.proj_ctx,
-                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
-                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
-    }
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
+                                c.keep, o_.dim, c.dy_masked, c.dpre);
 
     index_t n_max = 0;
     for (index_t b = 0; b < c.batch; ++b) n_max = std::max(n_max, c.pre_layout.length(b));

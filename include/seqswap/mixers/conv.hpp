@@ -18,6 +18,7 @@
 // the packed batch of its kept tokens: positions keep their place) and their rows of z, pre
 // and y are exactly zero.
 #pragma once
+#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <cmath>
@@ -252,27 +253,14 @@ class ConvMixer {
   template <class B>
   void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
                      TokensView<T, B> dx, ParamsView<T, B> g) const {
-    const index_t D = o_.dim, K = taps(), rows = c.layout.total(), batch = c.layout.batch;
+    const index_t D = o_.dim, K = taps(), rows = c.layout.total();
     const index_t* offsets = c.layout.offsets.data();
     const std::uint8_t* keep = c.keep;
     auto kept = [keep](index_t t) { return keep == nullptr || keep[t] != 0; };
 
-    const T* dy_eff = dy_data;  // (T, D)
-    if (dy_data && keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
-      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
-      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
-      ops::zero_masked_rows(c.dy_masked.data(), rows, D, keep);
-      dy_eff = c.dy_masked.data();
-    }
-    c.dpre.resize(static_cast<std::size_t>(rows * D));
     c.dz.resize(static_cast<std::size_t>(rows * D));
-    if (dpre_in) {
-      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
-                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
-    } else {
-      proj_.backward(proj_params(p), c.proj_ctx, TokensView<const T, B>{dy_eff, offsets, batch, D, keep},
-                     view_of<T, B>(c.dpre.data(), c.layout), proj_params(g));
-    }
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.layout,
+                                keep, o_.dim, c.dy_masked, c.dpre);
     // pre = keep ∘ pointwise(z): dpre's masked rows are zero already, hence so are dz's
     pointwise_.backward(pw_params(p), c.pw_ctx,
                         TokensView<const T, B>(view_of<T, B>(c.dpre.data(), c.layout, keep)),

@@ -5,6 +5,7 @@
 // Linear laid out exactly like the teacher attention's ([q; k; v] rows, heads contiguous
 // d-blocks), so a student can start from the teacher's Q, K, V and Proj (init_from_attention).
 #pragma once
+#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <cmath>
@@ -248,15 +249,7 @@ class LinearAttention {
                      TokensView<T, B> dx, ParamsView<T, B> g) const {
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d;
     const index_t rows = c.qkv_layout.total();
-    const T* dy_eff = dy_data;
-    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
-      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
-      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
-      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
-      dy_eff = c.dy_masked.data();
-    }
     const auto BH = static_cast<std::size_t>(c.batch * H);
-    c.dpre.resize(static_cast<std::size_t>(rows * D));
     c.dnum.resize(static_cast<std::size_t>(rows * D));
     c.dden.resize(static_cast<std::size_t>(H * rows));
     c.dphi_q.resize(static_cast<std::size_t>(rows * H * m));
@@ -265,14 +258,8 @@ class LinearAttention {
     c.dnorm.resize(BH * static_cast<std::size_t>(m));
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
     if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
-    if (dpre_in) {
-      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
-                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
-    } else {
-      proj_.backward(proj_params(p), c.proj_ctx,
-                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
-                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
-    }
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
+                                c.keep, o_.dim, c.dy_masked, c.dpre);
     const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
 
     const auto BHi = static_cast<index_t>(BH);

@@ -20,6 +20,7 @@
 // Masked tokens are identity steps of the recurrence (a = 1, b = 0), and their rows of the
 // pre-projection output and of the output are zero.
 #pragma once
+#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <array>
@@ -225,24 +226,10 @@ class MinGru {
                      TokensView<T, B> dx, ParamsView<T, B> g) const {
     const index_t D = o_.dim, E = hidden(), Et = width(), rows = c.pre_layout.total();
     const bool permuted = !c.perm.empty();
-    const T* dy_eff = dy_data;  // (rows, D)
-    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
-      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
-      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
-      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
-      dy_eff = c.dy_masked.data();
-    }
     // y = proj(pre): dpre = dy W_proj; its masked rows are zero because dy's are, which is
     // also the gradient of pre = keep ∘ h.
-    c.dpre.resize(static_cast<std::size_t>(rows * Et));
-    if (dpre_in) {
-      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
-                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
-    } else {
-      proj_.backward(proj_params(p), c.proj_ctx,
-                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
-                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
-    }
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
+                                c.keep, o_.dim, c.dy_masked, c.dpre);
     const T* dpre_s = c.dpre.data();  // (rows, E_total) scan order
     if (permuted) {
       c.dpre_s.resize(static_cast<std::size_t>(rows * Et));

@@ -20,6 +20,7 @@
 // state passes through unchanged); its rows of pre and y are exactly zero, so a masked dense
 // batch equals the packed batch of its kept tokens (stored scan order).
 #pragma once
+#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <cmath>
 #include <string>
@@ -244,22 +245,8 @@ class MultiHeadRnn {
     const index_t* offsets = c.layout.offsets.data();
     const std::uint8_t* ks = c.keep_s_ptr;
 
-    const T* dy_eff = dy_data;  // (T, D)
-    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
-      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
-      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
-      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
-      dy_eff = c.dy_masked.data();
-    }
-    c.dpre.resize(static_cast<std::size_t>(rows * D));
-    if (dpre_in) {
-      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
-                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
-    } else {
-      proj_.backward(proj_params(p), c.proj_ctx,
-                     TokensView<const T, B>{dy_eff, offsets, batch, D, c.keep},
-                     view_of<T, B>(c.dpre.data(), c.layout), proj_params(g));
-    }
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.layout,
+                                c.keep, o_.dim, c.dy_masked, c.dpre);
     // pre = keep ∘ merge(s): dpre's masked rows are already zero (dy_eff's are, proj is per row)
     const T* dpre_s = c.dpre.data();  // (T, D) scan order
     if (c.permuted) {

@@ -27,6 +27,7 @@
 // those checkpoints. `materialized` is the straightforward reference: a, b (T_kept, E·state)
 // through ops::linear_scan and ops::linear_scan_backward. Tests check that the two agree.
 #pragma once
+#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <cmath>
@@ -280,23 +281,9 @@ class SelectiveSsm {
   template <class B>
   void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
                      TokensView<T, B> dx, ParamsView<T, B> g) const {
-    const index_t D = o_.dim, E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
-    const T* dy_eff = dy_data;
-    if (dy_data && c.keep) {  // y = keep ∘ proj(pre): masked rows pass no gradient
-      c.dy_masked.resize(static_cast<std::size_t>(rows * D));
-      std::copy(dy_data, dy_data + rows * D, c.dy_masked.data());
-      ops::zero_masked_rows(c.dy_masked.data(), rows, D, c.keep);
-      dy_eff = c.dy_masked.data();
-    }
-    c.dpre.resize(static_cast<std::size_t>(rows * E));
-    if (dpre_in) {
-      ops::copy_kept_rows(dpre_in, c.dpre.data(), rows,
-                          static_cast<index_t>(c.dpre.size()) / std::max<index_t>(rows, 1), c.keep);
-    } else {
-      proj_.backward(proj_params(p), c.proj_ctx,
-                     TokensView<const T, B>{dy_eff, c.offsets, c.batch, D, c.keep},
-                     view_of<T, B>(c.dpre.data(), c.pre_layout), proj_params(g));
-    }
+    const index_t E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
+                                c.keep, o_.dim, c.dy_masked, c.dpre);
 
     // pre = ysum ⊙ SiLU(z)  =>  dy_dir = dpre ⊙ SiLU(z) (both directions), dz = dpre ⊙ ysum ⊙ SiLU'(z)
     c.dys.resize(static_cast<std::size_t>(Tk * E));

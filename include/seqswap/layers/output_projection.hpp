@@ -1,0 +1,35 @@
+// The output projection every mixer ends with: y = keep ∘ (pre W_projᵀ + b_proj), W_proj
+// stored [D, E] and named "proj" (so a student keeps the teacher's projection by name).
+#pragma once
+#include "seqswap/core/buffer.hpp"
+#include "seqswap/layers/linear.hpp"
+#include "seqswap/ops/mask.hpp"
+
+namespace seqswap::layers {
+
+// The first step of every mixer's backward. From dy (T, D): masked rows pass no gradient, so
+// dpre = (keep ∘ dy) W_proj and proj's gradients accumulate into pg. From dpre_in (T, E)
+// (backward_pre, stage-1 distillation): dpre = keep ∘ dpre_in and proj is left alone.
+// dpre (T, E) is resized to `pre_layout`; dy_masked is scratch.
+template <class T, class B>
+void projection_backward(const Linear<T>& proj, ParamsView<const T, B> pp, ParamsView<T, B> pg,
+                         typename Linear<T>::template Ctx<B>& pctx, const T* dy, const T* dpre_in,
+                         const Layout& pre_layout, const std::uint8_t* keep, index_t D, Buffer<T>& dy_masked,
+                         Buffer<T>& dpre) {
+  const index_t rows = pre_layout.total(), E = pre_layout.dim;
+  dpre.resize(static_cast<std::size_t>(rows * E));
+  if (dpre_in) {
+    ops::copy_kept_rows(dpre_in, dpre.data(), rows, E, keep);
+    return;
+  }
+  const T* d = dy;  // (T, D)
+  if (keep) {
+    dy_masked.resize(static_cast<std::size_t>(rows * D));
+    ops::copy_kept_rows(dy, dy_masked.data(), rows, D, keep);
+    d = dy_masked.data();
+  }
+  proj.backward(pp, pctx, TokensView<const T, B>{d, pre_layout.offsets.data(), pre_layout.batch, D, keep},
+                view_of<T, B>(dpre.data(), pre_layout), pg);
+}
+
+}  // namespace seqswap::layers
