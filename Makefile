@@ -27,7 +27,8 @@ test-quick: build
 # The default experiment: the whole study at reduced budgets (<= 10 min on 2 cores), report in
 # results/quick/report.md. `PRESET_STUDY=full make experiment` runs the full budgets.
 PRESET_STUDY ?= quick
-experiment: build
+experiment: configure
+	cmake --build $(BUILD) -j$(JOBS) --target sparsity_to_simplicity
 	$(BUILD)/examples/sparsity_to_simplicity --preset $(PRESET_STUDY) --checkpoint $(TEACHER)
 
 bench: build
