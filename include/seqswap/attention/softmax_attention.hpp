@@ -48,7 +48,7 @@ struct PolicyTraits<sparse::Threshold> {
 };
 
 template <class T = float, class Policy = sparse::Dense>
-class SoftmaxAttention {
+class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Policy>, T> {
   static_assert(sizeof(PolicyTraits<Policy>) > 0);
   static constexpr bool kDense = std::is_same_v<Policy, sparse::Dense>;
   static constexpr bool kTopK = std::is_same_v<Policy, sparse::TopK>;
@@ -174,19 +174,8 @@ class SoftmaxAttention {
     if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
   }
 
-  template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
-                TokensView<T, B> dx, ParamsView<T, B> g) const {
-    backward_impl(p, c, dy.data, nullptr, dx, g);
-  }
-  // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation): the
-  // projection is skipped and receives no gradient; masked rows of dpre are ignored.
-  template <class B>
-  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre,
-                    TokensView<T, B> dx, ParamsView<T, B> g) const {
-    backward_impl(p, c, nullptr, dpre.data, dx, g);
-  }
-  // Shared by both: starts from dy (through proj) or from dpre_in (pre-projection gradient).
+  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
+  // (through the projection) or from dpre_in (the pre-projection gradient).
   template <class B>
   void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
                      TokensView<T, B> dx, ParamsView<T, B> g) const {

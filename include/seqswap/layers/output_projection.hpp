@@ -33,3 +33,33 @@ void projection_backward(const Linear<T>& proj, ParamsView<const T, B> pp, Param
 }
 
 }  // namespace seqswap::layers
+
+namespace seqswap::layers {
+
+// The two backward entries of every mixer that ends in the output projection (the Mixer
+// contract's backward and backward_pre), both forwarding to the mixer's
+//   backward_impl(p, c, dy_or_null, dpre_or_null, dx, g)
+// which starts with projection_backward above. Derive as
+//   class MyMixer : public layers::ProjectedMixer<MyMixer<T>, T>.
+template <class Derived, class T>
+class ProjectedMixer {
+ public:
+  // dx = J_xᵀ dy (assigned), g += J_pᵀ dy (accumulated), through the projection.
+  template <class B, class Ctx>  // Ctx = Derived::Ctx<B> (deduced: Derived is incomplete here)
+  void backward(ParamsView<const T, B> p, Ctx& c, TokensView<const T, B> dy,
+                TokensView<T, B> dx, ParamsView<T, B> g) const {
+    derived().backward_impl(p, c, dy.data, nullptr, dx, g);
+  }
+  // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation): the
+  // projection is skipped and receives no gradient; masked rows of dpre are ignored.
+  template <class B, class Ctx>
+  void backward_pre(ParamsView<const T, B> p, Ctx& c, TokensView<const T, B> dpre,
+                    TokensView<T, B> dx, ParamsView<T, B> g) const {
+    derived().backward_impl(p, c, nullptr, dpre.data, dx, g);
+  }
+
+ private:
+  const Derived& derived() const { return static_cast<const Derived&>(*this); }
+};
+
+}  // namespace seqswap::layers
