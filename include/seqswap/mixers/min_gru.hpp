@@ -139,21 +139,9 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
 
     // Row-wise layers commute with the permutation, so the whole recurrence runs in scan order
     // and only its result is scattered back.
-    c.x_scan = x.data;
-    c.keep_scan = x.keep;
-    c.perm.clear();
-    if (permuted) {
-      c.perm = order::batch_permutation(o_.order, x.offsets, x.batch);
-      c.x_s.resize(static_cast<std::size_t>(rows * D));
-      order::gather_rows(x.data, c.perm, D, c.x_s.data());
-      c.x_scan = c.x_s.data();
-      if (x.keep) {
-        c.keep_s.resize(static_cast<std::size_t>(rows));
-        for (index_t k = 0; k < rows; ++k) c.keep_s[k] = x.keep[c.perm[k]];
-        c.keep_scan = c.keep_s.data();
-      }
-      c.pre_s.resize(static_cast<std::size_t>(rows * Et));
-    }
+    order::gather_scan_input(o_.order, x.data, x.keep, x.offsets, x.batch, D, c.perm, c.x_s, c.keep_s, c.x_scan,
+                             c.keep_scan);
+    if (permuted) c.pre_s.resize(static_cast<std::size_t>(rows * Et));
     T* pre_s = permuted ? c.pre_s.data() : c.pre.data();  // (rows, E_total) scan order
     const std::uint8_t* keep = c.keep_scan;               // (rows) scan order
 

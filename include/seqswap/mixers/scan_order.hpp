@@ -91,4 +91,27 @@ void scatter_rows(const T* x, const std::vector<index_t>& perm, index_t C, T* ou
     std::copy(x + static_cast<index_t>(k) * C, x + static_cast<index_t>(k + 1) * C, out + perm[k] * C);
 }
 
+// Puts a token batch into scan order for mixers whose row-wise layers commute with the
+// permutation: perm (rows; left empty for the identity order), x_s (rows, D) and keep_s (rows)
+// gathered when something moves, and x_scan / keep_scan pointing at what the scan reads.
+template <class T, class XBuf>
+void gather_scan_input(const ScanOrder& o, const T* x, const std::uint8_t* keep, const index_t* offsets,
+                       index_t batch, index_t D, std::vector<index_t>& perm, XBuf& x_s,
+                       std::vector<std::uint8_t>& keep_s, const T*& x_scan, const std::uint8_t*& keep_scan) {
+  x_scan = x;
+  keep_scan = keep;
+  perm.clear();
+  if (o.is_identity()) return;
+  perm = batch_permutation(o, offsets, batch);
+  const auto rows = static_cast<index_t>(perm.size());
+  x_s.resize(static_cast<std::size_t>(rows * D));
+  gather_rows(x, perm, D, x_s.data());
+  x_scan = x_s.data();
+  if (keep) {
+    keep_s.resize(static_cast<std::size_t>(rows));
+    for (index_t k = 0; k < rows; ++k) keep_s[std::size_t(k)] = keep[perm[std::size_t(k)]];
+    keep_scan = keep_s.data();
+  }
+}
+
 }  // namespace seqswap::order
