@@ -112,9 +112,9 @@ StudyConfig preset(const std::string& name) {
     return c;
   }
   if (name == "full") {
-    c.stage1_steps = c.stage2_steps = 500;
-    c.batch = 64;
-    c.lr1 = 5e-4;
+    c.stage1_steps = c.stage2_steps = 300;
+    c.batch = 32;
+    c.lr1 = 1e-3;
     c.lr2 = 1e-4;
     c.profile_images = 2000;
     c.test_images = 0;
