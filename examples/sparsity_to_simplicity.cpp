@@ -8,7 +8,8 @@
 //   1. profile     attention sparsity per layer and head (profile.json/.csv, plots)
 //   2. sweep       replace one layer at a time: accuracy drop vs that layer's sparsity (ρ)
 //   3. groups      sparsest / densest / random groups per mixer, at one fixed budget
-//   4. halting     A-ViT teachers and guided distillation: not implemented yet (reported so)
+//   4. halting     A-ViT halting teachers (shipped checkpoints) and guided distillation:
+//                  student-teacher gap vs teacher sparsity
 //   5. efficiency  parameters and latency per module over N, and end to end
 // then report.md with a verdict per claim of METHOD.md. Every finished run writes
 // runs/<name>.json atomically; rerunning skips what exists (--force redoes it), so an
@@ -23,6 +24,7 @@
 #include "seqswap/analysis/stats.hpp"
 #include "seqswap/distill/stages.hpp"
 #include "seqswap/distill/student.hpp"
+#include "seqswap/halting/guided.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/plot.hpp"
 
@@ -48,6 +50,13 @@ struct StudyConfig {
   index_t latency_batch = 8;
   int latency_reps = 5;
   std::uint64_t seed = 0;
+  // Stage 4: A-ViT teachers (made by avit_finetune; see models/README.md) and the mixers
+  // distilled from each with sparsity guidance; halting_group layers (the dense teacher's
+  // sparsest) are replaced, 0 = half the depth.
+  std::vector<std::string> halting_teachers{"models/avit-b30.safetensors", "models/avit-b10.safetensors",
+                                            "models/avit-b0.safetensors"};
+  std::vector<std::string> halting_mixers{"min_gru", "selective_ssm"};
+  index_t halting_group = 0;
 };
 
 void to_json(json& j, const StudyConfig& c) {
@@ -57,7 +66,9 @@ void to_json(json& j, const StudyConfig& c) {
            {"batch", c.batch},             {"lr1", c.lr1},                   {"lr2", c.lr2},
            {"profile_images", c.profile_images}, {"train_images", c.train_images},
            {"test_images", c.test_images}, {"latency_tokens", c.latency_tokens},
-           {"latency_batch", c.latency_batch}, {"latency_reps", c.latency_reps}, {"seed", c.seed}};
+           {"latency_batch", c.latency_batch}, {"latency_reps", c.latency_reps}, {"seed", c.seed},
+           {"halting_teachers", c.halting_teachers}, {"halting_mixers", c.halting_mixers},
+           {"halting_group", c.halting_group}};
 }
 // Reads the keys of `j` into c; an unknown key or a wrong type is an error.
 void apply_json(StudyConfig& c, const json& j, const std::string& where) {
@@ -92,6 +103,9 @@ void apply_json(StudyConfig& c, const json& j, const std::string& where) {
   c.latency_batch = cur["latency_batch"];
   c.latency_reps = cur["latency_reps"];
   c.seed = cur["seed"];
+  c.halting_teachers = cur["halting_teachers"].get<std::vector<std::string>>();
+  c.halting_mixers = cur["halting_mixers"].get<std::vector<std::string>>();
+  c.halting_group = cur["halting_group"];
 }
 
 StudyConfig preset(const std::string& name) {
@@ -100,6 +114,8 @@ StudyConfig preset(const std::string& name) {
   if (name == "quick") return c;
   if (name == "micro") {  // the smoke test: every stage, every file, in seconds
     c.mixers = {"min_gru"};
+    c.halting_mixers = {"min_gru"};
+    c.halting_teachers = {"models/avit-b0.safetensors"};
     c.random_seeds = 1;
     c.stage1_steps = c.stage2_steps = 3;
     c.batch = 16;
@@ -160,7 +176,7 @@ class Study {
     teacher_acc_ = cached("teacher", [&] { return json{{"accuracy", train::evaluate(*teacher_, test_).accuracy}}; })["accuracy"];
     stage_sweep();
     stage_groups();
-    rep_.line("stage 4/5 halting: not run (A-ViT halting is not implemented yet)");
+    stage_halting();
     stage_efficiency();
     write_report();
     rep_.line("done: " + (dir_ / "report.md").string());
@@ -179,6 +195,10 @@ class Study {
       } catch (const json::exception& e) {
         fail(p.string(), ": not valid JSON (", e.what(), "); remove it or use --force");
       }
+      // Keys newer than the folder's config are fine while they hold the preset's defaults.
+      const json defaults = preset(c_.preset);
+      for (const auto& [k, v] : cur.items())
+        if (!old.contains(k) && defaults.contains(k) && v == defaults[k]) old[k] = v;
       check(old == cur, "the results in ", dir_.string(), " were made with another configuration (",
             p.string(), "); use --force to redo them or --out for a new folder");
     }
@@ -304,6 +324,112 @@ class Study {
                     "set ylabel 'accuracy drop'\nset yrange [*<0:*]\nset xzeroaxis\nset key outside\nset xtics rotate by -20\n"
                     "plot 'groups.dat' using 2:(0):xtic(1) title 'sparsest', '' using 3:4 title 'random (mean, std)', "
                     "'' using 5:(0) title 'densest'\n", "sparsity_to_simplicity");
+  }
+
+  // Stage 4: for the dense teacher and each halting teacher, the same layers replaced by each
+  // halting mixer at the same budget; the dense rows are the group stage's sparsest-g runs.
+  void stage_halting() {
+    const index_t g = c_.halting_group > 0 ? c_.halting_group : std::max<index_t>(1, cfg_.depth / 2);
+    const std::string plan_spec = "sparsest:" + std::to_string(g);
+    const std::size_t total = c_.halting_mixers.size() * (c_.halting_teachers.size() + 1);
+    rep_.line("stage 4/5 halting: " + std::to_string(c_.halting_teachers.size()) + " halting teachers + the dense one, " +
+              std::to_string(total) + " guided runs (" + plan_spec + ")");
+    halting_.clear();
+    halting_teachers_.clear();
+    stage_start_ = rep_.elapsed();
+    std::size_t done = 0;
+    for (const auto& m : c_.halting_mixers) {
+      const std::string name = "group-" + m + "-sparsest-" + std::to_string(g);
+      json r = cached(name, [&] { return replace_run(m, plan_spec); });
+      halting_.push_back({{"teacher", "dense"}, {"mixer", m}, {"teacher_keep", 1.0}, {"teacher_accuracy", teacher_acc_},
+                          {"student_accuracy", r["stage2_accuracy"]}, {"student_accuracy_own", r["stage2_accuracy"]},
+                          {"student_keep_own", 1.0}, {"gap", r["drop_stage2"]}, {"gap_own", r["drop_stage2"]},
+                          {"stage1_accuracy", r["stage1_accuracy"]}, {"seconds", r["seconds"]}});
+      rep_.line("  dense teacher, " + m + ": gap " + fmt(r["drop_stage2"].get<double>()) + " (" + eta(++done, total) + ")");
+    }
+    halting_teachers_.push_back({{"teacher", "dense"}, {"checkpoint", c_.checkpoint}, {"accuracy", teacher_acc_},
+                                 {"mean_keep", 1.0}});
+    for (const auto& path : c_.halting_teachers) {
+      check(fs::exists(path), "halting teacher ", path, " not found; make it with build/release/examples/avit_finetune "
+            "(models/README.md lists the commands) or set halting_teachers in a --config file");
+      const std::string stem = fs::path(path).stem().string();
+      auto f = io::read_safetensors(path);
+      const auto ho = halting::read_options(f);
+      check(ho.has_value(), "halting teacher ", path, ": no 'halting' metadata (not made by avit_finetune?)");
+      model::VitConfig tcfg;
+      auto teacher = model::load_vit<float, mixers::AnyMixer<float>>(path, &tcfg);
+      check(tcfg.depth == cfg_.depth && tcfg.width == cfg_.width && tcfg.tokens() == cfg_.tokens(),
+            "halting teacher ", path, ": expected the dense teacher's shape (depth ", cfg_.depth, ", width ", cfg_.width,
+            "), found depth ", tcfg.depth, ", width ", tcfg.width);
+      const json tj = cached("halting-teacher-" + stem, [&] {
+        halting::HaltingVit<float, mixers::AnyMixer<float>> hv(teacher, *ho);
+        const auto e = halting::evaluate_halting(hv, test_);
+        return json{{"teacher", stem}, {"checkpoint", path}, {"halting", *ho}, {"accuracy", e.accuracy},
+                    {"keep_per_layer", e.keep}, {"mean_keep", e.mean_keep}, {"ponder", e.ponder},
+                    {"ms_per_image_packed", e.ms_per_image}};
+      });
+      halting_teachers_.push_back(tj);
+      for (const auto& m : c_.halting_mixers) {
+        const std::string name = "halting-" + stem + "-" + m;
+        halting_.push_back(cached(name, [&] {
+          const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
+          auto student = teacher;
+          distill::replace_layers(student, cfg_, plan, {.mixer = m, .seed = c_.seed});
+          const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = c_.seed + 1};
+          const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = c_.seed + 2};
+          const auto r1 = halting::guided_stage1(teacher, *ho, student, plan, train_, s1, {});
+          const double acc1 = halting::evaluate_on_teacher_masks(teacher, *ho, student, test_);
+          const auto r2 = halting::guided_stage2(teacher, *ho, student, train_, s2, {});
+          const double acc2 = halting::evaluate_on_teacher_masks(teacher, *ho, student, test_);
+          halting::HaltingVit<float, mixers::AnyMixer<float>> own(student, *ho);
+          const auto e = halting::evaluate_halting(own, test_);
+          const double tacc = tj["accuracy"];
+          return json{{"teacher", stem}, {"mixer", m}, {"plan", plan_spec}, {"layers", plan.layers},
+                      {"teacher_keep", tj["mean_keep"]}, {"teacher_accuracy", tacc},
+                      {"stage1_accuracy", acc1}, {"student_accuracy", acc2}, {"gap", tacc - acc2},
+                      {"student_accuracy_own", e.accuracy}, {"student_keep_own", e.mean_keep},
+                      {"gap_own", tacc - e.accuracy}, {"stage1_loss", r1.final_loss},
+                      {"seconds", r1.seconds + r2.seconds}};
+        }));
+        rep_.line("  " + name + ": teacher keep " + fmt(tj["mean_keep"].get<double>(), 3) + ", gap " +
+                  fmt(halting_.back()["gap"].get<double>()) + " (" + eta(++done, total) + ")");
+      }
+    }
+    // Table and plot: gap vs teacher sparsity (1 - mean keep ratio), one line per mixer.
+    std::ostringstream csv;
+    csv << "teacher,mixer,teacher_keep,teacher_accuracy,student_accuracy,gap,student_accuracy_own,student_keep_own,gap_own,seconds\n";
+    for (const auto& r : halting_)
+      csv << r["teacher"].get<std::string>() << ',' << r["mixer"].get<std::string>() << ',' << r["teacher_keep"] << ','
+          << r["teacher_accuracy"] << ',' << r["student_accuracy"] << ',' << r["gap"] << ',' << r["student_accuracy_own"]
+          << ',' << r["student_keep_own"] << ',' << r["gap_own"] << ',' << r["seconds"] << '\n';
+    io::write_file_atomic(dir_ / "halting.csv", csv.str());
+    io::write_file_atomic(dir_ / "halting.json", json{{"teachers", halting_teachers_}, {"runs", halting_}}.dump(2) + "\n");
+    std::string dat, plot = "set terminal pngcairo size 800,520 noenhanced\nset output 'gap_vs_sparsity.png'\n"
+                            "set title 'Student-teacher gap vs teacher sparsity (" + plan_spec + ", same budget)'\n"
+                            "set xlabel 'teacher sparsity: 1 - mean keep ratio'\nset ylabel 'teacher acc - student acc'\n"
+                            "set key outside\nplot ";
+    for (std::size_t i = 0; i < c_.halting_mixers.size(); ++i) {
+      const auto& m = c_.halting_mixers[i];
+      dat += "# " + m + ": sparsity gap gap_own\n";
+      for (const auto& [sp, gap, gap_own] : gap_series(m))
+        dat += io::plot_number(sp) + " " + io::plot_number(gap) + " " + io::plot_number(gap_own) + "\n";
+      dat += "\n\n";
+      plot += std::string(i ? ", " : "") + "'gap.dat' index " + std::to_string(i) + " using 1:2 with linespoints pt 7 title '" +
+              m + " (teacher tokens)', '' index " + std::to_string(i) + " using 1:3 with linespoints dt 2 title '" + m +
+              " (own halting)'";
+    }
+    io::write_file_atomic(dir_ / "gap.dat", dat);
+    io::run_gnuplot(dir_, "gap.gp", plot + "\n", "sparsity_to_simplicity");
+  }
+
+  // (teacher sparsity, gap, gap with the student's own halting) for one mixer, by sparsity.
+  std::vector<std::tuple<double, double, double>> gap_series(const std::string& mixer) const {
+    std::vector<std::tuple<double, double, double>> v;
+    for (const auto& r : halting_)
+      if (r["mixer"] == mixer)
+        v.emplace_back(1.0 - r["teacher_keep"].get<double>(), r["gap"].get<double>(), r["gap_own"].get<double>());
+    std::sort(v.begin(), v.end());
+    return v;
   }
 
   struct GroupDrops {
@@ -482,9 +608,46 @@ class Study {
     md << "; sweep rho " << fmt(rho_, 3) << ".\n\n";
 
     // Claim 3
-    md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n**Verdict: inconclusive — not run.** "
-          "A-ViT token halting is not implemented in this version of seqswap yet, so no halting teachers exist to distil "
-          "from.\n\n";
+    md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n![gap](gap_vs_sparsity.png)\n\n";
+    md << "| teacher | test accuracy | mean keep ratio | keep per layer |\n|---|---|---|---|\n";
+    for (const auto& t : halting_teachers_) {
+      std::string per;
+      if (t.contains("keep_per_layer"))
+        for (const auto& k : t["keep_per_layer"]) per += (per.empty() ? "" : " ") + fmt(k.get<double>(), 2);
+      md << "| " << t["teacher"].get<std::string>() << " | " << fmt(t["accuracy"]) << " | " << fmt(t["mean_keep"], 3) << " | "
+         << (per.empty() ? "all tokens" : per) << " |\n";
+    }
+    md << "\n| mixer | teacher | teacher keep | student acc (teacher's tokens) | gap | student acc (own halting) | "
+          "student keep (own) | gap (own) |\n|---|---|---|---|---|---|---|---|\n";
+    int shrink = 0, grow = 0;
+    std::string rhos;
+    for (const auto& m : c_.halting_mixers) {
+      for (const auto& r : halting_)
+        if (r["mixer"] == m)
+          md << "| " << m << " | " << r["teacher"].get<std::string>() << " | " << fmt(r["teacher_keep"], 3) << " | "
+             << fmt(r["student_accuracy"]) << " | " << fmt(r["gap"]) << " | " << fmt(r["student_accuracy_own"]) << " | "
+             << fmt(r["student_keep_own"], 3) << " | " << fmt(r["gap_own"]) << " |\n";
+      const auto series = gap_series(m);
+      std::vector<double> sp, gap;
+      bool dec = series.size() > 1, inc = series.size() > 1;
+      for (std::size_t i = 0; i < series.size(); ++i) {
+        sp.push_back(std::get<0>(series[i]));
+        gap.push_back(std::get<1>(series[i]));
+        if (i > 0) {
+          dec = dec && gap[i] < gap[i - 1];
+          inc = inc && gap[i] > gap[i - 1];
+        }
+      }
+      shrink += dec;
+      grow += inc;
+      rhos += (rhos.empty() ? "" : ", ") + m + " " + fmt(analysis::spearman(sp, gap), 2);
+    }
+    const int nm = int(c_.halting_mixers.size());
+    v3_ = shrink == nm ? "holds" : grow == nm ? "does not hold" : "inconclusive";
+    md << "\n**Verdict: " << v3_ << "**: the gap (on the teacher's kept tokens) shrinks monotonically with teacher sparsity "
+       << "for " << shrink << " of " << nm << " mixers and grows monotonically for " << grow
+       << "; Spearman rho between teacher sparsity and gap: " << rhos << " (negative = sparser teachers leave smaller gaps). "
+       << "Every run has the same budget and replaces the same layers (the dense teacher's sparsest).\n\n";
 
     // Claim 4
     md << "## 4. The replaced model is smaller and faster\n\n![latency](latency.png)\n![params](params.png)\n\n";
@@ -521,7 +684,7 @@ class Study {
     md << "\n---\nWall time of this invocation: " << train::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
     io::write_file_atomic(dir_ / "report.md", md.str());
     json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
-                    {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", "not run"}}}};
+                    {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}}}};
     io::write_file_atomic(dir_ / "summary.json", summary.dump(2) + "\n");
   }
 
@@ -534,7 +697,8 @@ class Study {
   train::ImageDataset train_, test_;
   std::vector<double> scores_;
   double teacher_acc_ = 0, rho_ = 0, stage_start_ = 0;
-  std::vector<json> sweep_, groups_;
+  std::vector<json> sweep_, groups_, halting_, halting_teachers_;
+  std::string v3_ = "not run";
   json eff_;
 };
 
@@ -557,6 +721,9 @@ int main(int argc, char** argv) try {
   auto* o_s2 = app.add_option("--stage2-steps", flags.stage2_steps, "stage-2 budget (steps)");
   auto* o_seeds = app.add_option("--random-seeds", flags.random_seeds, "random groups per size");
   auto* o_data = app.add_option("--data-dir", flags.data_dir, "Fashion-MNIST folder");
+  std::string hteachers_csv, hmixers_csv;
+  auto* o_hteachers = app.add_option("--halting-teachers", hteachers_csv, "comma-separated A-ViT teacher checkpoints (stage 4)");
+  auto* o_hmixers = app.add_option("--halting-mixers", hmixers_csv, "comma-separated mixers for stage 4");
   app.add_flag("--force", force, "redo finished stages and runs");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
@@ -583,7 +750,18 @@ int main(int argc, char** argv) try {
     std::stringstream ss(mixers_csv);
     for (std::string m; std::getline(ss, m, ',');) c.mixers.push_back(m);
   }
+  auto split = [](const std::string& csv) {
+    std::vector<std::string> v;
+    std::stringstream ss(csv);
+    for (std::string x; std::getline(ss, x, ',');) v.push_back(x);
+    return v;
+  };
+  if (o_hteachers->count()) c.halting_teachers = split(hteachers_csv);
+  if (o_hmixers->count()) c.halting_mixers = split(hmixers_csv);
   const auto& known = mixers::mixer_names();
+  for (const auto& m : c.halting_mixers)
+    check(std::find(known.begin(), known.end(), m) != known.end(), "--halting-mixers: unknown mixer '", m, "'; known: ",
+          mixers::detail::join(known));
   for (const auto& m : c.mixers)
     check(std::find(known.begin(), known.end(), m) != known.end(), "--mixers: unknown mixer '", m, "'; known: ",
           mixers::detail::join(known));

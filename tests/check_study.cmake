@@ -1,18 +1,18 @@
 # Smoke test of the study driver: the micro preset writes every report file, JSON parses,
 # a rerun reuses the finished runs, and bad input is a clear error.
 file(REMOVE_RECURSE "${WORK_DIR}")
-execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --out ${WORK_DIR} --quiet
+execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER} --out ${WORK_DIR} --quiet
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "micro study failed (${rc}):\n${out}\n${err}")
 endif()
 foreach(f report.md config.json summary.json profile.json profile.csv sweep.json sweep.csv groups.json groups.csv
-          latency.dat params.dat runs/efficiency.json runs/teacher.json)
+          latency.dat params.dat runs/efficiency.json runs/teacher.json halting.csv halting.json gap.dat)
   if(NOT EXISTS "${WORK_DIR}/${f}")
     message(FATAL_ERROR "micro study did not write ${f}")
   endif()
 endforeach()
-foreach(f config.json summary.json profile.json sweep.json groups.json runs/efficiency.json)
+foreach(f config.json summary.json profile.json sweep.json groups.json halting.json runs/efficiency.json)
   file(READ "${WORK_DIR}/${f}" text)
   string(JSON kind ERROR_VARIABLE jerr TYPE "${text}")
   if(jerr)
@@ -28,7 +28,7 @@ if(pos EQUAL -1)
 endif()
 find_program(GNUPLOT gnuplot)
 if(GNUPLOT)
-  foreach(f s_ent_by_layer.png sweep.png groups.png latency.png params.png)
+  foreach(f s_ent_by_layer.png sweep.png groups.png gap_vs_sparsity.png latency.png params.png)
     if(NOT EXISTS "${WORK_DIR}/${f}")
       message(FATAL_ERROR "gnuplot is installed but ${f} is missing")
     endif()
@@ -36,7 +36,7 @@ if(GNUPLOT)
 endif()
 # A rerun reuses every finished run (no stage is redone): it must not touch runs/*.json.
 file(TIMESTAMP "${WORK_DIR}/runs/group-min_gru-sparsest-2.json" before "%s")
-execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --out ${WORK_DIR} --quiet
+execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER} --out ${WORK_DIR} --quiet
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
 file(TIMESTAMP "${WORK_DIR}/runs/group-min_gru-sparsest-2.json" after "%s")
 if(NOT rc EQUAL 0 OR NOT before STREQUAL after)

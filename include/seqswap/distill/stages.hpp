@@ -122,13 +122,14 @@ double match_loss(const T* out, const T* target, index_t rows, index_t D, const 
   return loss;
 }
 
-// After teacher.forward: block l's student mixer runs on the teacher's input to that layer and
-// is scored against the teacher's output (pre-projection, or after it); with `backward`, its
-// gradient is accumulated into the student's gradient arena. Returns the loss.
-template <class TM, class SM, class Ctx, class T = typename SM::T>
-double layer_loss(TM& teacher, SM& student, std::size_t l, Ctx& ctx, const Stage1Options& o, std::vector<T>& y,
-                  std::vector<T>& dout, bool backward) {
-  auto x = model::mixer_input<T>(teacher.context(), l);  // (rows, D) LN1(x_l), teacher-forced
+// Block l's student mixer runs on `x` (the teacher's LN1 output for that layer) and is scored
+// against the teacher's pre-projection output `tpre` (or, with after_projection, its mixer
+// output `tpost`, rows x D) over x's kept tokens; with `backward`, its gradient is accumulated
+// into the student's gradient arena. Returns the loss.
+template <class SM, class Ctx, class T = typename SM::T>
+double layer_loss_on(SM& student, std::size_t l, Ctx& ctx, const Stage1Options& o, TokensView<const T> x,
+                     TokensView<const T> tpre, const T* tpost, std::vector<T>& y, std::vector<T>& dout,
+                     bool backward) {
   const auto& slot = model::mixer_slot(student.net(), l);
   const std::size_t off = model::mixer_param_offset(student.net(), l), cnt = slot.param_count();
   const ParamsView<const T> p{student.params().data + off, cnt};
@@ -137,16 +138,13 @@ double layer_loss(TM& teacher, SM& student, std::size_t l, Ctx& ctx, const Stage
   y.resize(std::size_t(rows * D));
   slot.forward(p, x, TokensView<T>{y.data(), x.offsets, x.batch, D, x.keep}, ctx);
   if (o.after_projection) {
-    // The teacher's mixer output is its residual branch's f buffer.
-    const T* target = std::get<0>(model::block_context(teacher.context(), l).ctx).f.data();
     dout.resize(y.size());
-    const double loss = match_loss(y.data(), target, rows, D, x.keep, o.loss, dout.data());
+    const double loss = match_loss(y.data(), tpost, rows, D, x.keep, o.loss, dout.data());
     if (backward)
       slot.backward(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{}, g);
     return loss;
   }
   const auto pre = ctx.pre_projection();
-  const auto tpre = model::mixer_context(teacher.context(), l).pre_projection();
   check(pre.dim == tpre.dim, "stage 1: layer ", l, ": the student's pre-projection width ", pre.dim,
         " differs from the teacher's ", tpre.dim, "; match after the projection instead");
   dout.resize(std::size_t(rows * pre.dim));
@@ -154,6 +152,47 @@ double layer_loss(TM& teacher, SM& student, std::size_t l, Ctx& ctx, const Stage
   if (backward)
     slot.backward_pre(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep}, TokensView<T>{},
                       g);
+  return loss;
+}
+
+// The same after teacher.forward (a dense Vit): the teacher's layer-l input and outputs.
+template <class TM, class SM, class Ctx, class T = typename SM::T>
+double layer_loss(TM& teacher, SM& student, std::size_t l, Ctx& ctx, const Stage1Options& o, std::vector<T>& y,
+                  std::vector<T>& dout, bool backward) {
+  auto x = model::mixer_input<T>(teacher.context(), l);  // (rows, D) LN1(x_l), teacher-forced
+  const auto tpre = model::mixer_context(teacher.context(), l).pre_projection();
+  // The teacher's mixer output is its residual branch's f buffer.
+  const T* tpost = std::get<0>(model::block_context(teacher.context(), l).ctx).f.data();
+  return layer_loss_on(student, l, ctx, o, x, TokensView<const T>(tpre), tpost, y, dout, backward);
+}
+
+// Row-wise softmax of logits / Tk into p (n, C).
+template <class T>
+void softmax_at(const T* logits, index_t n, index_t C, double Tk, std::vector<T>& p) {
+  p.resize(std::size_t(n * C));
+  for (index_t b = 0; b < n; ++b) {
+    double mx = -1e300, s = 0;
+    for (index_t c = 0; c < C; ++c) mx = std::max(mx, double(logits[b * C + c]) / Tk);
+    for (index_t c = 0; c < C; ++c) s += std::exp(double(logits[b * C + c]) / Tk - mx);
+    for (index_t c = 0; c < C; ++c) p[b * C + c] = T(std::exp(double(logits[b * C + c]) / Tk - mx) / s);
+  }
+}
+// weight · Tk² · KL(p_t ‖ p_s) averaged over the batch; ADDS its gradient
+// weight · Tk · (p_s − p_t) / n to dlogits and returns the loss.
+template <class T>
+double add_logit_kl(const T* tprob, const T* logits, index_t n, index_t C, double Tk, double weight, T* dlogits) {
+  double loss = 0;
+  for (index_t b = 0; b < n; ++b) {
+    double mx = -1e300, s = 0;
+    for (index_t c = 0; c < C; ++c) mx = std::max(mx, double(logits[b * C + c]) / Tk);
+    for (index_t c = 0; c < C; ++c) s += std::exp(double(logits[b * C + c]) / Tk - mx);
+    for (index_t c = 0; c < C; ++c) {
+      const double ls = double(logits[b * C + c]) / Tk - mx - std::log(s);
+      const double pt = tprob[b * C + c];
+      if (pt > 0) loss += weight * Tk * Tk * pt * (std::log(pt) - ls) / double(n);
+      dlogits[b * C + c] += T(weight * Tk * (std::exp(ls) - pt) / double(n));
+    }
+  }
   return loss;
 }
 
@@ -287,33 +326,14 @@ StageResult stage2(TM& teacher, SM& student, const train::ImageDataset& data, co
     if (o.kl_weight > 0) {  // teacher probabilities at temperature Tk
       auto tl = teacher.forward(images.data(), n, data.image_numel());
       C = tl.dim;
-      tprob.resize(std::size_t(n * C));
-      for (index_t b = 0; b < n; ++b) {
-        double mx = -1e300, s = 0;
-        for (index_t c = 0; c < C; ++c) mx = std::max(mx, double(tl.data[b * C + c]) / Tk);
-        for (index_t c = 0; c < C; ++c) s += std::exp(double(tl.data[b * C + c]) / Tk - mx);
-        for (index_t c = 0; c < C; ++c) tprob[b * C + c] = T(std::exp(double(tl.data[b * C + c]) / Tk - mx) / s);
-      }
+      detail::softmax_at(tl.data, n, C, Tk, tprob);
     }
     auto logits = student.forward(images.data(), n, data.image_numel());
     C = logits.dim;
     dlogits.resize(std::size_t(n * C));
     auto r = train::cross_entropy(logits.data, labels.data(), n, C, o.label_smoothing, dlogits.data());
     double loss = r.loss;
-    if (o.kl_weight > 0) {
-      // KL(p_t ‖ p_s) · Tk²;  d/dz_s = kl_weight · Tk · (p_s − p_t) / B
-      for (index_t b = 0; b < n; ++b) {
-        double mx = -1e300, s = 0;
-        for (index_t c = 0; c < C; ++c) mx = std::max(mx, double(logits.data[b * C + c]) / Tk);
-        for (index_t c = 0; c < C; ++c) s += std::exp(double(logits.data[b * C + c]) / Tk - mx);
-        for (index_t c = 0; c < C; ++c) {
-          const double ls = double(logits.data[b * C + c]) / Tk - mx - std::log(s);
-          const double pt = tprob[b * C + c];
-          if (pt > 0) loss += o.kl_weight * Tk * Tk * pt * (std::log(pt) - ls) / double(n);
-          dlogits[b * C + c] += T(o.kl_weight * Tk * (std::exp(ls) - pt) / double(n));
-        }
-      }
-    }
+    if (o.kl_weight > 0) loss += detail::add_logit_kl(tprob.data(), logits.data, n, C, Tk, o.kl_weight, dlogits.data());
     student.zero_grad();
     student.backward(dlogits.data());
     auto g = student.grads();

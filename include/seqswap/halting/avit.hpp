@@ -9,18 +9,22 @@
 // zero_grad, grads, params, adam_m, adam_v), so the same loops fine-tune a halting teacher;
 // backward adds the ponder and prior gradients (weights from HaltingOptions).
 #pragma once
+#include <chrono>
 #include <type_traits>
 #include <vector>
 
 #include "seqswap/halting/halting.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
+#include "seqswap/train/data.hpp"
+#include "seqswap/train/loss.hpp"
 
 namespace seqswap::halting {
 
-template <class T, class MixerSlot = model::DefaultMixer<T>>
+template <class Scalar, class MixerSlot = model::DefaultMixer<Scalar>>
 class HaltingVit {
  public:
+  using T = Scalar;
   using Net = model::Vit<T, MixerSlot>;
   using Model = model::Model<Net>;
   using B = backend::Host;
@@ -258,5 +262,76 @@ class HaltingVit {
   std::vector<T> out_, dout_, carry_;
   std::vector<std::vector<double>> dots_, du_;
 };
+
+inline void to_json(nlohmann::json& j, const HaltingOptions& o) {
+  j = nlohmann::json{{"gamma", o.gamma}, {"beta", o.beta}, {"eps", o.eps}, {"ponder_weight", o.ponder_weight},
+                     {"prior_weight", o.prior_weight}, {"prior_mean", o.prior_mean},
+                     {"prior_std", o.prior_std}, {"packed", o.packed}, {"public_prior_bug", o.public_prior_bug}};
+}
+inline void from_json(const nlohmann::json& j, HaltingOptions& o) {
+  auto get = [&](const char* key, auto& v) {
+    if (!j.contains(key)) fail("halting options: missing key '", key, "' in ", j.dump());
+    try {
+      j.at(key).get_to(v);
+    } catch (const nlohmann::json::exception&) {
+      fail("halting options: key '", key, "' has the wrong type: ", j.at(key).dump());
+    }
+  };
+  get("gamma", o.gamma);
+  get("beta", o.beta);
+  get("eps", o.eps);
+  get("ponder_weight", o.ponder_weight);
+  get("prior_weight", o.prior_weight);
+  get("prior_mean", o.prior_mean);
+  get("prior_std", o.prior_std);
+  if (j.contains("packed")) get("packed", o.packed);
+  if (j.contains("public_prior_bug")) get("public_prior_bug", o.public_prior_bug);
+  o.validate();
+}
+
+// What a halting model does on a dataset: accuracy, and how many tokens each block sees.
+struct HaltingEval {
+  double accuracy = 0, loss = 0;
+  std::vector<double> keep;  // (L) mean fraction of patch tokens entering block l
+  double mean_keep = 0;      // mean over layers
+  double ponder = 0;         // mean (layers run + remainder) of the patch tokens
+  index_t count = 0;
+  double ms_per_image = 0;   // forward wall time (batch `batch`, this machine, this run)
+};
+
+template <class HV>
+HaltingEval evaluate_halting(HV& hv, const train::ImageDataset& data, index_t batch = 256,
+                             train::Normalize norm = {}) {
+  using T = typename HV::T;
+  train::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::vector<T> x;
+  HaltingEval e;
+  double loss_sum = 0, ponder_sum = 0, secs = 0;
+  index_t correct = 0;
+  while (index_t n = loader.next(images, labels)) {
+    x.assign(images.begin(), images.end());
+    const auto t0 = std::chrono::steady_clock::now();
+    auto logits = hv.forward(x.data(), n, data.image_numel());
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto r = train::cross_entropy<T>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr);
+    loss_sum += r.loss * double(n);
+    correct += r.correct;
+    const auto& h = hv.halter();
+    e.keep.resize(static_cast<std::size_t>(h.layers()), 0.0);
+    for (index_t l = 0; l < h.layers(); ++l) e.keep[l] += h.keep_ratio(l) * double(n);
+    ponder_sum += h.ponder() * double(n);
+    e.count += n;
+  }
+  check(e.count > 0, "evaluate_halting: the dataset '", data.name, "' is empty");
+  for (auto& k : e.keep) k /= double(e.count);
+  for (double k : e.keep) e.mean_keep += k / double(e.keep.size());
+  e.loss = loss_sum / double(e.count);
+  e.accuracy = double(correct) / double(e.count);
+  e.ponder = ponder_sum / double(e.count);
+  e.ms_per_image = 1e3 * secs / double(e.count);
+  return e;
+}
 
 }  // namespace seqswap::halting

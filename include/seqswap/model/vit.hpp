@@ -135,14 +135,23 @@ template <class VitCtx>
 auto& block_context(VitCtx& ctx, std::size_t l) {
   return std::get<2>(ctx.ctx).ctx.at(l);
 }
+// The same from one block's context (e.g. a HaltingVit's, over packed tokens).
+template <class BlockCtx>
+auto& block_mixer_context(BlockCtx& bc) {
+  return std::get<1>(std::get<0>(bc.ctx).inner.ctx);
+}
+template <class T, class B = backend::Host, class BlockCtx>
+TokensView<const T, B> block_mixer_input(BlockCtx& bc) {
+  auto& attn_branch = std::get<0>(bc.ctx).inner;  // Sequential<LN1, mixer> ctx
+  return view_of<const T, B>(attn_branch.act[0].data(), attn_branch.layouts[1], attn_branch.keep[1]);
+}
 template <class VitCtx>
 auto& mixer_context(VitCtx& ctx, std::size_t l) {
-  return std::get<1>(std::get<0>(block_context(ctx, l).ctx).inner.ctx);
+  return block_mixer_context(block_context(ctx, l));
 }
 template <class T, class B = backend::Host, class VitCtx>
 TokensView<const T, B> mixer_input(VitCtx& ctx, std::size_t l) {
-  auto& attn_branch = std::get<0>(block_context(ctx, l).ctx).inner;  // Sequential<LN1, mixer> ctx
-  return view_of<const T, B>(attn_branch.act[0].data(), attn_branch.layouts[1], attn_branch.keep[1]);
+  return block_mixer_input<T, B>(block_context(ctx, l));
 }
 
 }  // namespace seqswap::model

@@ -1,0 +1,272 @@
+// Sparsity-guided distillation from an A-ViT halting teacher (METHOD.md, last paragraphs of
+// "A-ViT token halting"). The student is the halting teacher with some mixers replaced.
+//
+// Stage 1: the teacher runs with halting, packed; each new mixer reads the teacher's LN1 output
+// of exactly the tokens the teacher kept at that layer and matches the teacher's pre-projection
+// output there (so the loss is over kept tokens only). Option `kept_tokens_only = false`: the
+// FAR form, every token (the teacher's weights run densely, no halting).
+// Stage 2: the student runs on the teacher's kept tokens per layer (external masks) with CE
+// (+ KL to the teacher's logits) + w_h · [Σ_l KL_Bern(h_t^l ‖ h_s^l) + 5 Σ_l (keep_s^l − keep_t^l)²],
+// w_h = 0.1. KL_Bern is averaged over the patch tokens the teacher keeps at l; the keep ratios
+// are the soft ones, keep^l = mean over patch tokens of clamp(1 − Σ_{l'<l} h^{l'}, 0, 1),
+// computed alike for teacher and student (for saturated scores they equal the hard fractions),
+// so that the term is differentiable in the student's scores.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "seqswap/distill/stages.hpp"
+#include "seqswap/distill/student.hpp"
+#include "seqswap/halting/avit.hpp"
+#include "seqswap/io/safetensors.hpp"
+
+namespace seqswap::halting {
+
+// The halting options a checkpoint was fine-tuned with (metadata "halting"), if any.
+inline std::optional<HaltingOptions> read_options(const io::SafetensorsFile& f) {
+  auto it = f.metadata.find("halting");
+  if (it == f.metadata.end()) return std::nullopt;
+  HaltingOptions o;
+  try {
+    from_json(nlohmann::json::parse(it->second), o);
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", f.path.string(), ": metadata 'halting' is not valid JSON (", e.what(), ")");
+  } catch (const Error& e) {
+    fail("checkpoint ", f.path.string(), ": ", e.what());
+  }
+  return o;
+}
+
+struct GuidedOptions {
+  bool kept_tokens_only = true;  // stage-1 loss on the teacher's kept tokens (else all, dense)
+  double halting_weight = 0.1;   // w_h
+  double keep_weight = 5.0;      // the 5 in front of Σ (keep_s − keep_t)²
+};
+
+// Soft keep ratios (see above) from a Halter's raw scores.
+inline std::vector<double> soft_keep(const Halter& h) {
+  const index_t L = h.layers(), B = h.batch(), N = h.tokens();
+  std::vector<double> keep(static_cast<std::size_t>(L), 0.0);
+  if (N < 2) return keep;
+  for (index_t b = 0; b < B; ++b)
+    for (index_t i = 1; i < N; ++i) {
+      double c = 0;
+      const auto k = static_cast<std::size_t>(b * N + i);
+      for (index_t l = 0; l < L; ++l) {
+        keep[l] += std::clamp(1.0 - c, 0.0, 1.0);
+        c += h.raw(l, k);
+      }
+    }
+  for (auto& v : keep) v /= double(B * (N - 1));
+  return keep;
+}
+
+// The halting distillation loss of a student that ran on the teacher's masks, and its gradient
+// w.r.t. the student's raw scores (ASSIGNED to draw, weighted by w_h).
+inline double halting_distill_loss(const Halter& t, const Halter& s, const GuidedOptions& o,
+                                   std::vector<std::vector<double>>& draw) {
+  const index_t L = t.layers(), B = t.batch(), N = t.tokens();
+  const auto K = static_cast<std::size_t>(B * N);
+  draw.assign(static_cast<std::size_t>(L), std::vector<double>(K, 0.0));
+  if (N < 2) return 0.0;
+  double loss = 0;
+  for (index_t l = 0; l < L; ++l) {
+    std::size_t n = 0;
+    for (std::size_t k = 0; k < K; ++k) n += (k % std::size_t(N) != 0 && t.active(l)[k]) ? 1 : 0;
+    if (n == 0) continue;
+    for (std::size_t k = 0; k < K; ++k) {
+      if (k % std::size_t(N) == 0 || !t.active(l)[k]) continue;
+      const double p = std::clamp(t.raw(l, k), 1e-6, 1 - 1e-6), q = std::clamp(s.raw(l, k), 1e-6, 1 - 1e-6);
+      loss += (p * std::log(p / q) + (1 - p) * std::log((1 - p) / (1 - q))) / double(n);
+      draw[l][k] += (-p / q + (1 - p) / (1 - q)) / double(n);
+    }
+  }
+  const auto kt = soft_keep(t), ks = soft_keep(s);
+  for (index_t l = 0; l < L; ++l) {
+    const double d = ks[l] - kt[l];
+    loss += o.keep_weight * d * d;
+    // d keep_s^l / d h_s^{l'}_k = −1/K' for l' < l while 0 < 1 − c < 1.
+    const double g = 2.0 * o.keep_weight * d / double(B * (N - 1));
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 1; i < N; ++i) {
+        const auto k = static_cast<std::size_t>(b * N + i);
+        double c = 0;
+        for (index_t lp = 0; lp < l; ++lp) c += s.raw(lp, k);
+        if (c <= 0.0 || c >= 1.0) continue;
+        for (index_t lp = 0; lp < l; ++lp)
+          if (s.active(lp)[k]) draw[lp][k] -= g;
+      }
+  }
+  for (auto& row : draw)
+    for (auto& v : row) v *= o.halting_weight;
+  return o.halting_weight * loss;
+}
+
+template <class T>
+std::vector<std::vector<std::uint8_t>> teacher_masks(const Halter& h) {
+  std::vector<std::vector<std::uint8_t>> m;
+  for (index_t l = 0; l < h.layers(); ++l) m.push_back(h.active(l));
+  return m;
+}
+
+// Stage 1 from a halting teacher. `teacher` is the halting teacher's dense model, `th` its
+// halting options; `student` a StudentModel with `plan`'s mixers re-seated.
+template <class TM, class SM>
+distill::StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& student,
+                                   const distill::Plan& plan, const train::ImageDataset& data,
+                                   const distill::Stage1Options& o, const GuidedOptions& go,
+                                   train::Progress* progress = nullptr) {
+  if (!go.kept_tokens_only) return distill::stage1(teacher, student, plan, data, o, progress);
+  using T = typename SM::T;
+  static_assert(std::is_same_v<T, float>, "guided_stage1: float models");
+  distill::StageResult res;
+  res.layer_loss.assign(plan.layers.size(), 0.0);
+  HaltingOptions tho = th;
+  tho.packed = true;
+  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(teacher.net(), 0))>> hv(teacher, tho);
+  const auto mask = distill::detail::mixer_mask(student, plan, o.train_projection);
+  check(o.ce_weight == 0, "guided stage 1: the CE option is not supported (the student would need "
+        "the teacher's masks end to end; use stage 2)");
+  train::AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, student.params_info(), student.param_count());
+  const auto sched = distill::detail::schedule(o.lr, o.min_lr, o.warmup_fraction, o.steps);
+  train::BatchLoader loader(data, o.batch, true, o.seed);
+  using SlotT = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
+  std::vector<typename SlotT::template Ctx<backend::Host>> ctxs(plan.layers.size());
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::vector<T> y, dout;
+  const long tail_from = o.steps - std::max(1L, o.steps / 10);
+  long tail_n = 0;
+  double tail_loss = 0;
+  train::Progress local("guided stage1", o.steps, 10.0, progress == nullptr);
+  for (long step = 0; step < o.steps; ++step) {
+    index_t n = loader.next(images, labels);
+    if (n == 0) {
+      loader.start_epoch();
+      n = loader.next(images, labels);
+    }
+    hv.forward(images.data(), n, data.image_numel());
+    student.zero_grad();
+    double total = 0;
+    for (std::size_t k = 0; k < plan.layers.size(); ++k) {
+      const auto l = plan.layers[k];
+      auto& bc = hv.block_context(l);
+      const auto x = model::block_mixer_input<T>(bc);
+      const auto tpre = model::block_mixer_context(bc).pre_projection();
+      const T* tpost = std::get<0>(bc.ctx).f.data();
+      const double loss = distill::detail::layer_loss_on(student, std::size_t(l), ctxs[k], o, x,
+                                                         TokensView<const T>(tpre), tpost, y, dout, true);
+      total += loss;
+      if (step >= tail_from) res.layer_loss[k] += loss;
+    }
+    if (step >= tail_from) {
+      tail_loss += total;
+      ++tail_n;
+    }
+    auto sg = student.grads();
+    for (std::size_t i = 0; i < mask.size(); ++i)
+      if (!mask[i]) sg.data[i] = T(0);
+    train::clip_grad_norm(sg.data, sg.size, o.clip_norm);
+    auto sp = student.params();
+    opt.step(sp.data, sg.data, student.adam_m().data(), student.adam_v().data(), sp.size, sched.at(step), mask.data());
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "loss %.5f keep %.3f", total, hv.halter().mean_keep_ratio());
+    (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
+  }
+  res.steps = o.steps;
+  res.seconds = local.elapsed();
+  if (tail_n > 0) {
+    res.final_loss = tail_loss / double(tail_n);
+    for (auto& v : res.layer_loss) v /= double(tail_n);
+  }
+  return res;
+}
+
+// Stage 2: every student parameter trains on CE (+ KL) + the halting distillation loss while
+// the student runs on the teacher's kept tokens.
+template <class TM, class SM>
+distill::StageResult guided_stage2(TM& teacher, const HaltingOptions& th, SM& student,
+                                   const train::ImageDataset& data, const distill::Stage2Options& o,
+                                   const GuidedOptions& go, train::Progress* progress = nullptr) {
+  using T = typename SM::T;
+  using Slot = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
+  distill::StageResult res;
+  HaltingOptions tho = th;
+  tho.packed = true;
+  HaltingOptions sho = tho;
+  sho.ponder_weight = sho.prior_weight = 0;  // the student follows the teacher's decisions
+  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(teacher.net(), 0))>> thv(teacher, tho);
+  HaltingVit<T, Slot> shv(student, sho);
+  train::AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, student.params_info(), student.param_count());
+  const auto sched = distill::detail::schedule(o.lr, o.min_lr, o.warmup_fraction, o.steps);
+  train::BatchLoader loader(data, o.batch, true, o.seed);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::vector<T> dlogits, tprob;
+  std::vector<std::vector<double>> draw;
+  const long tail_from = o.steps - std::max(1L, o.steps / 10);
+  long tail_n = 0;
+  double tail_loss = 0;
+  train::Progress local("guided stage2", o.steps, 10.0, progress == nullptr);
+  for (long step = 0; step < o.steps; ++step) {
+    index_t n = loader.next(images, labels);
+    if (n == 0) {
+      loader.start_epoch();
+      n = loader.next(images, labels);
+    }
+    auto tl = thv.forward(images.data(), n, data.image_numel());
+    const index_t C = tl.dim;
+    if (o.kl_weight > 0) distill::detail::softmax_at(tl.data, n, C, o.temperature, tprob);
+    shv.set_external_masks(teacher_masks<T>(thv.halter()));
+    auto logits = shv.forward(images.data(), n, data.image_numel());
+    dlogits.resize(std::size_t(n * C));
+    const auto r = train::cross_entropy(logits.data, labels.data(), n, C, o.label_smoothing, dlogits.data());
+    double loss = r.loss;
+    if (o.kl_weight > 0)
+      loss += distill::detail::add_logit_kl(tprob.data(), logits.data, n, C, o.temperature, o.kl_weight, dlogits.data());
+    loss += halting_distill_loss(thv.halter(), shv.halter(), go, draw);
+    student.zero_grad();
+    shv.backward(dlogits.data(), nullptr, &draw);
+    auto g = student.grads();
+    train::clip_grad_norm(g.data, g.size, o.clip_norm);
+    auto p = student.params();
+    opt.step(p.data, g.data, student.adam_m().data(), student.adam_v().data(), p.size, sched.at(step));
+    if (step >= tail_from) {
+      tail_loss += loss;
+      ++tail_n;
+    }
+    char extra[64];
+    std::snprintf(extra, sizeof extra, "loss %.4f", loss);
+    (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
+  }
+  res.steps = o.steps;
+  res.seconds = local.elapsed();
+  if (tail_n > 0) res.final_loss = tail_loss / double(tail_n);
+  return res;
+}
+
+// Accuracy of a guided student on `data` when it runs on the halting teacher's kept tokens.
+template <class TM, class SM>
+double evaluate_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& student, const train::ImageDataset& data,
+                                 index_t batch = 256) {
+  HaltingOptions o = th;
+  o.packed = true;
+  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(teacher.net(), 0))>> thv(teacher, o);
+  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>> shv(student, o);
+  train::BatchLoader loader(data, batch, /*shuffle=*/false, 0);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  index_t correct = 0, seen = 0;
+  while (index_t n = loader.next(images, labels)) {
+    thv.forward(images.data(), n, data.image_numel());
+    shv.set_external_masks(teacher_masks<float>(thv.halter()));
+    auto logits = shv.forward(images.data(), n, data.image_numel());
+    correct += train::cross_entropy<float>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr).correct;
+    seen += n;
+  }
+  check(seen > 0, "evaluate_on_teacher_masks: the dataset '", data.name, "' is empty");
+  return double(correct) / double(seen);
+}
+
+}  // namespace seqswap::halting
