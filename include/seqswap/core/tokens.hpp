@@ -2,7 +2,9 @@
 // cu_seqlens. Ragged batches are first-class: halting packs kept tokens into one.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -22,11 +24,79 @@ struct Tokens {};  // (T_total, D) with offsets
 struct Logits {};  // one row per image: (B, classes)
 }  // namespace kind
 
+// The (batch+1) offsets of a Layout. Every forward copies layouts from layer to layer, so the
+// storage is inline for batches of up to kInline - 1 sequences: copying then never allocates
+// (a training step allocates nothing after the first). Larger batches spill to the heap once.
+class Offsets {
+ public:
+  static constexpr std::size_t kInline = 264;
+
+  Offsets() = default;
+  explicit Offsets(std::size_t n) { resize(n); }
+  Offsets(std::initializer_list<index_t> v) { assign(v.begin(), v.end()); }
+  Offsets(const index_t* first, const index_t* last) { assign(first, last); }
+  Offsets(const Offsets& o) { assign(o.begin(), o.end()); }
+  Offsets& operator=(const Offsets& o) {
+    if (this != &o) assign(o.begin(), o.end());
+    return *this;
+  }
+
+  void assign(const index_t* first, const index_t* last) {
+    const auto n = static_cast<std::size_t>(last - first);
+    reserve(n);
+    std::copy(first, last, data());
+    size_ = n;
+  }
+  void assign(std::size_t n, index_t v) {
+    reserve(n);
+    std::fill(data(), data() + n, v);
+    size_ = n;
+  }
+  void resize(std::size_t n) {  // new entries are 0
+    reserve(n);
+    if (n > size_) std::fill(data() + size_, data() + n, index_t(0));
+    size_ = n;
+  }
+  void push_back(index_t v) {
+    if (size_ == capacity()) reserve(2 * size_ + 1);
+    data()[size_++] = v;
+  }
+
+  index_t* data() { return heap_.empty() ? inline_ : heap_.data(); }
+  const index_t* data() const { return heap_.empty() ? inline_ : heap_.data(); }
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  index_t& operator[](std::size_t i) { return data()[i]; }
+  const index_t& operator[](std::size_t i) const { return data()[i]; }
+  index_t& back() { return data()[size_ - 1]; }
+  const index_t& back() const { return data()[size_ - 1]; }
+  index_t* begin() { return data(); }
+  index_t* end() { return data() + size_; }
+  const index_t* begin() const { return data(); }
+  const index_t* end() const { return data() + size_; }
+  friend bool operator==(const Offsets& a, const Offsets& b) {
+    return a.size_ == b.size_ && std::equal(a.begin(), a.end(), b.begin());
+  }
+
+ private:
+  std::size_t capacity() const { return heap_.empty() ? kInline : heap_.size(); }
+  void reserve(std::size_t n) {
+    if (n <= capacity()) return;
+    std::vector<index_t> grown(std::max(n, 2 * capacity()));
+    std::copy(data(), data() + size_, grown.data());
+    heap_ = std::move(grown);
+  }
+
+  index_t inline_[kInline];
+  std::vector<index_t> heap_;  // in use once non-empty
+  std::size_t size_ = 0;
+};
+
 // The shape of a token batch without its data: what `plan` passes from layer to layer.
 struct Layout {
   index_t batch = 0;
   index_t dim = 0;
-  std::vector<index_t> offsets;  // (batch+1), offsets[0] = 0, non-decreasing
+  Offsets offsets;  // (batch+1), offsets[0] = 0, non-decreasing
 
   index_t total() const { return offsets.empty() ? 0 : offsets.back(); }
   index_t length(index_t b) const { return offsets[b + 1] - offsets[b]; }
@@ -34,7 +104,7 @@ struct Layout {
 
   // `batch` sequences of `n` tokens each.
   static Layout dense(index_t batch, index_t n, index_t dim) {
-    Layout l{batch, dim, std::vector<index_t>(static_cast<std::size_t>(batch + 1))};
+    Layout l{batch, dim, Offsets(static_cast<std::size_t>(batch + 1))};
     for (index_t b = 0; b <= batch; ++b) l.offsets[b] = b * n;
     return l;
   }

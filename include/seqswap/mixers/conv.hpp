@@ -152,7 +152,7 @@ class ConvMixer : public layers::ProjectedMixer<ConvMixer<T, Kind>, T> {
       c.grid.resize(static_cast<std::size_t>(x.batch));
       for (index_t b = 0; b < x.batch; ++b) c.grid[b] = grid_side(x.length(b), b);
     } else if (!o_.order.is_identity()) {
-      c.perm = order::batch_permutation(o_.order, x.offsets, x.batch);
+      order::batch_permutation(o_.order, x.offsets, x.batch, c.perm);
     } else {
       c.perm.clear();
     }

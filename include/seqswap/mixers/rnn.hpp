@@ -163,7 +163,7 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
     const T* xs = x.data;  // (T, D) scan order
     const std::uint8_t* ks = x.keep;
     if (c.permuted) {
-      c.perm = order::batch_permutation(o_.order, x.offsets, x.batch);
+      order::batch_permutation(o_.order, x.offsets, x.batch, c.perm);
       c.xs.resize(static_cast<std::size_t>(rows * D));
       order::gather_rows(x.data, c.perm, D, c.xs.data());
       xs = c.xs.data();

@@ -41,40 +41,46 @@ struct ScanOrder {
   std::vector<index_t> permutation(index_t n) const {
     std::vector<index_t> perm;
     perm.reserve(static_cast<std::size_t>(n));
+    append_permutation(n, 0, perm);
+    return perm;
+  }
+  // Appends t0 + perm[k] for k = 0..n-1 to `out` (no temporaries: a forward pass reuses `out`).
+  void append_permutation(index_t n, index_t t0, std::vector<index_t>& out) const {
     const auto G = static_cast<index_t>(std::llround(std::sqrt(double(n > 0 ? n - 1 : 0))));
     if (n < 2 || G * G != n - 1) {  // not CLS + square grid: stored order
-      for (index_t k = 0; k < n; ++k) perm.push_back(grid == Grid::reversed ? n - 1 - k : k);
-      return perm;
+      for (index_t k = 0; k < n; ++k) out.push_back(t0 + (grid == Grid::reversed ? n - 1 - k : k));
+      return;
     }
-    std::vector<index_t> patches;  // patch token indices (1-based: token 0 is CLS)
-    patches.reserve(static_cast<std::size_t>(G * G));
-    for (index_t i = 0; i < G; ++i)
-      for (index_t j = 0; j < G; ++j) {
-        index_t r = i, c = j;
-        switch (grid) {
-          case Grid::raster: break;
-          case Grid::reversed: r = G - 1 - i; c = G - 1 - j; break;
-          case Grid::column_major: r = j; c = i; break;
-          case Grid::snake: c = (i % 2 == 0) ? j : G - 1 - j; break;
-        }
-        patches.push_back(1 + r * G + c);
+    const index_t P = G * G;
+    const index_t cls_at = cls == Cls::head ? 0 : cls == Cls::tail ? P : P / 2;
+    for (index_t k = 0; k < n; ++k) {
+      if (k == cls_at) {
+        out.push_back(t0);
+        continue;
       }
-    const std::size_t cls_at = cls == Cls::head ? 0 : cls == Cls::tail ? patches.size() : patches.size() / 2;
-    for (std::size_t k = 0; k <= patches.size(); ++k) {
-      if (k == cls_at) perm.push_back(0);
-      if (k < patches.size()) perm.push_back(patches[k]);
+      const index_t q = k < cls_at ? k : k - 1;  // the q-th patch visited
+      const index_t i = q / G, j = q % G;
+      index_t r = i, c = j;
+      switch (grid) {
+        case Grid::raster: break;
+        case Grid::reversed: r = G - 1 - i; c = G - 1 - j; break;
+        case Grid::column_major: r = j; c = i; break;
+        case Grid::snake: c = (i % 2 == 0) ? j : G - 1 - j; break;
+      }
+      out.push_back(t0 + 1 + r * G + c);
     }
-    return perm;
   }
 };
 
 // Permutation of a whole (ragged) token batch: global row visited k-th, per sequence.
+// Fills `perm` (its capacity is reused).
+inline void batch_permutation(const ScanOrder& o, const index_t* offsets, index_t batch, std::vector<index_t>& perm) {
+  perm.clear();
+  for (index_t b = 0; b < batch; ++b) o.append_permutation(offsets[b + 1] - offsets[b], offsets[b], perm);
+}
 inline std::vector<index_t> batch_permutation(const ScanOrder& o, const index_t* offsets, index_t batch) {
   std::vector<index_t> perm;
-  for (index_t b = 0; b < batch; ++b) {
-    const index_t t0 = offsets[b];
-    for (index_t p : o.permutation(offsets[b + 1] - t0)) perm.push_back(t0 + p);
-  }
+  batch_permutation(o, offsets, batch, perm);
   return perm;
 }
 
@@ -102,7 +108,7 @@ void gather_scan_input(const ScanOrder& o, const T* x, const std::uint8_t* keep,
   keep_scan = keep;
   perm.clear();
   if (o.is_identity()) return;
-  perm = batch_permutation(o, offsets, batch);
+  batch_permutation(o, offsets, batch, perm);
   const auto rows = static_cast<index_t>(perm.size());
   x_s.resize(static_cast<std::size_t>(rows * D));
   gather_rows(x, perm, D, x_s.data());

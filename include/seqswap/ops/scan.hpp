@@ -68,8 +68,12 @@ template <class T>
 void linear_scan(const T* a, const T* b, T* h, const index_t* offsets, index_t batch, index_t C,
                  ScanOptions o = {}) {
   if (o.chunk <= 0) return linear_scan_reference(a, b, h, offsets, batch, C, o.reverse);
-  // Work items: (sequence, chunk).
-  std::vector<index_t> item_seq, item_chunk;
+  // Work items: (sequence, chunk). Workspaces are per thread and keep their capacity, so a
+  // training step after the first allocates nothing here.
+  thread_local std::vector<index_t> item_seq, item_chunk;
+  thread_local std::vector<T> prod, carry;
+  item_seq.clear();
+  item_chunk.clear();
   for (index_t s = 0; s < batch; ++s) {
     const index_t n = offsets[s + 1] - offsets[s];
     for (index_t k = 0; k * o.chunk < n; ++k) {
@@ -78,7 +82,7 @@ void linear_scan(const T* a, const T* b, T* h, const index_t* offsets, index_t b
     }
   }
   const auto items = static_cast<index_t>(item_seq.size());
-  std::vector<T> prod(static_cast<std::size_t>(items * C));  // Π a over each chunk
+  prod.resize(static_cast<std::size_t>(items * C));  // Π a over each chunk
   // Phase 1: every chunk from zero state.
 #pragma omp parallel for schedule(static) if (items > 1)
   for (index_t i = 0; i < items; ++i) {
@@ -87,7 +91,7 @@ void linear_scan(const T* a, const T* b, T* h, const index_t* offsets, index_t b
     detail::scan_range(a, b, h, t0, n, k0, k1, C, o.reverse, prod.data() + i * C);
   }
   // Phase 2: carry the state across chunk ends (sequential per sequence, short).
-  std::vector<T> carry(static_cast<std::size_t>(items * C), T(0));  // state entering chunk i
+  carry.assign(static_cast<std::size_t>(items * C), T(0));  // state entering chunk i
   for (index_t i = 0; i < items; ++i) {
     if (item_chunk[i] == 0) continue;
     const index_t s = item_seq[i], t0 = offsets[s], n = offsets[s + 1] - t0;
