@@ -54,7 +54,7 @@ struct StudyConfig {
   // distilled from each with sparsity guidance; halting_group layers (the dense teacher's
   // sparsest) are replaced, 0 = half the depth.
   std::vector<std::string> halting_teachers{"models/avit-b30.safetensors", "models/avit-b10.safetensors",
-                                            "models/avit-b0.safetensors"};
+                                            "models/avit-b0-mild.safetensors", "models/avit-b0.safetensors"};
   std::vector<std::string> halting_mixers{"min_gru", "selective_ssm"};
   index_t halting_group = 0;
 };

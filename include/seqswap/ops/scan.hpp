@@ -70,8 +70,14 @@ void linear_scan(const T* a, const T* b, T* h, const index_t* offsets, index_t b
   if (o.chunk <= 0) return linear_scan_reference(a, b, h, offsets, batch, C, o.reverse);
   // Work items: (sequence, chunk). Workspaces are per thread and keep their capacity, so a
   // training step after the first allocates nothing here.
-  thread_local std::vector<index_t> item_seq, item_chunk;
-  thread_local std::vector<T> prod, carry;
+  // (References bind the calling thread's workspaces: inside the OpenMP regions below, a
+  // thread_local name would resolve to each worker's own, empty, copy.)
+  thread_local std::vector<index_t> tl_seq, tl_chunk;
+  thread_local std::vector<T> tl_prod, tl_carry;
+  std::vector<index_t>& item_seq = tl_seq;
+  std::vector<index_t>& item_chunk = tl_chunk;
+  std::vector<T>& prod = tl_prod;
+  std::vector<T>& carry = tl_carry;
   item_seq.clear();
   item_chunk.clear();
   for (index_t s = 0; s < batch; ++s) {
