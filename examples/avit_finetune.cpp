@@ -90,7 +90,10 @@ int main(int argc, char** argv) try {
     std::snprintf(extra, sizeof extra, "ce %.4f ponder %.3f keep %.3f prior %.4f", loss_sum / double(window),
                   ponder_sum / double(window), keep_sum / double(window), hv.halter().prior());
     progress.update(s + 1, images_seen, extra);
-    if (progress.elapsed() > 0 && window >= 100) loss_sum = ponder_sum = keep_sum = 0, window = 0;
+    if (window >= 100) {  // the progress line shows means over the last <= 100 steps
+      loss_sum = ponder_sum = keep_sum = 0;
+      window = 0;
+    }
   }
 
   const auto after = halting::evaluate_halting(hv, test_set);

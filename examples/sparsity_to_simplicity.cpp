@@ -531,6 +531,24 @@ class Study {
                     "plot 'params.dat' using 3:xtic(1) notitle\n", "sparsity_to_simplicity");
   }
 
+  // Forward FLOPs per image (see the report's note): 2 per parameter per token, plus the
+  // N-dependent products of softmax and linear attention; keep[l] scales block l's tokens.
+  double model_flops(const distill::StudentModel<float>& m, const std::vector<double>& keep = {}) const {
+    const double N = double(cfg_.tokens()), D = double(cfg_.width), d = D / double(cfg_.heads);
+    const double P = double(cfg_.num_patches());
+    double f = 2.0 * P * double(m.net().template get<0>().param_count());  // patch embedding
+    for (index_t l = 0; l < cfg_.depth; ++l) {
+      const double n = keep.empty() ? N : 1.0 + keep[std::size_t(l)] * (N - 1.0);
+      const auto& block = model::blocks(m.net())[std::size_t(l)];
+      const std::string kind = model::mixer_slot(m.net(), std::size_t(l)).kind_name();
+      double per_token = 2.0 * double(block.param_count());
+      if (kind == "softmax_attention") per_token += 4.0 * n * D;
+      if (kind == "linear_attention") per_token += 4.0 * D * d;
+      f += n * per_token;
+    }
+    return f + 2.0 * double(m.net().template get<4>().param_count());
+  }
+
   // "k/n, ETA h:mm:ss" over the runs of the stage in flight (started at stage_start_).
   std::string eta(std::size_t done, std::size_t total) const {
     const double el = rep_.elapsed() - stage_start_;
@@ -669,18 +687,33 @@ class Study {
     const auto& ee = eff_["end_to_end"];
     md << "\nEnd to end (batch " << eff_["end_to_end_batch"] << ", forward, median of " << c_.latency_reps
        << "): teacher " << ee["teacher"]["params"] << " parameters, " << fmt(ee["teacher"]["forward_ms"], 2) << " ms.\n\n"
-       << "| student (sparsest half replaced) | params | forward ms | smaller | faster |\n|---|---|---|---|---|\n";
+       << "| model | params | forward ms | MFLOP / image | smaller | faster |\n|---|---|---|---|---|---|\n";
+    const auto half = distill::parse_plan("sparsest:" + std::to_string(std::max<index_t>(1, cfg_.depth / 2)), cfg_.depth, scores_);
+    md << "| teacher | " << ee["teacher"]["params"] << " | " << fmt(ee["teacher"]["forward_ms"], 2) << " | "
+       << fmt(model_flops(*teacher_) / 1e6, 2) << " | | |\n";
     int both = 0;
     for (const auto& n : c_.mixers) {
       const bool smaller = ee[n]["params"].get<double>() < ee["teacher"]["params"].get<double>();
       const bool faster = ee[n]["forward_ms"].get<double>() < ee["teacher"]["forward_ms"].get<double>();
       both += smaller && faster;
-      md << "| " << n << " | " << ee[n]["params"] << " | " << fmt(ee[n]["forward_ms"], 2) << " | " << (smaller ? "yes" : "no")
-         << " | " << (faster ? "yes" : "no") << " |\n";
+      auto student = *teacher_;
+      distill::replace_layers(student, cfg_, half, {.mixer = n});
+      md << "| " << n << " (sparsest half replaced) | " << ee[n]["params"] << " | " << fmt(ee[n]["forward_ms"], 2) << " | "
+         << fmt(model_flops(student) / 1e6, 2) << " | " << (smaller ? "yes" : "no") << " | " << (faster ? "yes" : "no") << " |\n";
     }
+    for (const auto& t : halting_teachers_)
+      if (t.contains("ms_per_image_packed"))
+        md << "| " << t["teacher"].get<std::string>() << " (halting, packed, keep " << fmt(t["mean_keep"], 2)
+           << ") | " << ee["teacher"]["params"] << " | " << fmt(t["ms_per_image_packed"].get<double>() * double(eff_["end_to_end_batch"]), 2)
+           << " (from its evaluation, batch 256) | " << fmt(model_flops(*teacher_, t["keep_per_layer"].get<std::vector<double>>()) / 1e6, 2)
+           << " | no | " << (t["ms_per_image_packed"].get<double>() * double(eff_["end_to_end_batch"]) < ee["teacher"]["forward_ms"].get<double>() ? "yes" : "no") << " |\n";
+    md << "\nMFLOP / image counts 2 FLOPs per multiply-add of the forward: every weight is applied once per token (each "
+          "direction of a bidirectional mixer has its own), so a layer costs 2 x its parameters per token; softmax attention "
+          "adds 4·N·D per token (QKᵀ and PV), linear attention 4·D·d. Layer norms, activations and scans (O(N·D)) are left "
+          "out. A halting model's blocks cost in proportion to the tokens they see (its mean keep ratio per layer).\n";
     md << "\n**Verdict: " << (both == int(c_.mixers.size()) ? "holds" : both == 0 ? "does not hold" : "holds for some mixers")
        << "** (" << both << " of " << c_.mixers.size() << " students both smaller and faster at N = " << cfg_.tokens()
-       << "). FLOP counts are not reported yet.\n";
+       << ").\n";
     md << "\n---\nWall time of this invocation: " << train::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
     io::write_file_atomic(dir_ / "report.md", md.str());
     json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},

@@ -85,14 +85,15 @@ class HaltingVit {
       if (o_.packed) {
         auto& idx = packed_rows_[l];
         idx.clear();
-        std::vector<index_t> lengths(static_cast<std::size_t>(batch), 0);
-        for (index_t b = 0; b < batch; ++b)
+        auto& lay = packed_layout_[l];
+        lay.batch = batch;
+        lay.dim = D_;
+        lay.offsets.assign(1, 0);
+        for (index_t b = 0; b < batch; ++b) {
           for (index_t i = 0; i < N_; ++i)
-            if (act[b * N_ + i]) {
-              idx.push_back(b * N_ + i);
-              ++lengths[b];
-            }
-        packed_layout_[l] = Layout::ragged(lengths, D_);
+            if (act[b * N_ + i]) idx.push_back(b * N_ + i);
+          lay.offsets.push_back(static_cast<index_t>(idx.size()));
+        }
         // Layers keep pointers to their inputs for backward: one packed buffer per block.
         pin_[l].resize(idx.size() * D_);
         pout_[l].resize(idx.size() * D_);

@@ -1,0 +1,108 @@
+// The CUDA backend's runtime pieces (compiled only by nvcc or with the CUDA runtime headers):
+// error checking that turns every failed CUDA call into a seqswap::Error naming the call, the
+// code and the place; RAII device buffers (cudaMalloc, never managed memory); a stream.
+// Status: the scan kernels (ops/cuda/scan.cuh) build on these; the layers do not yet run on
+// the device (see docs/architecture.md, "Backends").
+#pragma once
+#include <cstddef>
+#include <utility>
+
+#include <cuda_runtime.h>
+
+#include "seqswap/core/error.hpp"
+
+namespace seqswap::cuda {
+
+inline void check_call(cudaError_t e, const char* call, const char* file, int line) {
+  if (e != cudaSuccess)
+    fail("CUDA: ", call, " failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") at ", file, ":", line);
+}
+
+// True when a CUDA device can be used here (tests skip otherwise).
+inline bool device_available() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return false;
+  }
+  return n > 0;
+}
+
+}  // namespace seqswap::cuda
+
+// Every runtime call goes through this; every kernel launch is followed by SEQSWAP_CUDA_LAUNCHED.
+#define SEQSWAP_CUDA_CHECK(call) ::seqswap::cuda::check_call((call), #call, __FILE__, __LINE__)
+#define SEQSWAP_CUDA_LAUNCHED(kernel) ::seqswap::cuda::check_call(cudaGetLastError(), "launch of " kernel, __FILE__, __LINE__)
+
+namespace seqswap::cuda {
+
+// Owning device memory for n values of T; moves, never copies.
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t n) { resize(n); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = std::exchange(o.p_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+      cap_ = std::exchange(o.cap_, 0);
+    }
+    return *this;
+  }
+  ~DeviceBuffer() { release(); }
+
+  // Grows when needed (contents are then lost); never shrinks.
+  void resize(std::size_t n) {
+    if (n > cap_) {
+      release();
+      void* p = nullptr;
+      SEQSWAP_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+      p_ = static_cast<T*>(p);
+      cap_ = n;
+    }
+    n_ = n;
+  }
+  void upload(const T* host, std::size_t n, cudaStream_t s = nullptr) {
+    resize(n);
+    SEQSWAP_CUDA_CHECK(cudaMemcpyAsync(p_, host, n * sizeof(T), cudaMemcpyHostToDevice, s));
+  }
+  void download(T* host, std::size_t n, cudaStream_t s = nullptr) const {
+    check(n <= n_, "DeviceBuffer::download: asked for ", n, " values, the buffer holds ", n_);
+    SEQSWAP_CUDA_CHECK(cudaMemcpyAsync(host, p_, n * sizeof(T), cudaMemcpyDeviceToHost, s));
+    SEQSWAP_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  void release() noexcept {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    n_ = cap_ = 0;
+  }
+  T* p_ = nullptr;
+  std::size_t n_ = 0, cap_ = 0;
+};
+
+// An owned stream.
+class Stream {
+ public:
+  Stream() { SEQSWAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() { cudaStreamDestroy(s_); }
+  cudaStream_t get() const { return s_; }
+  void sync() const { SEQSWAP_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+ private:
+  cudaStream_t s_{};
+};
+
+}  // namespace seqswap::cuda
