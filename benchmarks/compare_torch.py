@@ -45,6 +45,11 @@ import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
+_blas = os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")
+if "openblas" not in _blas:
+    print(f"warning: libblas.so.3 is {_blas}, not OpenBLAS: Debian's torch then runs its matrix products in the "
+          "reference BLAS, far from its best (cmake/install-deps.sh --with-torch installs libopenblas0-pthread)",
+          file=sys.stderr)
 
 BENCH_OPS = os.path.join(args.build_dir, "benchmarks", "bench_ops")
 BENCH_MIXERS = os.path.join(args.build_dir, "benchmarks", "bench_mixers")
@@ -333,7 +338,7 @@ def med(side, key):
 
 rows = [k for k in rounds["torch"][0] if k in rounds["seqswap"][0]]
 fma, triad = med("seqswap", "_fma_gflops"), med("seqswap", "_triad_gbs")
-lines = [f"Machine: {os.cpu_count()} logical CPUs; threads {args.threads} (PyTorch {torch.__version__} with "
+lines = [f"Machine: {os.cpu_count()} logical CPUs; threads {args.threads} (PyTorch {torch.__version__}, BLAS {_blas}, "
          f"OPENBLAS_NUM_THREADS=1, torch.set_num_threads({args.threads}); seqswap OMP_NUM_THREADS={args.threads}); "
          f"{args.rounds} alternating rounds, medians of {args.reps}.",
          f"Measured in the same run: FMA peak {fma:.0f} GFLOP/s ({args.threads} threads), DRAM triad {triad:.1f} GB/s.", "",

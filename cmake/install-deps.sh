@@ -15,7 +15,9 @@ packages=(
   gnuplot-nox                          # report plots
   dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*-ubyte.gz
 )
-if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy); fi
+# OpenBLAS: Debian's torch calls libblas.so.3, which is the slow reference BLAS unless OpenBLAS is
+# installed (then the alternatives system points it there): PyTorch at its best needs it.
+if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy libopenblas0-pthread); fi
 
 missing=()
 for p in "${packages[@]}"; do
