@@ -74,11 +74,7 @@ int main(int argc, char** argv) try {
   double loss_sum = 0, ponder_sum = 0, keep_sum = 0;
   long window = 0, images_seen = 0;
   for (long s = 0; s < steps; ++s) {
-    index_t n = loader.next(images, labels);
-    if (n == 0) {
-      loader.start_epoch();
-      n = loader.next(images, labels);
-    }
+    const index_t n = loader.next_cycling(images, labels);
     const auto r = train::train_step(hv, opt, images.data(), labels.data(), n, train_set.image_numel(),
                                      sched.at(s), step, dlogits);
     loss_sum += r.loss;

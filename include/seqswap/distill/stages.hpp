@@ -225,11 +225,7 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const train::Imag
   double tail_loss = 0;
   train::Progress local("stage1", o.steps, 10.0, progress == nullptr);
   for (long step = 0; step < o.steps; ++step) {
-    index_t n = loader.next(images, labels);
-    if (n == 0) {
-      loader.start_epoch();
-      n = loader.next(images, labels);
-    }
+    const index_t n = loader.next_cycling(images, labels);
     teacher.forward(images.data(), n, data.image_numel());
     student.zero_grad();
     double total = 0;
@@ -256,10 +252,7 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const train::Imag
     // Only the replaced mixers move: clip over their gradients alone.
     for (std::size_t i = 0; i < mask.size(); ++i)
       if (!mask[i]) sg.data[i] = T(0);
-    train::clip_grad_norm(sg.data, sg.size, o.clip_norm);
-    auto sp = student.params();
-    opt.step(sp.data, sg.data, student.adam_m().data(), student.adam_v().data(), sp.size, sched.at(step),
-             mask.data());
+    train::clip_and_step(student, opt, sched.at(step), o.clip_norm, mask.data());
     char extra[64];
     std::snprintf(extra, sizeof extra, "loss %.5f", total);
     (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
@@ -317,11 +310,7 @@ StageResult stage2(TM& teacher, SM& student, const train::ImageDataset& data, co
   const double Tk = o.temperature;
   train::Progress local("stage2", o.steps, 10.0, progress == nullptr);
   for (long step = 0; step < o.steps; ++step) {
-    index_t n = loader.next(images, labels);
-    if (n == 0) {
-      loader.start_epoch();
-      n = loader.next(images, labels);
-    }
+    const index_t n = loader.next_cycling(images, labels);
     index_t C = 0;
     if (o.kl_weight > 0) {  // teacher probabilities at temperature Tk
       auto tl = teacher.forward(images.data(), n, data.image_numel());
@@ -336,10 +325,7 @@ StageResult stage2(TM& teacher, SM& student, const train::ImageDataset& data, co
     if (o.kl_weight > 0) loss += detail::add_logit_kl(tprob.data(), logits.data, n, C, Tk, o.kl_weight, dlogits.data());
     student.zero_grad();
     student.backward(dlogits.data());
-    auto g = student.grads();
-    train::clip_grad_norm(g.data, g.size, o.clip_norm);
-    auto p = student.params();
-    opt.step(p.data, g.data, student.adam_m().data(), student.adam_v().data(), p.size, sched.at(step));
+    train::clip_and_step(student, opt, sched.at(step), o.clip_norm);
     if (step >= tail_from) {
       tail_loss += loss;
       ++tail_n;

@@ -141,11 +141,7 @@ distill::StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& st
   double tail_loss = 0;
   train::Progress local("guided stage1", o.steps, 10.0, progress == nullptr);
   for (long step = 0; step < o.steps; ++step) {
-    index_t n = loader.next(images, labels);
-    if (n == 0) {
-      loader.start_epoch();
-      n = loader.next(images, labels);
-    }
+    const index_t n = loader.next_cycling(images, labels);
     hv.forward(images.data(), n, data.image_numel());
     student.zero_grad();
     double total = 0;
@@ -167,9 +163,7 @@ distill::StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& st
     auto sg = student.grads();
     for (std::size_t i = 0; i < mask.size(); ++i)
       if (!mask[i]) sg.data[i] = T(0);
-    train::clip_grad_norm(sg.data, sg.size, o.clip_norm);
-    auto sp = student.params();
-    opt.step(sp.data, sg.data, student.adam_m().data(), student.adam_v().data(), sp.size, sched.at(step), mask.data());
+    train::clip_and_step(student, opt, sched.at(step), o.clip_norm, mask.data());
     char extra[96];
     std::snprintf(extra, sizeof extra, "loss %.5f keep %.3f", total, hv.halter().mean_keep_ratio());
     (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
@@ -210,11 +204,7 @@ distill::StageResult guided_stage2(TM& teacher, const HaltingOptions& th, SM& st
   double tail_loss = 0;
   train::Progress local("guided stage2", o.steps, 10.0, progress == nullptr);
   for (long step = 0; step < o.steps; ++step) {
-    index_t n = loader.next(images, labels);
-    if (n == 0) {
-      loader.start_epoch();
-      n = loader.next(images, labels);
-    }
+    const index_t n = loader.next_cycling(images, labels);
     auto tl = thv.forward(images.data(), n, data.image_numel());
     const index_t C = tl.dim;
     if (o.kl_weight > 0) distill::detail::softmax_at(tl.data, n, C, o.temperature, tprob);
@@ -228,10 +218,7 @@ distill::StageResult guided_stage2(TM& teacher, const HaltingOptions& th, SM& st
     loss += halting_distill_loss(thv.halter(), shv.halter(), go, draw);
     student.zero_grad();
     shv.backward(dlogits.data(), nullptr, &draw);
-    auto g = student.grads();
-    train::clip_grad_norm(g.data, g.size, o.clip_norm);
-    auto p = student.params();
-    opt.step(p.data, g.data, student.adam_m().data(), student.adam_v().data(), p.size, sched.at(step));
+    train::clip_and_step(student, opt, sched.at(step), o.clip_norm);
     if (step >= tail_from) {
       tail_loss += loss;
       ++tail_n;

@@ -104,6 +104,12 @@ class BatchLoader {
     pos_ += n;
     return n;
   }
+  // The next batch of a step-budgeted loop: starts a new epoch when this one is exhausted.
+  index_t next_cycling(std::vector<float>& images, std::vector<std::int32_t>& labels) {
+    if (const index_t n = next(images, labels)) return n;
+    start_epoch();
+    return next(images, labels);
+  }
 
  private:
   void write_image(const std::uint8_t* src, float* dst) {

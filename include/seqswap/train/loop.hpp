@@ -22,6 +22,17 @@ struct StepResult {
   double grad_norm = 0;
 };
 
+// After backward: clips the global gradient norm (0 = off) and takes one AdamW step at `lr`
+// (only where mask is 1, when given). Returns the norm before clipping.
+template <class M, class T = typename M::T>
+double clip_and_step(M& model, AdamW<T>& opt, double lr, double clip_norm, const std::uint8_t* mask = nullptr) {
+  auto g = model.grads();
+  const double norm = clip_grad_norm(g.data, g.size, clip_norm);
+  auto p = model.params();
+  opt.step(p.data, g.data, model.adam_m().data(), model.adam_v().data(), p.size, lr, mask);
+  return norm;
+}
+
 // One optimizer step on a batch: forward, loss, backward, clip, AdamW at learning rate `lr`.
 // images (B, C*S*S) normalised; labels (B).
 template <class M, class T = typename M::T>
@@ -34,11 +45,7 @@ StepResult train_step(M& model, AdamW<T>& opt, const T* images, const std::int32
   const auto r = cross_entropy(logits.data, labels, B, C, o.label_smoothing, dlogits_scratch.data());
   model.zero_grad();
   model.backward(dlogits_scratch.data());
-  auto g = model.grads();
-  StepResult s{r.loss, r.correct, clip_grad_norm(g.data, g.size, o.clip_norm)};
-  auto p = model.params();
-  opt.step(p.data, g.data, model.adam_m().data(), model.adam_v().data(), p.size, lr);
-  return s;
+  return {r.loss, r.correct, clip_and_step(model, opt, lr, o.clip_norm)};
 }
 
 struct EvalResult {
