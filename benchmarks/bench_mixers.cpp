@@ -4,8 +4,9 @@
 // Names: BM_mixer_forward/<mixer>/B:8/N:<N>/D:192/... and BM_mixer_forward_backward/<mixer>/...
 // Counter: items = tokens (B·N). Backward also computes dx (as inside a ViT). A mixer that
 // rejects a shape is skipped with its own error: conv_mixer needs N = 1 + G² (1024, 4096 are not).
-// At N = 4096 the quadratic softmax attention keeps B·H·N² probabilities (1.6 GB); it and the
-// sequential LSTM/GRU may run a single timed iteration there (plus one untimed warm-up).
+// Softmax attention keeps its B·H·N² probabilities only up to N = 512 (store_probs_up_to);
+// longer sequences take its memory-bounded path. At N = 4096 it and the sequential LSTM/GRU
+// may run a single timed iteration (plus one untimed warm-up).
 #include <benchmark/benchmark.h>
 
 #include <exception>

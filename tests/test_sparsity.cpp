@@ -553,3 +553,27 @@ TEST_CASE("Attention maps come out of a ViT's context", "[analysis][sparsity]") 
   CHECK(acc.profile().measured == std::vector<std::uint8_t>{1, 0, 1});
   CHECK(acc.profile().ranking().size() == 2);
 }
+
+TEST_CASE("Attention maps exist only where the forward stored them", "[analysis][sparsity]") {
+  const Layout l = Layout::ragged({5, 9}, 4);
+  Rng rng(3);
+  std::vector<double> x(l.size()), y(l.size());
+  for (auto& v : x) v = rng.normal();
+  for (const index_t up_to : {index_t(9), index_t(8)}) {
+    const Attn<sparse::Dense> a({.dim = 4, .heads = 2, .qkv_bias = true, .name = "attn",
+                                 .store_probs_up_to = up_to, .query_block = 2});
+    std::vector<double> p(a.param_count(), 0.1);
+    Attn<sparse::Dense>::Ctx<Host> ctx;
+    a.forward(ParamsView<const double, Host>{p.data(), p.size()}, view_of<const double>(x.data(), l),
+              view_of<double>(y.data(), l), ctx);
+    if (up_to == 9) {
+      const auto maps = analysis::maps_of(ctx);
+      const double* row = maps.map(1, 1) + 9 * 4;  // sequence 1, head 1, query 4
+      CHECK(std::accumulate(row, row + 9, 0.0) == Approx(1.0));
+    } else {
+      // The longest sequence (9) is over the limit: no maps, and the error says what to raise.
+      CHECK_THROWS_WITH(analysis::maps_of(ctx), Catch::Contains("store_probs_up_to") &&
+                                                     Catch::Contains("(9)"));
+    }
+  }
+}

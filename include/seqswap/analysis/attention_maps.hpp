@@ -10,6 +10,7 @@
 // `keep` and `heads` as SoftmaxAttention's does (any sparsity policy); any other mixer's layer
 // is reported as absent.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -59,6 +60,17 @@ concept AttentionCtx = requires(const C& c) {
 template <AttentionCtx C>
 auto maps_of(const C& c) {
   using T = std::remove_cvref_t<decltype(*c.probs.data())>;
+  if constexpr (requires { c.stored; })
+    check(c.stored || c.prob_offsets.size() != 0 || c.pre_layout.batch == 0,
+          "attention maps: the last forward took the memory-bounded path (a sequence longer than "
+          "SoftmaxAttentionOptions::store_probs_up_to), which keeps no probabilities; raise "
+          "store_probs_up_to to at least the longest sequence (",
+          [&] {
+            index_t n = 0;
+            for (index_t b = 0; b < c.pre_layout.batch; ++b) n = std::max(n, c.pre_layout.length(b));
+            return n;
+          }(),
+          ") to read maps");
   check(c.prob_offsets.size() == static_cast<std::size_t>(c.pre_layout.batch) + 1,
         "attention maps: expected a forward first (", c.pre_layout.batch + 1,
         " probability offsets), found ", c.prob_offsets.size());

@@ -27,6 +27,15 @@ struct SoftmaxAttentionOptions {
   std::string name = "attn";
   index_t top_k = 0;       // sparse::TopK: keys kept per query row; 0 = all
   double threshold = 0.0;  // sparse::Threshold: τ in [0, 1], drop p < τ / N_kept; 0 = none
+  // Memory: a forward over sequences of at most this many tokens keeps every softmax row
+  // (B·H·n² values) for backward and for the attention maps (analysis/attention_maps.hpp);
+  // longer sequences take the memory-bounded path, which keeps nothing quadratic: it walks
+  // query blocks of `query_block` rows (scores in a per-thread block × n scratch) and its
+  // backward recomputes each block's scores. 512 and 64: measured (B 8, D 192, 3 heads, two
+  // threads, forward + backward: storing wins by 10% at n = 384, the bounded path by 20% at
+  // n = 1024; blocks of 64 rows beat 16/32/128 at n = 4096), docs/performance.md.
+  index_t store_probs_up_to = 512;
+  index_t query_block = 64;
 };
 
 template <class Policy>
@@ -64,11 +73,12 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     typename layers::Linear<T>::template Ctx<B> qkv_ctx, proj_ctx;
     Layout qkv_layout, pre_layout;
     Buffer<T> qkv;                    // (rows, 3D)
-    Buffer<T> probs;                  // Σ_b H n_b²: softmax rows per sequence and head
-    std::vector<std::size_t> prob_offsets;  // (B+1) into probs
+    Buffer<T> probs;                  // Σ_b H n_b²: softmax rows per sequence and head (stored path)
+    std::vector<std::size_t> prob_offsets;  // (B+1) into probs; empty after a memory-bounded forward
+    bool stored = true;               // which path the last forward took
     Buffer<T> pre;                    // (rows, D) pre-projection output
     Buffer<T> dpre, dqkv, dy_masked;  // backward scratch
-    Buffer<T> scratch;                // (threads, n_max²) per-thread dP
+    Buffer<T> scratch;                // (threads, 2 · rows · n_max) per-thread scores / dP blocks
     Buffer<T> select;                 // (threads, n_max) sparse policies' per-row scratch
     const std::uint8_t* keep = nullptr;
     const index_t* offsets = nullptr;
@@ -94,6 +104,9 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     check(kThreshold || o_.threshold == 0.0, "SoftmaxAttention '", o_.name, "': threshold = ",
           o_.threshold, " needs the policy sparse::Threshold, found '", PolicyTraits<Policy>::name,
           "'");
+    check(o_.query_block > 0 && o_.store_probs_up_to >= 0, "SoftmaxAttention '", o_.name,
+          "': expected query_block > 0 and store_probs_up_to >= 0, found ", o_.query_block, " and ",
+          o_.store_probs_up_to);
     qkv_ = layers::Linear<T>({.in = o_.dim, .out = 3 * o_.dim, .bias = o_.qkv_bias, .name = "qkv"});
     proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "proj"});
   }
@@ -121,8 +134,7 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
                Ctx<B>& c) const {
-    const index_t D = o_.dim, H = o_.heads, d = D / H, rows = x.total();
-    const T scale = T(1) / std::sqrt(T(d));
+    const index_t D = o_.dim, H = o_.heads, rows = x.total(), d = D / H;
     c.keep = x.keep;
     c.offsets = x.offsets;
     c.batch = x.batch;
@@ -131,42 +143,43 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     c.pre_layout = Layout{x.batch, D, c.qkv_layout.offsets};
     c.qkv.resize(static_cast<std::size_t>(rows * 3 * D));
     c.pre.resize(static_cast<std::size_t>(rows * D));
-    c.prob_offsets.assign(1, 0);
-    for (index_t b = 0; b < x.batch; ++b) {
-      const auto n = static_cast<std::size_t>(x.length(b));
-      c.prob_offsets.push_back(c.prob_offsets.back() + static_cast<std::size_t>(H) * n * n);
-    }
-    c.probs.resize(c.prob_offsets.back());
     index_t n_max = 0;
-    if constexpr (!kDense) {
-      for (index_t b = 0; b < x.batch; ++b) n_max = std::max(n_max, x.length(b));
-      c.select.resize(static_cast<std::size_t>(host::max_threads() * n_max));
+    for (index_t b = 0; b < x.batch; ++b) n_max = std::max(n_max, x.length(b));
+    c.stored = n_max <= o_.store_probs_up_to;
+    const index_t m = block_rows(c.stored, n_max);
+    const int threads = host::max_threads();
+    if (c.stored) {
+      c.prob_offsets.assign(1, 0);
+      for (index_t b = 0; b < x.batch; ++b) {
+        const auto n = static_cast<std::size_t>(x.length(b));
+        c.prob_offsets.push_back(c.prob_offsets.back() + static_cast<std::size_t>(H) * n * n);
+      }
+      c.probs.resize(c.prob_offsets.back());
+    } else {
+      c.prob_offsets.clear();  // no maps to read: attention_maps() says so
+      c.scratch.resize(static_cast<std::size_t>(threads * m * n_max));
     }
+    if constexpr (!kDense) c.select.resize(static_cast<std::size_t>(threads * n_max));
 
     qkv_.forward(qkv_params(p), x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
 
-    const index_t BH = x.batch * H;
-#pragma omp parallel for schedule(dynamic, 1) if (BH > 1)
-    for (index_t bh = 0; bh < BH; ++bh) {
-      const index_t b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
-      if (n == 0) continue;
+    // Tasks: (sequence, head, query block); the stored path has one block per sequence.
+    const index_t blocks = m > 0 ? (n_max + m - 1) / m : 0;
+    const index_t tasks = x.batch * H * blocks;
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+    for (index_t task = 0; task < tasks; ++task) {
+      const index_t bh = task / blocks, b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
+      const index_t i0 = (task % blocks) * m;
+      if (i0 >= n) continue;
+      const index_t mq = std::min(m, n - i0);
       const T* qkv = c.qkv.data() + t0 * 3 * D;
-      host::CStridedMap<T> Q(qkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+      const int tid = host::thread_id();
+      T* pr = c.stored ? c.probs.data() + c.prob_offsets[b] + static_cast<std::size_t>(h * n * n)
+                       : c.scratch.data() + static_cast<std::size_t>(tid * m * n_max);
+      softmax_block(qkv, h, i0, mq, n, x.keep ? x.keep + t0 : nullptr, pr, c, tid, n_max);
       host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      T* pr = c.probs.data() + c.prob_offsets[b] + static_cast<std::size_t>(h * n * n);
-      host::MatMap<T> P(pr, n, n);
-      P.noalias() = (Q * K.transpose()) * scale;
-      const std::uint8_t* keep = x.keep ? x.keep + t0 : nullptr;
-      if constexpr (kDense) {
-        for (index_t i = 0; i < n; ++i) masked_softmax_row(pr + i * n, n, keep, i);
-      } else {
-        T* sel = c.select.data() + static_cast<std::size_t>(host::thread_id() * n_max);
-        const index_t n_kept = keep ? index_t(std::count_if(keep, keep + n, [](std::uint8_t v) { return v != 0; })) : n;
-        for (index_t i = 0; i < n; ++i) sparse_softmax_row(pr + i * n, n, keep, i, n_kept, sel);
-      }
-      host::StridedMap<T> O(c.pre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      O.noalias() = P * V;
+      host::StridedMap<T> O(c.pre.data() + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
+      O.noalias() = host::CMatMap<T>(pr, mq, n) * V;
     }
 
     proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
@@ -188,8 +201,11 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
 
     index_t n_max = 0;
     for (index_t b = 0; b < c.batch; ++b) n_max = std::max(n_max, c.pre_layout.length(b));
+    const index_t m = block_rows(c.stored, n_max);
     const int threads = host::max_threads();
-    c.scratch.resize(static_cast<std::size_t>(threads * n_max * n_max));
+    // Per thread: the block's dP / dS, and (memory-bounded path) its recomputed probabilities.
+    const index_t per_thread = (c.stored ? 1 : 2) * m * n_max;
+    c.scratch.resize(static_cast<std::size_t>(threads * per_thread));
 
     const index_t BH = c.batch * H;
 #pragma omp parallel for schedule(dynamic, 1) if (BH > 1)
@@ -198,31 +214,45 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
       if (n == 0) continue;
       const T* qkv = c.qkv.data() + t0 * 3 * D;
       T* dqkv = c.dqkv.data() + t0 * 3 * D;
-      host::CStridedMap<T> Q(qkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
       host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
       host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::StridedMap<T> dQ(dqkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
       host::StridedMap<T> dK(dqkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
       host::StridedMap<T> dV(dqkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::CStridedMap<T> dO(c.dpre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      host::CMatMap<T> P(c.probs.data() + c.prob_offsets[b] + static_cast<std::size_t>(h * n * n),
-                         n, n);
-      host::MatMap<T> dS(c.scratch.data() + static_cast<std::size_t>(host::thread_id() * n_max * n_max),
-                         n, n);
-      // O = P V  =>  dV = Pᵀ dO,  dP = dO Vᵀ
-      dV.noalias() = P.transpose() * dO;
-      dS.noalias() = dO * V.transpose();
-      // P = softmax(S)  =>  dS = P ∘ (dP - rowsum(dP ∘ P)); times the scale of S = scale Q Kᵀ.
-      // Sparse policies: P is the softmax over the selected keys (selection fixed) and 0 on the
-      // others, so the same line gives their gradient, 0 on every dropped entry.
-      for (index_t i = 0; i < n; ++i) {
-        T dot = 0;
-        for (index_t j = 0; j < n; ++j) dot += dS(i, j) * P(i, j);
-        for (index_t j = 0; j < n; ++j) dS(i, j) = P(i, j) * (dS(i, j) - dot) * scale;
+      dK.setZero();
+      dV.setZero();
+      const int tid = host::thread_id();
+      T* ds_data = c.scratch.data() + static_cast<std::size_t>(tid * per_thread);
+      for (index_t i0 = 0; i0 < n; i0 += m) {
+        const index_t mq = std::min(m, n - i0);
+        const T* pr;
+        if (c.stored) {
+          pr = c.probs.data() + c.prob_offsets[b] + static_cast<std::size_t>(h * n * n);
+        } else {  // recompute this block's probabilities, exactly as the forward made them
+          T* buf = ds_data + m * n_max;
+          softmax_block(qkv, h, i0, mq, n, c.keep ? c.keep + t0 : nullptr, buf, c, tid, n_max);
+          pr = buf;
+        }
+        host::CMatMap<T> P(pr, mq, n);
+        host::CStridedMap<T> Qb(qkv + i0 * 3 * D + h * d, mq, d, Eigen::OuterStride<>(3 * D));
+        host::StridedMap<T> dQb(dqkv + i0 * 3 * D + h * d, mq, d, Eigen::OuterStride<>(3 * D));
+        host::CStridedMap<T> dOb(c.dpre.data() + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
+        host::CStridedMap<T> Ob(c.pre.data() + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
+        host::MatMap<T> dS(ds_data, mq, n);
+        // O = P V  =>  dV = Pᵀ dO,  dP = dO Vᵀ
+        dV.noalias() += P.transpose() * dOb;
+        dS.noalias() = dOb * V.transpose();
+        // P = softmax(S)  =>  dS = P ∘ (dP - rowsum(dP ∘ P)), times the scale of S = scale Q Kᵀ;
+        // rowsum(dP ∘ P)_i = dO_i · O_i (O_i = Σ_j P_ij V_j), a d-length dot instead of n.
+        // Sparse policies: P is the softmax over the selected keys (selection fixed) and 0 on
+        // the others, so the same line gives their gradient, 0 on every dropped entry.
+        for (index_t r = 0; r < mq; ++r) {
+          const T dot = dOb.row(r).dot(Ob.row(r));
+          dS.row(r).array() = P.row(r).array() * (dS.row(r).array() - dot) * scale;
+        }
+        // S = scale Q Kᵀ  =>  dQ = dS K,  dK = dSᵀ Q
+        dQb.noalias() = dS * K;
+        dK.noalias() += dS.transpose() * Qb;
       }
-      // S = scale Q Kᵀ  =>  dQ = dS K,  dK = dSᵀ Q
-      dQ.noalias() = dS * K;
-      dK.noalias() = dS.transpose() * Q;
     }
     qkv_.backward(qkv_params(p), c.qkv_ctx,
                   TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx,
@@ -235,23 +265,56 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
   P proj_params(P p) const { return p.sub(qkv_.param_count(), proj_.param_count()); }
 
  private:
-  // In place: row <- softmax(row) over kept keys; a masked query's row becomes all zeros.
-  static void masked_softmax_row(T* row, index_t n, const std::uint8_t* keep, index_t i) {
+  // Query rows per block: the whole sequence when the rows are stored, else query_block.
+  index_t block_rows(bool stored, index_t n_max) const {
+    return stored ? n_max : std::min(o_.query_block, n_max);
+  }
+
+  // P (mq, n) <- the policy's softmax rows of queries i0 .. i0+mq-1 of one sequence and head:
+  // P = scale · Q_blk Kᵀ, then each row in place. qkv: the sequence's (n, 3D) rows; keep: its
+  // keep flags or nullptr. Deterministic, so backward's recomputation equals the forward's rows.
+  template <class C>
+  void softmax_block(const T* qkv, index_t h, index_t i0, index_t mq, index_t n,
+                     const std::uint8_t* keep, T* P, C& c, int tid, index_t n_max) const {
+    const index_t D = o_.dim, d = D / o_.heads;
+    const T scale = T(1) / std::sqrt(T(d));
+    host::CStridedMap<T> Q(qkv + i0 * 3 * D + h * d, mq, d, Eigen::OuterStride<>(3 * D));
+    host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+    host::MatMap<T> S(P, mq, n);
+    S.noalias() = (Q * K.transpose()) * scale;
+    if constexpr (kDense) {
+      for (index_t r = 0; r < mq; ++r) masked_softmax_row(P + r * n, n, keep, i0 + r);
+    } else {
+      T* sel = c.select.data() + static_cast<std::size_t>(tid * n_max);
+      const index_t n_kept =
+          keep ? index_t(std::count_if(keep, keep + n, [](std::uint8_t v) { return v != 0; })) : n;
+      for (index_t r = 0; r < mq; ++r) sparse_softmax_row(P + r * n, n, keep, i0 + r, n_kept, sel);
+    }
+  }
+
+  // In place: row <- softmax(row) over kept keys (and, with `chosen`, only over keys j with
+  // chosen[j] != 0); a masked query's row becomes all zeros. Vectorised exp (Eigen's packet
+  // exp) over the whole row; left-out keys are zeroed after it (Eigen's exp(-inf) is not 0).
+  static void masked_softmax_row(T* row, index_t n, const std::uint8_t* keep, index_t i,
+                                 const T* chosen = nullptr) {
     if (keep && !keep[i]) {
       std::fill(row, row + n, T(0));
       return;
     }
+    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> a(row, n);
+    const auto in = [&](index_t j) { return (!keep || keep[j]) && (!chosen || chosen[j] != T(0)); };
     T mx = -std::numeric_limits<T>::infinity();
-    for (index_t j = 0; j < n; ++j)
-      if (!keep || keep[j]) mx = std::max(mx, row[j]);
-    T sum = 0;
-    for (index_t j = 0; j < n; ++j) {
-      const T e = (!keep || keep[j]) ? std::exp(row[j] - mx) : T(0);
-      row[j] = e;
-      sum += e;
+    if (keep || chosen) {
+      for (index_t j = 0; j < n; ++j)
+        if (in(j)) mx = std::max(mx, row[j]);
+    } else {
+      mx = a.maxCoeff();
     }
-    const T inv = T(1) / sum;
-    for (index_t j = 0; j < n; ++j) row[j] *= inv;
+    a = (a - mx).exp();
+    if (keep || chosen)
+      for (index_t j = 0; j < n; ++j)
+        if (!in(j)) row[j] = T(0);
+    a *= T(1) / a.sum();
   }
   // In place: row <- the policy's sparse softmax over kept keys. n_kept = kept keys in the
   // sequence; sel (n) is scratch.
@@ -270,15 +333,20 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
         index_t above = 0;
         for (index_t j = 0; j < m; ++j) above += sel[j] > kth;
         index_t ties = k - above;
+        // sel[j] <- 1 for the chosen keys (the k largest; ties: lower key index first), else 0.
         for (index_t j = 0; j < n; ++j) {
-          if (keep && !keep[j]) continue;
-          if (row[j] > kth) continue;
-          if (row[j] == kth && ties > 0) {
-            --ties;
-            continue;
+          bool chosen = false;
+          if (!keep || keep[j]) {
+            chosen = row[j] > kth;
+            if (!chosen && row[j] == kth && ties > 0) {
+              --ties;
+              chosen = true;
+            }
           }
-          row[j] = -std::numeric_limits<T>::infinity();
+          sel[j] = chosen ? T(1) : T(0);
         }
+        masked_softmax_row(row, n, keep, i, sel);
+        return;
       }
       masked_softmax_row(row, n, keep, i);
     } else if constexpr (kThreshold) {
