@@ -361,11 +361,8 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
     return buf.data() + hr * rows * kG * head_dim();
   }
 
-  static T sigmoid(T v) {  // never overflows: exp of a non-positive number only
-    if (v >= 0) return T(1) / (T(1) + std::exp(-v));
-    const T e = std::exp(v);
-    return e / (T(1) + e);
-  }
+  using AMap = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using CAMap = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
 
   // One sequence (rows t0..t0+n, scan order) of head/direction hr. saved[t] holds the input
   // side of the gates on entry and the cell's values on exit; s[t] gets the hidden state.
@@ -393,28 +390,31 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
         if constexpr (kLstm) c_prev = gt + 4 * d;
         continue;
       }
+      // The cell's elementwise part on whole rows: Eigen's vectorised logistic and tanh.
+      AMap Hh(ht, d);
       if constexpr (kLstm) {
         // a = (W_ih u + b_ih + b_hh) + W_hh h_prev
         host::VecMap<T>(gt, 4 * d).noalias() += host::CVecMap<T>(h_prev, d) * Whh.transpose();
-        for (index_t j = 0; j < d; ++j) {
-          const T i = sigmoid(gt[j]), f = sigmoid(gt[d + j]), gg = std::tanh(gt[2 * d + j]),
-                  o = sigmoid(gt[3 * d + j]);
-          const T cc = f * c_prev[j] + i * gg;
-          gt[j] = i, gt[d + j] = f, gt[2 * d + j] = gg, gt[3 * d + j] = o, gt[4 * d + j] = cc;
-          ht[j] = o * std::tanh(cc);
-        }
+        AMap I(gt, d), F(gt + d, d), G(gt + 2 * d, d), O(gt + 3 * d, d), C(gt + 4 * d, d);
+        I = I.logistic();
+        F = F.logistic();
+        G = G.tanh();
+        O = O.logistic();
+        C = F * CAMap(c_prev, d) + I * G;
+        Hh = O * C.tanh();
         c_prev = gt + 4 * d;
       } else {
         // gh = W_hh h_prev + b_hh; gt holds gi = W_ih u + b_ih
         host::VecMap<T> GH(gh, 3 * d);
         GH.noalias() = host::CVecMap<T>(h_prev, d) * Whh.transpose();
         GH += bhh;
-        for (index_t j = 0; j < d; ++j) {
-          const T rr = sigmoid(gt[j] + gh[j]), z = sigmoid(gt[d + j] + gh[d + j]);
-          const T nn = std::tanh(gt[2 * d + j] + rr * gh[2 * d + j]);
-          gt[j] = rr, gt[d + j] = z, gt[2 * d + j] = nn, gt[3 * d + j] = gh[2 * d + j];
-          ht[j] = (T(1) - z) * nn + z * h_prev[j];
-        }
+        AMap Rr(gt, d), Z(gt + d, d), Nn(gt + 2 * d, d), Ghn(gt + 3 * d, d);
+        CAMap GHr(gh, d), GHz(gh + d, d), GHn(gh + 2 * d, d);
+        Rr = (Rr + GHr).logistic();
+        Z = (Z + GHz).logistic();
+        Nn = (Nn + Rr * GHn).tanh();
+        Ghn = GHn;
+        Hh = (T(1) - Z) * Nn + Z * CAMap(h_prev, d);
       }
       h_prev = ht;
     }
@@ -449,19 +449,20 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
       const index_t tp = r == 0 ? t - 1 : t + 1;  // the previous step's row
       if constexpr (kLstm) {
         const T* c_prev = first ? c.zeros.data() : sv + tp * kS * d + 4 * d;
-        for (index_t j = 0; j < d; ++j) {
-          const T i = gt[j], f = gt[d + j], gg = gt[2 * d + j], o = gt[3 * d + j];
-          const T tc = std::tanh(gt[4 * d + j]);
-          const T dhj = dh[j] + dht[j];
-          // h = o tanh(c)  =>  do = dh tanh(c),  dc += dh o (1 - tanh²c)
-          const T dcj = dc[j] + dhj * o * (T(1) - tc * tc);
-          // c = f c_prev + i g  =>  di = dc g, df = dc c_prev, dg = dc i, dc_prev = dc f
-          da[j] = dcj * gg * i * (T(1) - i);
-          da[d + j] = dcj * c_prev[j] * f * (T(1) - f);
-          da[2 * d + j] = dcj * i * (T(1) - gg * gg);
-          da[3 * d + j] = dhj * tc * o * (T(1) - o);
-          dc[j] = dcj * f;
-        }
+        CAMap I(gt, d), F(gt + d, d), G(gt + 2 * d, d), O(gt + 3 * d, d), C(gt + 4 * d, d);
+        AMap Dh(dh, d), Dc(dc, d);
+        // dh_t = from later steps + from this step's output; tanh(c) once, vectorised
+        Dh += CAMap(dht, d);
+        AMap Tc(dh + 2 * d, d);  // scratch after dh, dc
+        Tc = C.tanh();
+        // h = o tanh(c)  =>  do = dh tanh(c),  dc += dh o (1 - tanh²c)
+        Dc += Dh * O * (T(1) - Tc * Tc);
+        // c = f c_prev + i g  =>  di = dc g, df = dc c_prev, dg = dc i, dc_prev = dc f
+        AMap(da, d) = Dc * G * I * (T(1) - I);
+        AMap(da + d, d) = Dc * CAMap(c_prev, d) * F * (T(1) - F);
+        AMap(da + 2 * d, d) = Dc * I * (T(1) - G * G);
+        AMap(da + 3 * d, d) = Dh * Tc * O * (T(1) - O);
+        Dc *= F;
         // a = … + W_hh h_prev  =>  dh_prev = W_hhᵀ da
         host::VecMap<T>(dh, d).noalias() = host::CVecMap<T>(da, 4 * d) * Whh;
       } else {
