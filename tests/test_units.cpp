@@ -4,6 +4,7 @@
 // the mixer registry (mixers/registry.hpp).
 #include "seqswap/backend/host.hpp"
 #include "seqswap/layers/gelu.hpp"
+#include "seqswap/ops/gelu.hpp"
 #include "seqswap/layers/output_projection.hpp"
 #include "seqswap/mixers/registry.hpp"
 #include "seqswap/model/residual.hpp"
@@ -114,4 +115,27 @@ TEST_CASE("the mixer registry seats every named mixer and names the unknown", "[
                       Catch::Contains("unknown feature 'cosine'"));
   REQUIRE_THROWS_WITH(mixers::seat_mixer(slot, "min_gru", cfg, {{"order", "spiral"}}), Catch::Contains("spiral"));
   REQUIRE(slot.kind_name() == "softmax_attention");  // a refused seat leaves the slot as it was
+}
+
+TEST_CASE("float GELU (rational erf) matches the double-precision GELU", "[ops][gelu]") {
+  // Every 1/64 from -12 to 12 (both clamps of the rational erf included), and sizes past the
+  // backward's 2048-element chunk.
+  std::vector<float> xf;
+  for (int i = -768; i <= 768; ++i) xf.push_back(float(i) / 64.0f);
+  const std::size_t n = xf.size();
+  std::vector<double> xd(xf.begin(), xf.end()), yd(n), gd(n), ones(n, 1.0);
+  std::vector<float> yf(n), gf(n), onesf(n, 1.0f);
+  ops::gelu_forward(xd.data(), n, yd.data());
+  ops::gelu_backward(xd.data(), ones.data(), n, gd.data());
+  ops::gelu_forward(xf.data(), n, yf.data());
+  ops::gelu_backward(xf.data(), onesf.data(), n, gf.data());
+  for (std::size_t i = 0; i < n; ++i) {
+    INFO("x = " << xd[i]);
+    REQUIRE(std::abs(yf[i] - yd[i]) <= 2e-6 * std::max(1.0, std::abs(yd[i])));
+    REQUIRE(std::abs(gf[i] - gd[i]) <= 2e-6);
+  }
+  // In place (dx = dy), as Mlp's backward calls it.
+  std::vector<float> d = onesf;
+  ops::gelu_backward(xf.data(), d.data(), n, d.data());
+  REQUIRE(d == gf);
 }
