@@ -163,10 +163,11 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
           std::fill(h + t * E, h + (t + 1) * E, T(0));
           continue;
         }
-        for (index_t e = 0; e < E; ++e) {
-          a[t * E + e] = sigmoid(-u[e]);           // 1 - z_t
-          h[t * E + e] = sigmoid(u[e]) * hc[e];    // z_t h̃_t
-        }
+        // Whole rows through Eigen's vectorised logistic; σ(-u) is computed, not 1 - σ(u),
+        // so a decay near 1 keeps its precision.
+        const CArr U(u, E);
+        Arr(a + t * E, E) = (-U).logistic();            // 1 - z_t
+        Arr(h + t * E, E) = U.logistic() * CArr(hc, E);  // z_t h̃_t
       }
       ops::linear_scan(a, h, h, x.offsets, x.batch, E, {.chunk = o_.chunk, .reverse = d == 1});
     }
@@ -248,13 +249,10 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
         }
         const T* u = zh + t * 2 * E;
         const T* hc = u + E;
-        for (index_t e = 0; e < E; ++e) {
-          const T z = sigmoid(u[e]), one_minus_z = sigmoid(-u[e]);
-          const T da = c.da[t * E + e], db = c.db[t * E + e];
-          // a = σ(-u), b = σ(u) h̃:  du = σ(u)σ(-u) (db h̃ - da),  dh̃ = db σ(u)
-          du[e] = z * one_minus_z * (db * hc[e] - da);
-          dhc[e] = db * z;
-        }
+        // a = σ(-u), b = σ(u) h̃:  du = σ(u)σ(-u) (db h̃ - da),  dh̃ = db σ(u)
+        const CArr U(u, E), Da(c.da.data() + t * E, E), Db(c.db.data() + t * E, E);
+        Arr(du, E) = U.logistic() * (-U).logistic() * (Db * CArr(hc, E) - Da);
+        Arr(dhc, E) = Db * U.logistic();
       }
       // zh = x W_dirᵀ + b_dir: dx_dir = dzh W_dir (the first direction assigns, the second adds)
       T* dx_dir = nullptr;
@@ -285,7 +283,8 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
  private:
   bool concat() const { return o_.bidirectional && o_.combine == MinGruOptions::Combine::concat; }
   // 1 / (1 + e^{-u}): e^{-u} overflowing to inf gives exactly 0, never NaN.
-  static T sigmoid(T u) { return T(1) / (T(1) + std::exp(-u)); }
+  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
 
   MinGruOptions o_;
   std::array<layers::Linear<T>, 2> dir_;  // "fwd", "bwd" (the latter only when bidirectional)
