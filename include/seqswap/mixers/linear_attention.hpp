@@ -37,8 +37,13 @@ struct FeatureTraits<feature::Elu1> {
   static constexpr const char* name = "elu1";
   static constexpr index_t expansion = 1;
   static constexpr bool learnable = false;
+  // y = φ(x) = x > 0 ? x + 1 : exp(x) over n entries at once: Eigen's vectorised exp; both
+  // sides are evaluated and the select takes one, so exp(x) overflowing for large x is unused.
   template <class T>
-  static T value(T x) { return x > T(0) ? x + T(1) : std::exp(x); }
+  static void values(const T* x, T* y, index_t n) {
+    const Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> X(x, n);
+    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(y, n) = (X > T(0)).select(X + T(1), X.exp());
+  }
   // φ'(x) from φ(x): elu + 1 exceeds 1 exactly where x > 0 (slope 1) and equals its own
   // slope exp(x) elsewhere, so backward needs no copy of the pre-activation.
   template <class T>
@@ -50,7 +55,10 @@ struct FeatureTraits<feature::Relu> {
   static constexpr index_t expansion = 1;
   static constexpr bool learnable = false;
   template <class T>
-  static T value(T x) { return x > T(0) ? x : T(0); }
+  static void values(const T* x, T* y, index_t n) {
+    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(y, n) =
+        Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(x, n).max(T(0));
+  }
   template <class T>
   static T slope(T phi) { return phi > T(0) ? T(1) : T(0); }
 };
@@ -376,7 +384,7 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
         Phi.row(i).setZero();
         continue;
       }
-      for (index_t e = 0; e < Phi.cols(); ++e) Phi(i, e) = Traits::value(x[i * ldx + e]);
+      Traits::values(x + i * ldx, &Phi(i, 0), Phi.cols());
     }
   }
 
@@ -415,11 +423,12 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
         Phi.row(i).setZero();
         continue;
       }
-      for (index_t e = 0; e < d; ++e) {
-        const T u = Phi(i, e);
-        Phi(i, e) = std::exp(u - key_shift[e]);
-        Phi(i, d + e) = std::exp(-u - key_shift[d + e]);
-      }
+      // [e^{u - b₊}, e^{-u - b₋}] on the whole row (Eigen's vectorised exp); the second half
+      // first, since the first overwrites u.
+      const CArr Bp(key_shift, d), Bm(key_shift + d, d);
+      Arr U(&Phi(i, 0), d), Neg(&Phi(i, d), d);
+      Neg = (-U - Bm).exp();
+      U = (U - Bp).exp();
     }
   }
   // Queries: Phi (n, m) = φ̃q of X (n, d) given the keys' b (m); row_shift (n) = a; masked
@@ -441,13 +450,15 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
       for (index_t e = 0; e < d; ++e)
         a = std::max({a, Phi(i, e) + key_shift[e], -Phi(i, e) + key_shift[d + e]});
       row_shift[i] = a;
-      for (index_t e = 0; e < d; ++e) {
-        const T u = Phi(i, e);
-        Phi(i, e) = std::exp(u + key_shift[e] - a);
-        Phi(i, d + e) = std::exp(-u + key_shift[d + e] - a);
-      }
+      const CArr Bp(key_shift, d), Bm(key_shift + d, d);
+      Arr U(&Phi(i, 0), d), Neg(&Phi(i, d), d);
+      Neg = (-U + Bm - a).exp();
+      U = (U + Bp - a).exp();
     }
   }
+
+  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
 
   // In place over dPhi's first d columns: du = dφ₊ ∘ φ₊ - dφ₋ ∘ φ₋ (Hedgehog).
   template <class PhiMap, class DPhiMap>

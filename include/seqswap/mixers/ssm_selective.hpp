@@ -311,6 +311,9 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     std::size_t conv_w = 0, conv_b = 0, x_w = 0, dt_w = 0, dt_b = 0, A_log = 0, D = 0;
   };
 
+  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
+
   static T sigmoid(T v) {
     if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));
     const T e = std::exp(v);
@@ -391,8 +394,8 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
           const T* u = c.uc.data() + pos(c, b, k - (K - 1) + j, rev) * E;  // (E)
           for (index_t e = 0; e < E; ++e) v[e] += cw[e * K + j] * u[e];
         }
-        T* up = s.up.data() + pos(c, b, k, rev) * E;
-        for (index_t e = 0; e < E; ++e) up[e] = silu(v[e]);
+        const CArr V(v, E);
+        Arr(s.up.data() + pos(c, b, k, rev) * E, E) = V * V.logistic();  // SiLU, vectorised
       }
     }
     // [δ, B, C] = u' W_xᵀ;  dtp = δ W_dtᵀ + b_dt;  Δ = softplus(dtp)
@@ -405,7 +408,10 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       dtp.noalias() = low * Wdt.transpose();
       dtp.rowwise() += host::CVecMap<T>(p.data + q.dt_b, E);
     }
-    for (index_t i = 0; i < Tk * E; ++i) s.delta[i] = softplus(s.dtp[i]);
+    {  // Δ = softplus(dtp) = max(v, 0) + log1p(exp(-|v|)): no overflow, vectorised
+      const CArr V(s.dtp.data(), Tk * E);
+      Arr(s.delta.data(), Tk * E) = V.max(T(0)) + (-V.abs()).exp().log1p();
+    }
 
     if (o_.scan == SelectiveScan::fused) scan_fused_forward(p, c, d);
     else scan_materialized_forward(p, c, d);
@@ -425,22 +431,18 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
 #pragma omp parallel for schedule(static) if (items > 1)
     for (index_t i = 0; i < items; ++i) {
       const index_t b = i / E, e = i % E, n = c.koffs[b + 1] - c.koffs[b];
-      T* h = c.scratch.data() + host::thread_id() * S;  // (S)
-      std::fill(h, h + S, T(0));
-      const T* Ae = s.A.data() + e * S;  // (S)
+      Arr H(c.scratch.data() + host::thread_id() * S, S);  // (S) the state
+      H.setZero();
+      const CArr Ae(s.A.data() + e * S, S);  // (S)
       for (index_t k = 0; k < n; ++k) {
         if (k % chunk == 0)
-          std::copy(h, h + S, s.ckpt.data() + ((c.ck_offs[b] + k / chunk) * E + e) * S);
+          std::copy(H.data(), H.data() + S, s.ckpt.data() + ((c.ck_offs[b] + k / chunk) * E + e) * S);
         const index_t t = pos(c, b, k, rev);
         const T dl = s.delta[t * E + e], uu = s.up[t * E + e], du = dl * uu;
-        const T* Bt = s.xdbl.data() + t * W + R;  // (S)
-        const T* Ct = Bt + S;                     // (S)
-        T acc = 0;
-        for (index_t j = 0; j < S; ++j) {
-          h[j] = std::exp(dl * Ae[j]) * h[j] + du * Bt[j];
-          acc += Ct[j] * h[j];
-        }
-        const T yv = acc + Dp[e] * uu;
+        const CArr Bt(s.xdbl.data() + t * W + R, S), Ct(s.xdbl.data() + t * W + R + S, S);
+        // One step over the S states at once (Eigen's vectorised exp).
+        H = (dl * Ae).exp() * H + du * Bt;
+        const T yv = (Ct * H).sum() + Dp[e] * uu;
         c.ysum[t * E + e] = d == 0 ? yv : c.ysum[t * E + e] + yv;
       }
     }
@@ -579,10 +581,8 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
             const T* Bt = s.xdbl.data() + t * W + R;
             T* hk = hs + (k - k0) * S;
             T* ak = as + (k - k0) * S;
-            for (index_t j = 0; j < S; ++j) {
-              ak[j] = std::exp(dl * Ae[j]);
-              hk[j] = ak[j] * prev[j] + du * Bt[j];
-            }
+            Arr(ak, S) = (dl * CArr(Ae, S)).exp();
+            Arr(hk, S) = CArr(ak, S) * CArr(prev, S) + du * CArr(Bt, S);
             prev = hk;
           }
           for (index_t k = k1 - 1; k >= k0; --k) {
@@ -595,18 +595,18 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
             const T* ak = as + (k - k0) * S;
             T* dB = dBC + t * 2 * S;
             T* dC = dB + S;
-            T ddl = 0, dupv = dyv * Dp[e];
             pD[e] += dyv * uu;
-            for (index_t j = 0; j < S; ++j) {
-              const T gt = gs[j] + dyv * Ct[j];  // dL/dh_t
-              dC[j] += dyv * hk[j];
-              const T daa = gt * hp[j] * ak[j];  // da_t · a_t
-              ddl += daa * Ae[j] + gt * Bt[j] * uu;
-              pA[e * S + j] += daa * dl * Ae[j];
-              dB[j] += gt * dl * uu;
-              dupv += gt * dl * Bt[j];
-              gs[j] = gt * ak[j];  // carried to h_{t-1}
-            }
+            // Over the S states at once: G = dL/dh_t, daa = dL/da_t · a_t.
+            Arr G(gs, S);
+            G += dyv * CArr(Ct, S);
+            Arr(dC, S) += dyv * CArr(hk, S);
+            const CArr Hp(hp, S), Ak(ak, S), Aj(Ae, S);
+            const T gB = (G * CArr(Bt, S)).sum();
+            const T ddl = (G * Hp * Ak * Aj).sum() + gB * uu;
+            Arr(pA + e * S, S) += dl * G * Hp * Ak * Aj;
+            Arr(dB, S) += (dl * uu) * G;
+            const T dupv = dyv * Dp[e] + dl * gB;
+            G *= CArr(ak, S);  // carried to h_{t-1}
             c.dup[t * E + e] = dupv;
             c.ddtp[t * E + e] = ddl * sigmoid(s.dtp[t * E + e]);
           }
