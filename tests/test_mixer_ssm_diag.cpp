@@ -37,9 +37,9 @@ std::size_t offset_of(const DiagonalSsm<T>& m, const std::string& name) {
 TEST_CASE("DiagonalSsm conforms", "[conformance][mixer][ssm_diag]") {
   const index_t D = 3;
   std::vector<DiagonalSsmOptions> configs = {
-      {.dim = D, .state = 4, .chunk = 4},
-      {.dim = D, .state = 2, .bidirectional = false, .chunk = 0},
-      {.dim = D, .state = 3, .order = {order::Grid::snake, order::Cls::middle}, .chunk = 4},
+      {.dim = D, .state = 4},
+      {.dim = D, .state = 2, .bidirectional = false},
+      {.dim = D, .state = 3, .order = {order::Grid::snake, order::Cls::middle}},
   };
   for (const auto& o : configs) {
     DiagonalSsm<double> m(o);
@@ -82,7 +82,7 @@ TEST_CASE("DiagonalSsm parameter count", "[mixer][ssm_diag]") {
 TEST_CASE("DiagonalSsm: the scan equals the convolution form", "[mixer][ssm_diag]") {
   const index_t D = 3, Ns = 4, N = 40;
   for (bool bi : {false, true}) {
-    DiagonalSsm<double> m({.dim = D, .state = Ns, .bidirectional = bi, .chunk = 8});
+    DiagonalSsm<double> m({.dim = D, .state = Ns, .bidirectional = bi});
     Rng rng(17);
     std::vector<double> p(m.param_count());
     for (auto& v : p) v = rng.normal();
@@ -170,8 +170,7 @@ TEST_CASE("DiagonalSsm init writes S4D-Real A and log-uniform dt", "[mixer][ssm_
 TEST_CASE("DiagonalSsm matches PyTorch", "[reference][mixer][ssm_diag]") {
   const auto f = io::read_safetensors(test_util::fixture("mixers/ssm_diag.safetensors"));
   const index_t B = 2, N = 10, D = 4;
-  DiagonalSsm<float> m({.dim = D, .state = 3, .order = {order::Grid::snake, order::Cls::middle},
-                        .chunk = 4});
+  DiagonalSsm<float> m({.dim = D, .state = 3, .order = {order::Grid::snake, order::Cls::middle}});
   std::vector<float> p;
   std::vector<std::string> names;
   m.visit_params([&](const ParamInfo& i) {

@@ -5,7 +5,7 @@
 //   ZOH:  Ā = exp(Δ A),  B̄ = (Ā - 1) / A · B
 //   h_t[c, n] = Ā[c, n] h_{t-1}[c, n] + B̄[c, n] u_t[c]
 //   y_t[c] = Σ_n C[c, n] h_t[c, n] + D[c] u_t[c]
-// run as ops::linear_scan over the C = D·N_s channels (c, n), in a ScanOrder over the tokens.
+// a linear recurrence over the C = D·N_s channels (c, n), in a ScanOrder over the tokens.
 // Bidirectional: a second kernel ("bwd_A_log", "bwd_B", "bwd_C", "bwd_log_dt") scans the same
 // order reversed and its Σ_n C h is added; the skip D is shared. The mixer is linear in x
 // (a convolution y = K * u + D u with K_k = Σ_n C Ā^k B̄): tests/test_mixer_ssm_diag.cpp checks
@@ -20,8 +20,10 @@
 // rules, reported as Init::custom with a custom_init function that Model::init calls;
 // init() writes the same values into a bare parameter slice (tests, standalone use).
 //
-// Memory: the states h (rows, D·N_s) per direction are kept for backward, plus (rows, D·N_s)
-// scratch for the decays, and two more in backward.
+// Forward and backward run the recurrence fused, per (block of 8 channels), sequentially over
+// the tokens: Ā, B̄ are token-independent, so nothing but h is materialised. The sequential
+// form is its own reference (tests check it against the convolution form).
+// Memory: the states h (rows, D·N_s) per direction are kept for backward.
 //
 // Masked tokens are identity steps (Ā -> 1, B̄ u -> 0); their pre-projection and output rows
 // are zero.
@@ -40,7 +42,6 @@
 #include "seqswap/core/rng.hpp"
 #include "seqswap/layers/linear.hpp"
 #include "seqswap/mixers/scan_order.hpp"
-#include "seqswap/ops/scan.hpp"
 
 namespace seqswap::mixers {
 
@@ -50,7 +51,6 @@ struct DiagonalSsmOptions {
   bool bidirectional = true;   // forward scan + the same scan reversed, separate kernels
   order::ScanOrder order{};    // which token the scan visits k-th
   std::string name = "attn";
-  index_t chunk = 256;         // tokens per chunk of ops::linear_scan; 0 = sequential reference
   double dt_min = 1e-3;        // log_dt is initialised uniformly in [log dt_min, log dt_max]
   double dt_max = 1e-1;
   double c_std = 1.0;          // C ~ normal(0, c_std) (S4D's unit-variance C)
@@ -74,12 +74,11 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
     Buffer<T> u;                        // (rows, D) in_proj output, scan order
     std::array<Buffer<T>, 2> abar, bbar, phi;  // (D, N_s) Ā, B̄, (Ā - 1)/A per direction
     std::array<Buffer<T>, 2> h;         // (rows, D·N_s) states per direction, scan order
-    Buffer<T> a;                        // (rows, D·N_s) decays of the direction being scanned
     Buffer<T> pre_s;                    // (rows, D) pre-projection in scan order (permuted)
     Buffer<T> pre;                      // (rows, D) pre-projection output, token order
     // backward scratch
     Buffer<T> dy_masked, dpre, dpre_s, du, dx_s;  // (rows, D)
-    Buffer<T> da, db;                   // (rows, D·N_s)
+    Buffer<T> scratch;                  // (threads, 3·8·N_s) backward: g, dĀ, dB̄ per block
     const std::uint8_t* keep = nullptr;  // (rows) token order; nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;
@@ -93,7 +92,6 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
   explicit DiagonalSsm(DiagonalSsmOptions o) : o_(std::move(o)) {
     check(o_.dim > 0, "DiagonalSsm '", o_.name, "': expected dim > 0, found ", o_.dim);
     check(o_.state > 0, "DiagonalSsm '", o_.name, "': expected state > 0, found ", o_.state);
-    check(o_.chunk >= 0, "DiagonalSsm '", o_.name, "': expected chunk >= 0, found ", o_.chunk);
     check(o_.dt_min > 0 && o_.dt_min <= o_.dt_max, "DiagonalSsm '", o_.name,
           "': expected 0 < dt_min <= dt_max, found dt_min=", o_.dt_min, " dt_max=", o_.dt_max);
     in_proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "in_proj"});
@@ -187,44 +185,51 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
                      view_of<T, B>(c.u.data(), c.layout), c.in_ctx);
     const T* u = c.u.data();  // (rows, D)
 
-    c.a.resize(static_cast<std::size_t>(rows * DN));
-    for (int d = 0; d < directions(); ++d) {
-      discretise(p, d, c);
-      c.h[d].resize(static_cast<std::size_t>(rows * DN));
-      fill_decays(c.abar[d].data(), keep, rows, c.a.data());
-      const T* bbar = c.bbar[d].data();  // (D, N_s)
-      T* h = c.h[d].data();              // (rows, D·N_s): b_t = B̄ u_t, scanned in place into h_t
-#pragma omp parallel for schedule(static) if (rows > 1)
-      for (index_t t = 0; t < rows; ++t) {
-        T* ht = h + t * DN;
-        if (keep && !keep[t]) {  // identity step: no input
-          std::fill(ht, ht + DN, T(0));
-          continue;
-        }
-        for (index_t ch = 0; ch < D; ++ch)
-          for (index_t n = 0; n < N; ++n) ht[ch * N + n] = bbar[ch * N + n] * u[t * D + ch];
-      }
-      ops::linear_scan(c.a.data(), h, h, x.offsets, x.batch, DN,
-                       {.chunk = o_.chunk, .reverse = d == 1});
-    }
-
-    // pre_t[c] = keep_t (Σ_dir Σ_n C[c, n] h_t[c, n] + D[c] u_t[c])
+    // pre_t[c] = keep_t (D[c] u_t[c] + Σ_dir Σ_n C[c, n] h_t[c, n])
     const T* skip = p.data + skip_offset();  // (D)
 #pragma omp parallel for schedule(static) if (rows > 1)
     for (index_t t = 0; t < rows; ++t) {
       T* out = pre_s + t * D;
-      if (keep && !keep[t]) {
+      if (keep && !keep[t])
         std::fill(out, out + D, T(0));
-        continue;
-      }
-      for (index_t ch = 0; ch < D; ++ch) out[ch] = skip[ch] * u[t * D + ch];
-      for (int d = 0; d < directions(); ++d) {
-        const T* C = p.data + kernel_offset(d) + 2 * DN;  // (D, N_s)
-        const T* ht = c.h[d].data() + t * DN;
-        for (index_t ch = 0; ch < D; ++ch) {
-          T s = 0;
-          for (index_t n = 0; n < N; ++n) s += C[ch * N + n] * ht[ch * N + n];
-          out[ch] += s;
+      else
+        for (index_t ch = 0; ch < D; ++ch) out[ch] = skip[ch] * u[t * D + ch];
+    }
+    // The scan, fused: per (sequence, block of channels), sequential over the tokens, the
+    // N_s states of a channel at once (h_t = Ā ∘ h_{t-1} + B̄ u_t[c], then Σ_n C h_t into
+    // pre). Ā, B̄ are the same at every token, so no (rows, D·N_s) decays or inputs are
+    // materialised; h is written once (backward needs it). Masked tokens: h_t = h_{t-1}.
+    constexpr index_t kBlock = 8;  // channels per work item: 8·N_s contiguous states per row
+    const index_t blocks = (D + kBlock - 1) / kBlock, items = x.batch * blocks;
+    for (int d = 0; d < directions(); ++d) {
+      discretise(p, d, c);
+      c.h[d].resize(static_cast<std::size_t>(rows * DN));
+      const T* abar = c.abar[d].data();                   // (D, N_s)
+      const T* bbar = c.bbar[d].data();                   // (D, N_s)
+      const T* C = p.data + kernel_offset(d) + 2 * DN;    // (D, N_s)
+      T* h = c.h[d].data();                               // (rows, D·N_s)
+      const bool rev = d == 1;
+#pragma omp parallel for schedule(static) if (items > 1)
+      for (index_t item = 0; item < items; ++item) {
+        const index_t b = item / blocks, c0 = (item % blocks) * kBlock;
+        const index_t c1 = std::min(D, c0 + kBlock), t0 = x.offsets[b], n = x.offsets[b + 1] - t0;
+        const T* prev = nullptr;  // h_{t-1} of this block (nullptr: zero state)
+        for (index_t k = 0; k < n; ++k) {
+          const index_t t = t0 + (rev ? n - 1 - k : k);
+          T* ht = h + t * DN;
+          if (keep && !keep[t]) {  // identity step
+            if (prev) std::copy(prev + c0 * N, prev + c1 * N, ht + c0 * N);
+            else std::fill(ht + c0 * N, ht + c1 * N, T(0));
+          } else {
+            for (index_t ch = c0; ch < c1; ++ch) {
+              const T uu = u[t * D + ch];
+              Arr H(ht + ch * N, N);
+              if (prev) H = CArr(abar + ch * N, N) * CArr(prev + ch * N, N) + uu * CArr(bbar + ch * N, N);
+              else H = uu * CArr(bbar + ch * N, N);
+              pre_s[t * D + ch] += (CArr(C + ch * N, N) * H).sum();
+            }
+          }
+          prev = ht;
         }
       }
     }
@@ -270,9 +275,14 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
       dskip[ch] += acc;
     }
 
-    c.a.resize(static_cast<std::size_t>(rows * DN));
-    c.da.resize(static_cast<std::size_t>(rows * DN));
-    c.db.resize(static_cast<std::size_t>(rows * DN));
+    // The scan's backward, fused like its forward: per block of channels (all sequences inside,
+    // so the block's parameter gradients need no reduction), the opposite direction over the
+    // tokens with g = dL/dh_t carried in a (block, N_s) scratch:
+    //   g_t = C dpre_t[c] + Ā g_{t+1};  dC += dpre_t h_t;  dĀ += g_t h_{t-1};  dB̄ += g_t u_t;
+    //   du_t[c] += Σ_n g_t B̄.  Masked tokens (h_t = h_{t-1}, no input) pass g through.
+    constexpr index_t kBlock = 8;
+    const index_t blocks = (D + kBlock - 1) / kBlock, per_thread = 3 * kBlock * N;
+    c.scratch.resize(static_cast<std::size_t>(host::max_threads() * per_thread));
     for (int d = 0; d < directions(); ++d) {
       const T* P = p.data + kernel_offset(d);
       const T* A_log = P;          // (D, N_s)
@@ -284,56 +294,55 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
       T* dC = G + 2 * DN;          // (D, N_s)
       T* dlog_dt = G + 3 * DN;     // (D)
       const T* h = c.h[d].data();  // (rows, D·N_s)
-      T* dh = c.db.data();         // (rows, D·N_s); becomes db in place (see below)
-      // pre_t[c] += Σ_n C[c, n] h_t[c, n]:  dh = C dpre,  dC += Σ_t dpre h
-#pragma omp parallel for schedule(static) if (D > 1)
-      for (index_t ch = 0; ch < D; ++ch) {
-        for (index_t n = 0; n < N; ++n) {
-          const index_t j = ch * N + n;
-          T acc = 0;
-          for (index_t t = 0; t < rows; ++t) {
-            dh[t * DN + j] = C[j] * dpre[t * D + ch];
-            acc += dpre[t * D + ch] * h[t * DN + j];
-          }
-          dC[j] += acc;
-        }
-      }
-      // h_t = a_t h_{t-1} + b_t  =>  da, db. dh and db share memory: the scan inside writes
-      // db = g as its h output over dh as its b input, which ops::linear_scan allows.
-      fill_decays(c.abar[d].data(), keep, rows, c.a.data());
-      ops::linear_scan_backward(c.a.data(), h, dh, c.da.data(), c.db.data(), c.offsets, c.batch,
-                                DN, {.chunk = o_.chunk, .reverse = d == 1});
-      const T* da = c.da.data();
-      const T* db = c.db.data();
       const T* abar = c.abar[d].data();
       const T* bbar = c.bbar[d].data();
       const T* phi = c.phi[d].data();
       const T* log_dt = P + 3 * DN;
-#pragma omp parallel for schedule(static) if (D > 1)
-      for (index_t ch = 0; ch < D; ++ch) {
-        const T dt = std::exp(log_dt[ch]);
-        T ddt = 0;
-        for (index_t n = 0; n < N; ++n) {
-          const index_t j = ch * N + n;
-          // a_t = Ā, b_t = B̄ u_t[c] at kept tokens (constants at masked ones):
-          //   dĀ = Σ_t da_t,  dB̄ = Σ_t db_t u_t[c],  du_t[c] += Σ_n db_t B̄
-          T dabar = 0, dbbar = 0;
-          for (index_t t = 0; t < rows; ++t) {
-            if (keep && !keep[t]) continue;
-            dabar += da[t * DN + j];
-            dbbar += db[t * DN + j] * u[t * D + ch];
-            du[t * D + ch] += db[t * DN + j] * bbar[j];
+      const bool rev = d == 1;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+      for (index_t blk = 0; blk < blocks; ++blk) {
+        const index_t c0 = blk * kBlock, c1 = std::min(D, c0 + kBlock), w = (c1 - c0) * N;
+        T* gs = c.scratch.data() + host::thread_id() * per_thread;  // (w) g
+        T* dabar = gs + kBlock * N;                                // (w) Σ_t g_t h_{t-1}
+        T* dbbar = dabar + kBlock * N;                             // (w) Σ_t g_t u_t
+        std::fill(dabar, dabar + 2 * kBlock * N, T(0));
+        for (index_t b = 0; b < c.batch; ++b) {
+          const index_t t0 = c.offsets[b], n = c.offsets[b + 1] - t0;
+          std::fill(gs, gs + w, T(0));
+          for (index_t k = n - 1; k >= 0; --k) {
+            const index_t t = t0 + (rev ? n - 1 - k : k);
+            if (keep && !keep[t]) continue;  // identity step: g_{t-1} = g_t
+            const T* ht = h + t * DN;
+            const T* hp = k > 0 ? h + (t0 + (rev ? n - k : k - 1)) * DN : nullptr;  // h_{t-1}
+            for (index_t ch = c0; ch < c1; ++ch) {
+              const index_t j = ch * N, l = (ch - c0) * N;
+              const T dp = dpre[t * D + ch], uu = u[t * D + ch];
+              Arr Gc(gs + l, N);
+              Gc += dp * CArr(C + j, N);
+              Arr(dC + j, N) += dp * CArr(ht + j, N);
+              if (hp) Arr(dabar + l, N) += Gc * CArr(hp + j, N);
+              Arr(dbbar + l, N) += uu * Gc;
+              du[t * D + ch] += (Gc * CArr(bbar + j, N)).sum();
+              Gc *= CArr(abar + j, N);
+            }
           }
-          const T A = -std::exp(A_log[j]);
-          // B̄ = φ B with φ = (Ā - 1)/A = expm1(Δ A)/A
-          dB[j] += dbbar * phi[j];
-          const T dphi = dbbar * Bm[j];
-          // Ā = exp(Δ A): ∂Ā/∂A = Δ Ā, ∂Ā/∂Δ = A Ā;  φ: ∂φ/∂A = (Δ Ā - φ)/A, ∂φ/∂Δ = Ā
-          const T dA = dabar * dt * abar[j] + dphi * (dt * abar[j] - phi[j]) / A;
-          ddt += dabar * A * abar[j] + dphi * abar[j];
-          dA_log[j] += dA * A;  // A = -exp(A_log)
         }
-        dlog_dt[ch] += ddt * dt;  // Δ = exp(log_dt)
+        for (index_t ch = c0; ch < c1; ++ch) {
+          const T dt = std::exp(log_dt[ch]);
+          T ddt = 0;
+          for (index_t nn = 0; nn < N; ++nn) {
+            const index_t j = ch * N + nn, l = (ch - c0) * N + nn;
+            const T A = -std::exp(A_log[j]);
+            // B̄ = φ B with φ = (Ā - 1)/A = expm1(Δ A)/A
+            dB[j] += dbbar[l] * phi[j];
+            const T dphi = dbbar[l] * Bm[j];
+            // Ā = exp(Δ A): ∂Ā/∂A = Δ Ā, ∂Ā/∂Δ = A Ā;  φ: ∂φ/∂A = (Δ Ā - φ)/A, ∂φ/∂Δ = Ā
+            const T dA = dabar[l] * dt * abar[j] + dphi * (dt * abar[j] - phi[j]) / A;
+            ddt += dabar[l] * A * abar[j] + dphi * abar[j];
+            dA_log[j] += dA * A;  // A = -exp(A_log)
+          }
+          dlog_dt[ch] += ddt * dt;  // Δ = exp(log_dt)
+        }
       }
     }
 
@@ -387,17 +396,8 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
       }
     }
   }
-  // a (rows, D·N_s) = Ā at kept tokens, 1 at masked ones (identity step).
-  void fill_decays(const T* abar, const std::uint8_t* keep, index_t rows, T* a) const {
-    const index_t DN = o_.dim * o_.state;
-#pragma omp parallel for schedule(static) if (rows > 1)
-    for (index_t t = 0; t < rows; ++t) {
-      if (keep && !keep[t])
-        std::fill(a + t * DN, a + (t + 1) * DN, T(1));
-      else
-        std::copy(abar, abar + DN, a + t * DN);
-    }
-  }
+  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
 
   DiagonalSsmOptions o_;
   layers::Linear<T> in_proj_, proj_;
