@@ -9,6 +9,7 @@
 #include "seqswap/model/vit.hpp"
 #include "seqswap/ops/gemm.hpp"
 #include "seqswap/ops/scan.hpp"
+#include "seqswap/ops/selective_scan.hpp"
 #include "seqswap/train/adamw.hpp"
 #include "seqswap/train/loop.hpp"
 
@@ -65,21 +66,48 @@ BENCHMARK(BM_attention)->ArgNames({"B", "N", "D", "H", "bwd"})
     ->Args({8, 197, 192, 3, 0})->Args({8, 197, 192, 3, 1})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// The linear-recurrence scan over (T, C), chunked form vs sequential reference.
+// The linear-recurrence scan over (T, C) with its operands in memory (3 x 48 MB at T 4096,
+// C 3072): sequential reference, chunked form, channel-blocked form. bytes = read a, read b,
+// write h (the triad's three streams), so bytes_per_second compares with BM_triad.
 static void BM_scan(benchmark::State& s) {
   const index_t T = s.range(0), C = s.range(1), chunk = s.range(2);
+  const auto path = static_cast<ops::ScanPath>(s.range(3));
   auto a = randn(std::size_t(T * C), 7), b = randn(std::size_t(T * C), 8);
   for (auto& v : a) v = 0.5f + 0.4f * std::tanh(v);
   std::vector<float> h(a.size());
   const std::vector<index_t> offsets{0, T};
   for (auto _ : s) {
-    ops::linear_scan(a.data(), b.data(), h.data(), offsets.data(), 1, C, {.chunk = chunk});
+    ops::linear_scan(a.data(), b.data(), h.data(), offsets.data(), 1, C, {.chunk = chunk, .path = path});
     benchmark::DoNotOptimize(h.data());
   }
   s.SetItemsProcessed(s.iterations() * T);
   s.SetBytesProcessed(s.iterations() * T * C * 3 * index_t(sizeof(float)));
 }
-BENCHMARK(BM_scan)->ArgNames({"T", "C", "chunk"})->Args({4096, 3072, 0})->Args({4096, 3072, 256})
+BENCHMARK(BM_scan)->ArgNames({"T", "C", "chunk", "path"})->Args({4096, 3072, 0, 0})
+    ->Args({4096, 3072, 256, int(ops::ScanPath::chunked)})
+    ->Args({4096, 3072, 256, int(ops::ScanPath::channels)})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The fused selective scan alone (one direction), at the selective SSM's shape in a ViT of
+// width 192: B 8 sequences of N tokens, E 384 channels, S 16 states. items = tokens.
+static void BM_selective_scan(benchmark::State& s) {
+  const index_t B = s.range(0), N = s.range(1), E = s.range(2), S = s.range(3), T = B * N;
+  auto delta = randn(std::size_t(T * E), 11), u = randn(std::size_t(T * E), 12);
+  auto bc = randn(std::size_t(T * 2 * S), 13), A = randn(std::size_t(E * S), 14), D = randn(std::size_t(E), 15);
+  for (auto& v : delta) v = 0.01f + 0.05f * std::abs(v);  // Δ: softplus-sized steps
+  for (auto& v : A) v = -1.0f - std::abs(v);              // A < 0
+  std::vector<float> y(std::size_t(T * E));
+  std::vector<index_t> offsets;
+  for (index_t b = 0; b <= B; ++b) offsets.push_back(b * N);
+  for (auto _ : s) {
+    ops::selective_scan_forward<float>({.delta = delta.data(), .u = u.data(), .bc = bc.data(), .ldbc = 2 * S,
+                                        .A = A.data(), .Dskip = D.data(), .offsets = offsets.data(),
+                                        .batch = B, .E = E, .S = S, .y = y.data()});
+    benchmark::DoNotOptimize(y.data());
+  }
+  s.SetItemsProcessed(s.iterations() * T);
+}
+BENCHMARK(BM_selective_scan)->ArgNames({"B", "N", "E", "S"})->Args({8, 1024, 384, 16})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // The shipped teacher's architecture: one training step (forward + backward + AdamW) per batch.
@@ -157,29 +185,36 @@ BENCHMARK(BM_vit_tiny_stack)->ArgNames({"B", "N", "bwd"})->Args({8, 197, 0})->Ar
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // Machine ceilings measured in the same run as everything else: FMA throughput (12 independent
-// 8-wide accumulators per thread, all threads) and the DRAM triad a = b + s c over 3 x 64 MB.
+// accumulators of the widest vector the build targets — 16 floats with AVX-512, else 8 — per
+// thread, all threads) and the DRAM triad a = b + s c over 3 x 64 MB.
 static void BM_fma_peak(benchmark::State& s) {
-  using v8 = float __attribute__((vector_size(32)));
+#if defined(__AVX512F__)
+  constexpr int kW = 16;
+#else
+  constexpr int kW = 8;
+#endif
+  using vec = float __attribute__((vector_size(4 * kW)));
   const int threads = host::max_threads();
   constexpr long kIters = 1 << 22;
   for (auto _ : s) {
     float sink = 0;
 #pragma omp parallel reduction(+ : sink)
     {
-      v8 acc[12];
-      for (int i = 0; i < 12; ++i) acc[i] = v8{} + float(i) * 1e-3f;
-      const v8 m = v8{} + 0.999999f, a = v8{} + 1e-7f;
+      vec acc[12];
+      for (int i = 0; i < 12; ++i) acc[i] = vec{} + float(i) * 1e-3f;
+      const vec m = vec{} + 0.999999f, a = vec{} + 1e-7f;
       for (long it = 0; it < kIters; ++it)
 #pragma unroll
         for (int i = 0; i < 12; ++i) acc[i] = acc[i] * m + a;
       for (int i = 0; i < 12; ++i)
-        for (int j = 0; j < 8; ++j) sink += acc[i][j];
+        for (int j = 0; j < kW; ++j) sink += acc[i][j];
     }
     benchmark::DoNotOptimize(sink);
   }
-  s.counters["GFLOP/s"] = benchmark::Counter(double(threads) * kIters * 12 * 8 * 2 * double(s.iterations()) * 1e-9,
+  s.counters["GFLOP/s"] = benchmark::Counter(double(threads) * kIters * 12 * kW * 2 * double(s.iterations()) * 1e-9,
                                              benchmark::Counter::kIsRate);
   s.counters["threads"] = threads;
+  s.counters["vector_floats"] = kW;
 }
 BENCHMARK(BM_fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -21,8 +21,8 @@
 // window (its neighbours see the next kept token instead) and an identity step of the recurrence
 // (a = 1, b = 0); its pre-projection and output rows are exactly zero and it receives no gradient.
 //
-// Two scan implementations (SelectiveScan): `fused` walks each (sequence, channel) once with the
-// (state) vector in registers, never materialising exp(ΔA) or ΔBu' for all tokens; it saves the
+// Two scan implementations (SelectiveScan): `fused` (ops/selective_scan.hpp) walks each
+// (sequence, channel) once with the (state) vector in registers, never materialising exp(ΔA) or ΔBu' for all tokens; it saves the
 // state entering every `chunk` tokens and the backward pass recomputes h chunk by chunk from
 // those checkpoints. `materialized` is the straightforward reference: a, b (T_kept, E·state)
 // through ops::linear_scan and ops::linear_scan_backward. Tests check that the two agree.
@@ -40,6 +40,7 @@
 #include "seqswap/layers/linear.hpp"
 #include "seqswap/mixers/scan_order.hpp"
 #include "seqswap/ops/scan.hpp"
+#include "seqswap/ops/selective_scan.hpp"
 
 namespace seqswap::mixers {
 
@@ -127,6 +128,9 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
           " state=", o_.state, " conv=", o_.conv, " chunk=", o_.chunk, " dt_rank=", o_.dt_rank);
     check(o_.dt_min > 0 && o_.dt_min <= o_.dt_max, "SelectiveSsm '", o_.name,
           "': expected 0 < dt_min <= dt_max, found dt_min=", o_.dt_min, " dt_max=", o_.dt_max);
+    check(o_.scan != SelectiveScan::fused || o_.state <= ops::kSelectiveScanMaxState, "SelectiveSsm '",
+          o_.name, "': the fused scan holds at most ", ops::kSelectiveScanMaxState,
+          " states per channel, found state=", o_.state, " (use scan = materialized)");
     E_ = o_.expand * o_.dim;
     R_ = o_.dt_rank > 0 ? o_.dt_rank : (o_.dim + 15) / 16;
     S_ = o_.state;
@@ -426,26 +430,11 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     DirCtx& s = c.dir[d];
     const T* Dp = p.data + doff_[d].D;  // (E)
     s.ckpt.resize(static_cast<std::size_t>(c.ck_offs.back() * E * S));
-    c.scratch.resize(static_cast<std::size_t>(host::max_threads() * S));
-    const index_t items = c.batch * E;
-#pragma omp parallel for schedule(static) if (items > 1)
-    for (index_t i = 0; i < items; ++i) {
-      const index_t b = i / E, e = i % E, n = c.koffs[b + 1] - c.koffs[b];
-      Arr H(c.scratch.data() + host::thread_id() * S, S);  // (S) the state
-      H.setZero();
-      const CArr Ae(s.A.data() + e * S, S);  // (S)
-      for (index_t k = 0; k < n; ++k) {
-        if (k % chunk == 0)
-          std::copy(H.data(), H.data() + S, s.ckpt.data() + ((c.ck_offs[b] + k / chunk) * E + e) * S);
-        const index_t t = pos(c, b, k, rev);
-        const T dl = s.delta[t * E + e], uu = s.up[t * E + e], du = dl * uu;
-        const CArr Bt(s.xdbl.data() + t * W + R, S), Ct(s.xdbl.data() + t * W + R + S, S);
-        // One step over the S states at once (Eigen's vectorised exp).
-        H = (dl * Ae).exp() * H + du * Bt;
-        const T yv = (Ct * H).sum() + Dp[e] * uu;
-        c.ysum[t * E + e] = d == 0 ? yv : c.ysum[t * E + e] + yv;
-      }
-    }
+    ops::selective_scan_forward<T>({.delta = s.delta.data(), .u = s.up.data(), .bc = s.xdbl.data() + R,
+                                    .ldbc = W, .A = s.A.data(), .Dskip = Dp, .offsets = c.koffs.data(),
+                                    .batch = c.batch, .E = E, .S = S, .reverse = rev,
+                                    .accumulate = d != 0, .y = c.ysum.data(), .ckpt = s.ckpt.data(),
+                                    .ck_offs = c.ck_offs.data(), .chunk = chunk});
   }
 
   // Reference: a = exp(Δ A), b = Δ B u' materialised, then ops::linear_scan.

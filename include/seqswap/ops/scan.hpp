@@ -1,11 +1,15 @@
 // The linear-recurrence scan  h_t = a_t ⊙ h_{t-1} + b_t  (h_{-1} = 0) over ragged token
 // batches, channel-wise: a, b, h are (T_total, C) row-major, offsets (B+1).
 //
-// Two forms that must agree (tests/test_scan.cpp): a sequential reference, and a chunked
-// parallel form — each chunk scanned from zero state while its decay product is recorded,
-// a short sequential pass carries the state across chunk ends, then every chunk is fixed up
-// with h_t += (Π_{s<=t in chunk} a_s) ⊙ carry_in. Both run forward or in reverse (t from the
-// end), which is how bidirectional mixers and the backward pass use them.
+// Forms that must agree (tests/test_scan.cpp): a sequential reference; a chunked parallel
+// form — each chunk scanned from zero state while its decay product is recorded, a short
+// sequential pass carries the state across chunk ends, then every chunk is fixed up with
+// h_t += (Π_{s<=t in chunk} a_s) ⊙ carry_in; and a channel-blocked form — one pass over the
+// tokens per (sequence, block of 256 channels), vectorised over the block, which reads a and b
+// and writes h once (the triad's three streams; the chunked form makes five). The automatic
+// choice takes the channel-blocked form when there are at least two work items per thread,
+// and the chunked form (parallel in time) otherwise. All run forward or in reverse (t from
+// the end), which is how bidirectional mixers and the backward pass use them.
 //
 // Backward of h_t = a_t h_{t-1} + b_t, given dh_t (the loss gradient reaching h_t directly):
 //   g_t = dh_t + a_{t+1} ⊙ g_{t+1}   (a reverse scan),  db_t = g_t,  da_t = g_t ⊙ h_{t-1}.
@@ -17,9 +21,16 @@
 
 namespace seqswap::ops {
 
+enum class ScanPath {
+  automatic,  // channels when batch · ⌈C / 256⌉ >= 2 · threads, else chunked
+  chunked,    // parallel in time (chunks of `chunk` tokens)
+  channels,   // parallel over (sequence, block of 256 channels), one pass in time
+};
+
 struct ScanOptions {
   index_t chunk = 256;   // tokens per chunk of the parallel form; 0 = sequential reference
   bool reverse = false;  // scan from the last token of each sequence to the first
+  ScanPath path = ScanPath::automatic;  // ignored when chunk == 0
 };
 
 // Sequential reference. a, b (T_total, C) -> h (T_total, C). h may alias b.
@@ -61,13 +72,44 @@ void scan_range(const T* a, const T* b, T* h, index_t t0, index_t n, index_t k0,
     prev = ht;
   }
 }
+
+inline constexpr index_t kScanChannelBlock = 256;
+
+// Channel-blocked form: per (sequence, block of channels) one sequential pass over the tokens.
+template <class T>
+void scan_channels(const T* a, const T* b, T* h, const index_t* offsets, index_t batch,
+                   index_t C, bool reverse) {
+  const index_t blocks = (C + kScanChannelBlock - 1) / kScanChannelBlock, items = batch * blocks;
+#pragma omp parallel for schedule(static) if (items > 1)
+  for (index_t i = 0; i < items; ++i) {
+    const index_t s = i / blocks, c0 = (i % blocks) * kScanChannelBlock;
+    const index_t c1 = std::min(C, c0 + kScanChannelBlock), t0 = offsets[s], n = offsets[s + 1] - t0;
+    const T* prev = nullptr;
+    for (index_t k = 0; k < n; ++k) {
+      const index_t t = t0 + (reverse ? n - 1 - k : k);
+      const T* at = a + t * C;
+      const T* bt = b + t * C;
+      T* ht = h + t * C;
+      if (prev) {
+        for (index_t c = c0; c < c1; ++c) ht[c] = at[c] * prev[c] + bt[c];
+      } else {
+        for (index_t c = c0; c < c1; ++c) ht[c] = bt[c];
+      }
+      prev = ht;
+    }
+  }
+}
 }  // namespace detail
 
-// Chunked parallel form (falls back to the reference when o.chunk == 0).
+// Parallel forms (the reference when o.chunk == 0). h may alias b.
 template <class T>
 void linear_scan(const T* a, const T* b, T* h, const index_t* offsets, index_t batch, index_t C,
                  ScanOptions o = {}) {
   if (o.chunk <= 0) return linear_scan_reference(a, b, h, offsets, batch, C, o.reverse);
+  const index_t blocks = (C + detail::kScanChannelBlock - 1) / detail::kScanChannelBlock;
+  if (o.path == ScanPath::channels ||
+      (o.path == ScanPath::automatic && batch * blocks >= 2 * host::max_threads()))
+    return detail::scan_channels(a, b, h, offsets, batch, C, o.reverse);
   // Work items: (sequence, chunk). Workspaces are per thread and keep their capacity, so a
   // training step after the first allocates nothing here.
   // (References bind the calling thread's workspaces: inside the OpenMP regions below, a
