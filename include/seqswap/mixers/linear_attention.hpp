@@ -37,12 +37,12 @@ struct FeatureTraits<feature::Elu1> {
   static constexpr const char* name = "elu1";
   static constexpr index_t expansion = 1;
   static constexpr bool learnable = false;
-  // y = φ(x) = x > 0 ? x + 1 : exp(x) over n entries at once: Eigen's vectorised exp; both
-  // sides are evaluated and the select takes one, so exp(x) overflowing for large x is unused.
+  // y = φ(x) = x > 0 ? x + 1 : exp(x) = exp(min(x, 0)) + max(x, 0) over n entries at once:
+  // branch-free, so Eigen vectorises it (its select() is not), and exp never overflows.
   template <class T>
   static void values(const T* x, T* y, index_t n) {
     const Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> X(x, n);
-    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(y, n) = (X > T(0)).select(X + T(1), X.exp());
+    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(y, n) = X.min(T(0)).exp() + X.max(T(0));
   }
   // φ'(x) from φ(x): elu + 1 exceeds 1 exactly where x > 0 (slope 1) and equals its own
   // slope exp(x) elsewhere, so backward needs no copy of the pre-activation.
