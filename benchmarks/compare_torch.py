@@ -295,12 +295,17 @@ def run_bench(binary, regex):
 def seqswap_group(name):
     r = {}
     if name == "teacher":
-        got = run_bench(BENCH_OPS, "BM_teacher|BM_fma_peak|BM_triad")
+        got = run_bench(BENCH_OPS, "BM_teacher|BM_fma_peak|BM_triad|BM_scan|BM_selective_scan|BM_linear_forward")
         r["teacher forward (B 128)"] = got["BM_teacher/B:128/bwd:0/real_time"][0]
         r["teacher forward + backward (B 128)"] = got["BM_teacher/B:128/bwd:1/real_time"][0]
         r["teacher training step (B 128)"] = got["BM_teacher_train_step/128/real_time"][0]
         r["_fma_gflops"] = got["BM_fma_peak/real_time"][1]["GFLOP/s"]
         r["_triad_gbs"] = got["BM_triad/real_time"][1]["bytes_per_second"] / 1e9
+        for name, path in (("reference", "T:4096/C:3072/chunk:0/path:0"), ("chunked", "T:4096/C:3072/chunk:256/path:1"),
+                           ("channels", "T:4096/C:3072/chunk:256/path:2")):
+            r[f"_scan_{name}_gbs"] = got[f"BM_scan/{path}/real_time"][1]["bytes_per_second"] / 1e9
+        r["_selective_scan_ktok"] = got["BM_selective_scan/B:8/N:1024/E:384/S:16/real_time"][1]["items_per_second"] / 1e3
+        r["_gemm_gflops"] = max(b["GFLOP/s"] for k, (_, b) in got.items() if k.startswith("BM_linear_forward"))
     elif name == "vit_tiny":
         got = run_bench(BENCH_OPS, "BM_vit_tiny_stack")
         r["ViT-Tiny stack forward (B 8, N 197)"] = got["BM_vit_tiny_stack/B:8/N:197/bwd:0/real_time"][0]
@@ -338,7 +343,19 @@ def med(side, key):
 
 rows = [k for k in rounds["torch"][0] if k in rounds["seqswap"][0]]
 fma, triad = med("seqswap", "_fma_gflops"), med("seqswap", "_triad_gbs")
-lines = [f"Machine: {os.cpu_count()} logical CPUs; threads {args.threads} (PyTorch {torch.__version__}, BLAS {_blas}, "
+def cpu_line():
+    info = {}
+    try:
+        for ln in open("/proc/cpuinfo"):
+            k, _, v = ln.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    except OSError:
+        return "unknown CPU"
+    simd = "AVX-512" if "avx512f" in info.get("flags", "").split() else "AVX2" if "avx2" in info.get("flags", "") else "no AVX2"
+    return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {simd})"
+
+
+lines = [f"Machine: {cpu_line()}, {os.cpu_count()} logical CPUs; threads {args.threads} (PyTorch {torch.__version__}, BLAS {_blas}, "
          f"OPENBLAS_NUM_THREADS=1, torch.set_num_threads({args.threads}); seqswap OMP_NUM_THREADS={args.threads}); "
          f"{args.rounds} alternating rounds, medians of {args.reps}.",
          f"Measured in the same run: FMA peak {fma:.0f} GFLOP/s ({args.threads} threads), DRAM triad {triad:.1f} GB/s.", "",
@@ -353,6 +370,28 @@ st = med("seqswap", "teacher forward + backward (B 128)")
 lines += ["", f"Teacher forward + backward: {fl / 1e9:.2f} GFLOP per batch of 128 -> seqswap {fl / st / 1e6:.1f} GFLOP/s "
           f"= {100 * fl / st / 1e6 / fma:.0f}% of the measured FMA peak; PyTorch "
           f"{fl / med('torch', 'teacher forward + backward (B 128)') / 1e6:.1f} GFLOP/s."]
+gemm = med("seqswap", "_gemm_gflops")
+lines[-1] += (f" The fastest single GEMM (y = x Wᵀ + b at ViT shapes) ran at {gemm:.1f} GFLOP/s in the same run: "
+              f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it.")
+lines += ["", f"Plain recurrence h_t = a_t h_(t-1) + b_t over T 4096 x C 3072 floats in memory (bytes: read a, b, write h): "
+          + ", ".join(f"{n} {med('seqswap', f'_scan_{n}_gbs'):.1f} GB/s ({100 * med('seqswap', f'_scan_{n}_gbs') / triad:.0f}% "
+                      f"of the triad)" for n in ("channels", "chunked", "reference")) + ".",
+          f"Fused selective scan alone (one direction, B 8 x N 1024, E 384, S 16): "
+          f"{med('seqswap', '_selective_scan_ktok'):.0f}k tokens/s ({args.threads} threads)."]
+# Where each mixer's forward overtakes softmax attention's (first N in the table where it is faster).
+cross = []
+for m in ("linear_attention", "min_gru", "diagonal_ssm", "selective_ssm", "multi_head_lstm", "multi_head_gru"):
+    prev, hit = None, None
+    for n in NS:
+        a, k = table.get(f"softmax_attention forward N {n}"), table.get(f"{m} forward N {n}")
+        if a and k:
+            if k["seqswap_ms"] < a["seqswap_ms"]:
+                hit = n
+                break
+            prev = n
+    cross.append(f"{m}: " + (f"N <= {hit}" if hit and prev is None else f"between N = {prev} and {hit}" if hit
+                             else f"not up to N = {prev}"))
+lines += ["", "Where each mixer's forward (seqswap) becomes faster than softmax attention's: " + "; ".join(cross) + "."]
 text = "\n".join(lines)
 print(text)
 if args.out:
@@ -361,7 +400,7 @@ if args.out:
     os.replace(args.out + ".tmp", args.out)
 if args.json:
     with open(args.json + ".tmp", "w") as f:
-        json.dump({"rows": table, "fma_gflops": fma, "triad_gbs": triad, "rounds": rounds}, f, indent=1)
+        json.dump({"rows": table, "fma_gflops": fma, "triad_gbs": triad, "gemm_gflops": gemm, "rounds": rounds}, f, indent=1)
     os.replace(args.json + ".tmp", args.json)
 if args.plot:
     os.makedirs(args.plot, exist_ok=True)
