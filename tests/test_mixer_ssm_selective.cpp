@@ -102,10 +102,12 @@ TEST_CASE("SelectiveSsm fused scan equals the materialized reference",
   const Layout l = Layout::ragged({10, 17, 1, 0, 50}, 6);
   const auto keep = conformance::some_mask(l);
   Rng rng(7);
+  // States 8 and 16 take the fused scan's compile-time-size paths, 5 the dynamic one.
+  for (const index_t state : {5, 8, 16})
   for (bool bidirectional : {true, false})
     for (index_t expand : {1, 2})
       for (index_t chunk : {1, 3, 256}) {
-        SelectiveSsmOptions o{.dim = 6, .expand = expand, .state = 5, .bidirectional = bidirectional,
+        SelectiveSsmOptions o{.dim = 6, .expand = expand, .state = state, .bidirectional = bidirectional,
                               .order = kSnakeMiddle, .chunk = chunk};
         SelectiveSsm<double> fused(o);
         o.scan = SelectiveScan::materialized;
@@ -115,7 +117,7 @@ TEST_CASE("SelectiveSsm fused scan equals the materialized reference",
         const auto x = normals(l.size(), rng, 1.0), dy = normals(l.size(), rng, 1.0);
         for (const std::uint8_t* k : {static_cast<const std::uint8_t*>(nullptr), keep.data()}) {
           const auto a = run(fused, p, l, x, dy, k), b = run(ref, p, l, x, dy, k);
-          INFO("bidirectional " << bidirectional << " expand " << expand << " chunk " << chunk
+          INFO("state " << state << " bidirectional " << bidirectional << " expand " << expand << " chunk " << chunk
                                 << " masked " << (k != nullptr));
           test_util::require_close(a.y.data(), b.y, 1e-12, "y");
           test_util::require_close(a.pre.data(), b.pre, 1e-12, "pre");

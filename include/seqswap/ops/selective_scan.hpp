@@ -45,10 +45,33 @@ struct SelectiveScanArgs {
   index_t chunk = 0;                 // tokens between checkpoints, with ckpt
 };
 
+namespace detail {
+// One (sequence, channel) item; kS = S at compile time (Eigen::Dynamic otherwise), so the
+// common state sizes run fully unrolled in vector registers.
+template <int kS, class T>
+void selective_scan_item(const SelectiveScanArgs<T>& a, index_t b, index_t e) {
+  using Vec = Eigen::Array<T, 1, kS>;
+  using CMap = Eigen::Map<const Vec>;
+  const index_t E = a.E, S = a.S, t0 = a.offsets[b], n = a.offsets[b + 1] - t0;
+  alignas(64) T state[kSelectiveScanMaxState];
+  Eigen::Map<Vec> H(state, S);
+  H.setZero();
+  const CMap Ae(a.A + e * S, S);
+  for (index_t k = 0; k < n; ++k) {
+    if (a.ckpt && k % a.chunk == 0)
+      std::copy(state, state + S, a.ckpt + ((a.ck_offs[b] + k / a.chunk) * E + e) * S);
+    const index_t t = t0 + (a.reverse ? n - 1 - k : k);
+    const T dl = a.delta[t * E + e], uu = a.u[t * E + e];
+    const CMap Bt(a.bc + t * a.ldbc, S), Ct(a.bc + t * a.ldbc + S, S);
+    H = (dl * Ae).exp() * H + (dl * uu) * Bt;  // Eigen's vectorised exp over the S states
+    const T yv = (Ct * H).sum() + a.Dskip[e] * uu;
+    a.y[t * E + e] = a.accumulate ? a.y[t * E + e] + yv : yv;
+  }
+}
+}  // namespace detail
+
 template <class T>
 void selective_scan_forward(const SelectiveScanArgs<T>& a) {
-  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
-  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
   const index_t E = a.E, S = a.S;
   check(S > 0 && S <= kSelectiveScanMaxState, "selective_scan_forward: expected a state size in [1, ",
         kSelectiveScanMaxState, "], found ", S);
@@ -57,21 +80,10 @@ void selective_scan_forward(const SelectiveScanArgs<T>& a) {
   const index_t items = a.batch * E;
 #pragma omp parallel for schedule(static) if (items > 1)
   for (index_t i = 0; i < items; ++i) {
-    const index_t b = i / E, e = i % E, t0 = a.offsets[b], n = a.offsets[b + 1] - t0;
-    alignas(64) T state[kSelectiveScanMaxState];
-    Arr H(state, S);
-    H.setZero();
-    const CArr Ae(a.A + e * S, S);
-    for (index_t k = 0; k < n; ++k) {
-      if (a.ckpt && k % a.chunk == 0)
-        std::copy(state, state + S, a.ckpt + ((a.ck_offs[b] + k / a.chunk) * E + e) * S);
-      const index_t t = t0 + (a.reverse ? n - 1 - k : k);
-      const T dl = a.delta[t * E + e], uu = a.u[t * E + e];
-      const CArr Bt(a.bc + t * a.ldbc, S), Ct(a.bc + t * a.ldbc + S, S);
-      H = (dl * Ae).exp() * H + (dl * uu) * Bt;  // Eigen's vectorised exp over the S states
-      const T yv = (Ct * H).sum() + a.Dskip[e] * uu;
-      a.y[t * E + e] = a.accumulate ? a.y[t * E + e] + yv : yv;
-    }
+    const index_t b = i / E, e = i % E;
+    if (S == 16) detail::selective_scan_item<16>(a, b, e);
+    else if (S == 8) detail::selective_scan_item<8>(a, b, e);
+    else detail::selective_scan_item<Eigen::Dynamic>(a, b, e);
   }
 }
 
