@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages seqswap needs, only those that are missing. Idempotent.
-# Usage: cmake/install-deps.sh [--with-torch]   (python3-torch is only needed to regenerate
-# reference fixtures and to run benchmarks/compare_torch.py; the tests never need it)
+# Usage: cmake/install-deps.sh [--with-torch] [--with-blas]
+#   --with-torch: python3-torch, only needed to regenerate reference fixtures and to run
+#                 benchmarks/compare_torch.py; the tests never need it
+#   --with-blas:  OpenBLAS headers/library for -DSEQSWAP_USE_BLAS=ON (off by default: Eigen's own
+#                 GEMM measured 1.7-2.1x faster here, docs/performance.md)
 set -euo pipefail
 
 packages=(
@@ -17,7 +20,13 @@ packages=(
 )
 # OpenBLAS: Debian's torch calls libblas.so.3, which is the slow reference BLAS unless OpenBLAS is
 # installed (then the alternatives system points it there): PyTorch at its best needs it.
-if [[ "${1:-}" == "--with-torch" ]]; then packages+=(python3-torch python3-numpy libopenblas0-pthread); fi
+for arg in "$@"; do
+  case "$arg" in
+    --with-torch) packages+=(python3-torch python3-numpy libopenblas0-pthread) ;;
+    --with-blas) packages+=(libopenblas-dev) ;;
+    *) echo "install-deps: unknown option '$arg' (expected --with-torch or --with-blas)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
