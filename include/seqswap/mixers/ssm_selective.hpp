@@ -556,7 +556,10 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       T* pA = c.pgrad.data() + tid * (E * S + E);   // (E, S)
       T* pD = pA + E * S;                           // (E)
       const index_t chunks = (n + chunk - 1) / chunk;
-      for (index_t e = gi * E / groups; e < (gi + 1) * E / groups; ++e) {
+      // One channel; kS = S at compile time for the common sizes (Eigen::Dynamic otherwise).
+      auto channel = [&]<int kS>(index_t e) {
+        using Arr = Eigen::Map<Eigen::Array<T, 1, kS>>;
+        using CArr = Eigen::Map<const Eigen::Array<T, 1, kS>>;
         const T* Ae = s.A.data() + e * S;  // (S)
         std::fill(gs, gs + S, T(0));
         for (index_t ch = chunks - 1; ch >= 0; --ch) {
@@ -600,6 +603,11 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
             c.ddtp[t * E + e] = ddl * sigmoid(s.dtp[t * E + e]);
           }
         }
+      };
+      for (index_t e = gi * E / groups; e < (gi + 1) * E / groups; ++e) {
+        if (S == 16) channel.template operator()<16>(e);
+        else if (S == 8) channel.template operator()<8>(e);
+        else channel.template operator()<Eigen::Dynamic>(e);
       }
     }
     // Reduce: dB, dC over channel groups into dxdbl's last 2S columns; dA_log, dD over threads.
