@@ -258,11 +258,13 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
 
     // pre = (y_fwd + y_bwd) ⊙ SiLU(z), scattered back; masked rows stay zero.
     std::fill(c.pre.begin(), c.pre.end(), T(0));
+#pragma omp parallel for schedule(static) if (Tk > 64)
     for (index_t k = 0; k < Tk; ++k) {
       T* dst = c.pre.data() + c.perm[k] * E;
       const T* ys = c.ysum.data() + k * E;
       const T* z = c.zc.data() + k * E;
-      for (index_t e = 0; e < E; ++e) dst[e] = ys[e] * silu(z[e]);
+      const CArr Z(c.zc.data() + k * E, E);
+      Arr(dst, E) = CArr(ys, E) * Z * Z.logistic();  // SiLU(z), vectorised
     }
     proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
                   y, c.proj_ctx);
@@ -281,14 +283,14 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     // pre = ysum ⊙ SiLU(z)  =>  dy_dir = dpre ⊙ SiLU(z) (both directions), dz = dpre ⊙ ysum ⊙ SiLU'(z)
     c.dys.resize(static_cast<std::size_t>(Tk * E));
     c.dzc.resize(static_cast<std::size_t>(Tk * E));
+#pragma omp parallel for schedule(static) if (Tk > 64)
     for (index_t k = 0; k < Tk; ++k) {
       const T* dp = c.dpre.data() + c.perm[k] * E;
-      const T* z = c.zc.data() + k * E;
-      const T* ys = c.ysum.data() + k * E;
-      for (index_t e = 0; e < E; ++e) {
-        c.dys[k * E + e] = dp[e] * silu(z[e]);
-        c.dzc[k * E + e] = dp[e] * ys[e] * dsilu(z[e]);
-      }
+      const CArr Z(c.zc.data() + k * E, E), Dp(dp, E), Ys(c.ysum.data() + k * E, E);
+      const auto sig = Z.logistic();  // evaluated per use; vectorised
+      Arr(c.dys.data() + k * E, E) = Dp * Z * sig;
+      // SiLU'(z) = σ(z) (1 + z (1 - σ(z)))
+      Arr(c.dzc.data() + k * E, E) = Dp * Ys * (sig * (T(1) + Z * (T(1) - sig)));
     }
     c.duc.assign(static_cast<std::size_t>(Tk * E), T(0));  // both directions add into du
     for (int d = 0; d < dirs_; ++d) direction_backward(p, c, d, g);
@@ -318,18 +320,6 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
   using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
   using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
 
-  static T sigmoid(T v) {
-    if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));
-    const T e = std::exp(v);
-    return e / (T(1) + e);
-  }
-  static T silu(T v) { return v * sigmoid(v); }
-  static T dsilu(T v) {  // d/dv v σ(v) = σ(v) (1 + v (1 - σ(v)))
-    const T s = sigmoid(v);
-    return s * (T(1) + v * (T(1) - s));
-  }
-  // log(1 + e^v) without overflow for large v or loss of precision for very negative v
-  static T softplus(T v) { return std::max(v, T(0)) + std::log1p(std::exp(-std::abs(v))); }
   static double inverse_softplus(double y) { return y + std::log(-std::expm1(-y)); }
 
   // Compact storage: kept tokens of each sequence in scan order. Rebuilt only when the offsets
@@ -476,6 +466,8 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     // Scan: dys -> du' (assigned), d dtp (assigned), dB, dC (into dxdbl), g(A_log), g(D) (+=).
     if (o_.scan == SelectiveScan::fused) scan_fused_backward(p, c, d, g);
     else scan_materialized_backward(p, c, d, g);
+    // Δ = softplus(dtp)  =>  d dtp = dΔ · σ(dtp)
+    Arr(c.ddtp.data(), Tk * E) *= CArr(s.dtp.data(), Tk * E).logistic();
 
     // dtp = δ W_dtᵀ + b_dt  =>  dδ = d dtp W_dt,  dW_dt += d dtpᵀ δ,  db_dt += Σ_t d dtp
     {
@@ -496,7 +488,10 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       host::MatMap<T>(g.data + q.x_w, W, E).noalias() += dxdbl.transpose() * up;
     }
     // u' = SiLU(v)  =>  dv = du' ⊙ SiLU'(v)   (in place in dup)
-    for (index_t i = 0; i < Tk * E; ++i) c.dup[i] *= dsilu(s.v[i]);
+    {
+      const CArr V(s.v.data(), Tk * E);
+      Arr(c.dup.data(), Tk * E) *= V.logistic() * (T(1) + V * (T(1) - V.logistic()));
+    }
     // v_k = b_conv + Σ_j w_j ⊙ u_{k-(K-1)+j}  =>  db_conv += Σ_k dv_k,
     //   dw_j += Σ_k dv_k ⊙ u_{k-(K-1)+j},  du_{k-(K-1)+j} += w_j ⊙ dv_k.  One channel per item.
     const T* cw = p.data + q.conv_w;  // (E, K)
@@ -600,7 +595,7 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
             const T dupv = dyv * Dp[e] + dl * gB;
             G *= CArr(ak, S);  // carried to h_{t-1}
             c.dup[t * E + e] = dupv;
-            c.ddtp[t * E + e] = ddl * sigmoid(s.dtp[t * E + e]);
+            c.ddtp[t * E + e] = ddl;  // times softplus'(dtp), vectorised after the scan
           }
         }
       };
@@ -611,6 +606,7 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       }
     }
     // Reduce: dB, dC over channel groups into dxdbl's last 2S columns; dA_log, dD over threads.
+#pragma omp parallel for schedule(static) if (Tk > 64)
     for (index_t t = 0; t < Tk; ++t)
       for (index_t j = 0; j < 2 * S; ++j) {
         T sum = 0;
@@ -662,7 +658,7 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
           dupv += db[i] * dl * Bj;
         }
         c.dup[t * E + e] = dupv;
-        c.ddtp[t * E + e] = ddl * sigmoid(s.dtp[t * E + e]);
+        c.ddtp[t * E + e] = ddl;  // times softplus'(dtp), vectorised after the scan
       }
   }
 
