@@ -262,7 +262,6 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     for (index_t k = 0; k < Tk; ++k) {
       T* dst = c.pre.data() + c.perm[k] * E;
       const T* ys = c.ysum.data() + k * E;
-      const T* z = c.zc.data() + k * E;
       const CArr Z(c.zc.data() + k * E, E);
       Arr(dst, E) = CArr(ys, E) * Z * Z.logistic();  // SiLU(z), vectorised
     }
