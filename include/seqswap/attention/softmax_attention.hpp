@@ -301,7 +301,7 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
       std::fill(row, row + n, T(0));
       return;
     }
-    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>> a(row, n);
+    host::ArrMap<T> a(row, n);
     const auto in = [&](index_t j) { return (!keep || keep[j]) && (!chosen || chosen[j] != T(0)); };
     T mx = -std::numeric_limits<T>::infinity();
     if (keep || chosen) {

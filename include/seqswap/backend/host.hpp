@@ -30,6 +30,12 @@ template <class T>
 using VecMap = Eigen::Map<RowVec<T>>;
 template <class T>
 using CVecMap = Eigen::Map<const RowVec<T>>;
+// (n) elementwise views: Eigen arrays, whose exp / logistic / tanh are vectorised. N fixes the
+// length at compile time (a small state held in registers).
+template <class T, int N = Eigen::Dynamic>
+using ArrMap = Eigen::Map<Eigen::Array<T, 1, N>>;
+template <class T, int N = Eigen::Dynamic>
+using CArrMap = Eigen::Map<const Eigen::Array<T, 1, N>>;
 
 inline int max_threads() {
 #if defined(_OPENMP)

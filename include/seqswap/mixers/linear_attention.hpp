@@ -41,8 +41,8 @@ struct FeatureTraits<feature::Elu1> {
   // branch-free, so Eigen vectorises it (its select() is not), and exp never overflows.
   template <class T>
   static void values(const T* x, T* y, index_t n) {
-    const Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> X(x, n);
-    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(y, n) = X.min(T(0)).exp() + X.max(T(0));
+    const host::CArrMap<T> X(x, n);
+    host::ArrMap<T>(y, n) = X.min(T(0)).exp() + X.max(T(0));
   }
   // φ'(x) from φ(x): elu + 1 exceeds 1 exactly where x > 0 (slope 1) and equals its own
   // slope exp(x) elsewhere, so backward needs no copy of the pre-activation.
@@ -56,8 +56,7 @@ struct FeatureTraits<feature::Relu> {
   static constexpr bool learnable = false;
   template <class T>
   static void values(const T* x, T* y, index_t n) {
-    Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>(y, n) =
-        Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(x, n).max(T(0));
+    host::ArrMap<T>(y, n) = host::CArrMap<T>(x, n).max(T(0));
   }
   template <class T>
   static T slope(T phi) { return phi > T(0) ? T(1) : T(0); }
@@ -457,8 +456,8 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     }
   }
 
-  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
-  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using Arr = host::ArrMap<T>;
+  using CArr = host::CArrMap<T>;
 
   // In place over dPhi's first d columns: du = dφ₊ ∘ φ₊ - dφ₋ ∘ φ₋ (Hedgehog).
   template <class PhiMap, class DPhiMap>

@@ -283,8 +283,8 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
  private:
   bool concat() const { return o_.bidirectional && o_.combine == MinGruOptions::Combine::concat; }
   // 1 / (1 + e^{-u}): e^{-u} overflowing to inf gives exactly 0, never NaN.
-  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
-  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using Arr = host::ArrMap<T>;
+  using CArr = host::CArrMap<T>;
 
   MinGruOptions o_;
   std::array<layers::Linear<T>, 2> dir_;  // "fwd", "bwd" (the latter only when bidirectional)

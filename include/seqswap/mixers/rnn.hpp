@@ -361,8 +361,8 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
     return buf.data() + hr * rows * kG * head_dim();
   }
 
-  using AMap = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
-  using CAMap = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using AMap = host::ArrMap<T>;
+  using CAMap = host::CArrMap<T>;
 
   // One sequence (rows t0..t0+n, scan order) of head/direction hr. saved[t] holds the input
   // side of the gates on entry and the cell's values on exit; s[t] gets the hidden state.

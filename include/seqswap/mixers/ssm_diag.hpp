@@ -199,7 +199,6 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
     // N_s states of a channel at once (h_t = Ā ∘ h_{t-1} + B̄ u_t[c], then Σ_n C h_t into
     // pre). Ā, B̄ are the same at every token, so no (rows, D·N_s) decays or inputs are
     // materialised; h is written once (backward needs it). Masked tokens: h_t = h_{t-1}.
-    constexpr index_t kBlock = 8;  // channels per work item: 8·N_s contiguous states per row
     const index_t blocks = (D + kBlock - 1) / kBlock, items = x.batch * blocks;
     for (int d = 0; d < directions(); ++d) {
       discretise(p, d, c);
@@ -280,7 +279,6 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
     // tokens with g = dL/dh_t carried in a (block, N_s) scratch:
     //   g_t = C dpre_t[c] + Ā g_{t+1};  dC += dpre_t h_t;  dĀ += g_t h_{t-1};  dB̄ += g_t u_t;
     //   du_t[c] += Σ_n g_t B̄.  Masked tokens (h_t = h_{t-1}, no input) pass g through.
-    constexpr index_t kBlock = 8;
     const index_t blocks = (D + kBlock - 1) / kBlock, per_thread = 3 * kBlock * N;
     c.scratch.resize(static_cast<std::size_t>(host::max_threads() * per_thread));
     for (int d = 0; d < directions(); ++d) {
@@ -396,8 +394,10 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
       }
     }
   }
-  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
-  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using Arr = host::ArrMap<T>;
+  using CArr = host::CArrMap<T>;
+  // Channels per work item of the fused scans: 8·N_s contiguous states per token row.
+  static constexpr index_t kBlock = 8;
 
   DiagonalSsmOptions o_;
   layers::Linear<T> in_proj_, proj_;

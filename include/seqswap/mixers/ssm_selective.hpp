@@ -316,8 +316,8 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     std::size_t conv_w = 0, conv_b = 0, x_w = 0, dt_w = 0, dt_b = 0, A_log = 0, D = 0;
   };
 
-  using Arr = Eigen::Map<Eigen::Array<T, 1, Eigen::Dynamic>>;
-  using CArr = Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>;
+  using Arr = host::ArrMap<T>;
+  using CArr = host::CArrMap<T>;
 
   static double inverse_softplus(double y) { return y + std::log(-std::expm1(-y)); }
 
@@ -552,8 +552,8 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       const index_t chunks = (n + chunk - 1) / chunk;
       // One channel; kS = S at compile time for the common sizes (Eigen::Dynamic otherwise).
       auto channel = [&]<int kS>(index_t e) {
-        using Arr = Eigen::Map<Eigen::Array<T, 1, kS>>;
-        using CArr = Eigen::Map<const Eigen::Array<T, 1, kS>>;
+        using Arr = host::ArrMap<T, kS>;
+        using CArr = host::CArrMap<T, kS>;
         const T* Ae = s.A.data() + e * S;  // (S)
         std::fill(gs, gs + S, T(0));
         for (index_t ch = chunks - 1; ch >= 0; --ch) {

@@ -50,11 +50,10 @@ namespace detail {
 // common state sizes run fully unrolled in vector registers.
 template <int kS, class T>
 void selective_scan_item(const SelectiveScanArgs<T>& a, index_t b, index_t e) {
-  using Vec = Eigen::Array<T, 1, kS>;
-  using CMap = Eigen::Map<const Vec>;
+  using CMap = host::CArrMap<T, kS>;
   const index_t E = a.E, S = a.S, t0 = a.offsets[b], n = a.offsets[b + 1] - t0;
   alignas(64) T state[kSelectiveScanMaxState];
-  Eigen::Map<Vec> H(state, S);
+  host::ArrMap<T, kS> H(state, S);
   H.setZero();
   const CMap Ae(a.A + e * S, S);
   for (index_t k = 0; k < n; ++k) {
