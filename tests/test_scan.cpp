@@ -1,10 +1,12 @@
-// The linear-recurrence scan: chunked parallel form == sequential reference, forward and
-// backward, both directions, ragged batches, lengths 1..5000, a in (0, 1) and near 1; the
-// backward against finite differences.
+// The linear-recurrence scan: chunked and channel-blocked parallel forms == sequential
+// reference, forward and backward, both directions, ragged batches, lengths 1..5000, a in (0, 1)
+// and near 1; the backward against finite differences. The fused selective scan against its
+// recurrence written out.
 #include <cmath>
 
 #include "seqswap/core/rng.hpp"
 #include "seqswap/ops/scan.hpp"
+#include "seqswap/ops/selective_scan.hpp"
 #include "test_util.hpp"
 
 using namespace seqswap;
@@ -129,4 +131,78 @@ TEST_CASE("scan backward matches finite differences", "[scan]") {
       REQUIRE(db[i] == Approx((fb - fb2) / (2 * eps)).margin(1e-7));
     }
   }
+}
+
+// ops::selective_scan_forward against the recurrence written out with std::exp, state by
+// state: outputs (assigned and accumulated), checkpoints, both directions, ragged batches and
+// the three state-size paths (8 and 16 at compile time, 5 dynamic).
+TEMPLATE_TEST_CASE("selective_scan_forward equals the plain recurrence", "[scan][selective]", float, double) {
+  const double tol = std::is_same_v<TestType, float> ? 1e-5 : 1e-12;
+  const std::vector<index_t> lengths{7, 0, 1, 13};
+  std::vector<index_t> offsets{0};
+  for (const index_t n : lengths) offsets.push_back(offsets.back() + n);
+  const index_t batch = index_t(lengths.size()), T = offsets.back(), E = 3, chunk = 4;
+  for (const index_t S : {index_t(5), index_t(8), index_t(16)})
+    for (const bool reverse : {false, true}) {
+      INFO("S " << S << " reverse " << reverse);
+      Rng rng(11);
+      const index_t ldbc = 2 * S + 1;  // B, C and one unrelated column per row
+      std::vector<TestType> delta(std::size_t(T * E)), u(delta.size()), bc(std::size_t(T * ldbc)),
+          A(static_cast<std::size_t>(E * S)), D(static_cast<std::size_t>(E));
+      for (auto& v : delta) v = TestType(0.05 + 0.1 * std::abs(rng.normal()));
+      for (auto& v : u) v = TestType(rng.normal());
+      for (auto& v : bc) v = TestType(rng.normal());
+      for (auto& v : A) v = TestType(-0.5 - std::abs(rng.normal()));
+      for (auto& v : D) v = TestType(rng.normal());
+      // reference: outputs and the state entering every chunk-th token
+      std::vector<TestType> y_ref(delta.size()), ck_ref;
+      std::vector<index_t> ck_offs{0};
+      for (index_t b = 0; b < batch; ++b) ck_offs.push_back(ck_offs.back() + (lengths[b] + chunk - 1) / chunk);
+      ck_ref.assign(std::size_t(ck_offs.back() * E * S), TestType(0));
+      for (index_t b = 0; b < batch; ++b)
+        for (index_t e = 0; e < E; ++e) {
+          std::vector<double> h(std::size_t(S), 0.0);
+          const index_t n = lengths[b];
+          for (index_t k = 0; k < n; ++k) {
+            if (k % chunk == 0)
+              for (index_t s = 0; s < S; ++s)
+                ck_ref[std::size_t(((ck_offs[b] + k / chunk) * E + e) * S + s)] = TestType(h[std::size_t(s)]);
+            const index_t t = offsets[b] + (reverse ? n - 1 - k : k);
+            const double dl = delta[std::size_t(t * E + e)], uu = u[std::size_t(t * E + e)];
+            double yv = D[std::size_t(e)] * uu;
+            for (index_t s = 0; s < S; ++s) {
+              auto& hs = h[std::size_t(s)];
+              hs = std::exp(dl * A[std::size_t(e * S + s)]) * hs + dl * uu * bc[std::size_t(t * ldbc + s)];
+              yv += bc[std::size_t(t * ldbc + S + s)] * hs;
+            }
+            y_ref[std::size_t(t * E + e)] = TestType(yv);
+          }
+        }
+      std::vector<TestType> y(delta.size(), TestType(0)), ck(ck_ref.size(), TestType(-7));
+      ops::SelectiveScanArgs<TestType> args{.delta = delta.data(), .u = u.data(), .bc = bc.data(), .ldbc = ldbc,
+                                            .A = A.data(), .Dskip = D.data(), .offsets = offsets.data(),
+                                            .batch = batch, .E = E, .S = S, .reverse = reverse, .y = y.data(),
+                                            .ckpt = ck.data(), .ck_offs = ck_offs.data(), .chunk = chunk};
+      ops::selective_scan_forward(args);
+      test_util::require_close(y.data(), y_ref, tol, "y");
+      test_util::require_close(ck.data(), ck_ref, tol, "checkpoints");
+      // accumulate: a second call adds the same outputs again
+      args.accumulate = true;
+      args.ckpt = nullptr;
+      ops::selective_scan_forward(args);
+      for (auto& v : y_ref) v *= 2;
+      test_util::require_close(y.data(), y_ref, tol, "y accumulated");
+    }
+}
+
+TEST_CASE("selective_scan_forward rejects a state it cannot hold", "[scan][selective]") {
+  std::vector<float> v(1024, 0.0f);
+  const std::vector<index_t> offsets{0, 1};
+  ops::SelectiveScanArgs<float> a{.delta = v.data(), .u = v.data(), .bc = v.data(), .ldbc = 600, .A = v.data(),
+                                  .Dskip = v.data(), .offsets = offsets.data(), .batch = 1, .E = 1,
+                                  .S = ops::kSelectiveScanMaxState + 1, .y = v.data()};
+  CHECK_THROWS_WITH(ops::selective_scan_forward(a), Catch::Contains("state size"));
+  a.S = 4;
+  a.ckpt = v.data();  // checkpoints without offsets or chunk
+  CHECK_THROWS_WITH(ops::selective_scan_forward(a), Catch::Contains("checkpoints"));
 }
