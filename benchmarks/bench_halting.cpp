@@ -14,7 +14,7 @@
 
 #include "seqswap/analysis/stats.hpp"
 #include "seqswap/core/rng.hpp"
-#include "seqswap/halting/avit.hpp"
+#include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 
 using namespace seqswap;
@@ -66,7 +66,7 @@ int main(int argc, char** argv) try {
     double ms[2];
     double actual = 0;
     for (int packed = 1; packed >= 0; --packed) {
-      halting::HaltingVit<float> hv(m, {.packed = packed == 1});
+      model::HaltingVit<float> hv(m, {.packed = packed == 1});
       hv.set_external_masks(masks);
       ms[packed] = analysis::median_ms([&] { hv.forward(x.data(), batch, numel); }, 2, reps) / double(batch);
       actual = hv.halter().mean_keep_ratio();

@@ -1,4 +1,4 @@
-// Google Benchmark: every mixer the drivers know (mixers::mixer_names()), seated with its
+// Google Benchmark: every mixer the drivers know (zoo::mixer_names()), seated with its
 // default options for a ViT of width 192 and 3 heads, forward and forward + backward.
 //   build/release/benchmarks/bench_mixers [--benchmark_filter='N:(50|197)/'] [--benchmark_out=f]
 // Names: BM_mixer_forward/<mixer>/B:8/N:<N>/D:192/... and BM_mixer_forward_backward/<mixer>/...
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "seqswap/core/rng.hpp"
-#include "seqswap/mixers/registry.hpp"
+#include "seqswap/analysis/cost.hpp"
+#include "seqswap/zoo/registry.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
 
@@ -28,49 +28,29 @@ constexpr index_t kHeads = 3;
 constexpr double kMinTime = 0.2;  // s per case: the whole suite in minutes, not a precise figure
 const std::vector<index_t> kTokens{50, 197, 1024, 4096};
 
-std::vector<float> randn(std::size_t n, std::uint64_t seed) {
-  Rng r(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal());
-  return v;
-}
-
-// One mixer on B sequences of N tokens; range(0) = B, range(1) = N, range(2) = D.
+// One mixer on B sequences of N tokens; range(0) = B, range(1) = N, range(2) = D. The rig
+// (analysis/cost.hpp) is the study's too: the same initialisation, inputs and warm-up.
 void run_mixer(benchmark::State& s, const std::string& name, bool backward) {
   const index_t B = s.range(0), N = s.range(1), D = s.range(2);
   model::VitConfig cfg;
   cfg.width = D;
   cfg.heads = kHeads;
-  mixers::AnyMixer<float> slot;
-  mixers::seat_mixer(slot, name, cfg);
-  const Layout l = Layout::dense(B, N, D);
+  zoo::AnyMixer<float> slot;
+  zoo::seat_mixer(slot, name, cfg);
   try {
-    Layout out;
-    slot.plan(l, out);
+    analysis::MixerRig rig(std::move(slot), B, N, D);
+    auto step = [&] { benchmark::DoNotOptimize(backward ? rig.forward_backward() : rig.forward()); };
+    step();  // untimed: sizes every context buffer, so iterations measure steady state
+    for (auto _ : s) step();
   } catch (const std::exception& e) {
     s.SkipWithError(e.what());
     return;
   }
-  // Model's init gives every tensor its real initialisation (SSM decays, Hedgehog identity),
-  // so the timed arithmetic is the arithmetic of training.
-  model::Model m(std::move(slot));
-  m.init(0);
-  auto x = randn(l.size(), 1), dy = randn(l.size(), 2);  // (B·N, D)
-  std::vector<float> dx(l.size());                      // (B·N, D)
-  const auto xv = view_of<const float>(x.data(), l);
-  auto step = [&] {
-    auto y = m.forward(xv);
-    if (backward) m.backward(dy.data(), dx.data());
-    benchmark::DoNotOptimize(y.data);
-    benchmark::DoNotOptimize(dx.data());
-  };
-  step();  // untimed: sizes every context buffer, so iterations measure steady state
-  for (auto _ : s) step();
   s.SetItemsProcessed(s.iterations() * B * N);
 }
 
 void register_mixers() {
-  for (const auto& name : mixers::mixer_names())
+  for (const auto& name : zoo::mixer_names())
     for (const bool backward : {false, true}) {
       const std::string bench =
           std::string(backward ? "BM_mixer_forward_backward/" : "BM_mixer_forward/") + name;

@@ -9,18 +9,17 @@
 #include <cstdio>
 #include <fstream>
 
-#include "seqswap/halting/avit.hpp"
+#include "seqswap/model/halting_vit.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/checkpoint.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
-#include "seqswap/train/schedule.hpp"
 
 using namespace seqswap;
 
 int main(int argc, char** argv) try {
   CLI::App app{"Fine-tune a ViT into an A-ViT halting teacher"};
-  std::string checkpoint = "models/vit-fmnist.safetensors", out, data_dir = train::default_fashion_mnist_dir;
+  std::string checkpoint = "models/vit-fmnist.safetensors", out, data_dir = io::default_fashion_mnist_dir;
   halting::HaltingOptions ho;
   long steps = 1500;
   index_t batch = 64, test_limit = 0;
@@ -28,7 +27,7 @@ int main(int argc, char** argv) try {
   std::uint64_t seed = 0;
   bool quiet = false;
   train::StepOptions step;
-  train::Augment aug{.crop_padding = 2, .hflip = true};
+  io::Augment aug{.crop_padding = 2, .hflip = true};
   app.add_option("--checkpoint", checkpoint, "the dense teacher to start from")->check(CLI::ExistingFile);
   app.add_option("--out", out, "halting teacher checkpoint (safetensors)")->required();
   app.add_option("--gamma", ho.gamma, "γ: h = σ(γ t_0 - β)");
@@ -52,52 +51,48 @@ int main(int argc, char** argv) try {
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);
   if (ho.prior_mean < 0) ho.prior_mean = 2.0 * double(cfg.depth) / 3.0;
-  auto train_set = train::load_fashion_mnist(train::Split::train, data_dir);
-  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
+  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
   if (test_limit > 0) test_set = test_set.head(test_limit);
   check(train_set.image_numel() == cfg.channels * cfg.image_size * cfg.image_size,
         "avit_finetune: the checkpoint expects ", cfg.channels, "x", cfg.image_size, "x", cfg.image_size,
         " images, the data has ", train_set.image_numel(), " values per image");
 
-  halting::HaltingVit<float> hv(m, ho);
-  const auto before = halting::evaluate_halting(hv, test_set);
+  model::HaltingVit<float> hv(m, ho);
+  const auto before = train::evaluate_halting(hv, test_set);
   const auto dense = train::evaluate(m, test_set);
   std::fprintf(stderr, "start: dense accuracy %.4f; with halting (γ %.3g, β %.3g) accuracy %.4f, mean keep %.3f\n",
                dense.accuracy, ho.gamma, ho.beta, before.accuracy, before.mean_keep);
 
-  train::BatchLoader loader(train_set, batch, /*shuffle=*/true, seed + 1, {}, aug);
-  train::CosineSchedule sched{lr, min_lr, std::max(1L, steps / 20), std::max(1L, steps)};
-  train::AdamW<float> opt({.lr = lr, .weight_decay = wd}, m.params_info(), m.param_count());
-  std::vector<float> images, dlogits;
-  std::vector<std::int32_t> labels;
-  train::Progress progress("avit", steps, 10.0, quiet);
-  double loss_sum = 0, ponder_sum = 0, keep_sum = 0;
-  long window = 0, images_seen = 0;
-  for (long s = 0; s < steps; ++s) {
-    const index_t n = loader.next_cycling(images, labels);
-    const auto r = train::train_step(hv, opt, images.data(), labels.data(), n, train_set.image_numel(),
-                                     sched.at(s), step, dlogits);
-    loss_sum += r.loss;
+  const train::LoopOptions loop{.steps = steps, .batch = batch, .lr = lr, .min_lr = min_lr,
+                                .warmup_steps = std::max(1L, steps / 20), .weight_decay = wd,
+                                .clip_norm = step.clip_norm, .seed = seed + 1, .augment = aug, .label = "avit",
+                                .quiet = quiet};
+  std::vector<float> dlogits;
+  double ponder_sum = 0, keep_sum = 0;
+  long window = 0;
+  const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+    const auto r = train::classify_step(hv, images, labels, n, train_set.image_numel(), step.label_smoothing, dlogits);
+    if (window >= 100) ponder_sum = keep_sum = 0, window = 0;  // means over the last <= 100 steps
     ponder_sum += hv.halter().ponder();
     keep_sum += hv.halter().mean_keep_ratio();
     ++window;
-    images_seen += n;
-    char extra[128];
-    std::snprintf(extra, sizeof extra, "ce %.4f ponder %.3f keep %.3f prior %.4f", loss_sum / double(window),
-                  ponder_sum / double(window), keep_sum / double(window), hv.halter().prior());
-    progress.update(s + 1, images_seen, extra);
-    if (window >= 100) {  // the progress line shows means over the last <= 100 steps
-      loss_sum = ponder_sum = keep_sum = 0;
-      window = 0;
-    }
-  }
+    return r.loss;
+  };
+  const auto note = [&] {
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "ponder %.3f keep %.3f prior %.4f", ponder_sum / double(window),
+                  keep_sum / double(window), hv.halter().prior());
+    return std::string(extra);
+  };
+  const auto trained = train::run_loop(hv, train_set, loop, step_fn, {.note = note});
 
-  const auto after = halting::evaluate_halting(hv, test_set);
+  const auto after = train::evaluate_halting(hv, test_set);
   // Forward time per image: dense teacher vs this teacher packed (same batches, same run).
   halting::HaltingOptions masked = ho;
   masked.packed = false;
-  halting::HaltingVit<float> hv_masked(m, masked);
-  const auto after_masked = halting::evaluate_halting(hv_masked, test_set);
+  model::HaltingVit<float> hv_masked(m, masked);
+  const auto after_masked = train::evaluate_halting(hv_masked, test_set);
   const double dense_ms = [&] {
     const auto t0 = std::chrono::steady_clock::now();
     train::evaluate(m, test_set);
@@ -124,7 +119,7 @@ int main(int argc, char** argv) try {
                            {"ms_per_image_masked", after_masked.ms_per_image},
                            {"ms_per_image_dense", dense_ms},
                            {"threads", host::max_threads()},
-                           {"seconds", progress.elapsed()}};
+                           {"seconds", trained.seconds}};
   io::save_checkpoint(out, m, cfg, {{"halting", ho_json.dump()}, {"training", result.dump()}});
   const auto json_path = std::filesystem::path(out).replace_extension(".json");
   io::write_file_atomic(json_path, result.dump(2) + "\n");

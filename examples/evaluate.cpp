@@ -2,11 +2,14 @@
 //
 //   evaluate --checkpoint models/vit-fmnist.safetensors [--json out.json]
 //
-// The last line printed is `accuracy: 0.xxxx`.
+// A halting teacher (metadata "halting", written by avit_finetune) runs with halting, as it
+// was trained, and also prints its keep ratios; --dense runs it without. The last line printed
+// is `accuracy: 0.xxxx`.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "seqswap/io/atomic_file.hpp"
+#include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
 
@@ -14,30 +17,48 @@ using namespace seqswap;
 
 int main(int argc, char** argv) try {
   CLI::App app{"Evaluate a ViT checkpoint on the Fashion-MNIST test set"};
-  std::string checkpoint, json_out, data_dir = train::default_fashion_mnist_dir;
+  std::string checkpoint, json_out, data_dir = io::default_fashion_mnist_dir;
   index_t limit = 0, batch = 256;
+  bool dense = false;
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")->required();
   app.add_option("--json", json_out, "also write the result as JSON here");
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   app.add_option("--limit", limit, "evaluate only the first N test images (0 = all)");
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
+  app.add_flag("--dense", dense, "run a halting teacher without halting");
   CLI11_PARSE(app, argc, argv);
 
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);
-  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
   if (limit > 0) test_set = test_set.head(limit);
   check(test_set.size == cfg.image_size && test_set.channels == cfg.channels,
         "evaluate: the checkpoint expects ", cfg.channels, "x", cfg.image_size, "x",
         cfg.image_size, " images, the data has ", test_set.channels, "x", test_set.size, "x",
         test_set.size);
-  const auto e = train::evaluate(m, test_set, batch);
-  if (!json_out.empty()) {
-    nlohmann::json j = {{"checkpoint", checkpoint}, {"images", e.count}, {"accuracy", e.accuracy},
-                        {"loss", e.loss}, {"model", cfg}, {"parameters", m.param_count()}};
-    io::write_file_atomic(json_out, j.dump(2) + "\n");
+  const auto halting = dense ? std::nullopt : model::read_halting_options(io::read_safetensors(checkpoint));
+  nlohmann::json j = {{"checkpoint", checkpoint}, {"model", cfg}, {"parameters", m.param_count()}};
+  double accuracy = 0, loss = 0;
+  index_t count = 0;
+  if (halting) {
+    model::HaltingVit hv(m, *halting);
+    const auto e = train::evaluate_halting(hv, test_set, batch);
+    accuracy = e.accuracy, loss = e.loss, count = e.count;
+    j["halting"] = *halting;
+    j["keep_per_layer"] = e.keep;
+    j["mean_keep"] = e.mean_keep;
+    std::printf("halting: mean keep ratio %.3f, per layer", e.mean_keep);
+    for (double k : e.keep) std::printf(" %.2f", k);
+    std::printf("\n");
+  } else {
+    const auto e = train::evaluate(m, test_set, batch);
+    accuracy = e.accuracy, loss = e.loss, count = e.count;
   }
-  std::printf("images: %ld\nloss: %.4f\naccuracy: %.4f\n", long(e.count), e.loss, e.accuracy);
+  j["images"] = count;
+  j["accuracy"] = accuracy;
+  j["loss"] = loss;
+  if (!json_out.empty()) io::write_file_atomic(json_out, j.dump(2) + "\n");
+  std::printf("images: %ld\nloss: %.4f\naccuracy: %.4f\n", long(count), loss, accuracy);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "evaluate: error: %s\n", e.what());

@@ -3,7 +3,7 @@
 //
 //   mixer_params [--out docs/mixer_params.md]
 //
-// A row is a mixer seated by mixers::seat_mixer with the options shown (none: the defaults);
+// A row is a mixer seated by zoo::seat_mixer with the options shown (none: the defaults);
 // its count is the seated slot's param_count(), its ratio that count over softmax attention's
 // at the same width and heads.
 #include <CLI/CLI.hpp>
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "seqswap/io/atomic_file.hpp"
-#include "seqswap/mixers/registry.hpp"
+#include "seqswap/zoo/registry.hpp"
 #include "seqswap/model/vit.hpp"
 
 using namespace seqswap;
@@ -34,8 +34,8 @@ std::size_t count(const Row& r, const Width& w) {
   model::VitConfig cfg;
   cfg.width = w.dim;
   cfg.heads = w.heads;
-  mixers::AnyMixer<float> slot;
-  mixers::seat_mixer(slot, r.mixer, cfg, r.options);
+  zoo::AnyMixer<float> slot;
+  zoo::seat_mixer(slot, r.mixer, cfg, r.options);
   return slot.param_count();
 }
 
@@ -71,7 +71,7 @@ int main(int argc, char** argv) try {
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Row> rows;
-  for (const auto& name : mixers::mixer_names()) rows.push_back({name, nullptr});
+  for (const auto& name : zoo::mixer_names()) rows.push_back({name, nullptr});
   rows.push_back({"linear_attention", {{"feature", "hedgehog"}}});
   rows.push_back({"min_gru", {{"expand", 2}}});
   rows.push_back({"selective_ssm", {{"expand", 2}}});

@@ -13,7 +13,7 @@
 
 #include "seqswap/analysis/profile.hpp"
 #include "seqswap/distill/stages.hpp"
-#include "seqswap/distill/student.hpp"
+#include "seqswap/zoo/student.hpp"
 #include "seqswap/io/atomic_file.hpp"
 
 using namespace seqswap;
@@ -21,15 +21,15 @@ using namespace seqswap;
 int main(int argc, char** argv) try {
   CLI::App app{"Replace attention layers of a ViT with a sequential mixer (layer-wise distillation)"};
   std::string checkpoint, out_dir, plan_spec = "sparsest:2", mixer_options = "{}";
-  std::string data_dir = train::default_fashion_mnist_dir;
-  distill::ReplaceOptions rep;
+  std::string data_dir = io::default_fashion_mnist_dir;
+  zoo::ReplaceOptions rep;
   distill::Stage1Options s1;
   distill::Stage2Options s2;
   index_t profile_images = 500, test_limit = 0, train_limit = 0, batch = 64;
   std::uint64_t seed = 0;
   bool quiet = false;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required();
-  app.add_option("--mixer", rep.mixer, "replacement mixer: " + mixers::detail::join(mixers::mixer_names()));
+  app.add_option("--mixer", rep.mixer, "replacement mixer: " + zoo::detail::join(zoo::mixer_names()));
   app.add_option("--mixer-options", mixer_options, "mixer options as a JSON object, e.g. '{\"expand\": 2}'");
   app.add_option("--plan", plan_spec, "sparsest:g | densest:g | random:g:seed | layers:i,j | single:l");
   app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps (the budget)");
@@ -64,9 +64,9 @@ int main(int argc, char** argv) try {
   s2.seed = seed + 2;
 
   model::VitConfig cfg;
-  auto teacher = model::load_vit<float, mixers::AnyMixer<float>>(checkpoint, &cfg);
-  auto train_set = train::load_fashion_mnist(train::Split::train, data_dir);
-  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(checkpoint, &cfg);
+  auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
+  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
 
@@ -85,8 +85,8 @@ int main(int argc, char** argv) try {
 
   const auto teacher_eval = train::evaluate(teacher, test_set);
   auto student = teacher;
-  distill::replace_layers(student, cfg, plan, rep);
-  train::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
+  zoo::replace_layers(student, cfg, plan, rep);
+  io::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
   const auto r1 = distill::stage1(teacher, student, plan, train_set, s1, &p1);
   const auto mse = distill::layer_losses(teacher, student, plan, test_set.head(std::min<index_t>(test_set.count, 1000)), 250, s1);
   const auto eval1 = train::evaluate(student, test_set);

@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 
 int main(int argc, char** argv) try {
   CLI::App app{"Attention sparsity per layer and head of a ViT on Fashion-MNIST test images"};
-  std::string checkpoint, out_dir, data_dir = train::default_fashion_mnist_dir;
+  std::string checkpoint, out_dir, data_dir = io::default_fashion_mnist_dir;
   index_t images = 0, batch = 64;
   analysis::SparsityOptions opt;
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")
@@ -51,7 +51,7 @@ int main(int argc, char** argv) try {
 
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);
-  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
   check(images <= test_set.count, "--images ", images, " exceeds the ",
         test_set.count, " images of the test set in ", data_dir);
   test_set = test_set.head(images);
@@ -65,7 +65,7 @@ int main(int argc, char** argv) try {
   fs::create_directories(dir, ec);
   check(!ec && fs::is_directory(dir), "cannot create the output folder '", out_dir, "'",
         ec ? ": " + ec.message() : std::string());
-  train::Progress progress("sparsity_profile", long((test_set.count + batch - 1) / batch), /*interval_s=*/0.0);
+  io::Progress progress("sparsity_profile", long((test_set.count + batch - 1) / batch), /*interval_s=*/0.0);
   const auto profile = analysis::profile_model(m, cfg, test_set, batch, opt, &progress);
   nlohmann::json j = profile;
   j["checkpoint"] = checkpoint;

@@ -20,11 +20,12 @@
 #include <map>
 #include <sstream>
 
+#include "seqswap/analysis/cost.hpp"
 #include "seqswap/analysis/profile.hpp"
 #include "seqswap/analysis/stats.hpp"
 #include "seqswap/distill/stages.hpp"
-#include "seqswap/distill/student.hpp"
-#include "seqswap/halting/guided.hpp"
+#include "seqswap/zoo/student.hpp"
+#include "seqswap/distill/guided.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/plot.hpp"
 
@@ -37,7 +38,7 @@ namespace {
 struct StudyConfig {
   std::string preset = "quick";
   std::string checkpoint = "models/vit-fmnist.safetensors";
-  std::string data_dir = train::default_fashion_mnist_dir;
+  std::string data_dir = io::default_fashion_mnist_dir;
   std::string sweep_mixer = "min_gru";
   std::vector<std::string> mixers{"min_gru", "linear_attention", "selective_ssm"};
   std::vector<index_t> group_sizes{};  // empty = a quarter and a half of the depth
@@ -153,7 +154,7 @@ struct Reporter {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   double elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
   void line(const std::string& s) const {
-    if (!quiet) std::fprintf(stderr, "[%s] %s\n", train::Progress::hms(elapsed()).c_str(), s.c_str());
+    if (!quiet) std::fprintf(stderr, "[%s] %s\n", io::Progress::hms(elapsed()).c_str(), s.c_str());
   }
 };
 
@@ -164,10 +165,10 @@ class Study {
   int run() {
     fs::create_directories(dir_ / "runs");
     guard_config();
-    teacher_ = model::load_vit<float, mixers::AnyMixer<float>>(c_.checkpoint, &cfg_);
+    teacher_ = model::load_vit<float, zoo::AnyMixer<float>>(c_.checkpoint, &cfg_);
     if (c_.group_sizes.empty()) c_.group_sizes = {std::max<index_t>(1, cfg_.depth / 4), std::max<index_t>(1, cfg_.depth / 2)};
-    train_ = train::load_fashion_mnist(train::Split::train, c_.data_dir);
-    test_ = train::load_fashion_mnist(train::Split::test, c_.data_dir);
+    train_ = io::load_fashion_mnist(io::Split::train, c_.data_dir);
+    test_ = io::load_fashion_mnist(io::Split::test, c_.data_dir);
     if (c_.train_images > 0) train_ = train_.head(c_.train_images);
     if (c_.test_images > 0) test_ = test_.head(c_.test_images);
     rep_.line("study '" + c_.preset + "' on " + c_.checkpoint + " -> " + dir_.string());
@@ -242,7 +243,7 @@ class Study {
   json replace_run(const std::string& mixer, const std::string& plan_spec) {
     const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
     auto student = *teacher_;
-    distill::replace_layers(student, cfg_, plan, {.mixer = mixer, .seed = c_.seed});
+    zoo::replace_layers(student, cfg_, plan, {.mixer = mixer, .seed = c_.seed});
     const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = c_.seed + 1};
     const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = c_.seed + 2};
     const auto r1 = distill::stage1(*teacher_, student, plan, train_, s1);
@@ -354,19 +355,19 @@ class Study {
             "(models/README.md lists the commands) or set halting_teachers in a --config file");
       const std::string stem = fs::path(path).stem().string();
       auto f = io::read_safetensors(path);
-      const auto ho = halting::read_options(f);
+      const auto ho = model::read_halting_options(f);
       check(ho.has_value(), "halting teacher ", path, ": no 'halting' metadata (not made by avit_finetune?)");
       model::VitConfig tcfg;
-      auto teacher = model::load_vit<float, mixers::AnyMixer<float>>(path, &tcfg);
+      auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(path, &tcfg);
       check(tcfg.depth == cfg_.depth && tcfg.width == cfg_.width && tcfg.tokens() == cfg_.tokens(),
             "halting teacher ", path, ": expected the dense teacher's shape (depth ", cfg_.depth, ", width ", cfg_.width,
             "), found depth ", tcfg.depth, ", width ", tcfg.width);
       const json tj = cached("halting-teacher-" + stem, [&] {
-        halting::HaltingVit<float, mixers::AnyMixer<float>> hv(teacher, *ho);
-        const auto e = halting::evaluate_halting(hv, test_);
+        model::HaltingVit<float, zoo::AnyMixer<float>> hv(teacher, *ho);
+        const auto e = train::evaluate_halting(hv, test_);
         // Latency side by side with the dense teacher on the same batch of 64 test images.
         const index_t B = std::min<index_t>(64, test_.count);
-        train::BatchLoader loader(test_, B, false, 0);
+        io::BatchLoader loader(test_, B, false, 0);
         std::vector<float> images;
         std::vector<std::int32_t> labels;
         loader.next(images, labels);
@@ -385,15 +386,15 @@ class Study {
         halting_.push_back(cached(name, [&] {
           const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
           auto student = teacher;
-          distill::replace_layers(student, cfg_, plan, {.mixer = m, .seed = c_.seed});
+          zoo::replace_layers(student, cfg_, plan, {.mixer = m, .seed = c_.seed});
           const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = c_.seed + 1};
           const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = c_.seed + 2};
-          const auto r1 = halting::guided_stage1(teacher, *ho, student, plan, train_, s1, {});
-          const double acc1 = halting::evaluate_on_teacher_masks(teacher, *ho, student, test_);
-          const auto r2 = halting::guided_stage2(teacher, *ho, student, train_, s2, {});
-          const double acc2 = halting::evaluate_on_teacher_masks(teacher, *ho, student, test_);
-          halting::HaltingVit<float, mixers::AnyMixer<float>> own(student, *ho);
-          const auto e = halting::evaluate_halting(own, test_);
+          const auto r1 = distill::guided_stage1(teacher, *ho, student, plan, train_, s1, {});
+          const double acc1 = distill::evaluate_on_teacher_masks(teacher, *ho, student, test_);
+          const auto r2 = distill::guided_stage2(teacher, *ho, student, train_, s2, {});
+          const double acc2 = distill::evaluate_on_teacher_masks(teacher, *ho, student, test_);
+          model::HaltingVit<float, zoo::AnyMixer<float>> own(student, *ho);
+          const auto e = train::evaluate_halting(own, test_);
           const double tacc = tj["accuracy"];
           return json{{"teacher", stem}, {"mixer", m}, {"plan", plan_spec}, {"layers", plan.layers},
                       {"teacher_keep", tj["mean_keep"]}, {"teacher_accuracy", tacc},
@@ -466,37 +467,29 @@ class Study {
     rep_.line("stage 5/5 efficiency: parameters and latency per module and end to end");
     eff_ = cached("efficiency", [&] {
       json j;
-      std::vector<std::string> names = mixers::mixer_names();
+      std::vector<std::string> names = zoo::mixer_names();
       // Per module at the teacher's width: parameters and forward latency over N.
       std::string dat = "# N";
       for (const auto& n : names) dat += " " + n;
       dat += "\n";
       json modules = json::object();
       for (const auto& n : names) {
-        mixers::AnyMixer<float> slot;
-        mixers::seat_mixer(slot, n, cfg_);
+        zoo::AnyMixer<float> slot;
+        zoo::seat_mixer(slot, n, cfg_);
         modules[n]["params"] = slot.param_count();
       }
       for (index_t N : c_.latency_tokens) {
         dat += std::to_string(N);
         for (const auto& n : names) {
-          mixers::AnyMixer<float> slot;
-          mixers::seat_mixer(slot, n, cfg_);
+          zoo::AnyMixer<float> slot;
+          zoo::seat_mixer(slot, n, cfg_);
           const index_t G = static_cast<index_t>(std::llround(std::sqrt(double(N - 1))));
           if (n == "conv_mixer" && G * G != N - 1) {  // needs CLS + a square grid
             dat += " NaN";
             continue;
           }
-          model::Model m(model::Repeat<mixers::AnyMixer<float>>({slot}, "m"));
-          m.init(1);
-          const Layout l = Layout::dense(c_.latency_batch, N, cfg_.width);
-          std::vector<float> x(l.size(), 0.1f), y(l.size());
-          mixers::AnyMixer<float>::Ctx<backend::Host> ctx;
-          const auto& s = m.net()[0];
-          const double ms = analysis::median_ms([&] {
-            s.forward(ParamsView<const float>{m.params().data, m.param_count()}, view_of<const float>(x.data(), l),
-                      view_of<float>(y.data(), l), ctx);
-          }, 1, c_.latency_reps);
+          analysis::MixerRig rig(std::move(slot), c_.latency_batch, N, cfg_.width, 1);
+          const double ms = rig.forward_ms(c_.latency_reps);
           modules[n]["forward_ms"][std::to_string(N)] = ms;
           dat += " " + io::plot_number(ms);
         }
@@ -517,7 +510,7 @@ class Study {
       const auto half = distill::parse_plan("sparsest:" + std::to_string(std::max<index_t>(1, cfg_.depth / 2)), cfg_.depth, scores_);
       for (const auto& n : c_.mixers) {
         auto student = *teacher_;
-        distill::replace_layers(student, cfg_, half, {.mixer = n});
+        zoo::replace_layers(student, cfg_, half, {.mixer = n});
         j["end_to_end"][n] = {{"params", student.param_count()}, {"forward_ms", time_model(student)}, {"layers", half.layers}};
       }
       j["end_to_end_batch"] = B;
@@ -526,7 +519,7 @@ class Study {
     std::string plot = "set terminal pngcairo size 900,560 noenhanced\nset output 'latency.png'\nset logscale xy\n"
                        "set title 'Forward latency per module (batch " + std::to_string(c_.latency_batch) + ", D " +
                        std::to_string(cfg_.width) + "), median'\nset xlabel 'tokens N'\nset ylabel 'ms'\nset key outside\nplot ";
-    const auto& names = mixers::mixer_names();
+    const auto& names = zoo::mixer_names();
     for (std::size_t i = 0; i < names.size(); ++i)
       plot += std::string(i ? ", " : "") + "'latency.dat' using 1:" + std::to_string(i + 2) + " with linespoints title '" + names[i] + "'";
     io::run_gnuplot(dir_, "latency.gp", plot + "\n", "sparsity_to_simplicity");
@@ -542,29 +535,17 @@ class Study {
                     "plot 'params.dat' using 3:xtic(1) notitle\n", "sparsity_to_simplicity");
   }
 
-  // Forward FLOPs per image (see the report's note): 2 per parameter per token, plus the
-  // N-dependent products of softmax and linear attention; keep[l] scales block l's tokens.
-  double model_flops(const distill::StudentModel<float>& m, const std::vector<double>& keep = {}) const {
-    const double N = double(cfg_.tokens()), D = double(cfg_.width), d = D / double(cfg_.heads);
-    const double P = double(cfg_.num_patches());
-    double f = 2.0 * P * double(m.net().template get<0>().param_count());  // patch embedding
-    for (index_t l = 0; l < cfg_.depth; ++l) {
-      const double n = keep.empty() ? N : 1.0 + keep[std::size_t(l)] * (N - 1.0);
-      const auto& block = model::blocks(m.net())[std::size_t(l)];
-      const std::string kind = model::mixer_slot(m.net(), std::size_t(l)).kind_name();
-      double per_token = 2.0 * double(block.param_count());
-      if (kind == "softmax_attention") per_token += 4.0 * n * D;
-      if (kind == "linear_attention") per_token += 4.0 * D * d;
-      f += n * per_token;
-    }
-    return f + 2.0 * double(m.net().template get<4>().param_count());
+  // Forward FLOPs per image (every layer's own count, analysis/cost.hpp); keep[l] (halting)
+  // scales block l's tokens.
+  double model_flops(const zoo::StudentModel<float>& m, const std::vector<double>& keep = {}) const {
+    return analysis::vit_flops_per_image(m.net(), cfg_, keep);
   }
 
   // "k/n, ETA h:mm:ss" over the runs of the stage in flight (started at stage_start_).
   std::string eta(std::size_t done, std::size_t total) const {
     const double el = rep_.elapsed() - stage_start_;
     const double left = done > 0 ? el / double(done) * double(total - done) : 0.0;
-    return std::to_string(done) + "/" + std::to_string(total) + ", stage ETA " + train::Progress::hms(left);
+    return std::to_string(done) + "/" + std::to_string(total) + ", stage ETA " + io::Progress::hms(left);
   }
 
   void write_table(const std::string& name, const std::vector<json>& rows) {
@@ -632,7 +613,10 @@ class Study {
       }
     // Holds: the order holds in every case. Does not hold: it holds in none and is reversed in at
     // least half. Anything else is inconclusive.
-    const std::string v2 = holds == total ? "holds" : (holds == 0 && 2 * reversed >= total ? "does not hold" : "inconclusive");
+    // A verdict needs evidence: with no case (e.g. --mixers "") the claim was not tested.
+    const std::string v2 = total == 0          ? "not tested"
+                           : holds == total    ? "holds"
+                           : (holds == 0 && 2 * reversed >= total ? "does not hold" : "inconclusive");
     md << "\n**Verdict: " << v2 << "**: drop(sparsest) < drop(random) < drop(densest) in " << holds << " of " << total
        << " (mixer, group size) cases after stage 2";
     if (reversed) md << ", reversed in " << reversed;
@@ -674,7 +658,7 @@ class Study {
       rhos += (rhos.empty() ? "" : ", ") + m + " " + fmt(analysis::spearman(sp, gap), 2);
     }
     const int nm = int(c_.halting_mixers.size());
-    v3_ = shrink == nm ? "holds" : grow == nm ? "does not hold" : "inconclusive";
+    v3_ = nm == 0 ? "not tested" : shrink == nm ? "holds" : grow == nm ? "does not hold" : "inconclusive";
     md << "\n**Verdict: " << v3_ << "**: the gap (on the teacher's kept tokens) shrinks monotonically with teacher sparsity "
        << "for " << shrink << " of " << nm << " mixers and grows monotonically for " << grow
        << "; Spearman rho between teacher sparsity and gap: " << rhos << " (negative = sparser teachers leave smaller gaps). "
@@ -688,7 +672,7 @@ class Study {
     for (std::size_t i = 0; i < c_.latency_tokens.size(); ++i) md << "---|";
     md << "\n";
     const double attn = eff_["modules"]["softmax_attention"]["params"];
-    for (const auto& n : mixers::mixer_names()) {
+    for (const auto& n : zoo::mixer_names()) {
       const auto& e = eff_["modules"][n];
       md << "| " << n << " | " << e["params"].get<std::size_t>() << " | " << fmt(e["params"].get<double>() / attn, 2) << "x |";
       for (index_t N : c_.latency_tokens) {
@@ -710,7 +694,7 @@ class Study {
       const bool faster = ee[n]["forward_ms"].get<double>() < ee["teacher"]["forward_ms"].get<double>();
       both += smaller && faster;
       auto student = *teacher_;
-      distill::replace_layers(student, cfg_, half, {.mixer = n});
+      zoo::replace_layers(student, cfg_, half, {.mixer = n});
       md << "| " << n << " (sparsest half replaced) | " << ee[n]["params"] << " | " << fmt(ee[n]["forward_ms"], 2) << " | "
          << fmt(model_flops(student) / 1e6, 2) << " | " << (smaller ? "yes" : "no") << " | " << (faster ? "yes" : "no") << " |\n";
     }
@@ -726,15 +710,17 @@ class Study {
            << fmt(model_flops(*teacher_, t["keep_per_layer"].get<std::vector<double>>()) / 1e6, 2) << " | no | "
            << (h < d ? "yes" : "no") << " |\n";
       }
-    md << "\nMFLOP / image counts 2 FLOPs per multiply-add of the forward: every weight is applied once per token (each "
-          "direction of a bidirectional mixer has its own), so a layer costs 2 x its parameters per token; softmax attention "
-          "adds 4·N·D per token (QKᵀ and PV), linear attention 4·D·d. Layer norms, activations and scans (O(N·D)) are left "
-          "out. A halting model's blocks cost in proportion to the tokens they see (its mean keep ratio per layer).\n";
-    md << "\n**Verdict: " << (both == int(c_.mixers.size()) ? "holds" : both == 0 ? "does not hold" : "holds for some mixers")
+    md << "\nMFLOP / image is the sum of every layer's own forward count (`flops()`, 2 FLOPs per multiply-add): "
+          "each weight once per token it applies to (each direction of a bidirectional mixer has its own), softmax "
+          "attention 4·N·D per token more (QKᵀ and PV), linear attention 4·D·d_φ, the minGRU and selective-SSM scans "
+          "their recurrences; layer norms count 2 per parameter per token, activations and additions nothing. A halting "
+          "model's blocks cost what they cost on the tokens they see (its mean keep ratio per layer).\n";
+    md << "\n**Verdict: "
+       << (c_.mixers.empty() ? "not tested" : both == int(c_.mixers.size()) ? "holds" : both == 0 ? "does not hold" : "holds for some mixers")
        << "** (" << both << " of " << c_.mixers.size() << " students both smaller and faster at N = " << cfg_.tokens()
        << "; " << halted_faster << " of " << halted_total << " halting teachers faster than the dense one, packed, "
        << "with the same parameters).\n";
-    md << "\n---\nWall time of this invocation: " << train::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
+    md << "\n---\nWall time of this invocation: " << io::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
     io::write_file_atomic(dir_ / "report.md", md.str());
     json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
                     {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}}}};
@@ -746,8 +732,8 @@ class Study {
   bool force_;
   Reporter rep_;
   model::VitConfig cfg_;
-  std::optional<distill::StudentModel<float>> teacher_;
-  train::ImageDataset train_, test_;
+  std::optional<zoo::StudentModel<float>> teacher_;
+  io::ImageDataset train_, test_;
   std::vector<double> scores_;
   double teacher_acc_ = 0, rho_ = 0, stage_start_ = 0;
   std::vector<json> sweep_, groups_, halting_, halting_teachers_;
@@ -811,15 +797,15 @@ int main(int argc, char** argv) try {
   };
   if (o_hteachers->count()) c.halting_teachers = split(hteachers_csv);
   if (o_hmixers->count()) c.halting_mixers = split(hmixers_csv);
-  const auto& known = mixers::mixer_names();
+  const auto& known = zoo::mixer_names();
   for (const auto& m : c.halting_mixers)
     check(std::find(known.begin(), known.end(), m) != known.end(), "--halting-mixers: unknown mixer '", m, "'; known: ",
-          mixers::detail::join(known));
+          zoo::detail::join(known));
   for (const auto& m : c.mixers)
     check(std::find(known.begin(), known.end(), m) != known.end(), "--mixers: unknown mixer '", m, "'; known: ",
-          mixers::detail::join(known));
+          zoo::detail::join(known));
   check(std::find(known.begin(), known.end(), c.sweep_mixer) != known.end(), "--sweep-mixer: unknown mixer '",
-        c.sweep_mixer, "'; known: ", mixers::detail::join(known));
+        c.sweep_mixer, "'; known: ", zoo::detail::join(known));
   check(c.stage1_steps >= 0 && c.stage2_steps >= 0 && c.batch > 0 && c.random_seeds >= 1,
         "expected non-negative budgets, batch > 0 and random_seeds >= 1");
   if (out.empty()) out = "results/" + c.preset;

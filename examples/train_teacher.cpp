@@ -14,7 +14,6 @@
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
-#include "seqswap/train/schedule.hpp"
 
 using namespace seqswap;
 
@@ -25,10 +24,10 @@ int main(int argc, char** argv) try {
   index_t batch = 128;
   double lr = 1e-3, min_lr = 1e-5, warmup_epochs = 2, wd = 0.05;
   train::StepOptions step;
-  train::Augment aug{.crop_padding = 2, .hflip = true};
+  io::Augment aug{.crop_padding = 2, .hflip = true};
   std::uint64_t seed = 0;
   index_t train_limit = 0, test_limit = 0;
-  std::string out = "models/vit-fmnist.safetensors", csv, init, data_dir = train::default_fashion_mnist_dir;
+  std::string out = "models/vit-fmnist.safetensors", csv, init, data_dir = io::default_fashion_mnist_dir;
   bool quiet = false;
   app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
@@ -58,8 +57,8 @@ int main(int argc, char** argv) try {
   cfg.validate();
   if (csv.empty()) csv = std::filesystem::path(out).replace_extension(".csv").string();
 
-  auto train_set = train::load_fashion_mnist(train::Split::train, data_dir);
-  auto test_set = train::load_fashion_mnist(train::Split::test, data_dir);
+  auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
+  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
   cfg.image_size = train_set.size;
@@ -75,11 +74,12 @@ int main(int argc, char** argv) try {
                long(cfg.tokens()), m.param_count(), long(train_set.count), long(test_set.count),
                host::max_threads());
 
-  train::BatchLoader loader(train_set, batch, /*shuffle=*/true, seed + 1, {}, aug);
-  const long steps_per_epoch = loader.batches_per_epoch();
-  train::CosineSchedule sched{lr, min_lr, long(warmup_epochs * double(steps_per_epoch)),
-                              long(epochs) * steps_per_epoch};
-  train::AdamW<float> opt({.lr = lr, .weight_decay = wd}, m.params_info(), m.param_count());
+  const long steps_per_epoch = (train_set.count + batch - 1) / batch;
+  const train::LoopOptions loop{.steps = long(epochs) * steps_per_epoch, .batch = batch, .lr = lr, .min_lr = min_lr,
+                                .warmup_steps = long(warmup_epochs * double(steps_per_epoch)), .weight_decay = wd,
+                                .clip_norm = step.clip_norm, .seed = seed + 1, .augment = aug, .label = "train",
+                                .quiet = quiet};
+  const train::CosineSchedule sched{lr, min_lr, loop.warmup_steps, loop.steps};  // for the CSV's lr column
 
   nlohmann::json run = {{"model", cfg},          {"epochs", epochs},  {"batch", batch},
                         {"lr", lr},              {"min_lr", min_lr},  {"warmup_epochs", warmup_epochs},
@@ -90,41 +90,44 @@ int main(int argc, char** argv) try {
   std::ostringstream table;
   table << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n";
 
-  std::vector<float> images, dlogits;
-  std::vector<std::int32_t> labels;
-  train::Progress total("train", long(epochs) * steps_per_epoch, 10.0, quiet);
-  long step_index = 0, images_seen = 0;
-  for (int epoch = 1; epoch <= epochs; ++epoch) {
-    const double t0 = total.elapsed();
-    loader.start_epoch();
-    double loss_sum = 0;
-    index_t correct = 0, seen = 0;
-    while (index_t n = loader.next(images, labels)) {
-      const double cur_lr = sched.at(step_index);
-      const auto r = train::train_step(m, opt, images.data(), labels.data(), n,
-                                       train_set.image_numel(), cur_lr, step, dlogits);
-      loss_sum += r.loss * double(n);
-      correct += r.correct;
-      seen += n;
-      images_seen += n;
-      ++step_index;
-      char extra[96];
-      std::snprintf(extra, sizeof extra, "epoch %d loss %.4f acc %.4f", epoch, loss_sum / double(seen),
-                    double(correct) / double(seen));
-      total.update(step_index, images_seen, extra);
-    }
+  std::vector<float> dlogits;
+  double loss_sum = 0, epoch_start = 0;
+  index_t correct = 0, seen = 0;
+  int epoch = 1;
+  const io::Progress clock("epoch", 1, 1e9, true);  // wall time per epoch
+  const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+    const auto r = train::classify_step(m, images, labels, n, train_set.image_numel(), step.label_smoothing, dlogits);
+    loss_sum += r.loss * double(n);
+    correct += r.correct;
+    seen += n;
+    return r.loss;
+  };
+  const auto note = [&] {
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "epoch %d loss %.4f acc %.4f", epoch, loss_sum / double(seen),
+                  double(correct) / double(seen));
+    return std::string(extra);
+  };
+  // At the end of each epoch: evaluate, a CSV row, and the checkpoint rewritten atomically.
+  const auto end_of_epoch = [&](long s) {
+    if ((s + 1) % steps_per_epoch != 0) return;
     const auto ev = train::evaluate(m, test_set);
-    const double secs = total.elapsed() - t0;
+    const double secs = clock.elapsed() - epoch_start;
     std::fprintf(stderr, "epoch %d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  (%.0f s)\n",
                  epoch, epochs, loss_sum / double(seen), double(correct) / double(seen), ev.loss,
                  ev.accuracy, secs);
     table << epoch << ',' << loss_sum / double(seen) << ',' << double(correct) / double(seen) << ','
-          << ev.loss << ',' << ev.accuracy << ',' << sched.at(step_index - 1) << ',' << secs << '\n';
+          << ev.loss << ',' << ev.accuracy << ',' << sched.at(s) << ',' << secs << '\n';
     run["epochs_done"] = epoch;
     run["test_accuracy"] = ev.accuracy;
     io::save_checkpoint(out, m, cfg, {{"training", run.dump()}});
     io::write_file_atomic(csv, table.str());
-  }
+    ++epoch;
+    loss_sum = 0;
+    correct = seen = 0;
+    epoch_start = clock.elapsed();
+  };
+  train::run_loop(m, train_set, loop, step_fn, {.note = note, .after_step = end_of_epoch});
   std::printf("checkpoint: %s\naccuracy: %.4f\n", out.c_str(), run["test_accuracy"].get<double>());
   return 0;
 } catch (const std::exception& e) {

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <new>
 
-#include "seqswap/distill/student.hpp"
+#include "seqswap/zoo/student.hpp"
 #include "seqswap/train/loop.hpp"
 #include "test_util.hpp"
 
@@ -47,10 +47,10 @@ TEST_CASE("the teacher's training step allocates nothing after the first", "[all
 TEST_CASE("students' training steps allocate nothing after the first", "[alloc]") {
   model::VitConfig cfg;
   cfg.depth = 2;
-  for (const auto& name : mixers::mixer_names()) {
-    distill::StudentModel<float> s(model::make_vit<float, mixers::AnyMixer<float>>(cfg));
+  for (const auto& name : zoo::mixer_names()) {
+    zoo::StudentModel<float> s(model::make_vit<float, zoo::AnyMixer<float>>(cfg));
     s.init(0);
-    distill::replace_layers(s, cfg, distill::parse_plan("layers:1", cfg.depth), {.mixer = name});
+    zoo::replace_layers(s, cfg, distill::parse_plan("layers:1", cfg.depth), {.mixer = name});
     INFO(name);
     CHECK(allocations_in_steps(s, 8) == 0);
   }

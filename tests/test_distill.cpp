@@ -1,6 +1,6 @@
 // Layer-wise distillation: students built from plans, stage 1 and stage 2 on a tiny model.
 #include "seqswap/distill/stages.hpp"
-#include "seqswap/distill/student.hpp"
+#include "seqswap/zoo/student.hpp"
 #include "test_util.hpp"
 
 using namespace seqswap;
@@ -11,8 +11,8 @@ model::VitConfig tiny() {
           .mlp_ratio = 2.0, .classes = 3};
 }
 // Random 8x8 images whose label is which third of the image is brightest (learnable).
-train::ImageDataset synthetic(index_t n, std::uint64_t seed) {
-  train::ImageDataset d;
+io::ImageDataset synthetic(index_t n, std::uint64_t seed) {
+  io::ImageDataset d;
   d.name = "synthetic";
   d.count = n;
   d.size = 8;
@@ -27,8 +27,8 @@ train::ImageDataset synthetic(index_t n, std::uint64_t seed) {
   }
   return d;
 }
-distill::StudentModel<float> teacher_model(std::uint64_t seed) {
-  distill::StudentModel<float> t(model::make_vit<float, mixers::AnyMixer<float>>(tiny()));
+zoo::StudentModel<float> teacher_model(std::uint64_t seed) {
+  zoo::StudentModel<float> t(model::make_vit<float, zoo::AnyMixer<float>>(tiny()));
   t.init(seed);
   return t;
 }
@@ -40,21 +40,21 @@ TEST_CASE("student parameters = teacher - replaced attention + mixers", "[distil
   for (const std::string mixer : {"min_gru", "linear_attention", "selective_ssm", "multi_head_lstm"}) {
     auto student = teacher;
     const auto plan = distill::parse_plan("layers:0,2", cfg.depth);
-    distill::replace_layers(student, cfg, plan, {.mixer = mixer});
+    zoo::replace_layers(student, cfg, plan, {.mixer = mixer});
     std::size_t expected = teacher.param_count();
     for (index_t l : plan.layers)
       expected = expected - distill::mixer_params(teacher, l) + distill::mixer_params(student, l);
     INFO(mixer);
     REQUIRE(student.param_count() == expected);
-    REQUIRE(model::mixer_slot(student.net(), 0).kind_name() == mixer);
-    REQUIRE(model::mixer_slot(student.net(), 1).kind_name() == "softmax_attention");
+    REQUIRE(student.net().mixer(0).kind_name() == mixer);
+    REQUIRE(student.net().mixer(1).kind_name() == "softmax_attention");
     // the teacher's projection is reused by name
     REQUIRE(student.param("blocks.2.attn.proj.weight")[5] == teacher.param("blocks.2.attn.proj.weight")[5]);
   }
   auto student = teacher;
-  REQUIRE_THROWS_WITH(distill::replace_layers(student, cfg, distill::parse_plan("single:1", 3), {.mixer = "mamba"}),
+  REQUIRE_THROWS_WITH(zoo::replace_layers(student, cfg, distill::parse_plan("single:1", 3), {.mixer = "mamba"}),
                       Catch::Contains("unknown mixer 'mamba'") && Catch::Contains("min_gru"));
-  REQUIRE_THROWS_WITH(distill::replace_layers(student, cfg, distill::parse_plan("single:1", 3),
+  REQUIRE_THROWS_WITH(zoo::replace_layers(student, cfg, distill::parse_plan("single:1", 3),
                                               {.mixer = "min_gru", .mixer_options = {{"expnad", 2}}}),
                       Catch::Contains("unknown option 'expnad'"));
 }
@@ -63,10 +63,10 @@ TEST_CASE("a student whose mixers are copies of the teacher's attention reproduc
   auto teacher = teacher_model(2);
   const auto cfg = tiny();
   auto student = teacher;
-  distill::replace_layers(student, cfg, distill::parse_plan("layers:0,1,2", 3), {.mixer = "softmax_attention"});
+  zoo::replace_layers(student, cfg, distill::parse_plan("layers:0,1,2", 3), {.mixer = "softmax_attention"});
   REQUIRE(student.param_count() == teacher.param_count());
   const auto data = synthetic(5, 3);
-  train::BatchLoader loader(data, 5, false, 0);
+  io::BatchLoader loader(data, 5, false, 0);
   std::vector<float> x;
   std::vector<std::int32_t> y;
   loader.next(x, y);
@@ -83,7 +83,7 @@ TEST_CASE("stage 1 lowers the layer loss, honours the budget and moves only the 
   for (const std::string mixer : {"min_gru", "linear_attention"}) {
     auto student = teacher;
     const auto plan = distill::parse_plan("layers:1,2", 3);
-    distill::replace_layers(student, cfg, plan, {.mixer = mixer, .seed = 5});
+    zoo::replace_layers(student, cfg, plan, {.mixer = mixer, .seed = 5});
     const auto before_params = std::vector<float>(student.params().data, student.params().data + student.param_count());
     const auto before = distill::layer_losses(teacher, student, plan, data, 64);
     const auto r = distill::stage1(teacher, student, plan, data, {.steps = 60, .batch = 32, .lr = 3e-3});
@@ -109,7 +109,7 @@ TEST_CASE("stage 2 trains every parameter and lowers the loss", "[distill]") {
   const auto data = synthetic(256, 6);
   auto student = teacher;
   const auto plan = distill::parse_plan("single:1", 3);
-  distill::replace_layers(student, cfg, plan, {.mixer = "min_gru"});
+  zoo::replace_layers(student, cfg, plan, {.mixer = "min_gru"});
   const auto before = train::evaluate(student, data);
   const auto r = distill::stage2(teacher, student, data, {.steps = 80, .batch = 32, .lr = 3e-3, .kl_weight = 0.5,
                                                           .temperature = 2.0});

@@ -3,7 +3,8 @@
 #include <cmath>
 #include <random>
 
-#include "seqswap/halting/guided.hpp"
+#include "seqswap/distill/guided.hpp"
+#include "seqswap/zoo/student.hpp"
 #include "test_util.hpp"
 
 using namespace seqswap;
@@ -15,8 +16,8 @@ model::VitConfig tiny() {
   return {.image_size = 8, .channels = 1, .patch = 2, .width = 16, .depth = 3, .heads = 2,
           .mlp_ratio = 2.0, .classes = 3};
 }
-train::ImageDataset synthetic(index_t n, std::uint64_t seed) {
-  train::ImageDataset d;
+io::ImageDataset synthetic(index_t n, std::uint64_t seed) {
+  io::ImageDataset d;
   d.name = "synthetic";
   d.count = n;
   d.size = 8;
@@ -48,19 +49,19 @@ TEST_CASE("halting distillation loss: zero for identical scores, gradient matche
   Halter t;
   t.reset(B, N, L, o);
   for (index_t l = 0; l < L; ++l) t.step(l, ut[l].data(), 1);
-  const auto masks = halting::teacher_masks<double>(t);
+  const auto masks = distill::teacher_masks<double>(t);
   auto student = [&](const std::vector<std::vector<double>>& u) {
     Halter s;
     s.reset(B, N, L, o);
     for (index_t l = 0; l < L; ++l) s.step(l, u[l].data(), 1, l + 1 < L ? masks[l + 1].data() : nullptr);
     return s;
   };
-  halting::GuidedOptions go;
+  distill::GuidedOptions go;
   std::vector<std::vector<double>> draw;
-  REQUIRE(halting::halting_distill_loss(t, student(ut), go, draw) == Approx(0.0).margin(1e-12));
+  REQUIRE(distill::halting_distill_loss(t, student(ut), go, draw) == Approx(0.0).margin(1e-12));
   const Halter s = student(us);
   for (index_t l = 0; l < L; ++l) REQUIRE(s.active(l) == t.active(l));
-  halting::halting_distill_loss(t, s, go, draw);
+  distill::halting_distill_loss(t, s, go, draw);
   // draw is w.r.t. the raw scores; compare through u: d/du = draw · γ σ (1 − σ).
   for (index_t l = 0; l < L; ++l)
     for (index_t k = 0; k < B * N; ++k) {
@@ -69,8 +70,8 @@ TEST_CASE("halting distillation loss: zero for identical scores, gradient matche
       up[l][k] += 1e-6;
       dn[l][k] -= 1e-6;
       std::vector<std::vector<double>> tmp;
-      const double fd = (halting::halting_distill_loss(t, student(up), go, tmp) -
-                         halting::halting_distill_loss(t, student(dn), go, tmp)) / 2e-6;
+      const double fd = (distill::halting_distill_loss(t, student(up), go, tmp) -
+                         distill::halting_distill_loss(t, student(dn), go, tmp)) / 2e-6;
       const double r = s.raw(l, k);
       INFO("layer " << l << " token " << k);
       REQUIRE(draw[l][k] * r * (1 - r) == Approx(fd).margin(1e-8).epsilon(1e-5));
@@ -80,17 +81,17 @@ TEST_CASE("halting distillation loss: zero for identical scores, gradient matche
 TEST_CASE("checkpoint halting options round-trip and bad metadata is a clear error", "[halting][guided]") {
   io::SafetensorsFile f;
   f.path = "x.safetensors";
-  REQUIRE_FALSE(halting::read_options(f).has_value());
+  REQUIRE_FALSE(model::read_halting_options(f).has_value());
   HaltingOptions o{.beta = 12, .ponder_weight = 5e-3};
   f.metadata["halting"] = nlohmann::json(o).dump();
-  const auto r = halting::read_options(f);
+  const auto r = model::read_halting_options(f);
   REQUIRE(r.has_value());
   REQUIRE(r->beta == 12);
   REQUIRE(r->ponder_weight == 5e-3);
   f.metadata["halting"] = "{\"gamma\": 10}";
-  REQUIRE_THROWS_WITH(halting::read_options(f), Catch::Contains("missing key 'beta'"));
+  REQUIRE_THROWS_WITH(model::read_halting_options(f), Catch::Contains("missing key 'beta'"));
   f.metadata["halting"] = "{not json";
-  REQUIRE_THROWS_WITH(halting::read_options(f), Catch::Contains("not valid JSON"));
+  REQUIRE_THROWS_WITH(model::read_halting_options(f), Catch::Contains("not valid JSON"));
 }
 
 TEST_CASE("guided stages honour the budget and stage 1 lowers the kept-token loss", "[halting][guided]") {
@@ -101,19 +102,19 @@ TEST_CASE("guided stages honour the budget and stage 1 lowers the kept-token los
   const auto data = synthetic(256, 3);
   // The student: the teacher with a minGRU in block 1.
   auto make_student = [&] {
-    distill::StudentModel<float> s(model::make_vit<float, mixers::AnyMixer<float>>(cfg));
+    zoo::StudentModel<float> s(model::make_vit<float, zoo::AnyMixer<float>>(cfg));
     for (const auto& i : teacher.params_info())  // the teacher's weights, by name
       std::copy(teacher.params().data + i.offset, teacher.params().data + i.offset + i.count, s.param(i.name));
-    distill::replace_layers(s, cfg, distill::parse_plan("layers:1", cfg.depth), {.mixer = "min_gru"});
+    zoo::replace_layers(s, cfg, distill::parse_plan("layers:1", cfg.depth), {.mixer = "min_gru"});
     return s;
   };
   const auto plan = distill::parse_plan("layers:1", cfg.depth);
   distill::Stage1Options o1{.steps = 1, .batch = 16, .lr = 3e-3};
   auto s0 = make_student();
-  const auto first = halting::guided_stage1(teacher, th, s0, plan, data, o1, {});
+  const auto first = distill::guided_stage1(teacher, th, s0, plan, data, o1, {});
   o1.steps = 60;
   auto s1 = make_student();
-  const auto trained = halting::guided_stage1(teacher, th, s1, plan, data, o1, {});
+  const auto trained = distill::guided_stage1(teacher, th, s1, plan, data, o1, {});
   REQUIRE(trained.steps == 60);
   INFO("first-step loss " << first.final_loss << ", last 10% " << trained.final_loss);
   REQUIRE(trained.final_loss < 0.7 * first.final_loss);
@@ -126,7 +127,7 @@ TEST_CASE("guided stages honour the budget and stage 1 lowers the kept-token los
     REQUIRE(std::equal(a, a + i.count, b));
   }
   distill::Stage2Options o2{.steps = 7, .batch = 16};
-  const auto r2 = halting::guided_stage2(teacher, th, s1, data, o2, {});
+  const auto r2 = distill::guided_stage2(teacher, th, s1, data, o2, {});
   REQUIRE(r2.steps == 7);
   REQUIRE(std::isfinite(r2.final_loss));
 }

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <random>
 
-#include "seqswap/distill/student.hpp"
-#include "seqswap/halting/avit.hpp"
+#include "seqswap/zoo/student.hpp"
+#include "seqswap/model/halting_vit.hpp"
 #include "seqswap/train/loss.hpp"
 #include "test_util.hpp"
 
@@ -147,7 +147,7 @@ TEST_CASE("CLS never halts, the last layer halts everything", "[halting]") {
   // β very negative: every patch token halts after block 0.
   model::VitModel<float> m(model::make_vit<float>(tiny()));
   m.init(3);
-  halting::HaltingVit<float> hv(m, {.gamma = 1, .beta = -50});
+  model::HaltingVit<float> hv(m, {.gamma = 1, .beta = -50});
   const auto x = random_images<float>(3, 64, 1);
   hv.forward(x.data(), 3, 64);
   const auto& h = hv.halter();
@@ -164,12 +164,12 @@ TEST_CASE("CLS never halts, the last layer halts everything", "[halting]") {
 
 TEST_CASE("packed and masked halting give the same logits and gradients", "[halting]") {
   auto check_pair = [](auto& m, const std::string& what) {
-    using Slot = std::decay_t<decltype(model::mixer_slot(m.net(), 0))>;
+    using Slot = std::decay_t<decltype(m.net().mixer(0))>;
     const auto x = random_images<float>(5, 64, 11);
     std::vector<float> logits[2], grads[2];
     double keep[2];
     for (int packed = 0; packed < 2; ++packed) {
-      halting::HaltingVit<float, Slot> hv(m, {.gamma = 2, .beta = -1, .packed = packed == 1});
+      model::HaltingVit<float, Slot> hv(m, {.gamma = 2, .beta = -1, .packed = packed == 1});
       auto y = hv.forward(x.data(), 5, 64);
       logits[packed].assign(y.data, y.data + y.total() * y.dim);
       keep[packed] = hv.halter().mean_keep_ratio();
@@ -191,11 +191,11 @@ TEST_CASE("packed and masked halting give the same logits and gradients", "[halt
   m.init(5);
   check_pair(m, "softmax attention");
   // A student with sequential mixers in two blocks (raster scans skip masked tokens).
-  distill::StudentModel<float> s(model::make_vit<float, mixers::AnyMixer<float>>(tiny()));
+  zoo::StudentModel<float> s(model::make_vit<float, zoo::AnyMixer<float>>(tiny()));
   s.init(5);
-  distill::replace_layers(s, tiny(), distill::parse_plan("layers:1,2", 4), {.mixer = "min_gru"});
+  zoo::replace_layers(s, tiny(), distill::parse_plan("layers:1,2", 4), {.mixer = "min_gru"});
   check_pair(s, "min_gru student");
-  distill::replace_layers(s, tiny(), distill::parse_plan("layers:1", 4), {.mixer = "selective_ssm"});
+  zoo::replace_layers(s, tiny(), distill::parse_plan("layers:1", 4), {.mixer = "selective_ssm"});
   check_pair(s, "selective_ssm student");
 }
 
@@ -207,7 +207,7 @@ TEST_CASE("external masks decide which tokens run", "[halting]") {
   for (index_t l = 1; l < L; ++l)
     for (index_t k = 0; k < Bn * N; ++k)
       masks[l][k] = (k % N == 0) || (masks[l - 1][k] && (k * 7 + l) % 4 != 0);
-  halting::HaltingVit<float> hv(m, {});
+  model::HaltingVit<float> hv(m, {});
   hv.set_external_masks(masks);
   const auto x = random_images<float>(Bn, 64, 2);
   hv.forward(x.data(), Bn, 64);
@@ -223,7 +223,7 @@ TEST_CASE("halting ViT gradients match finite differences (double)", "[halting][
   model::VitModel<double> m(model::make_vit<double>(tiny()));
   m.init(21);
   HaltingOptions o{.gamma = 2, .beta = -1.2, .ponder_weight = 0.2, .prior_weight = 0.5, .prior_mean = 2};
-  halting::HaltingVit<double> hv(m, o);
+  model::HaltingVit<double> hv(m, o);
   const index_t Bn = 3;
   const auto x = random_images<double>(Bn, 64, 4);
   const std::int32_t labels[Bn] = {0, 2, 1};

@@ -89,7 +89,7 @@ TEST_CASE("DiagonalSsm: the scan equals the convolution form", "[mixer][ssm_diag
     m.init(ParamsView<double, Host>{p.data(), p.size()}, rng);
     // perturb A_log and log_dt away from the init so every (c, n) differs; make Δ sizeable so
     // that Ā^k spans a wide range over 40 tokens
-    for (int d = 0; d < m.directions(); ++d) {
+    for (int d = 0; d < m.core().core().directions(); ++d) {
       const std::string pre = d == 0 ? "" : "bwd_";
       double* A_log = p.data() + offset_of(m, "attn." + pre + "A_log");
       double* log_dt = p.data() + offset_of(m, "attn." + pre + "log_dt");

@@ -159,7 +159,7 @@ TEST_CASE("SelectiveSsm: a masked token is dropped from the sequence", "[mixer][
         REQUIRE(a.dx[t * D + j] == 0.0);
       }
     }
-    const index_t E = m.inner();
+    const index_t E = m.width();
     for (index_t j = 0; j < E; ++j)
       if (!keep[t]) REQUIRE(a.pre[t * E + j] == 0.0);
     if (keep[t]) ++k;

@@ -27,6 +27,7 @@ class TokenwiseMixer {
   TokenwiseMixer() = default;
   explicit TokenwiseMixer(index_t dim) : fc_({.in = dim, .out = dim, .bias = false, .name = "w"}) {}
   std::size_t param_count() const { return fc_.param_count(); }
+  double flops(const Layout& in) const { return fc_.flops(in); }
   void plan(const Layout& in, Layout& out) const { fc_.plan(in, out); }
   template <class F>
   void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
@@ -96,7 +97,7 @@ TEST_CASE("Slot re-seating keeps every other parameter and re-lays out the arena
   const double qkv0 = m.param("blocks.0.attn.qkv.weight")[5];
   const double head = m.param("head.weight")[1];
 
-  auto& slot = model::mixer_slot(m.net(), 1);
+  auto& slot = m.net().mixer(1);
   REQUIRE(slot.holds<attention::SoftmaxAttention<double>>());
   slot.emplace<TokenwiseMixer<double>>(c.width);
   m.relayout(11);
@@ -112,18 +113,18 @@ TEST_CASE("Slot re-seating keeps every other parameter and re-lays out the arena
 }
 
 TEST_CASE("A tiny ViT overfits 64 Fashion-MNIST images", "[model][train]") {
-  const char* dir = train::default_fashion_mnist_dir;
+  const char* dir = io::default_fashion_mnist_dir;
   if (!std::filesystem::exists(std::filesystem::path(dir) / "t10k-images-idx3-ubyte.gz")) {
     WARN("Fashion-MNIST not installed (cmake/install-deps.sh): skipped");
     return;
   }
-  const auto data = train::load_fashion_mnist(train::Split::test).head(64);
+  const auto data = io::load_fashion_mnist(io::Split::test).head(64);
   model::VitConfig c{.image_size = 28, .channels = 1, .patch = 7, .width = 32, .depth = 2,
                      .heads = 2, .mlp_ratio = 2.0, .classes = 10};
   model::Model m(model::make_vit<float>(c));
   m.init(0);
   train::AdamW<float> opt({.lr = 3e-3, .weight_decay = 0.0}, m.params_info(), m.param_count());
-  train::BatchLoader loader(data, 64, false, 0);
+  io::BatchLoader loader(data, 64, false, 0);
   std::vector<float> images, dl;
   std::vector<std::int32_t> labels;
   loader.next(images, labels);

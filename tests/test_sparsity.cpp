@@ -6,7 +6,7 @@
 
 #include "conformance.hpp"
 #include "test_util.hpp"
-#include "seqswap/analysis/sparsity.hpp"
+#include "seqswap/analysis/sparsity_report.hpp"
 #include "seqswap/attention/softmax_attention.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
@@ -56,9 +56,9 @@ attention::SoftmaxAttentionOptions attn_options(index_t top_k = 0, double thresh
 }  // namespace
 
 TEST_CASE("Sparse attention policies are named", "[attention][sparsity]") {
-  CHECK(std::string(attention::PolicyTraits<sparse::Dense>::name) == "dense");
-  CHECK(std::string(attention::PolicyTraits<sparse::TopK>::name) == "top_k");
-  CHECK(std::string(attention::PolicyTraits<sparse::Threshold>::name) == "threshold");
+  CHECK(std::string(sparse::RowRule<sparse::Dense>::name) == "dense");
+  CHECK(std::string(sparse::RowRule<sparse::TopK>::name) == "top_k");
+  CHECK(std::string(sparse::RowRule<sparse::Threshold>::name) == "threshold");
   CHECK(std::string(Attn<sparse::TopK>::policy_name()) == "top_k");
 }
 
@@ -461,6 +461,7 @@ struct ZeroMixer {
     TokensView<const T, B> pre_projection() const { return view_of<const T, B>(pre.data(), layout); }
   };
   std::size_t param_count() const { return 0; }
+  double flops(const Layout&) const { return 0.0; }
   void plan(const Layout& in, Layout& out) const { out = in; }
   template <class F>
   void visit_params(F&&, const std::string&, std::size_t) const {}
@@ -540,7 +541,7 @@ TEST_CASE("Attention maps come out of a ViT's context", "[analysis][sparsity]") 
   CHECK(p1.layer_summary(0, Metric::distance).count == B * cfg.heads * cfg.num_patches());
 
   // Block 1 re-seated with a non-attention mixer: forward first, then it is skipped.
-  model::mixer_slot(m.net(), 1).emplace<ZeroMixer<double>>();
+  m.net().mixer(1).emplace<ZeroMixer<double>>();
   m.relayout(5);
   CHECK_THROWS_AS(analysis::block_attention(m, 1), Error);  // context still the attention's
   m.forward(x.data(), B, E);

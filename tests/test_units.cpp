@@ -6,7 +6,7 @@
 #include "seqswap/layers/gelu.hpp"
 #include "seqswap/ops/gelu.hpp"
 #include "seqswap/layers/output_projection.hpp"
-#include "seqswap/mixers/registry.hpp"
+#include "seqswap/zoo/registry.hpp"
 #include "seqswap/model/residual.hpp"
 #include "seqswap/ops/gemm.hpp"
 #include "seqswap/train/adamw.hpp"
@@ -100,20 +100,20 @@ TEST_CASE("Residual leaves masked tokens unchanged", "[model][residual]") {
 
 TEST_CASE("the mixer registry seats every named mixer and names the unknown", "[mixers][registry]") {
   const model::VitConfig cfg{.width = 64, .heads = 4};
-  mixers::AnyMixer<float> slot;
-  for (const auto& n : mixers::mixer_names()) {
-    mixers::seat_mixer(slot, n, cfg);
+  zoo::AnyMixer<float> slot;
+  for (const auto& n : zoo::mixer_names()) {
+    zoo::seat_mixer(slot, n, cfg);
     INFO(n);
     REQUIRE(slot.kind_name() == n);
     REQUIRE(slot.param_count() > 0);
   }
-  mixers::seat_mixer(slot, "softmax_attention", cfg);
+  zoo::seat_mixer(slot, "softmax_attention", cfg);
   REQUIRE(slot.param_count() == 4 * 64 * 64 + 4 * 64);
-  REQUIRE_THROWS_WITH(mixers::seat_mixer(slot, "transformer", cfg),
+  REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "transformer", cfg),
                       Catch::Contains("unknown mixer 'transformer'") && Catch::Contains("selective_ssm"));
-  REQUIRE_THROWS_WITH(mixers::seat_mixer(slot, "linear_attention", cfg, {{"feature", "cosine"}}),
+  REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "linear_attention", cfg, {{"feature", "cosine"}}),
                       Catch::Contains("unknown feature 'cosine'"));
-  REQUIRE_THROWS_WITH(mixers::seat_mixer(slot, "min_gru", cfg, {{"order", "spiral"}}), Catch::Contains("spiral"));
+  REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "min_gru", cfg, {{"order", "spiral"}}), Catch::Contains("spiral"));
   REQUIRE(slot.kind_name() == "softmax_attention");  // a refused seat leaves the slot as it was
 }
 

@@ -1,11 +1,8 @@
 // Reading a ViT's attention probabilities out of the context of its last forward: the maps are
 // never copied, only viewed (they live in each SoftmaxAttention's Ctx until the next forward).
 //
-// Path through a Model<Vit<T, Slot>>'s context (model/vit.hpp):
-//   model.context()                  the Vit Sequential's Ctx
-//   std::get<2>(·.ctx)               the Repeat<Block>'s Ctx;  .ctx[i] block i (a Sequential)
-//   std::get<0>(block.ctx).inner     Residual<Sequential<LayerNorm, Slot>>'s inner Ctx
-//   std::get<1>(·.ctx)               the Slot's Ctx; `.v` holds the mixer's Ctx
+// Block i's mixer context is reached by name (model::mixer_context, model/vit.hpp); a Slot's
+// context holds the seated mixer's in `.v`.
 // A mixer Ctx counts as attention when it exposes `probs`, `prob_offsets`, `pre_layout`,
 // `keep` and `heads` as SoftmaxAttention's does (any sparsity policy); any other mixer's layer
 // is reported as absent.
@@ -21,6 +18,7 @@
 
 #include "seqswap/core/error.hpp"
 #include "seqswap/core/tokens.hpp"
+#include "seqswap/model/vit.hpp"
 
 namespace seqswap::analysis {
 
@@ -84,15 +82,13 @@ auto maps_of(const C& c) {
 template <class M>
 auto block_attention(M& model, std::size_t i) {
   using T = typename M::T;
-  auto& blocks_ctx = std::get<2>(model.context().ctx);
-  auto& blocks = model.net().template get<2>();
-  check(blocks_ctx.ctx.size() == blocks.size(), "block_attention: expected a forward of the ",
-        blocks.size(), "-block ViT first, found contexts for ", blocks_ctx.ctx.size(), " blocks");
-  check(i < blocks.size(), "block_attention: block ", i, " out of range (", blocks.size(),
-        " blocks)");
-  const auto& mixer_ctx = std::get<0>(blocks_ctx.ctx[i].ctx).inner;
-  const auto& slot_ctx = std::get<1>(mixer_ctx.ctx);
-  const auto& slot = blocks[i].template get<0>().inner().template get<1>();
+  const std::size_t L = model.net().depth();
+  auto& body_ctx = std::get<2>(model.context().ctx);
+  check(body_ctx.ctx.size() == L, "block_attention: expected a forward of the ", L,
+        "-block ViT first, found contexts for ", body_ctx.ctx.size(), " blocks");
+  check(i < L, "block_attention: block ", i, " out of range (", L, " blocks)");
+  const auto& slot_ctx = model::mixer_context(model, i);
+  const auto& slot = model.net().mixer(i);
   check(slot_ctx.v.index() == slot.index(), "block_attention: block ", i,
         " was re-seated after the last forward (context holds mixer ", slot_ctx.v.index(),
         ", slot holds ", slot.index(), "); run forward again");
@@ -112,7 +108,7 @@ template <class M>
 auto attention_maps(M& model) {
   using T = typename M::T;
   std::vector<std::optional<AttentionMaps<T>>> r;
-  const std::size_t L = model.net().template get<2>().size();
+  const std::size_t L = model.net().depth();
   for (std::size_t i = 0; i < L; ++i) r.push_back(block_attention(model, i));
   return r;
 }

@@ -3,23 +3,23 @@
 #pragma once
 #include <string>
 
-#include "seqswap/analysis/sparsity.hpp"
+#include "seqswap/analysis/sparsity_report.hpp"
 #include "seqswap/io/plot.hpp"
 #include "seqswap/model/vit.hpp"
-#include "seqswap/train/data.hpp"
-#include "seqswap/train/loop.hpp"
+#include "seqswap/io/dataset.hpp"
+#include "seqswap/io/progress.hpp"
 
 namespace seqswap::analysis {
 
 // `data` in fixed order, `batch` images per forward; `progress` (optional) gets one update per
 // batch. The grid side is taken from the config when the options leave it at 0.
 template <class M>
-SparsityProfile profile_model(M& vit, const model::VitConfig& cfg, const train::ImageDataset& data,
+SparsityProfile profile_model(M& vit, const model::VitConfig& cfg, const io::ImageDataset& data,
                               index_t batch, SparsityOptions opt = {},
-                              train::Progress* progress = nullptr) {
+                              io::Progress* progress = nullptr) {
   if (opt.grid_side == 0) opt.grid_side = cfg.image_size / cfg.patch;
   SparsityAccumulator acc(cfg.depth, cfg.heads, opt);
-  train::BatchLoader loader(data, batch, /*shuffle=*/false, 0);
+  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0);
   std::vector<float> x;
   std::vector<std::int32_t> labels;
   long done = 0, batches = 0;

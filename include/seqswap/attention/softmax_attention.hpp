@@ -38,28 +38,10 @@ struct SoftmaxAttentionOptions {
   index_t query_block = 64;
 };
 
-template <class Policy>
-struct PolicyTraits {
-  static_assert(dependent_false<Policy>,
-                "SoftmaxAttention: unknown sparsity policy; use a tag from attention/policies.hpp");
-};
-template <>
-struct PolicyTraits<sparse::Dense> {
-  static constexpr const char* name = "dense";
-};
-template <>
-struct PolicyTraits<sparse::TopK> {
-  static constexpr const char* name = "top_k";
-};
-template <>
-struct PolicyTraits<sparse::Threshold> {
-  static constexpr const char* name = "threshold";
-};
-
 template <class T = float, class Policy = sparse::Dense>
 class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Policy>, T> {
-  static_assert(sizeof(PolicyTraits<Policy>) > 0);
-  static constexpr bool kDense = std::is_same_v<Policy, sparse::Dense>;
+  using Rule = sparse::RowRule<Policy>;  // the policy's row rule (a delegate class)
+  static_assert(sizeof(Rule) > 0);
   static constexpr bool kTopK = std::is_same_v<Policy, sparse::TopK>;
   static constexpr bool kThreshold = std::is_same_v<Policy, sparse::Threshold>;
 
@@ -100,9 +82,9 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
           "': expected threshold in [0, 1], found ", o_.threshold);
     // An option the policy ignores is a configuration mistake, not a no-op to accept silently.
     check(kTopK || o_.top_k == 0, "SoftmaxAttention '", o_.name, "': top_k = ", o_.top_k,
-          " needs the policy sparse::TopK, found '", PolicyTraits<Policy>::name, "'");
+          " needs the policy sparse::TopK, found '", Rule::name, "'");
     check(kThreshold || o_.threshold == 0.0, "SoftmaxAttention '", o_.name, "': threshold = ",
-          o_.threshold, " needs the policy sparse::Threshold, found '", PolicyTraits<Policy>::name,
+          o_.threshold, " needs the policy sparse::Threshold, found '", Rule::name,
           "'");
     check(o_.query_block > 0 && o_.store_probs_up_to >= 0, "SoftmaxAttention '", o_.name,
           "': expected query_block > 0 and store_probs_up_to >= 0, found ", o_.query_block, " and ",
@@ -112,9 +94,13 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
   }
   const SoftmaxAttentionOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return "softmax_attention"; }
-  static constexpr const char* policy_name() { return PolicyTraits<Policy>::name; }
+  static constexpr const char* policy_name() { return Rule::name; }
 
   std::size_t param_count() const { return qkv_.param_count() + proj_.param_count(); }
+  // qkv and proj per token, plus QKᵀ and PV: 2·n²·D each per sequence of n tokens.
+  double flops(const Layout& in) const {
+    return 2.0 * double(param_count()) * double(in.total()) + 4.0 * double(o_.dim) * in.pair_count();
+  }
   // Parameters of the output projection (the part a replacement may reuse).
   std::size_t proj_param_offset() const { return qkv_.param_count(); }
 
@@ -159,7 +145,7 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
       c.prob_offsets.clear();  // no maps to read: attention_maps() says so
       c.scratch.resize(static_cast<std::size_t>(threads * m * n_max));
     }
-    if constexpr (!kDense) c.select.resize(static_cast<std::size_t>(threads * n_max));
+    if constexpr (Rule::kNeedsScratch) c.select.resize(static_cast<std::size_t>(threads * n_max));
 
     qkv_.forward(qkv_params(p), x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
 
@@ -282,91 +268,11 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
     host::MatMap<T> S(P, mq, n);
     S.noalias() = (Q * K.transpose()) * scale;
-    if constexpr (kDense) {
-      for (index_t r = 0; r < mq; ++r) masked_softmax_row(P + r * n, n, keep, i0 + r);
-    } else {
-      T* sel = c.select.data() + static_cast<std::size_t>(tid * n_max);
-      const index_t n_kept =
-          keep ? index_t(std::count_if(keep, keep + n, [](std::uint8_t v) { return v != 0; })) : n;
-      for (index_t r = 0; r < mq; ++r) sparse_softmax_row(P + r * n, n, keep, i0 + r, n_kept, sel);
-    }
-  }
-
-  // In place: row <- softmax(row) over kept keys (and, with `chosen`, only over keys j with
-  // chosen[j] != 0); a masked query's row becomes all zeros. Vectorised exp (Eigen's packet
-  // exp) over the whole row; left-out keys are zeroed after it (Eigen's exp(-inf) is not 0).
-  static void masked_softmax_row(T* row, index_t n, const std::uint8_t* keep, index_t i,
-                                 const T* chosen = nullptr) {
-    if (keep && !keep[i]) {
-      std::fill(row, row + n, T(0));
-      return;
-    }
-    host::ArrMap<T> a(row, n);
-    const auto in = [&](index_t j) { return (!keep || keep[j]) && (!chosen || chosen[j] != T(0)); };
-    T mx = -std::numeric_limits<T>::infinity();
-    if (keep || chosen) {
-      for (index_t j = 0; j < n; ++j)
-        if (in(j)) mx = std::max(mx, row[j]);
-    } else {
-      mx = a.maxCoeff();
-    }
-    a = (a - mx).exp();
-    if (keep || chosen)
-      for (index_t j = 0; j < n; ++j)
-        if (!in(j)) row[j] = T(0);
-    a *= T(1) / a.sum();
-  }
-  // In place: row <- the policy's sparse softmax over kept keys. n_kept = kept keys in the
-  // sequence; sel (n) is scratch.
-  void sparse_softmax_row(T* row, index_t n, const std::uint8_t* keep, index_t i, index_t n_kept,
-                          T* sel) const {
-    if constexpr (kTopK) {
-      const index_t k = o_.top_k;
-      if (k > 0 && k < n_kept && !(keep && !keep[i])) {
-        // Keep the k largest logits (ties: lower key index first); the rest leave the softmax
-        // like masked keys.
-        index_t m = 0;
-        for (index_t j = 0; j < n; ++j)
-          if (!keep || keep[j]) sel[m++] = row[j];
-        std::nth_element(sel, sel + (k - 1), sel + m, std::greater<T>());
-        const T kth = sel[k - 1];
-        index_t above = 0;
-        for (index_t j = 0; j < m; ++j) above += sel[j] > kth;
-        index_t ties = k - above;
-        // sel[j] <- 1 for the chosen keys (the k largest; ties: lower key index first), else 0.
-        for (index_t j = 0; j < n; ++j) {
-          bool chosen = false;
-          if (!keep || keep[j]) {
-            chosen = row[j] > kth;
-            if (!chosen && row[j] == kth && ties > 0) {
-              --ties;
-              chosen = true;
-            }
-          }
-          sel[j] = chosen ? T(1) : T(0);
-        }
-        masked_softmax_row(row, n, keep, i, sel);
-        return;
-      }
-      masked_softmax_row(row, n, keep, i);
-    } else if constexpr (kThreshold) {
-      masked_softmax_row(row, n, keep, i);
-      if (o_.threshold <= 0.0 || (keep && !keep[i])) return;
-      // Drop p < τ / N_kept; the row's largest entry always stays (rounding at τ = 1).
-      T mx = 0;
-      for (index_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
-      const T cut = std::min(T(o_.threshold / double(n_kept)), mx);
-      T sum = 0;
-      for (index_t j = 0; j < n; ++j) {
-        if (row[j] < cut) row[j] = T(0);
-        sum += row[j];
-      }
-      const T inv = T(1) / sum;
-      for (index_t j = 0; j < n; ++j) row[j] *= inv;
-    } else {
-      static_assert(dependent_false<Policy>, "SoftmaxAttention: sparsity policy without a row rule");
-    }
-    (void)sel;
+    T* sel = Rule::kNeedsScratch ? c.select.data() + static_cast<std::size_t>(tid * n_max) : nullptr;
+    const index_t n_kept =
+        keep ? index_t(std::count_if(keep, keep + n, [](std::uint8_t v) { return v != 0; })) : n;
+    for (index_t r = 0; r < mq; ++r)
+      Rule::apply(P + r * n, n, keep, i0 + r, n_kept, sel, {.top_k = o_.top_k, .threshold = o_.threshold});
   }
 
   SoftmaxAttentionOptions o_;

@@ -9,6 +9,8 @@
 //                            g += J_pᵀ dy  (ACCUMULATED into the layer's gradient slice)
 //   visit_params(f, prefix, offset)
 //                            calls f(ParamInfo) for each tensor, in layout order
+//   flops(in)                forward FLOPs (2 per multiply-add) over the layout `in`: weights
+//                            applied per token plus token-token products and recurrences
 //
 // A Mixer is a Layer from tokens to tokens of the same width that honours the keep-mask
 // (masked tokens neither contribute nor change: their output rows are zero) and ragged
@@ -25,8 +27,17 @@
 
 namespace seqswap {
 
+// The member types first, so that a non-layer is simply "not a Layer" (no hard error).
 template <class L, class Backend>
-concept Layer = requires(const L& l, ParamsView<const typename L::scalar_type, Backend> p,
+concept LayerTypes = requires {
+  typename L::scalar_type;
+  typename L::Input;
+  typename L::Output;
+  typename L::template Ctx<Backend>;
+};
+
+template <class L, class Backend>
+concept Layer = LayerTypes<L, Backend> && requires(const L& l, ParamsView<const typename L::scalar_type, Backend> p,
                          ParamsView<typename L::scalar_type, Backend> g,
                          typename L::template Ctx<Backend>& c, const Layout& in, Layout& out,
                          TokensView<const typename L::scalar_type, Backend> x,
@@ -39,6 +50,7 @@ concept Layer = requires(const L& l, ParamsView<const typename L::scalar_type, B
   l.plan(in, out);
   l.forward(p, x, y, c);
   l.backward(p, c, dy, dx, g);
+  { l.flops(in) } -> std::convertible_to<double>;
 };
 
 template <class M, class Backend>
@@ -56,5 +68,11 @@ concept Mixer = Layer<M, Backend> && std::is_same_v<typename M::Input, kind::Tok
                   m.backward_pre(p, c, dpre, dx, g);
                   { m.kind_name() };
                 };
+
+// For static_asserts in combinators: the host instantiation decides.
+template <class L>
+inline constexpr bool is_layer_v = Layer<L, backend::Host>;
+template <class M>
+inline constexpr bool is_mixer_v = Mixer<M, backend::Host>;
 
 }  // namespace seqswap

@@ -118,6 +118,12 @@ struct Layout {
     return l;
   }
   bool same_tokens(const Layout& o) const { return offsets == o.offsets; }
+  // Σ_b n_b²: the count of token pairs within sequences (attention's quadratic term).
+  double pair_count() const {
+    double s = 0;
+    for (index_t b = 0; b < batch; ++b) s += double(length(b)) * double(length(b));
+    return s;
+  }
 };
 
 // A view of a token batch. `keep` (T_total, nullable) marks tokens that take part: a masked

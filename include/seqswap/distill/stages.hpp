@@ -10,8 +10,10 @@
 #pragma once
 #include <cmath>
 #include <cstdio>
-#include <type_traits>
+#include <memory>
 #include <string>
+#include <type_traits>
+#include <typeinfo>
 #include <vector>
 
 #include "seqswap/distill/plan.hpp"
@@ -122,48 +124,75 @@ double match_loss(const T* out, const T* target, index_t rows, index_t D, const 
   return loss;
 }
 
+// One context per replaced layer for the student's mixer there, at the mixer's own type (a
+// Slot's, or a typed student's concrete mixer's); kept across steps so nothing reallocates.
+class MixerContexts {
+ public:
+  explicit MixerContexts(std::size_t layers) : ctx_(layers) {}
+  template <class Mx>
+  typename Mx::template Ctx<backend::Host>& get(std::size_t k) {
+    using C = typename Mx::template Ctx<backend::Host>;
+    auto& h = ctx_.at(k);
+    if (!h.p || h.type != &typeid(C)) {
+      h.p = std::make_shared<C>();
+      h.type = &typeid(C);
+    }
+    return *static_cast<C*>(h.p.get());
+  }
+
+ private:
+  struct Holder {
+    std::shared_ptr<void> p;
+    const std::type_info* type = nullptr;
+  };
+  std::vector<Holder> ctx_;
+};
+
 // Block l's student mixer runs on `x` (the teacher's LN1 output for that layer) and is scored
 // against the teacher's pre-projection output `tpre` (or, with after_projection, its mixer
 // output `tpost`, rows x D) over x's kept tokens; with `backward`, its gradient is accumulated
-// into the student's gradient arena. Returns the loss.
-template <class SM, class Ctx, class T = typename SM::T>
-double layer_loss_on(SM& student, std::size_t l, Ctx& ctx, const Stage1Options& o, TokensView<const T> x,
-                     TokensView<const T> tpre, const T* tpost, std::vector<T>& y, std::vector<T>& dout,
-                     bool backward) {
-  const auto& slot = model::mixer_slot(student.net(), l);
-  const std::size_t off = model::mixer_param_offset(student.net(), l), cnt = slot.param_count();
-  const ParamsView<const T> p{student.params().data + off, cnt};
-  const ParamsView<T> g{student.grads().data + off, cnt};
-  const index_t rows = x.total(), D = x.dim;
-  y.resize(std::size_t(rows * D));
-  slot.forward(p, x, TokensView<T>{y.data(), x.offsets, x.batch, D, x.keep}, ctx);
-  if (o.after_projection) {
-    dout.resize(y.size());
-    const double loss = match_loss(y.data(), tpost, rows, D, x.keep, o.loss, dout.data());
+// into the student's gradient arena. Returns the loss. ctxs.get(k): the mixer's context.
+template <class SM, class T = typename SM::T>
+double layer_loss_on(SM& student, std::size_t l, MixerContexts& ctxs, std::size_t k, const Stage1Options& o,
+                     TokensView<const T> x, TokensView<const T> tpre, const T* tpost, std::vector<T>& y,
+                     std::vector<T>& dout, bool backward) {
+  double loss = 0;
+  student.net().visit_mixer(l, [&](const auto& mixer, std::size_t off) {
+    auto& ctx = ctxs.template get<std::remove_cvref_t<decltype(mixer)>>(k);
+    const std::size_t cnt = mixer.param_count();
+    const ParamsView<const T> p{student.params().data + off, cnt};
+    const ParamsView<T> g{student.grads().data + off, cnt};
+    const index_t rows = x.total(), D = x.dim;
+    y.resize(std::size_t(rows * D));
+    mixer.forward(p, x, TokensView<T>{y.data(), x.offsets, x.batch, D, x.keep}, ctx);
+    if (o.after_projection) {
+      dout.resize(y.size());
+      loss = match_loss(y.data(), tpost, rows, D, x.keep, o.loss, dout.data());
+      if (backward)
+        mixer.backward(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{}, g);
+      return;
+    }
+    const auto pre = ctx.pre_projection();
+    check(pre.dim == tpre.dim, "stage 1: layer ", l, ": the student's pre-projection width ", pre.dim,
+          " differs from the teacher's ", tpre.dim, "; match after the projection instead");
+    dout.resize(std::size_t(rows * pre.dim));
+    loss = match_loss(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, dout.data());
     if (backward)
-      slot.backward(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{}, g);
-    return loss;
-  }
-  const auto pre = ctx.pre_projection();
-  check(pre.dim == tpre.dim, "stage 1: layer ", l, ": the student's pre-projection width ", pre.dim,
-        " differs from the teacher's ", tpre.dim, "; match after the projection instead");
-  dout.resize(std::size_t(rows * pre.dim));
-  const double loss = match_loss(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, dout.data());
-  if (backward)
-    slot.backward_pre(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep}, TokensView<T>{},
-                      g);
+      mixer.backward_pre(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep},
+                         TokensView<T>{}, g);
+  });
   return loss;
 }
 
-// The same after teacher.forward (a dense Vit): the teacher's layer-l input and outputs.
-template <class TM, class SM, class Ctx, class T = typename SM::T>
-double layer_loss(TM& teacher, SM& student, std::size_t l, Ctx& ctx, const Stage1Options& o, std::vector<T>& y,
-                  std::vector<T>& dout, bool backward) {
-  auto x = model::mixer_input<T>(teacher.context(), l);  // (rows, D) LN1(x_l), teacher-forced
-  const auto tpre = model::mixer_context(teacher.context(), l).pre_projection();
-  // The teacher's mixer output is its residual branch's f buffer.
-  const T* tpost = std::get<0>(model::block_context(teacher.context(), l).ctx).f.data();
-  return layer_loss_on(student, l, ctx, o, x, TokensView<const T>(tpre), tpost, y, dout, backward);
+// The same after teacher.forward (a dense Vit, or a HaltingVit over kept tokens): the teacher's
+// layer-l input and outputs.
+template <class TM, class SM, class T = typename SM::T>
+double layer_loss(TM& teacher, SM& student, std::size_t l, MixerContexts& ctxs, std::size_t k, const Stage1Options& o,
+                  std::vector<T>& y, std::vector<T>& dout, bool backward) {
+  const auto x = model::mixer_input(teacher, l);  // (rows, D) LN1(x_l), teacher-forced
+  const auto tpre = model::mixer_context(teacher, l).pre_projection();
+  return layer_loss_on(student, l, ctxs, k, o, x, TokensView<const T>(tpre), model::mixer_output(teacher, l), y, dout,
+                       backward);
 }
 
 // Row-wise softmax of logits / Tk into p (n, C).
@@ -196,86 +225,76 @@ double add_logit_kl(const T* tprob, const T* logits, index_t n, index_t C, doubl
   return loss;
 }
 
-inline train::CosineSchedule schedule(double lr, double min_lr, double warmup_fraction, long steps) {
-  return {lr, min_lr, long(warmup_fraction * double(steps)), steps};
+// The shared loop's options for a stage's budget.
+template <class O>
+train::LoopOptions loop_options(const char* label, const O& o) {
+  return {.steps = o.steps, .batch = o.batch, .lr = o.lr, .min_lr = o.min_lr,
+          .warmup_steps = long(o.warmup_fraction * double(o.steps)), .weight_decay = o.weight_decay,
+          .clip_norm = o.clip_norm, .seed = o.seed, .label = label};
+}
+inline StageResult stage_result(const train::LoopResult& r) {
+  StageResult res;
+  res.steps = r.steps;
+  res.seconds = r.seconds;
+  res.final_loss = r.final_loss;
+  return res;
+}
+// Per-layer losses summed over the tail steps -> their means.
+inline void average_tail(std::vector<double>& layer_loss, long steps) {
+  const long n = steps - std::max(0L, train::tail_start(steps));
+  if (n > 0)
+    for (auto& v : layer_loss) v /= double(n);
 }
 }  // namespace detail
 
 // Stage 1. `teacher` and `student` are ViT models of the same config; the student's slots in
 // `plan.layers` hold the new mixers (others are copies of the teacher's). Trains in place.
 template <class TM, class SM>
-StageResult stage1(TM& teacher, SM& student, const Plan& plan, const train::ImageDataset& data,
-                   const Stage1Options& o, train::Progress* progress = nullptr) {
+StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDataset& data,
+                   const Stage1Options& o, io::Progress* progress = nullptr) {
   using T = typename SM::T;
   check(o.steps >= 0, "stage 1: expected steps >= 0, found ", o.steps);
-  StageResult res;
-  res.layer_loss.assign(plan.layers.size(), 0.0);
+  std::vector<double> layer_loss(plan.layers.size(), 0.0);
+  // Only the replaced mixers move: the clip runs over their gradients alone.
   const auto mask = detail::mixer_mask(student, plan, o.train_projection);
-  train::AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, student.params_info(),
-                      student.param_count());
-  const auto sched = detail::schedule(o.lr, o.min_lr, o.warmup_fraction, o.steps);
-  train::BatchLoader loader(data, o.batch, true, o.seed);
-  using SlotT = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
-  std::vector<typename SlotT::template Ctx<backend::Host>> ctxs(plan.layers.size());
-  std::vector<float> images;
-  std::vector<std::int32_t> labels;
+  detail::MixerContexts ctxs(plan.layers.size());
   std::vector<T> y, dout, dlogits;
-  const long tail_from = o.steps - std::max(1L, o.steps / 10);
-  long tail_n = 0;
-  double tail_loss = 0;
-  train::Progress local("stage1", o.steps, 10.0, progress == nullptr);
-  for (long step = 0; step < o.steps; ++step) {
-    const index_t n = loader.next_cycling(images, labels);
-    teacher.forward(images.data(), n, data.image_numel());
-    student.zero_grad();
+  const long tail_from = train::tail_start(o.steps);
+  const auto step = [&](long s, const float* images, const std::int32_t* labels, index_t n) {
+    teacher.forward(images, n, data.image_numel());
     double total = 0;
     if (o.ce_weight > 0) {  // student end to end; only the mask's entries will move
-      auto logits = student.forward(images.data(), n, data.image_numel());
+      auto logits = student.forward(images, n, data.image_numel());
       dlogits.resize(std::size_t(n * logits.dim));
-      const auto r = train::cross_entropy(logits.data, labels.data(), n, logits.dim, o.label_smoothing,
-                                          dlogits.data());
+      const auto r = train::cross_entropy(logits.data, labels, n, logits.dim, o.label_smoothing, dlogits.data());
       for (auto& v : dlogits) v *= T(o.ce_weight);
       student.backward(dlogits.data());
       total += o.ce_weight * r.loss;
     }
-    auto sg = student.grads();
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
-      const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs[k], o, y, dout,
+      const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
                                              /*backward=*/true);
       total += loss;
-      if (step >= tail_from) res.layer_loss[k] += loss;
+      if (s >= tail_from) layer_loss[k] += loss;
     }
-    if (step >= tail_from) {
-      tail_loss += total;
-      ++tail_n;
-    }
-    // Only the replaced mixers move: clip over their gradients alone.
-    for (std::size_t i = 0; i < mask.size(); ++i)
-      if (!mask[i]) sg.data[i] = T(0);
-    train::clip_and_step(student, opt, sched.at(step), o.clip_norm, mask.data());
-    char extra[64];
-    std::snprintf(extra, sizeof extra, "loss %.5f", total);
-    (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
-  }
-  res.steps = o.steps;
-  res.seconds = local.elapsed();
-  if (tail_n > 0) {
-    res.final_loss = tail_loss / double(tail_n);
-    for (auto& v : res.layer_loss) v /= double(tail_n);
-  }
+    return total;
+  };
+  auto res = detail::stage_result(
+      train::run_loop(student, data, detail::loop_options("stage1", o), step, {.mask = mask.data(), .progress = progress}));
+  detail::average_tail(layer_loss, o.steps);
+  res.layer_loss = std::move(layer_loss);
   return res;
 }
 
 // The stage-1 loss of every replaced layer on `data` (fixed order, no training): how well each
 // new mixer reproduces its teacher layer, teacher-forced.
 template <class TM, class SM>
-std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, const train::ImageDataset& data,
+std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, const io::ImageDataset& data,
                                  index_t batch, const Stage1Options& o = {}) {
   using T = typename SM::T;
-  using SlotT = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
-  std::vector<typename SlotT::template Ctx<backend::Host>> ctxs(plan.layers.size());
+  detail::MixerContexts ctxs(plan.layers.size());
   std::vector<double> sum(plan.layers.size(), 0.0);
-  train::BatchLoader loader(data, batch, false, 0);
+  io::BatchLoader loader(data, batch, false, 0);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   std::vector<T> y, dout;
@@ -283,7 +302,7 @@ std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, con
   while (index_t n = loader.next(images, labels)) {
     teacher.forward(images.data(), n, data.image_numel());
     for (std::size_t k = 0; k < plan.layers.size(); ++k)
-      sum[k] += double(n) * detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs[k], o, y, dout,
+      sum[k] += double(n) * detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
                                                /*backward=*/false);
     seen += n;
   }
@@ -293,51 +312,27 @@ std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, con
 
 // Stage 2: every parameter of the student trains on CE (+ KL to the teacher's logits).
 template <class TM, class SM>
-StageResult stage2(TM& teacher, SM& student, const train::ImageDataset& data, const Stage2Options& o,
-                   train::Progress* progress = nullptr) {
+StageResult stage2(TM& teacher, SM& student, const io::ImageDataset& data, const Stage2Options& o,
+                   io::Progress* progress = nullptr) {
   using T = typename SM::T;
-  StageResult res;
-  train::AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, student.params_info(),
-                      student.param_count());
-  const auto sched = detail::schedule(o.lr, o.min_lr, o.warmup_fraction, o.steps);
-  train::BatchLoader loader(data, o.batch, true, o.seed);
-  std::vector<float> images;
-  std::vector<std::int32_t> labels;
+  check(o.steps >= 0, "stage 2: expected steps >= 0, found ", o.steps);
   std::vector<T> dlogits, tprob;
-  const long tail_from = o.steps - std::max(1L, o.steps / 10);
-  long tail_n = 0;
-  double tail_loss = 0;
   const double Tk = o.temperature;
-  train::Progress local("stage2", o.steps, 10.0, progress == nullptr);
-  for (long step = 0; step < o.steps; ++step) {
-    const index_t n = loader.next_cycling(images, labels);
-    index_t C = 0;
+  const auto step = [&](long, const float* images, const std::int32_t* labels, index_t n) {
     if (o.kl_weight > 0) {  // teacher probabilities at temperature Tk
-      auto tl = teacher.forward(images.data(), n, data.image_numel());
-      C = tl.dim;
-      detail::softmax_at(tl.data, n, C, Tk, tprob);
+      auto tl = teacher.forward(images, n, data.image_numel());
+      detail::softmax_at(tl.data, n, tl.dim, Tk, tprob);
     }
-    auto logits = student.forward(images.data(), n, data.image_numel());
-    C = logits.dim;
+    auto logits = student.forward(images, n, data.image_numel());
+    const index_t C = logits.dim;
     dlogits.resize(std::size_t(n * C));
-    auto r = train::cross_entropy(logits.data, labels.data(), n, C, o.label_smoothing, dlogits.data());
+    const auto r = train::cross_entropy(logits.data, labels, n, C, o.label_smoothing, dlogits.data());
     double loss = r.loss;
     if (o.kl_weight > 0) loss += detail::add_logit_kl(tprob.data(), logits.data, n, C, Tk, o.kl_weight, dlogits.data());
-    student.zero_grad();
     student.backward(dlogits.data());
-    train::clip_and_step(student, opt, sched.at(step), o.clip_norm);
-    if (step >= tail_from) {
-      tail_loss += loss;
-      ++tail_n;
-    }
-    char extra[64];
-    std::snprintf(extra, sizeof extra, "loss %.4f", loss);
-    (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
-  }
-  res.steps = o.steps;
-  res.seconds = local.elapsed();
-  if (tail_n > 0) res.final_loss = tail_loss / double(tail_n);
-  return res;
+    return loss;
+  };
+  return detail::stage_result(train::run_loop(student, data, detail::loop_options("stage2", o), step, {.progress = progress}));
 }
 
 }  // namespace seqswap::distill

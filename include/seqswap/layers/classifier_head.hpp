@@ -32,6 +32,8 @@ class ClassifierHead {
       : o_(std::move(o)), fc_({.in = o_.dim, .out = o_.classes, .bias = true, .name = ""}) {}
 
   std::size_t param_count() const { return fc_.param_count(); }
+  // The head reads one (CLS) token per image.
+  double flops(const Layout& in) const { return fc_.flops(Layout::dense(in.batch, 1, o_.dim)); }
   void plan(const Layout& in, Layout& out) const {
     check(in.dim == o_.dim, "ClassifierHead: expected width ", o_.dim, ", found ", in.dim);
     for (index_t b = 0; b < in.batch; ++b)

@@ -30,6 +30,7 @@ class ClsPosEmbed {
   std::size_t param_count() const {
     return static_cast<std::size_t>(o_.dim + (o_.num_patches + 1) * o_.dim);
   }
+  double flops(const Layout&) const { return 0.0; }  // additions: not counted
   void plan(const Layout& in, Layout& out) const {
     check(in.dim == o_.dim, "ClsPosEmbed: expected width ", o_.dim, ", found ", in.dim);
     for (index_t b = 0; b < in.batch; ++b)

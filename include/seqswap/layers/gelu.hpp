@@ -18,6 +18,7 @@ class Gelu {
   };
 
   std::size_t param_count() const { return 0; }
+  double flops(const Layout&) const { return 0.0; }  // elementwise: not counted
   void plan(const Layout& in, Layout& out) const { out = in; }
   template <class F>
   void visit_params(F&&, const std::string&, std::size_t) const {}

@@ -33,6 +33,8 @@ class LayerNorm {
   }
 
   std::size_t param_count() const { return static_cast<std::size_t>(2 * o_.dim); }
+  // (x − μ)·σ⁻¹·γ + β: two multiply-adds per value, i.e. 2 per parameter per token.
+  double flops(const Layout& in) const { return 2.0 * double(param_count()) * double(in.total()); }
   void plan(const Layout& in, Layout& out) const {
     check(in.dim == o_.dim, "LayerNorm '", o_.name, "': expected width ", o_.dim, ", found ",
           in.dim);

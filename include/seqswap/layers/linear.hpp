@@ -38,6 +38,8 @@ class Linear {
   std::size_t param_count() const {
     return static_cast<std::size_t>(o_.out * o_.in + (o_.bias ? o_.out : 0));
   }
+  // 2 FLOPs per parameter per token (a bias counts as one multiply-add).
+  double flops(const Layout& in) const { return 2.0 * double(param_count()) * double(in.total()); }
 
   void plan(const Layout& in, Layout& out) const {
     check(in.dim == o_.in, "Linear '", o_.name, "': expected input width ", o_.in, ", found ",

@@ -37,6 +37,7 @@ class Mlp {
         fc2_({.in = o_.hidden, .out = o_.dim, .bias = true, .name = "fc2"}) {}
 
   std::size_t param_count() const { return fc1_.param_count() + fc2_.param_count(); }
+  double flops(const Layout& in) const { return fc1_.flops(in) + fc2_.flops(in); }  // GELU not counted
   void plan(const Layout& in, Layout& out) const {
     check(in.dim == o_.dim, "Mlp '", o_.name, "': expected width ", o_.dim, ", found ", in.dim);
     out = in;

@@ -44,6 +44,8 @@ class PatchEmbed {
   const PatchEmbedOptions& options() const { return o_; }
 
   std::size_t param_count() const { return proj_.param_count(); }
+  // The patch projection over every patch of every image.
+  double flops(const Layout& in) const { return proj_.flops(Layout::dense(in.batch, num_patches(), 1)); }
   void plan(const Layout& in, Layout& out) const {
     check(in.dim == image_numel(), "PatchEmbed: expected images of ", o_.channels, "x",
           o_.image_size, "x", o_.image_size, " = ", image_numel(), " values, found ", in.dim);

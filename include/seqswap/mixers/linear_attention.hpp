@@ -133,6 +133,11 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
   std::size_t param_count() const {
     return qkv_.param_count() + feature_count() + proj_.param_count();
   }
+  // qkv and proj per token, plus per head the state update and read (2·d_φ·d each per token).
+  double flops(const Layout& in) const {
+    const double d = double(o_.dim / o_.heads), dphi = double(kExpansion) * d;
+    return 2.0 * double(param_count()) * double(in.total()) + 4.0 * double(o_.heads) * dphi * d * double(in.total());
+  }
   // Parameters of the output projection (the part a replacement may reuse).
   std::size_t proj_param_offset() const { return qkv_.param_count() + feature_count(); }
 

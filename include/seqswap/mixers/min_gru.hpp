@@ -19,9 +19,10 @@
 //
 // Masked tokens are identity steps of the recurrence (a = 1, b = 0), and their rows of the
 // pre-projection output and of the output are zero.
+//
+// The mixer is a composition (mixers/projected.hpp): MinGru<T> = Projected<Ordered<MinGruCore<T>>>,
+// the output projection over the scan order over the recurrence below.
 #pragma once
-#include "seqswap/layers/output_projection.hpp"
-#include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -32,6 +33,8 @@
 #include "seqswap/backend/host.hpp"
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/mixers/ordered.hpp"
+#include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
 #include "seqswap/ops/scan.hpp"
 
@@ -50,51 +53,36 @@ struct MinGruOptions {
   index_t chunk = 256;         // tokens per chunk of ops::linear_scan; 0 = sequential reference
 };
 
+// The recurrence over tokens already in scan order: x (rows, D) -> pre (rows, E_total).
 template <class T = float>
-class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
+class MinGruCore {
  public:
   using scalar_type = T;
-  using Input = kind::Tokens;
-  using Output = kind::Tokens;
+  using Options = MinGruOptions;
   template <class B>
   struct Ctx {
     std::array<typename layers::Linear<T>::template Ctx<B>, 2> dir_ctx;
-    typename layers::Linear<T>::template Ctx<B> proj_ctx;
-    Layout zh_layout, pre_layout;
-    std::vector<index_t> perm;          // (rows) scan position -> row; empty when identity
-    std::vector<std::uint8_t> keep_s;   // (rows) keep in scan order (permuted and masked)
-    Buffer<T> x_s;                      // (rows, D) input in scan order (permuted only)
-    const T* x_scan = nullptr;          // (rows, D) x_s or the input itself
-    const std::uint8_t* keep_scan = nullptr;  // (rows) keep_s or the input's keep; nullable
-    std::array<Buffer<T>, 2> zh;        // (rows, 2E) [u | h̃] per direction, scan order
-    std::array<Buffer<T>, 2> a;         // (rows, E) decays σ(-u) (1 at masked), scan order
-    std::array<Buffer<T>, 2> h;         // (rows, E) states, scan order
-    Buffer<T> pre_s;                    // (rows, E_total) pre-projection in scan order (permuted)
-    Buffer<T> pre;                      // (rows, E_total) pre-projection output, token order
+    Layout zh_layout;
+    std::array<Buffer<T>, 2> zh;  // (rows, 2E) [u | h̃] per direction
+    std::array<Buffer<T>, 2> a;   // (rows, E) decays σ(-u) (1 at masked)
+    std::array<Buffer<T>, 2> h;   // (rows, E) states
     // backward scratch
-    Buffer<T> dy_masked;                // (rows, D)
-    Buffer<T> dpre, dpre_s;             // (rows, E_total) token order / scan order
-    Buffer<T> dh, da, db;               // (rows, E)
-    Buffer<T> dzh;                      // (rows, 2E)
-    Buffer<T> dx_s, dx_dir;             // (rows, D)
-    const std::uint8_t* keep = nullptr;  // (rows) token order; nullable
+    Buffer<T> dh, da, db;         // (rows, E)
+    Buffer<T> dzh;                // (rows, 2E)
+    Buffer<T> dx_dir;             // (rows, D)
+    const std::uint8_t* keep = nullptr;  // (rows); nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;
-
-    TokensView<const T, B> pre_projection() const {
-      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
-    }
   };
 
-  MinGru() = default;
-  explicit MinGru(MinGruOptions o) : o_(std::move(o)) {
+  MinGruCore() = default;
+  explicit MinGruCore(MinGruOptions o) : o_(std::move(o)) {
     check(o_.dim > 0, "MinGru '", o_.name, "': expected dim > 0, found ", o_.dim);
     check(o_.expand > 0, "MinGru '", o_.name, "': expected expand > 0, found ", o_.expand);
     check(o_.chunk >= 0, "MinGru '", o_.name, "': expected chunk >= 0, found ", o_.chunk);
     const index_t E = hidden();
     dir_[0] = layers::Linear<T>({.in = o_.dim, .out = 2 * E, .bias = true, .name = "fwd"});
     dir_[1] = layers::Linear<T>({.in = o_.dim, .out = 2 * E, .bias = true, .name = "bwd"});
-    proj_ = layers::Linear<T>({.in = width(), .out = o_.dim, .bias = true, .name = "proj"});
   }
   const MinGruOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return "min_gru"; }
@@ -104,53 +92,32 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
   index_t width() const { return concat() ? 2 * hidden() : hidden(); }
   int directions() const { return o_.bidirectional ? 2 : 1; }
 
-  // directions · (2E·D + 2E) + E_total·D + D
-  std::size_t param_count() const {
-    return static_cast<std::size_t>(directions()) * dir_[0].param_count() + proj_.param_count();
-  }
-  std::size_t proj_param_offset() const {
-    return static_cast<std::size_t>(directions()) * dir_[0].param_count();
-  }
-
-  void plan(const Layout& in, Layout& out) const {
-    check(in.dim == o_.dim, "MinGru '", o_.name, "': expected width ", o_.dim, ", found ", in.dim);
-    out = in;
+  // directions · (2E·D + 2E)
+  std::size_t param_count() const { return static_cast<std::size_t>(directions()) * dir_[0].param_count(); }
+  // The gate/candidate projections per token, plus the scan h = a·h + b per channel and direction.
+  double flops(const Layout& in) const {
+    return (2.0 * double(param_count()) + 2.0 * double(hidden() * directions())) * double(in.total());
   }
   template <class F>
-  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
-    const std::string base = join_name(prefix, o_.name);
+  void visit_params(F&& f, const std::string& base, std::size_t offset) const {
     for (int d = 0; d < directions(); ++d)
       dir_[d].visit_params(f, base, offset + static_cast<std::size_t>(d) * dir_[0].param_count());
-    proj_.visit_params(f, base, offset + proj_param_offset());
   }
 
-  // x (rows, D) -> y (rows, D)
+  // x (rows, D) -> pre (rows, E_total), both in scan order
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
-               Ctx<B>& c) const {
-    const index_t D = o_.dim, E = hidden(), Et = width(), rows = x.total();
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre_out, Ctx<B>& c) const {
+    const index_t E = hidden(), Et = width(), rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
     c.batch = x.batch;
     c.zh_layout = Layout{x.batch, 2 * E, {x.offsets, x.offsets + x.batch + 1}};
-    c.pre_layout = Layout{x.batch, Et, c.zh_layout.offsets};
-    c.pre.resize(static_cast<std::size_t>(rows * Et));
-    const bool permuted = !o_.order.is_identity();
-
-    // Row-wise layers commute with the permutation, so the whole recurrence runs in scan order
-    // and only its result is scattered back.
-    order::gather_scan_input(o_.order, x.data, x.keep, x.offsets, x.batch, D, c.perm, c.x_s, c.keep_s, c.x_scan,
-                             c.keep_scan);
-    if (permuted) c.pre_s.resize(static_cast<std::size_t>(rows * Et));
-    T* pre_s = permuted ? c.pre_s.data() : c.pre.data();  // (rows, E_total) scan order
-    const std::uint8_t* keep = c.keep_scan;               // (rows) scan order
-
+    const std::uint8_t* keep = x.keep;
     for (int d = 0; d < directions(); ++d) {
       c.zh[d].resize(static_cast<std::size_t>(rows * 2 * E));
       c.a[d].resize(static_cast<std::size_t>(rows * E));
       c.h[d].resize(static_cast<std::size_t>(rows * E));
-      dir_[d].forward(dir_params(p, d), TokensView<const T, B>{c.x_scan, x.offsets, x.batch, D, keep},
-                      view_of<T, B>(c.zh[d].data(), c.zh_layout), c.dir_ctx[d]);
+      dir_[d].forward(dir_params(p, d), x, view_of<T, B>(c.zh[d].data(), c.zh_layout), c.dir_ctx[d]);
       const T* zh = c.zh[d].data();  // (rows, 2E)
       T* a = c.a[d].data();          // (rows, E)
       T* h = c.h[d].data();          // (rows, E): b_t first, scanned in place into h_t
@@ -173,9 +140,10 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
     }
 
     // pre = keep ∘ (h_fwd + h_bwd)  or  keep ∘ [h_fwd | h_bwd]
+    T* pre = pre_out.data;
 #pragma omp parallel for schedule(static) if (rows > 1)
     for (index_t t = 0; t < rows; ++t) {
-      T* out = pre_s + t * Et;  // (E_total)
+      T* out = pre + t * Et;  // (E_total)
       if (keep && !keep[t]) {
         std::fill(out, out + Et, T(0));
         continue;
@@ -190,48 +158,26 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
           for (index_t e = 0; e < E; ++e) out[e] += h1[e];
       }
     }
-    if (permuted) order::scatter_rows(c.pre_s.data(), c.perm, Et, c.pre.data());
-
-    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
-                  y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
   }
 
-  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
-  // (through the projection) or from dpre_in (the pre-projection gradient).
+  // dpre (rows, E_total), zero at masked rows (the gradient of pre = keep ∘ h) -> dx, g
   template <class B>
-  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
-                     TokensView<T, B> dx, ParamsView<T, B> g) const {
-    const index_t D = o_.dim, E = hidden(), Et = width(), rows = c.pre_layout.total();
-    const bool permuted = !c.perm.empty();
-    // y = proj(pre): dpre = dy W_proj; its masked rows are zero because dy's are, which is
-    // also the gradient of pre = keep ∘ h.
-    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre);
-    const T* dpre_s = c.dpre.data();  // (rows, E_total) scan order
-    if (permuted) {
-      c.dpre_s.resize(static_cast<std::size_t>(rows * Et));
-      order::gather_rows(c.dpre.data(), c.perm, Et, c.dpre_s.data());
-      dpre_s = c.dpre_s.data();
-    }
-
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    const index_t D = o_.dim, E = hidden(), Et = width(), rows = dpre_v.total();
+    const T* dpre = dpre_v.data;
     const bool want_dx = dx.data != nullptr;
-    T* dx_s = nullptr;  // (rows, D) scan order
-    if (want_dx) {
-      if (permuted) c.dx_s.resize(static_cast<std::size_t>(rows * D));
-      dx_s = permuted ? c.dx_s.data() : dx.data;
-    }
-    const std::uint8_t* keep = c.keep_scan;
+    const std::uint8_t* keep = c.keep;
     c.da.resize(static_cast<std::size_t>(rows * E));
     c.db.resize(static_cast<std::size_t>(rows * E));
     c.dzh.resize(static_cast<std::size_t>(rows * 2 * E));
     for (int d = 0; d < directions(); ++d) {
       // pre = h_fwd + h_bwd: both get dpre;  pre = [h_fwd | h_bwd]: each gets its columns.
-      const T* dh = dpre_s;  // (rows, E)
+      const T* dh = dpre;  // (rows, E)
       if (concat()) {
         c.dh.resize(static_cast<std::size_t>(rows * E));
         for (index_t t = 0; t < rows; ++t)
-          std::copy(dpre_s + t * Et + d * E, dpre_s + t * Et + (d + 1) * E, c.dh.data() + t * E);
+          std::copy(dpre + t * Et + d * E, dpre + t * Et + (d + 1) * E, c.dh.data() + t * E);
         dh = c.dh.data();
       }
       // h_t = a_t h_{t-1} + b_t  =>  da, db (rows, E)
@@ -258,7 +204,7 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
       T* dx_dir = nullptr;
       if (want_dx) {
         if (d == 0) {
-          dx_dir = dx_s;
+          dx_dir = dx.data;
         } else {
           c.dx_dir.resize(static_cast<std::size_t>(rows * D));
           dx_dir = c.dx_dir.data();
@@ -268,17 +214,14 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
                        TokensView<const T, B>(view_of<T, B>(c.dzh.data(), c.zh_layout)),
                        TokensView<T, B>{dx_dir, c.offsets, c.batch, D, keep}, dir_params(g, d));
       if (want_dx && d == 1)
-        for (index_t i = 0; i < rows * D; ++i) dx_s[i] += dx_dir[i];
+        for (index_t i = 0; i < rows * D; ++i) dx.data[i] += dx_dir[i];
     }
-    if (want_dx && permuted) order::scatter_rows(dx_s, c.perm, D, dx.data);
   }
 
   template <class P>
   P dir_params(P p, int d) const {
     return p.sub(static_cast<std::size_t>(d) * dir_[0].param_count(), dir_[0].param_count());
   }
-  template <class P>
-  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
 
  private:
   bool concat() const { return o_.bidirectional && o_.combine == MinGruOptions::Combine::concat; }
@@ -288,8 +231,12 @@ class MinGru : public layers::ProjectedMixer<MinGru<T>, T> {
 
   MinGruOptions o_;
   std::array<layers::Linear<T>, 2> dir_;  // "fwd", "bwd" (the latter only when bidirectional)
-  layers::Linear<T> proj_;
 };
+
+static_assert(MixerCore<MinGruCore<double>>);
+
+template <class T = float>
+using MinGru = Projected<Ordered<MinGruCore<T>>>;
 
 static_assert(Mixer<MinGru<float>, backend::Host>);
 static_assert(Mixer<MinGru<double>, backend::Host>);

@@ -20,7 +20,6 @@
 // state passes through unchanged); its rows of pre and y are exactly zero, so a masked dense
 // batch equals the packed batch of its kept tokens (stored scan order).
 #pragma once
-#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <cmath>
 #include <string>
@@ -30,6 +29,8 @@
 #include "seqswap/backend/host.hpp"
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/mixers/ordered.hpp"
+#include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
 
 namespace seqswap::mixers {
@@ -65,8 +66,9 @@ struct RnnOptions {
   std::string name = "attn";
 };
 
+// The recurrence over tokens already in scan order: x (T, D) -> pre (T, D).
 template <class T = float, class Cell = cell::Lstm>
-class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
+class MultiHeadRnnCore {
   using Traits = RnnCellTraits<Cell>;
   static_assert(sizeof(Traits) > 0);
   static constexpr bool kLstm = std::is_same_v<Cell, cell::Lstm>;
@@ -75,64 +77,43 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
 
  public:
   using scalar_type = T;
-  using Input = kind::Tokens;
-  using Output = kind::Tokens;
+  using Options = RnnOptions;
   template <class B>
   struct Ctx {
-    typename layers::Linear<T>::template Ctx<B> in_ctx, merge_ctx, proj_ctx;
+    typename layers::Linear<T>::template Ctx<B> in_ctx, merge_ctx;
     Layout layout, state_layout;        // (T, D) and (T, dirs·D) with the input's offsets
-    bool permuted = false;              // scan order is not the stored order
-    std::vector<index_t> perm;          // (T) row visited at scan position k (when permuted)
-    std::vector<std::uint8_t> keep_s;   // (T) keep in scan order (when permuted and masked)
-    const std::uint8_t* keep = nullptr;     // (T) input keep, token order
-    const std::uint8_t* keep_s_ptr = nullptr;  // (T) keep in scan order
-    // Everything below is in scan order (= token order when not permuted).
-    Buffer<T> xs;      // (T, D) input (when permuted)
+    const std::uint8_t* keep_s_ptr = nullptr;  // (T) keep; nullable
     Buffer<T> u;       // (T, D) in_proj output
     Buffer<T> saved;   // (H, dirs, T, kS·d) per-step cell values
     Buffer<T> s;       // (T, dirs·D) hidden states [t][h][r][0..d)
-    Buffer<T> pre_s;   // (T, D) merge output (when permuted)
-    Buffer<T> pre;     // (T, D) pre-projection output, token order
     Buffer<T> zeros;   // (d) the initial state h_{-1} = c_{-1} = 0
     Buffer<T> scratch;  // (threads, (kG + 2)·d) per-thread step vectors
     // backward
-    Buffer<T> dy_masked, dpre, dpre_s, ds, dgi, dgh, du, dxs;
-
-    TokensView<const T, B> pre_projection() const {
-      return {pre.data(), layout.offsets.data(), layout.batch, layout.dim, keep};
-    }
+    Buffer<T> ds, dgi, dgh, du;
   };
 
-  MultiHeadRnn() = default;
-  explicit MultiHeadRnn(RnnOptions o) : o_(std::move(o)) {
+  MultiHeadRnnCore() = default;
+  explicit MultiHeadRnnCore(RnnOptions o) : o_(std::move(o)) {
     check(o_.heads > 0 && o_.dim > 0 && o_.dim % o_.heads == 0, "MultiHeadRnn '", o_.name,
           "': expected a positive width divisible by heads, found width ", o_.dim, " and ",
           o_.heads, " heads");
     const index_t D = o_.dim;
     in_proj_ = layers::Linear<T>({.in = D, .out = D, .bias = true, .name = "in_proj"});
     merge_ = layers::Linear<T>({.in = dirs() * D, .out = D, .bias = true, .name = "merge"});
-    proj_ = layers::Linear<T>({.in = D, .out = D, .bias = true, .name = "proj"});
   }
   const RnnOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return Traits::kind_name; }
 
-  // in_proj + dirs · H (W_ih, W_hh [kG·d, d]; b_ih, b_hh [kG·d]) + merge + proj
+  index_t width() const { return o_.dim; }
+  // in_proj + dirs · H (W_ih, W_hh [kG·d, d]; b_ih, b_hh [kG·d]) + merge  (proj is Projected's)
   std::size_t param_count() const {
-    return in_proj_.param_count() + static_cast<std::size_t>(dirs()) * cell_dir_count() +
-           merge_.param_count() + proj_.param_count();
+    return in_proj_.param_count() + static_cast<std::size_t>(dirs()) * cell_dir_count() + merge_.param_count();
   }
-  // Parameters of the output projection (the part that reuses the teacher's).
-  std::size_t proj_param_offset() const { return param_count() - proj_.param_count(); }
-
-  void plan(const Layout& in, Layout& out) const {
-    check(in.dim == o_.dim, "MultiHeadRnn '", o_.name, "': expected width ", o_.dim, ", found ",
-          in.dim);
-    out = in;
-  }
+  // Every weight (input and recurrent) is applied once per token; gates are not counted.
+  double flops(const Layout& in) const { return 2.0 * double(param_count()) * double(in.total()); }
 
   template <class F>
-  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
-    const std::string base = join_name(prefix, o_.name);
+  void visit_params(F&& f, const std::string& base, std::size_t offset) const {
     const index_t H = o_.heads, d = head_dim();
     const double bound = 1.0 / std::sqrt(double(d));  // torch's RNN init: U(-1/√d, 1/√d)
     in_proj_.visit_params(f, base, offset);
@@ -147,39 +128,22 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
                   bound});
     }
     merge_.visit_params(f, base, offset + merge_offset());
-    proj_.visit_params(f, base, offset + proj_param_offset());
   }
 
-  // x (T, D) -> y (T, D)
+  // x (T, D) -> pre (T, D), both in scan order
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
-               Ctx<B>& c) const {
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
     const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs(), rows = x.total();
-    check(x.dim == D, "MultiHeadRnn '", o_.name, "': expected width ", D, ", found ", x.dim);
-    c.keep = x.keep;
     c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
     c.state_layout = Layout{x.batch, R * D, c.layout.offsets};
-    c.permuted = !o_.order.is_identity();
-    const T* xs = x.data;  // (T, D) scan order
+    const T* xs = x.data;  // (T, D)
     const std::uint8_t* ks = x.keep;
-    if (c.permuted) {
-      order::batch_permutation(o_.order, x.offsets, x.batch, c.perm);
-      c.xs.resize(static_cast<std::size_t>(rows * D));
-      order::gather_rows(x.data, c.perm, D, c.xs.data());
-      xs = c.xs.data();
-      if (x.keep) {
-        c.keep_s.resize(static_cast<std::size_t>(rows));
-        for (index_t k = 0; k < rows; ++k) c.keep_s[k] = x.keep[c.perm[k]];
-        ks = c.keep_s.data();
-      }
-    }
     c.keep_s_ptr = ks;
     c.zeros.assign(static_cast<std::size_t>(d), T(0));
     c.scratch.resize(static_cast<std::size_t>(host::max_threads() * (kG + 2) * d));
     c.u.resize(static_cast<std::size_t>(rows * D));
     c.saved.resize(static_cast<std::size_t>(H * R * rows * kS * d));
     c.s.resize(static_cast<std::size_t>(rows * R * D));
-    c.pre.resize(static_cast<std::size_t>(rows * D));
 
     in_proj_.forward(in_params(p), TokensView<const T, B>{xs, x.offsets, x.batch, D, ks},
                      view_of<T, B>(c.u.data(), c.layout), c.in_ctx);
@@ -208,41 +172,20 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
     }
 
     // pre = keep ∘ merge(s)
-    T* pre_s = c.pre.data();
-    if (c.permuted) {
-      c.pre_s.resize(static_cast<std::size_t>(rows * D));
-      pre_s = c.pre_s.data();
-    }
-    merge_.forward(merge_params(p),
-                   TokensView<const T, B>{c.s.data(), x.offsets, x.batch, R * D, ks},
-                   TokensView<T, B>{pre_s, x.offsets, x.batch, D, ks}, c.merge_ctx);
-    if (ks) ops::zero_masked_rows(pre_s, rows, D, ks);
-    if (c.permuted) order::scatter_rows(pre_s, c.perm, D, c.pre.data());
-
-    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.layout, x.keep)),
-                  y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
+    merge_.forward(merge_params(p), TokensView<const T, B>{c.s.data(), x.offsets, x.batch, R * D, ks},
+                   TokensView<T, B>{pre.data, x.offsets, x.batch, D, ks}, c.merge_ctx);
+    if (ks) ops::zero_masked_rows(pre.data, rows, D, ks);
   }
 
-  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
-  // (through the projection) or from dpre_in (the pre-projection gradient).
+  // dpre (T, D), zero at masked rows -> dx, g
   template <class B>
-  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
-                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
     const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs();
     const index_t rows = c.layout.total(), batch = c.layout.batch;
     const index_t* offsets = c.layout.offsets.data();
     const std::uint8_t* ks = c.keep_s_ptr;
-
-    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre);
-    // pre = keep ∘ merge(s): dpre's masked rows are already zero (dy_eff's are, proj is per row)
-    const T* dpre_s = c.dpre.data();  // (T, D) scan order
-    if (c.permuted) {
-      c.dpre_s.resize(static_cast<std::size_t>(rows * D));
-      order::gather_rows(c.dpre.data(), c.perm, D, c.dpre_s.data());
-      dpre_s = c.dpre_s.data();
-    }
+    const T* dpre_s = dpre.data;  // (T, D)
     c.ds.resize(static_cast<std::size_t>(rows * R * D));
     merge_.backward(merge_params(p), c.merge_ctx, TokensView<const T, B>{dpre_s, offsets, batch, D, ks},
                     TokensView<T, B>{c.ds.data(), offsets, batch, R * D, ks}, merge_params(g));
@@ -296,22 +239,14 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
     }
 
     // u = x W_inᵀ + b_in; masked rows of du are zero, so masked rows of dx are exactly zero
-    T* dx_s = dx.data;
-    if (c.permuted && dx.data) {
-      c.dxs.resize(static_cast<std::size_t>(rows * D));
-      dx_s = c.dxs.data();
-    }
     in_proj_.backward(in_params(p), c.in_ctx, TokensView<const T, B>{c.du.data(), offsets, batch, D, ks},
-                      TokensView<T, B>{dx_s, offsets, batch, D, ks}, in_params(g));
-    if (c.permuted && dx.data) order::scatter_rows(dx_s, c.perm, D, dx.data);
+                      TokensView<T, B>{dx.data, offsets, batch, D, ks}, in_params(g));
   }
 
   template <class P>
   P in_params(P p) const { return p.sub(0, in_proj_.param_count()); }
   template <class P>
   P merge_params(P p) const { return p.sub(merge_offset(), merge_.param_count()); }
-  template <class P>
-  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
 
  private:
   index_t head_dim() const { return o_.dim / o_.heads; }
@@ -489,9 +424,14 @@ class MultiHeadRnn : public layers::ProjectedMixer<MultiHeadRnn<T, Cell>, T> {
 
 
   RnnOptions o_;
-  layers::Linear<T> in_proj_, merge_, proj_;
+  layers::Linear<T> in_proj_, merge_;
 };
 
+static_assert(MixerCore<MultiHeadRnnCore<double, cell::Lstm>>);
+
+// The mixer: the output projection over the scan order over the recurrence.
+template <class T = float, class Cell = cell::Lstm>
+using MultiHeadRnn = Projected<Ordered<MultiHeadRnnCore<T, Cell>>>;
 template <class T = float>
 using MultiHeadLstm = MultiHeadRnn<T, cell::Lstm>;
 template <class T = float>

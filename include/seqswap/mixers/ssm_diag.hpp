@@ -27,9 +27,10 @@
 //
 // Masked tokens are identity steps (Ā -> 1, B̄ u -> 0); their pre-projection and output rows
 // are zero.
+//
+// A composition (mixers/projected.hpp): DiagonalSsm<T> = Projected<Ordered<DiagonalSsmCore<T>>>,
+// the output projection over the scan order over the recurrence below.
 #pragma once
-#include "seqswap/layers/output_projection.hpp"
-#include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -41,6 +42,8 @@
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/rng.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/mixers/ordered.hpp"
+#include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
 
 namespace seqswap::mixers {
@@ -56,66 +59,50 @@ struct DiagonalSsmOptions {
   double c_std = 1.0;          // C ~ normal(0, c_std) (S4D's unit-variance C)
 };
 
+// The recurrence over tokens already in scan order: x (rows, D) -> pre (rows, D).
 template <class T = float>
-class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
+class DiagonalSsmCore {
  public:
   using scalar_type = T;
-  using Input = kind::Tokens;
-  using Output = kind::Tokens;
+  using Options = DiagonalSsmOptions;
   template <class B>
   struct Ctx {
-    typename layers::Linear<T>::template Ctx<B> in_ctx, proj_ctx;
+    typename layers::Linear<T>::template Ctx<B> in_ctx;
     Layout layout;                      // (rows, D) with the input's offsets
-    std::vector<index_t> perm;          // (rows) scan position -> row; empty when identity
-    std::vector<std::uint8_t> keep_s;   // (rows) keep in scan order (permuted and masked)
-    Buffer<T> x_s;                      // (rows, D) input in scan order (permuted only)
-    const T* x_scan = nullptr;          // (rows, D) x_s or the input itself
-    const std::uint8_t* keep_scan = nullptr;  // (rows) scan order; nullable
-    Buffer<T> u;                        // (rows, D) in_proj output, scan order
+    Buffer<T> u;                        // (rows, D) in_proj output
     std::array<Buffer<T>, 2> abar, bbar, phi;  // (D, N_s) Ā, B̄, (Ā - 1)/A per direction
-    std::array<Buffer<T>, 2> h;         // (rows, D·N_s) states per direction, scan order
-    Buffer<T> pre_s;                    // (rows, D) pre-projection in scan order (permuted)
-    Buffer<T> pre;                      // (rows, D) pre-projection output, token order
+    std::array<Buffer<T>, 2> h;         // (rows, D·N_s) states per direction
     // backward scratch
-    Buffer<T> dy_masked, dpre, dpre_s, du, dx_s;  // (rows, D)
+    Buffer<T> du;                       // (rows, D)
     Buffer<T> scratch;                  // (threads, 3·8·N_s) backward: g, dĀ, dB̄ per block
-    const std::uint8_t* keep = nullptr;  // (rows) token order; nullable
+    const std::uint8_t* keep = nullptr;  // (rows); nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;
-
-    TokensView<const T, B> pre_projection() const {
-      return {pre.data(), layout.offsets.data(), layout.batch, layout.dim, keep};
-    }
   };
 
-  DiagonalSsm() = default;
-  explicit DiagonalSsm(DiagonalSsmOptions o) : o_(std::move(o)) {
+  DiagonalSsmCore() = default;
+  explicit DiagonalSsmCore(DiagonalSsmOptions o) : o_(std::move(o)) {
     check(o_.dim > 0, "DiagonalSsm '", o_.name, "': expected dim > 0, found ", o_.dim);
     check(o_.state > 0, "DiagonalSsm '", o_.name, "': expected state > 0, found ", o_.state);
     check(o_.dt_min > 0 && o_.dt_min <= o_.dt_max, "DiagonalSsm '", o_.name,
           "': expected 0 < dt_min <= dt_max, found dt_min=", o_.dt_min, " dt_max=", o_.dt_max);
     in_proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "in_proj"});
-    proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "proj"});
   }
   const DiagonalSsmOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return "diagonal_ssm"; }
   int directions() const { return o_.bidirectional ? 2 : 1; }
+  index_t width() const { return o_.dim; }
 
-  // 2D² + 3D + directions · D (3 N_s + 1)
-  std::size_t param_count() const { return proj_param_offset() + proj_.param_count(); }
-  std::size_t proj_param_offset() const {
+  // D² + 2D + directions · D (3 N_s + 1)  (the projection, D² + D, is Projected's)
+  std::size_t param_count() const {
     return skip_offset() + static_cast<std::size_t>(o_.dim) +
            static_cast<std::size_t>(directions() - 1) * kernel_count();
   }
+  // in_proj per token; A, B, C are applied per token, channel and state (the scan).
+  double flops(const Layout& in) const { return 2.0 * double(param_count()) * double(in.total()); }
 
-  void plan(const Layout& in, Layout& out) const {
-    check(in.dim == o_.dim, "DiagonalSsm '", o_.name, "': expected width ", o_.dim, ", found ",
-          in.dim);
-    out = in;
-  }
   template <class F>
-  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
-    const std::string base = join_name(prefix, o_.name);
+  void visit_params(F&& f, const std::string& base, std::size_t offset) const {
     const index_t D = o_.dim, N = o_.state;
     const auto DN = static_cast<std::size_t>(D * N);
     in_proj_.visit_params(f, base, offset);
@@ -142,7 +129,6 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
         f(ParamInfo{join_name(base, "D"), {D}, offset + skip_offset(), static_cast<std::size_t>(D),
                     false, Init::ones, 0.0});
     }
-    proj_.visit_params(f, base, offset + proj_param_offset());
   }
 
   // Writes the Init::custom tensors of this layer's slice p: A_log[c, n] = log(n + 1)
@@ -159,30 +145,20 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
     }
   }
 
-  // x (rows, D) -> y (rows, D)
+  // x (rows, D) -> pre (rows, D), both in scan order
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
-               Ctx<B>& c) const {
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
     const index_t D = o_.dim, N = o_.state, DN = D * N, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
     c.batch = x.batch;
     c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
-    c.pre.resize(static_cast<std::size_t>(rows * D));
-    const bool permuted = !o_.order.is_identity();
-
-    // Row-wise layers commute with the permutation, so everything up to pre runs in scan
-    // order and only pre is scattered back.
-    order::gather_scan_input(o_.order, x.data, x.keep, x.offsets, x.batch, D, c.perm, c.x_s, c.keep_s, c.x_scan,
-                             c.keep_scan);
-    if (permuted) c.pre_s.resize(static_cast<std::size_t>(rows * D));
-    T* pre_s = permuted ? c.pre_s.data() : c.pre.data();  // (rows, D) scan order
-    const std::uint8_t* keep = c.keep_scan;               // (rows) scan order
+    T* pre_s = pre.data;                  // (rows, D)
+    const std::uint8_t* keep = x.keep;    // (rows)
 
     // u = x W_inᵀ + b_in
     c.u.resize(static_cast<std::size_t>(rows * D));
-    in_proj_.forward(in_params(p), TokensView<const T, B>{c.x_scan, x.offsets, x.batch, D, keep},
-                     view_of<T, B>(c.u.data(), c.layout), c.in_ctx);
+    in_proj_.forward(in_params(p), x, view_of<T, B>(c.u.data(), c.layout), c.in_ctx);
     const T* u = c.u.data();  // (rows, D)
 
     // pre_t[c] = keep_t (D[c] u_t[c] + Σ_dir Σ_n C[c, n] h_t[c, n])
@@ -232,31 +208,15 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
         }
       }
     }
-    if (permuted) order::scatter_rows(c.pre_s.data(), c.perm, D, c.pre.data());
-
-    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.layout)),
-                  y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
   }
 
-  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
-  // (through the projection) or from dpre_in (the pre-projection gradient).
+  // dpre (rows, D), zero at masked rows (the gradient of pre = keep ∘ (...)) -> dx, g
   template <class B>
-  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
-                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
     const index_t D = o_.dim, N = o_.state, DN = D * N, rows = c.layout.total();
-    const bool permuted = !c.perm.empty();
-    // y = proj(pre): dpre = dy W_proj; its masked rows are zero because dy's are, which is
-    // also the gradient of pre = keep ∘ (...).
-    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre);
-    const T* dpre = c.dpre.data();  // (rows, D) scan order
-    if (permuted) {
-      c.dpre_s.resize(static_cast<std::size_t>(rows * D));
-      order::gather_rows(c.dpre.data(), c.perm, D, c.dpre_s.data());
-      dpre = c.dpre_s.data();
-    }
-    const std::uint8_t* keep = c.keep_scan;
+    const T* dpre = dpre_v.data;  // (rows, D)
+    const std::uint8_t* keep = c.keep;
     const T* u = c.u.data();  // (rows, D)
 
     // pre = D ∘ u + ...:  du = D ∘ dpre,  dD += Σ_t dpre ∘ u  (masked rows of dpre are zero)
@@ -345,22 +305,12 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
     }
 
     // u = x W_inᵀ + b_in: dx = du W_in. Masked rows of du are zero, so are dx's.
-    const bool want_dx = dx.data != nullptr;
-    T* dx_s = nullptr;
-    if (want_dx) {
-      if (permuted) c.dx_s.resize(static_cast<std::size_t>(rows * D));
-      dx_s = permuted ? c.dx_s.data() : dx.data;
-    }
-    in_proj_.backward(in_params(p), c.in_ctx,
-                      TokensView<const T, B>(view_of<T, B>(c.du.data(), c.layout)),
-                      TokensView<T, B>{dx_s, c.offsets, c.batch, D, keep}, in_params(g));
-    if (want_dx && permuted) order::scatter_rows(dx_s, c.perm, D, dx.data);
+    in_proj_.backward(in_params(p), c.in_ctx, TokensView<const T, B>(view_of<T, B>(c.du.data(), c.layout)),
+                      TokensView<T, B>{dx.data, c.offsets, c.batch, D, keep}, in_params(g));
   }
 
   template <class P>
   P in_params(P p) const { return p.sub(0, in_proj_.param_count()); }
-  template <class P>
-  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
 
  private:
   // One direction's A_log, B, C, log_dt: 3 D N_s + D values.
@@ -400,8 +350,13 @@ class DiagonalSsm : public layers::ProjectedMixer<DiagonalSsm<T>, T> {
   static constexpr index_t kBlock = 8;
 
   DiagonalSsmOptions o_;
-  layers::Linear<T> in_proj_, proj_;
+  layers::Linear<T> in_proj_;
 };
+
+static_assert(MixerCore<DiagonalSsmCore<double>>);
+
+template <class T = float>
+using DiagonalSsm = Projected<Ordered<DiagonalSsmCore<T>>>;
 
 static_assert(Mixer<DiagonalSsm<float>, backend::Host>);
 static_assert(Mixer<DiagonalSsm<double>, backend::Host>);

@@ -27,7 +27,6 @@
 // those checkpoints. `materialized` is the straightforward reference: a, b (T_kept, E·state)
 // through ops::linear_scan and ops::linear_scan_backward. Tests check that the two agree.
 #pragma once
-#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <cmath>
@@ -38,6 +37,7 @@
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/rng.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
 #include "seqswap/ops/scan.hpp"
 #include "seqswap/ops/selective_scan.hpp"
@@ -66,12 +66,13 @@ struct SelectiveSsmOptions {
   SelectiveScan scan = SelectiveScan::fused;
 };
 
+// Everything before the output projection: x (T, D) -> pre (T, E). It keeps its own order
+// (compact storage of the kept tokens in scan order), so it is not wrapped in Ordered.
 template <class T = float>
-class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
+class SelectiveSsmCore {
  public:
   using scalar_type = T;
-  using Input = kind::Tokens;
-  using Output = kind::Tokens;
+  using Options = SelectiveSsmOptions;
 
   // One direction's activations. Rows are in compact storage: kept tokens only, sequence by
   // sequence in scan order (the backward direction walks the same rows from the end).
@@ -88,7 +89,7 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
 
   template <class B>
   struct Ctx {
-    typename layers::Linear<T>::template Ctx<B> in_ctx, proj_ctx;
+    typename layers::Linear<T>::template Ctx<B> in_ctx;
     Layout xz_layout, pre_layout;
     Buffer<T> xz;                  // (T, 2E) [u, z]
     std::vector<index_t> perm;     // (Tk) global row of each compact row
@@ -100,10 +101,7 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     Buffer<T> uc, zc;              // (Tk, E) u and z gathered into compact storage
     Buffer<T> ysum;                // (Tk, E) y_fwd + y_bwd
     DirCtx dir[2];
-    Buffer<T> pre;                 // (T, E) pre-projection output
     // backward scratch
-    Buffer<T> dy_masked;           // (T, D)
-    Buffer<T> dpre;                // (T, E)
     Buffer<T> dys, dzc, duc, dup, ddtp;  // (Tk, E) each
     Buffer<T> dxdbl;               // (Tk, R + 2S)
     Buffer<T> part;                // (groups, Tk, 2S) fused: per channel group dB, dC
@@ -113,14 +111,10 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     const std::uint8_t* keep = nullptr;
     const index_t* offsets = nullptr;
     index_t batch = 0;
-
-    TokensView<const T, B> pre_projection() const {
-      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
-    }
   };
 
-  SelectiveSsm() = default;
-  explicit SelectiveSsm(SelectiveSsmOptions o) : o_(std::move(o)) {
+  SelectiveSsmCore() = default;
+  explicit SelectiveSsmCore(SelectiveSsmOptions o) : o_(std::move(o)) {
     check(o_.dim > 0, "SelectiveSsm '", o_.name, "': expected dim > 0, found ", o_.dim);
     check(o_.expand > 0 && o_.state > 0 && o_.conv > 0 && o_.dt_rank >= 0 && o_.chunk > 0,
           "SelectiveSsm '", o_.name,
@@ -138,7 +132,6 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     W_ = R_ + 2 * S_;
     dirs_ = o_.bidirectional ? 2 : 1;
     in_ = layers::Linear<T>({.in = o_.dim, .out = 2 * E_, .bias = false, .name = "in_proj", .std = o_.std});
-    proj_ = layers::Linear<T>({.in = E_, .out = o_.dim, .bias = true, .name = "proj", .std = o_.std});
     std::size_t off = in_.param_count();
     for (int d = 0; d < dirs_; ++d) {
       DirOffsets& f = doff_[d];
@@ -154,28 +147,26 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       f.D = f.A_log + E * S;
       off = f.D + E;
     }
-    proj_offset_ = off;
+    count_ = off;
   }
   const SelectiveSsmOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return "selective_ssm"; }
 
   index_t inner() const { return E_; }
   index_t dt_rank() const { return R_; }
+  index_t width() const { return E_; }  // the pre-projection output is (T, E)
+  double proj_init_std() const { return o_.std; }
 
-  // 3·E·D + dirs·E·(conv + 2·dt_rank + 3·state + 3) + D
-  std::size_t param_count() const { return proj_offset_ + proj_.param_count(); }
-  // Parameters of the output projection (the part that may be reused from the teacher).
-  std::size_t proj_param_offset() const { return proj_offset_; }
-
-  void plan(const Layout& in, Layout& out) const {
-    check(in.dim == o_.dim, "SelectiveSsm '", o_.name, "': expected width ", o_.dim, ", found ",
-          in.dim);
-    out = in;
+  // 2·E·D + dirs·E·(conv + 2·dt_rank + 3·state + 3)  (the projection, E·D + D, is Projected's)
+  std::size_t param_count() const { return count_; }
+  // in_proj and conv per token, plus the selective scan: per inner channel, state and
+  // direction h = exp(Δa)·h + Δ·b·x and y += c·h (three multiply-adds).
+  double flops(const Layout& in) const {
+    return (2.0 * double(param_count()) + 6.0 * double(E_) * double(o_.state) * double(dirs_)) * double(in.total());
   }
 
   template <class F>
-  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
-    const std::string base = join_name(prefix, o_.name);
+  void visit_params(F&& f, const std::string& base, std::size_t offset) const {
     const auto E = static_cast<std::size_t>(E_);
     in_.visit_params(f, base, offset);
     for (int d = 0; d < dirs_; ++d) {
@@ -208,7 +199,6 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
       f(std::move(a_log));
       f(ParamInfo{join_name(b, "D"), {E_}, offset + q.D, E, false, Init::ones, 0.0});
     }
-    proj_.visit_params(f, base, offset + proj_offset_);
   }
 
   // Writes the tensors visit_params marks Init::custom into this layer's parameter slice `p`:
@@ -230,10 +220,9 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     }
   }
 
-  // x (T, D) -> y (T, D)
+  // x (T, D) -> pre (T, E)
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
-               Ctx<B>& c) const {
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
     const index_t E = E_, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
@@ -241,7 +230,6 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     c.xz_layout = Layout{x.batch, 2 * E, {x.offsets, x.offsets + x.batch + 1}};
     c.pre_layout = Layout{x.batch, E, c.xz_layout.offsets};
     c.xz.resize(static_cast<std::size_t>(rows * 2 * E));
-    c.pre.resize(static_cast<std::size_t>(rows * E));
     in_.forward(in_params(p), x, view_of<T, B>(c.xz.data(), c.xz_layout), c.in_ctx);
 
     build_order(x, c);
@@ -257,34 +245,28 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
     for (int d = 0; d < dirs_; ++d) direction_forward(p, c, d);
 
     // pre = (y_fwd + y_bwd) ⊙ SiLU(z), scattered back; masked rows stay zero.
-    std::fill(c.pre.begin(), c.pre.end(), T(0));
+    std::fill(pre.data, pre.data + rows * E, T(0));
 #pragma omp parallel for schedule(static) if (Tk > 64)
     for (index_t k = 0; k < Tk; ++k) {
-      T* dst = c.pre.data() + c.perm[k] * E;
+      T* dst = pre.data + c.perm[k] * E;
       const T* ys = c.ysum.data() + k * E;
       const CArr Z(c.zc.data() + k * E, E);
       Arr(dst, E) = CArr(ys, E) * Z * Z.logistic();  // SiLU(z), vectorised
     }
-    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
-                  y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, o_.dim, x.keep);
   }
 
-  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
-  // (through the projection) or from dpre_in (the pre-projection gradient).
+  // dpre (T, E), zero at masked rows -> dx, g
   template <class B>
-  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
-                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
     const index_t E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
-    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre);
 
     // pre = ysum ⊙ SiLU(z)  =>  dy_dir = dpre ⊙ SiLU(z) (both directions), dz = dpre ⊙ ysum ⊙ SiLU'(z)
     c.dys.resize(static_cast<std::size_t>(Tk * E));
     c.dzc.resize(static_cast<std::size_t>(Tk * E));
 #pragma omp parallel for schedule(static) if (Tk > 64)
     for (index_t k = 0; k < Tk; ++k) {
-      const T* dp = c.dpre.data() + c.perm[k] * E;
+      const T* dp = dpre.data + c.perm[k] * E;
       const CArr Z(c.zc.data() + k * E, E), Dp(dp, E), Ys(c.ysum.data() + k * E, E);
       const auto sig = Z.logistic();  // evaluated per use; vectorised
       Arr(c.dys.data() + k * E, E) = Dp * Z * sig;
@@ -308,8 +290,6 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
 
   template <class P>
   P in_params(P p) const { return p.sub(0, in_.param_count()); }
-  template <class P>
-  P proj_params(P p) const { return p.sub(proj_offset_, proj_.param_count()); }
 
  private:
   struct DirOffsets {  // element offsets of one direction's tensors in the layer's slice
@@ -665,9 +645,14 @@ class SelectiveSsm : public layers::ProjectedMixer<SelectiveSsm<T>, T> {
   index_t E_ = 0, R_ = 0, S_ = 0, K_ = 0, W_ = 0;
   int dirs_ = 1;
   DirOffsets doff_[2];
-  std::size_t proj_offset_ = 0;
-  layers::Linear<T> in_, proj_;
+  std::size_t count_ = 0;
+  layers::Linear<T> in_;
 };
+
+static_assert(MixerCore<SelectiveSsmCore<double>>);
+
+template <class T = float>
+using SelectiveSsm = Projected<SelectiveSsmCore<T>>;
 
 static_assert(Mixer<SelectiveSsm<float>, backend::Host>);
 static_assert(Mixer<SelectiveSsm<double>, backend::Host>);

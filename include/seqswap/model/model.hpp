@@ -12,11 +12,51 @@
 
 namespace seqswap::model {
 
+// Running a network: the context and output of its last forward, for parameters held elsewhere
+// (a Model's arena, or another model's when a HaltingVit runs it with halting).
+template <class Net, class Backend = backend::Host>
+class Runner {
+ public:
+  using T = typename Net::scalar_type;
+  using Ctx = typename Net::template Ctx<Backend>;
+
+  // x: one row per input (images) -> the network's output (logits), valid until next forward.
+  TokensView<const T, Backend> forward(const Net& net, ParamsView<const T, Backend> p, TokensView<const T, Backend> x) {
+    in_layout_ = Layout{x.batch, x.dim, {x.offsets, x.offsets + x.batch + 1}};
+    net.plan(in_layout_, out_layout_);
+    out_.resize(out_layout_.size());
+    auto y = view_of<T, Backend>(out_.data(), out_layout_);
+    net.forward(p, x, y, ctx_);
+    return y;
+  }
+  // A dense batch of `batch` inputs of `dim` values each.
+  TokensView<const T, Backend> forward(const Net& net, ParamsView<const T, Backend> p, const T* x, index_t batch,
+                                       index_t dim) {
+    dense_in_ = Layout::dense(batch, 1, dim);
+    return forward(net, p, TokensView<const T, Backend>{x, dense_in_.offsets.data(), batch, dim, nullptr});
+  }
+  // dy: gradient w.r.t. the last forward's output; ACCUMULATES into g; dx (nullable) receives
+  // the gradient w.r.t. the input.
+  void backward(const Net& net, ParamsView<const T, Backend> p, ParamsView<T, Backend> g, const T* dy, T* dx) {
+    TokensView<const T, Backend> d = view_of<const T, Backend>(dy, out_layout_);
+    TokensView<T, Backend> dxv{dx, in_layout_.offsets.data(), in_layout_.batch, in_layout_.dim, nullptr};
+    net.backward(p, ctx_, d, dxv, g);
+  }
+  const Layout& output_layout() const { return out_layout_; }
+  Ctx& context() { return ctx_; }
+
+ private:
+  Ctx ctx_;
+  Buffer<T> out_;
+  Layout in_layout_, out_layout_, dense_in_;
+};
+
 template <class Net, class Backend = backend::Host>
 class Model {
  public:
   using T = typename Net::scalar_type;
   using Ctx = typename Net::template Ctx<Backend>;
+  using NetType = Net;
 
   explicit Model(Net net) : net_(std::move(net)) { layout(); }
 
@@ -76,25 +116,16 @@ class Model {
 
   // x: one row per input (images) -> the network's output (logits), valid until next forward.
   TokensView<const T, Backend> forward(TokensView<const T, Backend> x) {
-    in_layout_ = Layout{x.batch, x.dim, {x.offsets, x.offsets + x.batch + 1}};
-    net_.plan(in_layout_, out_layout_);
-    out_.resize(out_layout_.size());
-    auto y = view_of<T, Backend>(out_.data(), out_layout_);
-    net_.forward(ParamsView<const T, Backend>(params()), x, y, ctx_);
-    return y;
+    return run_.forward(net_, ParamsView<const T, Backend>(params()), x);
   }
   // A dense batch of `batch` inputs of `dim` values each.
   TokensView<const T, Backend> forward(const T* x, index_t batch, index_t dim) {
-    dense_in_ = Layout::dense(batch, 1, dim);
-    return forward(TokensView<const T, Backend>{x, dense_in_.offsets.data(), batch, dim, nullptr});
+    return run_.forward(net_, ParamsView<const T, Backend>(params()), x, batch, dim);
   }
   // dy: gradient of the loss w.r.t. the last forward's output; ACCUMULATES into grads().
   // dx (optional) receives the gradient w.r.t. the input.
   void backward(const T* dy, T* dx = nullptr) {
-    TokensView<const T, Backend> d = view_of<const T, Backend>(dy, out_layout_);
-    TokensView<T, Backend> dxv{dx, in_layout_.offsets.data(), in_layout_.batch, in_layout_.dim,
-                               nullptr};
-    net_.backward(ParamsView<const T, Backend>(params()), ctx_, d, dxv, grads());
+    run_.backward(net_, ParamsView<const T, Backend>(params()), grads(), dy, dx);
   }
   void zero_grad() { grads_.zero(); }
   // Initialises one tensor as its ParamInfo says (and zeroes its optimizer state).
@@ -103,8 +134,8 @@ class Model {
     std::fill(m_.data() + i.offset, m_.data() + i.offset + i.count, T(0));
     std::fill(v_.data() + i.offset, v_.data() + i.offset + i.count, T(0));
   }
-  const Layout& output_layout() const { return out_layout_; }
-  Ctx& context() { return ctx_; }
+  const Layout& output_layout() const { return run_.output_layout(); }
+  Ctx& context() { return run_.context(); }
 
  private:
   void layout() {
@@ -145,9 +176,25 @@ class Model {
   Net net_;
   std::vector<ParamInfo> infos_;
   Buffer<T> params_, grads_, m_, v_;
-  Ctx ctx_;
-  Buffer<T> out_;
-  Layout in_layout_, out_layout_, dense_in_;
+  Runner<Net, Backend> run_;
 };
+
+// Copies into `dst` every tensor of `src` with the same name and shape (a student starting from
+// its teacher: the embedding, norms, MLPs, the attention blocks it keeps and the output
+// projections "attn.proj" its new mixers share); returns how many tensors it copied.
+template <class Dst, class Src>
+std::size_t inherit_params(Dst& dst, const Src& src) {
+  std::map<std::string, const ParamInfo*> by_name;
+  for (const auto& i : src.params_info()) by_name[i.name] = &i;
+  const auto* from = src.params().data;
+  std::size_t copied = 0;
+  for (const auto& i : dst.params_info()) {
+    auto it = by_name.find(i.name);
+    if (it == by_name.end() || it->second->shape != i.shape) continue;
+    std::copy(from + it->second->offset, from + it->second->offset + i.count, dst.params().data + i.offset);
+    ++copied;
+  }
+  return copied;
+}
 
 }  // namespace seqswap::model

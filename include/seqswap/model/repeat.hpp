@@ -1,5 +1,6 @@
 // Repeat<L>: a runtime-length stack of the same layer type (a ViT's blocks). Parameters of
-// layer i are named "<name>.<i>.…" (timm: blocks.3.attn.qkv.weight).
+// layer i are named "<name>.<first + i>.…" (timm: blocks.3.attn.qkv.weight); `first` lets a
+// typed stack (model/chain.hpp) number its groups of blocks on from the previous group.
 #pragma once
 #include <string>
 #include <vector>
@@ -11,9 +12,13 @@ namespace seqswap::model {
 
 template <class L>
 class Repeat {
+  static_assert(Layer<L, backend::Host>,
+                "Repeat<L>: L must satisfy seqswap::Layer (see docs/architecture.md, the layer contract)");
+
  public:
   using scalar_type = typename L::scalar_type;
   using T = scalar_type;
+  using LayerType = L;
   using Input = kind::Tokens;
   using Output = kind::Tokens;
   template <class B>
@@ -26,8 +31,8 @@ class Repeat {
   };
 
   Repeat() = default;
-  Repeat(std::vector<L> layers, std::string name = "blocks")
-      : layers_(std::move(layers)), name_(std::move(name)) {}
+  Repeat(std::vector<L> layers, std::string name = "blocks", std::size_t first = 0)
+      : layers_(std::move(layers)), name_(std::move(name)), first_(first) {}
 
   std::size_t size() const { return layers_.size(); }
   L& operator[](std::size_t i) { return layers_[i]; }
@@ -51,11 +56,25 @@ class Repeat {
     }
     out = cur;
   }
+  // Forward FLOPs (2 per multiply-add) of a forward over `in`.
+  double flops(const Layout& in) const {
+    double f = 0;
+    for (const auto& l : layers_) f += l.flops(in);
+    return f;
+  }
+  // Calls f(layer i, its parameter offset within this stack, the layer's context).
+  template <class C, class F>
+  void visit_layer(std::size_t i, C& c, F&& f) const {
+    f(layers_.at(i), param_offset(i), c.ctx.at(i));
+  }
+  template <class C>
+  static auto& layer_context(C& c, std::size_t i) { return c.ctx.at(i); }
+
   template <class F>
   void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
     const std::string base = join_name(prefix, name_);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
-      layers_[i].visit_params(f, join_name(base, std::to_string(i)), offset);
+      layers_[i].visit_params(f, join_name(base, std::to_string(first_ + i)), offset);
       offset += layers_[i].param_count();
     }
   }
@@ -112,6 +131,7 @@ class Repeat {
  private:
   std::vector<L> layers_;
   std::string name_ = "blocks";
+  std::size_t first_ = 0;
 };
 
 }  // namespace seqswap::model

@@ -7,6 +7,9 @@ namespace seqswap::model {
 
 template <class L>
 class Residual {
+  static_assert(is_layer_v<L>,
+                "Residual<L>: L must satisfy seqswap::Layer (see docs/architecture.md, the layer contract)");
+
  public:
   using scalar_type = typename L::scalar_type;
   using T = scalar_type;
@@ -37,6 +40,7 @@ class Residual {
           "token layout and width ", in.dim, ", found width ", o.dim);
     out = in;
   }
+  double flops(const Layout& in) const { return inner_.flops(in); }  // the add is not counted
   template <class F>
   void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
     inner_.visit_params(f, prefix, offset);

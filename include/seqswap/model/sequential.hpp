@@ -30,6 +30,9 @@ constexpr bool kinds_chain() {
 template <class... Ls>
 class Sequential {
   static_assert(sizeof...(Ls) >= 1, "Sequential: needs at least one layer");
+  static_assert((is_layer_v<Ls> && ...),
+                "Sequential: every element must satisfy seqswap::Layer (scalar_type, Input, Output, "
+                "Ctx<B>, param_count, plan, forward, backward, flops; see docs/architecture.md)");
   static_assert(detail::kinds_chain<Ls...>(),
                 "Sequential: a layer's Output kind differs from the next layer's Input kind "
                 "(e.g. Images -> Tokens -> Logits); reorder or add the missing layer");
@@ -56,6 +59,7 @@ class Sequential {
   Sequential() = default;
   explicit Sequential(Ls... layers) : layers_(std::move(layers)...) {}
 
+  const Tup& layers() const { return layers_; }
   template <std::size_t I>
   auto& get() { return std::get<I>(layers_); }
   template <std::size_t I>
@@ -76,6 +80,13 @@ class Sequential {
     Layout cur = in, next;
     std::apply([&](const auto&... l) { ((l.plan(cur, next), cur = next), ...); }, layers_);
     out = cur;
+  }
+  // Forward FLOPs: each layer's at the layout it receives.
+  double flops(const Layout& in) const {
+    Layout cur = in, next;
+    double f = 0;
+    std::apply([&](const auto&... l) { ((f += l.flops(cur), l.plan(cur, next), cur = next), ...); }, layers_);
+    return f;
   }
   template <class F>
   void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {

@@ -12,6 +12,9 @@ namespace seqswap::model {
 template <class... Ms>
 class Slot {
   static_assert(sizeof...(Ms) >= 1, "Slot: needs at least one mixer type");
+  static_assert((is_mixer_v<Ms> && ...),
+                "Slot: every alternative must satisfy seqswap::Mixer (a Layer from tokens to tokens "
+                "with pre_projection, backward_pre and kind_name; see docs/architecture.md)");
 
  public:
   using scalar_type = typename std::tuple_element_t<0, std::tuple<Ms...>>::scalar_type;
@@ -51,6 +54,9 @@ class Slot {
   }
   void plan(const Layout& in, Layout& out) const {
     std::visit([&](const auto& m) { m.plan(in, out); }, v_);
+  }
+  double flops(const Layout& in) const {
+    return std::visit([&](const auto& m) { return double(m.flops(in)); }, v_);
   }
   template <class F>
   void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {

@@ -1,13 +1,18 @@
-// The training step and evaluation for image classifiers (teacher training and stage 2).
+// The one training loop (teacher training, A-ViT fine-tuning, every distillation stage), the
+// training step and evaluation for image classifiers, and the progress meter.
 #pragma once
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "seqswap/train/adamw.hpp"
-#include "seqswap/train/data.hpp"
+#include "seqswap/io/dataset.hpp"
+#include "seqswap/io/progress.hpp"
 #include "seqswap/train/loss.hpp"
+#include "seqswap/train/schedule.hpp"
 
 namespace seqswap::train {
 
@@ -33,19 +38,28 @@ double clip_and_step(M& model, AdamW<T>& opt, double lr, double clip_norm, const
   return norm;
 }
 
+// Forward, cross-entropy and backward on a batch: the gradients ACCUMULATE into the model's
+// grads (no optimizer step). images (B, C*S*S) normalised; labels (B).
+template <class M, class T = typename M::T>
+StepResult classify_step(M& model, const T* images, const std::int32_t* labels, index_t B, index_t image_numel,
+                         double label_smoothing, std::vector<T>& dlogits_scratch) {
+  auto logits = model.forward(images, B, image_numel);
+  const index_t C = logits.dim;
+  dlogits_scratch.resize(static_cast<std::size_t>(B * C));
+  const auto r = cross_entropy(logits.data, labels, B, C, label_smoothing, dlogits_scratch.data());
+  model.backward(dlogits_scratch.data());
+  return {r.loss, r.correct, 0.0};
+}
+
 // One optimizer step on a batch: forward, loss, backward, clip, AdamW at learning rate `lr`.
-// images (B, C*S*S) normalised; labels (B).
 template <class M, class T = typename M::T>
 StepResult train_step(M& model, AdamW<T>& opt, const T* images, const std::int32_t* labels,
                       index_t B, index_t image_numel, double lr, const StepOptions& o,
                       std::vector<T>& dlogits_scratch) {
-  auto logits = model.forward(images, B, image_numel);
-  const index_t C = logits.dim;
-  dlogits_scratch.resize(static_cast<std::size_t>(B * C));
-  const auto r = cross_entropy(logits.data, labels, B, C, o.label_smoothing, dlogits_scratch.data());
   model.zero_grad();
-  model.backward(dlogits_scratch.data());
-  return {r.loss, r.correct, clip_and_step(model, opt, lr, o.clip_norm)};
+  auto r = classify_step(model, images, labels, B, image_numel, o.label_smoothing, dlogits_scratch);
+  r.grad_norm = clip_and_step(model, opt, lr, o.clip_norm);
+  return r;
 }
 
 struct EvalResult {
@@ -56,9 +70,9 @@ struct EvalResult {
 
 // Accuracy and loss of `model` on `data` (no augmentation, fixed order).
 template <class M>
-EvalResult evaluate(M& model, const ImageDataset& data, index_t batch = 256, Normalize norm = {}) {
+EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {}) {
   using T = typename M::T;
-  BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
+  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   std::vector<T> x;
@@ -78,39 +92,128 @@ EvalResult evaluate(M& model, const ImageDataset& data, index_t batch = 256, Nor
   return e;
 }
 
-// A one-line progress meter: items/s and ETA, at most every `interval` seconds.
-class Progress {
- public:
-  Progress(std::string label, long total, double interval_s = 5.0, bool quiet = false)
-      : label_(std::move(label)), total_(total), interval_(interval_s), quiet_(quiet),
-        start_(clock::now()), last_(start_) {}
-  // done: units finished so far; items: e.g. images processed so far (for the rate).
-  void update(long done, long items, const std::string& extra = "") {
-    const auto now = clock::now();
-    if (quiet_ || (std::chrono::duration<double>(now - last_).count() < interval_ && done < total_))
-      return;
-    last_ = now;
-    const double el = elapsed();
-    const double rate = el > 0 ? double(items) / el : 0;
-    const double eta = done > 0 ? el * double(total_ - done) / double(done) : 0;
-    std::fprintf(stderr, "%s %ld/%ld  %.0f img/s  elapsed %s  ETA %s  %s\n", label_.c_str(), done,
-                 total_, rate, hms(el).c_str(), hms(eta).c_str(), extra.c_str());
-  }
-  double elapsed() const { return std::chrono::duration<double>(clock::now() - start_).count(); }
-  static std::string hms(double s) {
-    char buf[32];
-    const long t = long(s + 0.5);
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-    return buf;
-  }
-
- private:
-  using clock = std::chrono::steady_clock;
-  std::string label_;
-  long total_;
-  double interval_;
-  bool quiet_;
-  clock::time_point start_, last_;
+// What a halting model does on a dataset: accuracy, and how many tokens each block sees.
+struct HaltingEval {
+  double accuracy = 0, loss = 0;
+  std::vector<double> keep;  // (L) mean fraction of patch tokens entering block l
+  double mean_keep = 0;      // mean over layers
+  double ponder = 0;         // mean (layers run + remainder) of the patch tokens
+  index_t count = 0;
+  double ms_per_image = 0;   // forward wall time (batch `batch`, this machine, this run)
 };
+
+// HV: a model::HaltingVit (forward, halter()).
+template <class HV>
+HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {}) {
+  using T = typename HV::T;
+  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::vector<T> x;
+  HaltingEval e;
+  double loss_sum = 0, ponder_sum = 0, secs = 0;
+  index_t correct = 0;
+  while (index_t n = loader.next(images, labels)) {
+    x.assign(images.begin(), images.end());
+    const auto t0 = std::chrono::steady_clock::now();
+    auto logits = hv.forward(x.data(), n, data.image_numel());
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto r = cross_entropy<T>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr);
+    loss_sum += r.loss * double(n);
+    correct += r.correct;
+    const auto& h = hv.halter();
+    e.keep.resize(static_cast<std::size_t>(h.layers()), 0.0);
+    for (index_t l = 0; l < h.layers(); ++l) e.keep[l] += h.keep_ratio(l) * double(n);
+    ponder_sum += h.ponder() * double(n);
+    e.count += n;
+  }
+  check(e.count > 0, "evaluate_halting: the dataset '", data.name, "' is empty");
+  for (auto& k : e.keep) k /= double(e.count);
+  for (double k : e.keep) e.mean_keep += k / double(e.keep.size());
+  e.loss = loss_sum / double(e.count);
+  e.accuracy = double(correct) / double(e.count);
+  e.ponder = ponder_sum / double(e.count);
+  e.ms_per_image = 1e3 * secs / double(e.count);
+  return e;
+}
+
+
+// The loop every trainer shares: shuffled batches cycling over epochs, AdamW (decay mask from
+// the model's tensors) at a warm-up + cosine learning rate, the global gradient-norm clip, an
+// optional per-element trainable mask (what is 0 neither moves nor counts in the clip), a
+// progress line with ETA, and the mean loss over the last 10% of the steps.
+struct LoopOptions {
+  long steps = 0;              // optimizer steps (the budget)
+  index_t batch = 64;
+  double lr = 1e-3;
+  double min_lr = 1e-5;
+  long warmup_steps = 0;
+  double weight_decay = 0.05;
+  double clip_norm = 1.0;      // 0 = off
+  std::uint64_t seed = 0;      // batch order (and augmentation)
+  io::Augment augment{};
+  std::string label = "train";  // progress label
+  double progress_interval_s = 10.0;
+  bool quiet = false;
+};
+
+struct LoopResult {
+  long steps = 0;
+  double seconds = 0;
+  double final_loss = 0;  // mean over the last 10% of the steps
+};
+
+// The first step of the "last 10%" tail that LoopResult::final_loss averages.
+inline long tail_start(long steps) { return steps - std::max(1L, steps / 10); }
+
+// What a trainer adds to the loop (all optional).
+struct LoopHooks {
+  const std::uint8_t* mask = nullptr;       // one per parameter: 0 freezes it (and leaves it out of the clip)
+  io::Progress* progress = nullptr;              // an outer meter (else the loop's own, labelled o.label)
+  std::function<std::string()> note;         // appended to the progress line
+  std::function<void(long)> after_step;      // after optimizer step s (evaluation, checkpoints)
+};
+
+// step(s, images, labels, n) -> loss: forward and backward for step s on a batch of n images
+// (B, C*S*S, normalised), its gradients ACCUMULATED into the model's zeroed grads.
+template <class M, class Step>
+LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o, Step&& step, const LoopHooks& h = {}) {
+  using T = typename M::T;
+  check(o.steps >= 0, o.label, ": expected steps >= 0, found ", o.steps);
+  AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, model.params_info(), model.param_count());
+  const CosineSchedule sched{o.lr, o.min_lr, o.warmup_steps, o.steps};
+  io::BatchLoader loader(data, o.batch, /*shuffle=*/true, o.seed, {}, o.augment);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  const long tail_from = tail_start(o.steps);
+  long tail_n = 0, seen = 0;
+  double tail_loss = 0;
+  io::Progress local(o.label, o.steps, o.progress_interval_s, o.quiet || h.progress != nullptr);
+  for (long s = 0; s < o.steps; ++s) {
+    const index_t n = loader.next_cycling(images, labels);
+    model.zero_grad();
+    const double loss = step(s, images.data(), labels.data(), n);
+    if (h.mask) {
+      auto g = model.grads();
+      for (std::size_t i = 0; i < g.size; ++i)
+        if (!h.mask[i]) g.data[i] = T(0);
+    }
+    clip_and_step(model, opt, sched.at(s), o.clip_norm, h.mask);
+    if (s >= tail_from) {
+      tail_loss += loss;
+      ++tail_n;
+    }
+    seen += n;
+    char extra[64];
+    std::snprintf(extra, sizeof extra, "loss %.5f", loss);
+    (h.progress ? h.progress : &local)->update(s + 1, seen, h.note ? std::string(extra) + " " + h.note() : extra);
+    if (h.after_step) h.after_step(s);
+  }
+  LoopResult r;
+  r.steps = o.steps;
+  r.seconds = local.elapsed();
+  if (tail_n > 0) r.final_loss = tail_loss / double(tail_n);
+  return r;
+}
 
 }  // namespace seqswap::train

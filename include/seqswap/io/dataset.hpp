@@ -13,7 +13,7 @@
 #include "seqswap/core/tokens.hpp"
 #include "seqswap/io/idx.hpp"
 
-namespace seqswap::train {
+namespace seqswap::io {
 
 inline const char* default_fashion_mnist_dir = "/usr/share/datasets/fashion-mnist";
 
@@ -141,4 +141,4 @@ class BatchLoader {
   index_t pos_ = 0;
 };
 
-}  // namespace seqswap::train
+}  // namespace seqswap::io

@@ -17,26 +17,12 @@
 #include <optional>
 
 #include "seqswap/distill/stages.hpp"
-#include "seqswap/distill/student.hpp"
-#include "seqswap/halting/avit.hpp"
-#include "seqswap/io/safetensors.hpp"
+#include "seqswap/model/halting_vit.hpp"
 
-namespace seqswap::halting {
+namespace seqswap::distill {
 
-// The halting options a checkpoint was fine-tuned with (metadata "halting"), if any.
-inline std::optional<HaltingOptions> read_options(const io::SafetensorsFile& f) {
-  auto it = f.metadata.find("halting");
-  if (it == f.metadata.end()) return std::nullopt;
-  HaltingOptions o;
-  try {
-    from_json(nlohmann::json::parse(it->second), o);
-  } catch (const nlohmann::json::exception& e) {
-    fail("checkpoint ", f.path.string(), ": metadata 'halting' is not valid JSON (", e.what(), ")");
-  } catch (const Error& e) {
-    fail("checkpoint ", f.path.string(), ": ", e.what());
-  }
-  return o;
-}
+using halting::Halter;
+using halting::HaltingOptions;
 
 struct GuidedOptions {
   bool kept_tokens_only = true;  // stage-1 loss on the teacher's kept tokens (else all, dense)
@@ -113,135 +99,88 @@ std::vector<std::vector<std::uint8_t>> teacher_masks(const Halter& h) {
 // Stage 1 from a halting teacher. `teacher` is the halting teacher's dense model, `th` its
 // halting options; `student` a StudentModel with `plan`'s mixers re-seated.
 template <class TM, class SM>
-distill::StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& student,
-                                   const distill::Plan& plan, const train::ImageDataset& data,
-                                   const distill::Stage1Options& o, const GuidedOptions& go,
-                                   train::Progress* progress = nullptr) {
-  if (!go.kept_tokens_only) return distill::stage1(teacher, student, plan, data, o, progress);
+StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& student, const Plan& plan,
+                          const io::ImageDataset& data, const Stage1Options& o, const GuidedOptions& go,
+                          io::Progress* progress = nullptr) {
+  if (!go.kept_tokens_only) return stage1(teacher, student, plan, data, o, progress);
   using T = typename SM::T;
   static_assert(std::is_same_v<T, float>, "guided_stage1: float models");
-  distill::StageResult res;
-  res.layer_loss.assign(plan.layers.size(), 0.0);
-  HaltingOptions tho = th;
-  tho.packed = true;
-  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(teacher.net(), 0))>> hv(teacher, tho);
-  const auto mask = distill::detail::mixer_mask(student, plan, o.train_projection);
+  check(o.steps >= 0, "guided stage 1: expected steps >= 0, found ", o.steps);
   check(o.ce_weight == 0, "guided stage 1: the CE option is not supported (the student would need "
         "the teacher's masks end to end; use stage 2)");
-  train::AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, student.params_info(), student.param_count());
-  const auto sched = distill::detail::schedule(o.lr, o.min_lr, o.warmup_fraction, o.steps);
-  train::BatchLoader loader(data, o.batch, true, o.seed);
-  using SlotT = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
-  std::vector<typename SlotT::template Ctx<backend::Host>> ctxs(plan.layers.size());
-  std::vector<float> images;
-  std::vector<std::int32_t> labels;
+  HaltingOptions tho = th;
+  tho.packed = true;
+  model::HaltingVit hv(teacher, tho);
+  std::vector<double> layer_loss(plan.layers.size(), 0.0);
+  const auto mask = detail::mixer_mask(student, plan, o.train_projection);
+  detail::MixerContexts ctxs(plan.layers.size());
   std::vector<T> y, dout;
-  const long tail_from = o.steps - std::max(1L, o.steps / 10);
-  long tail_n = 0;
-  double tail_loss = 0;
-  train::Progress local("guided stage1", o.steps, 10.0, progress == nullptr);
-  for (long step = 0; step < o.steps; ++step) {
-    const index_t n = loader.next_cycling(images, labels);
-    hv.forward(images.data(), n, data.image_numel());
-    student.zero_grad();
+  const long tail_from = train::tail_start(o.steps);
+  const auto step = [&](long s, const float* images, const std::int32_t*, index_t n) {
+    hv.forward(images, n, data.image_numel());  // the teacher's blocks over the tokens it keeps
     double total = 0;
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
-      const auto l = plan.layers[k];
-      auto& bc = hv.block_context(l);
-      const auto x = model::block_mixer_input<T>(bc);
-      const auto tpre = model::block_mixer_context(bc).pre_projection();
-      const T* tpost = std::get<0>(bc.ctx).f.data();
-      const double loss = distill::detail::layer_loss_on(student, std::size_t(l), ctxs[k], o, x,
-                                                         TokensView<const T>(tpre), tpost, y, dout, true);
+      const double loss = detail::layer_loss(hv, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout, true);
       total += loss;
-      if (step >= tail_from) res.layer_loss[k] += loss;
+      if (s >= tail_from) layer_loss[k] += loss;
     }
-    if (step >= tail_from) {
-      tail_loss += total;
-      ++tail_n;
-    }
-    auto sg = student.grads();
-    for (std::size_t i = 0; i < mask.size(); ++i)
-      if (!mask[i]) sg.data[i] = T(0);
-    train::clip_and_step(student, opt, sched.at(step), o.clip_norm, mask.data());
-    char extra[96];
-    std::snprintf(extra, sizeof extra, "loss %.5f keep %.3f", total, hv.halter().mean_keep_ratio());
-    (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
-  }
-  res.steps = o.steps;
-  res.seconds = local.elapsed();
-  if (tail_n > 0) {
-    res.final_loss = tail_loss / double(tail_n);
-    for (auto& v : res.layer_loss) v /= double(tail_n);
-  }
+    return total;
+  };
+  char keep[32];
+  const auto note = [&] {
+    std::snprintf(keep, sizeof keep, "keep %.3f", hv.halter().mean_keep_ratio());
+    return std::string(keep);
+  };
+  auto res = detail::stage_result(train::run_loop(student, data, detail::loop_options("guided stage1", o), step,
+                                                  {.mask = mask.data(), .progress = progress, .note = note}));
+  detail::average_tail(layer_loss, o.steps);
+  res.layer_loss = std::move(layer_loss);
   return res;
 }
 
 // Stage 2: every student parameter trains on CE (+ KL) + the halting distillation loss while
 // the student runs on the teacher's kept tokens.
 template <class TM, class SM>
-distill::StageResult guided_stage2(TM& teacher, const HaltingOptions& th, SM& student,
-                                   const train::ImageDataset& data, const distill::Stage2Options& o,
-                                   const GuidedOptions& go, train::Progress* progress = nullptr) {
+StageResult guided_stage2(TM& teacher, const HaltingOptions& th, SM& student, const io::ImageDataset& data,
+                          const Stage2Options& o, const GuidedOptions& go, io::Progress* progress = nullptr) {
   using T = typename SM::T;
-  using Slot = std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>;
-  distill::StageResult res;
+  check(o.steps >= 0, "guided stage 2: expected steps >= 0, found ", o.steps);
   HaltingOptions tho = th;
   tho.packed = true;
   HaltingOptions sho = tho;
   sho.ponder_weight = sho.prior_weight = 0;  // the student follows the teacher's decisions
-  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(teacher.net(), 0))>> thv(teacher, tho);
-  HaltingVit<T, Slot> shv(student, sho);
-  train::AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, student.params_info(), student.param_count());
-  const auto sched = distill::detail::schedule(o.lr, o.min_lr, o.warmup_fraction, o.steps);
-  train::BatchLoader loader(data, o.batch, true, o.seed);
-  std::vector<float> images;
-  std::vector<std::int32_t> labels;
+  model::HaltingVit thv(teacher, tho);
+  model::HaltingVit shv(student, sho);
   std::vector<T> dlogits, tprob;
   std::vector<std::vector<double>> draw;
-  const long tail_from = o.steps - std::max(1L, o.steps / 10);
-  long tail_n = 0;
-  double tail_loss = 0;
-  train::Progress local("guided stage2", o.steps, 10.0, progress == nullptr);
-  for (long step = 0; step < o.steps; ++step) {
-    const index_t n = loader.next_cycling(images, labels);
-    auto tl = thv.forward(images.data(), n, data.image_numel());
+  const auto step = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+    auto tl = thv.forward(images, n, data.image_numel());
     const index_t C = tl.dim;
-    if (o.kl_weight > 0) distill::detail::softmax_at(tl.data, n, C, o.temperature, tprob);
+    if (o.kl_weight > 0) detail::softmax_at(tl.data, n, C, o.temperature, tprob);
     shv.set_external_masks(teacher_masks<T>(thv.halter()));
-    auto logits = shv.forward(images.data(), n, data.image_numel());
+    auto logits = shv.forward(images, n, data.image_numel());
     dlogits.resize(std::size_t(n * C));
-    const auto r = train::cross_entropy(logits.data, labels.data(), n, C, o.label_smoothing, dlogits.data());
+    const auto r = train::cross_entropy(logits.data, labels, n, C, o.label_smoothing, dlogits.data());
     double loss = r.loss;
     if (o.kl_weight > 0)
-      loss += distill::detail::add_logit_kl(tprob.data(), logits.data, n, C, o.temperature, o.kl_weight, dlogits.data());
+      loss += detail::add_logit_kl(tprob.data(), logits.data, n, C, o.temperature, o.kl_weight, dlogits.data());
     loss += halting_distill_loss(thv.halter(), shv.halter(), go, draw);
-    student.zero_grad();
     shv.backward(dlogits.data(), nullptr, &draw);
-    train::clip_and_step(student, opt, sched.at(step), o.clip_norm);
-    if (step >= tail_from) {
-      tail_loss += loss;
-      ++tail_n;
-    }
-    char extra[64];
-    std::snprintf(extra, sizeof extra, "loss %.4f", loss);
-    (progress ? progress : &local)->update(step + 1, (step + 1) * long(n), extra);
-  }
-  res.steps = o.steps;
-  res.seconds = local.elapsed();
-  if (tail_n > 0) res.final_loss = tail_loss / double(tail_n);
-  return res;
+    return loss;
+  };
+  return detail::stage_result(
+      train::run_loop(student, data, detail::loop_options("guided stage2", o), step, {.progress = progress}));
 }
 
 // Accuracy of a guided student on `data` when it runs on the halting teacher's kept tokens.
 template <class TM, class SM>
-double evaluate_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& student, const train::ImageDataset& data,
+double evaluate_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& student, const io::ImageDataset& data,
                                  index_t batch = 256) {
   HaltingOptions o = th;
   o.packed = true;
-  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(teacher.net(), 0))>> thv(teacher, o);
-  HaltingVit<float, std::remove_cvref_t<decltype(model::mixer_slot(student.net(), 0))>> shv(student, o);
-  train::BatchLoader loader(data, batch, /*shuffle=*/false, 0);
+  model::HaltingVit thv(teacher, o);
+  model::HaltingVit shv(student, o);
+  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   index_t correct = 0, seen = 0;
@@ -256,4 +195,4 @@ double evaluate_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& stud
   return double(correct) / double(seen);
 }
 
-}  // namespace seqswap::halting
+}  // namespace seqswap::distill

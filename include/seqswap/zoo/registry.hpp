@@ -11,6 +11,7 @@
 //   selective_ssm       expand, state, conv, bidirectional, order, cls
 //   conv_mixer          kernel                      (depthwise k×k over the patch grid)
 //   conv_mixer_1d       kernel, order, cls          (depthwise 1D along the scan order)
+//   retention           heads, decay_offset, order, cls   (bidirectional RetNet retention)
 // `heads` defaults to the ViT's; `order` is raster | reversed | column_major | snake and `cls`
 // head | middle | tail (mixers/scan_order.hpp).
 #pragma once
@@ -24,25 +25,30 @@
 #include "seqswap/mixers/conv.hpp"
 #include "seqswap/mixers/linear_attention.hpp"
 #include "seqswap/mixers/min_gru.hpp"
+#include "seqswap/mixers/retention.hpp"
 #include "seqswap/mixers/rnn.hpp"
 #include "seqswap/mixers/ssm_diag.hpp"
 #include "seqswap/mixers/ssm_selective.hpp"
 #include "seqswap/model/slot.hpp"
 #include "seqswap/model/vit.hpp"
 
-namespace seqswap::mixers {
+// The name registry sits above the library (core <- ... <- model <- train/distill <- zoo):
+// mixers know no names of other mixers and no pipeline; the drivers' flags come here.
+namespace seqswap::zoo {
+
+using namespace seqswap::mixers;
 
 template <class T>
 using AnyMixer =
     model::Slot<attention::SoftmaxAttention<T>, LinearAttention<T, feature::Elu1>,
                 LinearAttention<T, feature::Relu>, LinearAttention<T, feature::Hedgehog>,
                 MinGru<T>, MultiHeadLstm<T>, MultiHeadGru<T>, DiagonalSsm<T>, SelectiveSsm<T>,
-                ConvMixer<T, conv::Grid2d>, ConvMixer<T, conv::Seq1d>>;
+                ConvMixer<T, conv::Grid2d>, ConvMixer<T, conv::Seq1d>, Retention<T>>;
 
 inline const std::vector<std::string>& mixer_names() {
   static const std::vector<std::string> names{
       "softmax_attention", "linear_attention", "min_gru",       "multi_head_lstm", "multi_head_gru",
-      "diagonal_ssm",      "selective_ssm",    "conv_mixer",    "conv_mixer_1d"};
+      "diagonal_ssm",      "selective_ssm",    "conv_mixer",    "conv_mixer_1d",   "retention"};
   return names;
 }
 
@@ -146,9 +152,15 @@ void seat_mixer(AnyMixer<T>& slot, const std::string& name, const model::VitConf
     o.order = r.scan_order();
     r.finish();
     slot.template emplace<ConvMixer<T, conv::Seq1d>>(o);
+  } else if (name == "retention") {
+    RetentionOptions o{.dim = D, .heads = r.get<index_t>("heads", cfg.heads),
+                       .decay_offset = r.get<double>("decay_offset", 5.0)};
+    o.order = r.scan_order();
+    r.finish();
+    slot.template emplace<Retention<T>>(o);
   } else {
     fail("unknown mixer '", name, "'; known: ", detail::join(mixer_names()));
   }
 }
 
-}  // namespace seqswap::mixers
+}  // namespace seqswap::zoo

@@ -1,0 +1,80 @@
+// What a model costs: forward FLOPs per image from every layer's own count (Layer::flops),
+// scaled per block by a halting teacher's keep ratios, and a timing rig for one mixer that the
+// benchmarks and the study share (the same initialisation, inputs and warm-up everywhere).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "seqswap/analysis/stats.hpp"
+#include "seqswap/core/rng.hpp"
+#include "seqswap/model/model.hpp"
+#include "seqswap/model/vit.hpp"
+
+namespace seqswap::analysis {
+
+// Forward FLOPs (2 per multiply-add) of one image through `vit` (any VitNet: Repeat, Chain or
+// Halting body). keep (optional, one per block): the fraction of patch tokens entering block l
+// under halting; block l then runs on n = 1 + keep·(N − 1) tokens (CLS always), its cost
+// interpolated linearly between the two whole token counts around n.
+template <class Net>
+double vit_flops_per_image(const Net& vit, const model::VitConfig& cfg, const std::vector<double>& keep = {}) {
+  check(keep.empty() || keep.size() == vit.depth(), "vit_flops_per_image: expected ", vit.depth(),
+        " keep ratios, found ", keep.size());
+  const index_t N = cfg.tokens(), D = cfg.width;
+  const Layout image = Layout::dense(1, 1, cfg.channels * cfg.image_size * cfg.image_size);
+  const Layout tokens = Layout::dense(1, N, D);
+  double f = vit.patch_embed().flops(image) + vit.cls_pos_embed().flops(Layout::dense(1, cfg.num_patches(), D));
+  for (std::size_t l = 0; l < vit.depth(); ++l) {
+    const double n = keep.empty() ? double(N) : 1.0 + keep[l] * double(N - 1);
+    const auto lo = static_cast<index_t>(std::floor(n));
+    const double w = n - double(lo);
+    vit.visit_block(l, [&](const auto& block, std::size_t) {
+      f += (1.0 - w) * block.flops(Layout::dense(1, lo, D));
+      if (w > 0) f += w * block.flops(Layout::dense(1, lo + 1, D));
+    });
+  }
+  return f + vit.norm().flops(tokens) + vit.head().flops(tokens);
+}
+
+// One mixer as a model on B sequences of N tokens of width D: parameters initialised as in
+// training (SSM decays, Hedgehog identity), random inputs, one untimed step first so that
+// every context buffer is sized and the timed calls measure the steady state.
+template <class M>
+class MixerRig {
+ public:
+  using T = typename M::scalar_type;
+  MixerRig(M mixer, index_t batch, index_t tokens, index_t dim, std::uint64_t seed = 0)
+      : m_(std::move(mixer)), layout_(Layout::dense(batch, tokens, dim)) {
+    Layout out;
+    m_.net().plan(layout_, out);  // a clear error for sizes the mixer cannot take
+    m_.init(seed);
+    Rng r(seed + 1);
+    x_.resize(layout_.size());
+    dy_.resize(layout_.size());
+    dx_.resize(layout_.size());
+    for (auto& v : x_) v = T(r.normal());
+    for (auto& v : dy_) v = T(r.normal());
+  }
+  const model::Model<M>& model() const { return m_; }
+  const Layout& layout() const { return layout_; }
+
+  // One forward (and backward); returns the output's data pointer (to defeat dead-code removal).
+  const T* forward() { return m_.forward(view_of<const T>(x_.data(), layout_)).data; }
+  const T* forward_backward() {
+    const T* y = forward();
+    m_.backward(dy_.data(), dx_.data());
+    return y;
+  }
+  // Median milliseconds of `reps` forwards (after one untimed warm-up).
+  double forward_ms(int reps) {
+    return median_ms([&] { forward(); }, 1, reps);
+  }
+
+ private:
+  model::Model<M> m_;
+  Layout layout_;
+  std::vector<T> x_, dy_, dx_;
+};
+
+}  // namespace seqswap::analysis

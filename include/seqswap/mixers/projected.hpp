@@ -1,0 +1,142 @@
+// Projected<Core>: a Mixer made of a core and the output projection every mixer ends with,
+//   y = keep ∘ (core(x) W_projᵀ + b_proj),  W_proj [D, E] named "<name>.proj"
+// so a new mixer is only its core (its recurrence, with forward and backward). The core's
+// output, the pre-projection tensor (rows, E), is what stage-1 distillation matches
+// (Ctx::pre_projection) and what backward_pre starts from.
+//
+// The core contract (MixerCore below), for a core C with options O (O has .dim and .name):
+//   C(O), options(), kind_name(), param_count(), width() = E, flops(in) (without proj)
+//   visit_params(f, base, offset)           names under base ("blocks.3.attn")
+//   optional: proj_init_std() (the projection's init), init(p, ...) (per-element rules on a
+//   bare slice), check_layout(in) (shapes beyond the width)
+//   forward(p, x, pre, c)                   x (rows, D) -> pre (rows, E), rows masked in
+//                                           x.keep ZERO in pre; c keeps what backward needs
+//   backward(p, c, dpre, dx, g)             dpre (rows, E) zero at masked rows; dx ASSIGNED
+//                                           (nullable), g ACCUMULATED
+// A core that scans tokens in a ScanOrder is wrapped in Ordered<Core> (mixers/ordered.hpp).
+#pragma once
+#include <string>
+
+#include "seqswap/core/buffer.hpp"
+#include "seqswap/core/concepts.hpp"
+#include "seqswap/layers/linear.hpp"
+#include "seqswap/layers/output_projection.hpp"
+#include "seqswap/ops/mask.hpp"
+
+namespace seqswap::mixers {
+
+template <class C, class B = backend::Host>
+concept MixerCore = requires(const C& c, typename C::template Ctx<B>& ctx, const Layout& in,
+                             ParamsView<const typename C::scalar_type, B> p,
+                             ParamsView<typename C::scalar_type, B> g,
+                             TokensView<const typename C::scalar_type, B> x,
+                             TokensView<typename C::scalar_type, B> y) {
+  typename C::Options;
+  { c.options().dim } -> std::convertible_to<index_t>;
+  { c.options().name } -> std::convertible_to<std::string>;
+  { C::kind_name() } -> std::convertible_to<const char*>;
+  { c.param_count() } -> std::same_as<std::size_t>;
+  { c.width() } -> std::convertible_to<index_t>;
+  { c.flops(in) } -> std::convertible_to<double>;
+  c.forward(p, x, y, ctx);
+  c.backward(p, ctx, x, y, g);
+};
+
+template <class Core>
+class Projected : public layers::ProjectedMixer<Projected<Core>, typename Core::scalar_type> {
+  static_assert(MixerCore<Core>, "Projected<Core>: Core must satisfy seqswap::mixers::MixerCore (see the top of "
+                                 "mixers/projected.hpp)");
+
+ public:
+  using scalar_type = typename Core::scalar_type;
+  using T = scalar_type;
+  using Options = typename Core::Options;
+  using Input = kind::Tokens;
+  using Output = kind::Tokens;
+  template <class B>
+  struct Ctx {
+    typename Core::template Ctx<B> core;
+    typename layers::Linear<T>::template Ctx<B> proj_ctx;
+    Layout pre_layout;
+    Buffer<T> pre;        // (rows, E) the core's output, token order
+    Buffer<T> dy_masked;  // (rows, D) backward scratch
+    Buffer<T> dpre;       // (rows, E)
+    const std::uint8_t* keep = nullptr;
+
+    TokensView<const T, B> pre_projection() const {
+      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
+    }
+  };
+
+  Projected() = default;
+  explicit Projected(Options o)
+      : core_(std::move(o)),
+        proj_({.in = core_.width(), .out = core_.options().dim, .bias = true, .name = "proj", .std = proj_std(core_)}) {}
+  const Options& options() const { return core_.options(); }
+  const Core& core() const { return core_; }
+  static constexpr const char* kind_name() { return Core::kind_name(); }
+
+  index_t width() const { return core_.width(); }  // of the pre-projection output
+  // The core's own initialisation of a bare parameter slice (cores with per-element rules;
+  // the core's parameters come first in the slice).
+  template <class P, class... A>
+  void init(P p, A&&... a) const
+    requires requires(const Core& c) { c.init(p, a...); }
+  {
+    core_.init(core_params(p), std::forward<A>(a)...);
+  }
+  std::size_t param_count() const { return core_.param_count() + proj_.param_count(); }
+  std::size_t proj_param_offset() const { return core_.param_count(); }
+  double flops(const Layout& in) const { return core_.flops(in) + proj_.flops(in); }
+  void plan(const Layout& in, Layout& out) const {
+    check(in.dim == options().dim, kind_name(), " '", options().name, "': expected width ", options().dim,
+          ", found ", in.dim);
+    if constexpr (requires { core_.check_layout(in); }) core_.check_layout(in);  // e.g. a grid's shape
+    out = in;
+  }
+  template <class F>
+  void visit_params(F&& f, const std::string& prefix = "", std::size_t offset = 0) const {
+    const std::string base = join_name(prefix, options().name);
+    core_.visit_params(f, base, offset);
+    proj_.visit_params(f, base, offset + proj_param_offset());
+  }
+
+  // x (rows, D) -> y (rows, D)
+  template <class B>
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y, Ctx<B>& c) const {
+    const index_t rows = x.total();
+    c.keep = x.keep;
+    c.pre_layout = Layout{x.batch, core_.width(), {x.offsets, x.offsets + x.batch + 1}};
+    c.pre.resize(c.pre_layout.size());
+    core_.forward(core_params(p), x, view_of<T, B>(c.pre.data(), c.pre_layout, x.keep), c.core);
+    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)), y, c.proj_ctx);
+    if (x.keep) ops::zero_masked_rows(y.data, rows, options().dim, x.keep);
+  }
+
+  // backward / backward_pre (layers::ProjectedMixer) land here: from dy through the projection,
+  // or from dpre_in, the pre-projection gradient (the projection then receives nothing).
+  template <class B>
+  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in, TokensView<T, B> dx,
+                     ParamsView<T, B> g) const {
+    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
+                                c.keep, options().dim, c.dy_masked, c.dpre);
+    core_.backward(core_params(p), c.core, view_of<const T, B>(c.dpre.data(), c.pre_layout, c.keep), dx,
+                   core_params(g));
+  }
+
+ private:
+  // The projection's trunc-normal std: the core's choice where it makes one (Linear's default else).
+  static double proj_std(const Core& c) {
+    if constexpr (requires { c.proj_init_std(); }) return c.proj_init_std();
+    return layers::LinearOptions{}.std;
+  }
+  template <class P>
+  P core_params(P p) const { return p.sub(0, core_.param_count()); }
+  template <class P>
+  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
+
+  Core core_;
+  layers::Linear<T> proj_;
+};
+
+}  // namespace seqswap::mixers
