@@ -4,7 +4,7 @@ BUILD  := build/$(PRESET)
 JOBS   ?= 2
 TEACHER ?= models/vit-fmnist.safetensors
 
-.PHONY: all deps configure build test test-quick experiment bench clean
+.PHONY: all deps configure build test test-quick experiment bench fuzz clean
 
 all: build
 
@@ -35,6 +35,20 @@ bench: build
 	@mkdir -p results/bench
 	$(BUILD)/benchmarks/bench_ops --benchmark_out=results/bench/bench_ops.json --benchmark_out_format=json
 	$(BUILD)/benchmarks/bench_mixers --benchmark_out=results/bench/bench_mixers.json --benchmark_out_format=json
+
+# Fuzz every harness for FUZZ_SECONDS each (default 60), on a working copy of its corpus in
+# build/<preset>/fuzz_corpus/ (new inputs stay there; copy findings into fuzz/corpus/ to keep
+# them replayed by ctest). Prints libFuzzer's execution count per harness.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	@for h in checkpoint idx config; do \
+	  mkdir -p $(BUILD)/fuzz_corpus/$$h && cp -n fuzz/corpus/$$h/* $(BUILD)/fuzz_corpus/$$h/ 2>/dev/null; \
+	  echo "fuzz_$$h: $(FUZZ_SECONDS) s"; \
+	  OMP_NUM_THREADS=1 $(BUILD)/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD)/fuzz_corpus/$$h- $(BUILD)/fuzz_corpus/$$h > $(BUILD)/fuzz_$$h.log 2>&1; rc=$$?; \
+	  grep -E "stat::number_of_executed_units|ERROR|SUMMARY" $(BUILD)/fuzz_$$h.log; \
+	  [ $$rc -eq 0 ] || { echo "fuzz_$$h failed ($$rc): $(BUILD)/fuzz_$$h.log"; exit 1; }; \
+	done
 
 clean:
 	rm -rf build

@@ -5,6 +5,8 @@
 #
 #   benchmarks/compare_revisions.sh REV [SUITE] [FILTER] [ROUNDS]
 #   benchmarks/compare_revisions.sh HEAD~1 bench_ops 'BM_teacher_train_step' 6
+# (valgrind's instruction counts are no way out here: it stops at the first AVX-512
+# instruction of a -march=native build on this machine.)
 #
 # REV's suite is compiled with the flags of this checkout's release build (compile_commands.json)
 # into a temporary folder; this checkout's suite must be built (make build).

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 packages=(
-  cmake make g++ clang libomp-14-dev   # toolchain: release preset uses clang++ + libomp (measured faster)
+  cmake make g++ clang libomp-14-dev libclang-rt-14-dev   # toolchain: release preset uses clang++ + libomp (measured faster); libFuzzer + sanitizer runtimes
   libeigen3-dev                        # host math
   catch2                               # unit tests (v2, Catch2WithMain)
   libbenchmark-dev                     # benchmarks

@@ -6,6 +6,8 @@
 // the checkpoint as JSON) the test accuracy, the keep ratio per layer and the forward time per
 // image, packed, beside the dense teacher's.
 #include <CLI/CLI.hpp>
+
+#include "flags.hpp"
 #include <cstdio>
 #include <fstream>
 
@@ -30,23 +32,25 @@ int main(int argc, char** argv) try {
   io::Augment aug{.crop_padding = 2, .hflip = true};
   app.add_option("--checkpoint", checkpoint, "the dense teacher to start from")->check(CLI::ExistingFile);
   app.add_option("--out", out, "halting teacher checkpoint (safetensors)")->required();
-  app.add_option("--gamma", ho.gamma, "γ: h = σ(γ t_0 - β)");
-  app.add_option("--beta", ho.beta, "β: h = σ(γ t_0 - β); smaller halts earlier");
+  app.add_option("--gamma", ho.gamma, "γ: h = σ(γ t_0 - β)")->check(flags::FinitePositive);
+  app.add_option("--beta", ho.beta, "β: h = σ(γ t_0 - β); smaller halts earlier")->check(flags::Finite);
   app.add_option("--eps", ho.eps, "ε: a token halts once its cumulative score reaches 1 - ε");
-  app.add_option("--ponder", ho.ponder_weight, "α_p, weight of the ponder loss");
-  app.add_option("--prior-weight", ho.prior_weight, "α_d, weight of the distribution prior");
-  app.add_option("--prior-mean", ho.prior_mean, "target halting layer (0-based; < 0: 2/3 of depth)");
-  app.add_option("--prior-std", ho.prior_std, "σ of the prior, in layers");
+  app.add_option("--ponder", ho.ponder_weight, "α_p, weight of the ponder loss")->check(flags::FiniteNonNegative);
+  app.add_option("--prior-weight", ho.prior_weight, "α_d, weight of the distribution prior")->check(flags::FiniteNonNegative);
+  app.add_option("--prior-mean", ho.prior_mean, "target halting layer (0-based; < 0: 2/3 of depth)")->check(flags::Finite);
+  app.add_option("--prior-std", ho.prior_std, "σ of the prior, in layers")->check(flags::FinitePositive);
   app.add_flag("--public-prior-bug", ho.public_prior_bug, "reproduce the public A-ViT code's prior (batch-index bug)");
-  app.add_option("--steps", steps, "optimizer steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
-  app.add_option("--lr", lr, "peak learning rate (AdamW, cosine, 5% warm-up)")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "optimizer steps")->check(flags::FiniteNonNegative);
+  app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
+  app.add_option("--lr", lr, "peak learning rate (AdamW, cosine, 5% warm-up)")->check(flags::FinitePositive);
   app.add_option("--seed", seed, "seed for shuffling and augmentation");
-  app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)");
+  app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   ho.validate();
+  io::check_writable(out, "--out");  // before the fine-tune, not after it
+  io::check_writable(std::filesystem::path(out).replace_extension(".json"), "--out (its .json)");
 
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);

@@ -6,6 +6,8 @@
 // was trained, and also prints its keep ratios; --dense runs it without. The last line printed
 // is `accuracy: 0.xxxx`.
 #include <CLI/CLI.hpp>
+
+#include "flags.hpp"
 #include <cstdio>
 
 #include "seqswap/io/atomic_file.hpp"
@@ -23,10 +25,11 @@ int main(int argc, char** argv) try {
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")->required();
   app.add_option("--json", json_out, "also write the result as JSON here");
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
-  app.add_option("--limit", limit, "evaluate only the first N test images (0 = all)");
-  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
+  app.add_option("--limit", limit, "evaluate only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
   app.add_flag("--dense", dense, "run a halting teacher without halting");
   CLI11_PARSE(app, argc, argv);
+  if (!json_out.empty()) io::check_writable(json_out, "--json");
 
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);

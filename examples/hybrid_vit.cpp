@@ -3,6 +3,8 @@
 //   hybrid_vit [--checkpoint models/vit-fmnist.safetensors] [--stage1-steps 300] [--stage2-steps 300]
 // No mixer is chosen by a string: the student's type says which mixer sits where.
 #include <CLI/CLI.hpp>
+
+#include "flags.hpp"
 #include <cstdio>
 
 #include "seqswap/analysis/cost.hpp"
@@ -25,10 +27,10 @@ int main(int argc, char** argv) try {
   distill::Stage2Options s2{.steps = 300, .kl_weight = 1.0};
   index_t train_limit = 0, test_limit = 0;
   app.add_option("--checkpoint", checkpoint, "the teacher (depth 8)")->check(CLI::ExistingFile);
-  app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps")->check(CLI::NonNegativeNumber);
-  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)");
-  app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)");
+  app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps")->check(flags::FiniteNonNegative);
+  app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps")->check(flags::FiniteNonNegative);
+  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   CLI11_PARSE(app, argc, argv);
 

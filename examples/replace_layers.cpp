@@ -8,6 +8,8 @@
 // and <out>/student.safetensors. The plan's ranking comes from the teacher's sparsity profile
 // (S_ent, on --profile-images test images) unless the plan names layers itself.
 #include <CLI/CLI.hpp>
+
+#include "flags.hpp"
 #include <cstdio>
 #include <sstream>
 
@@ -32,27 +34,30 @@ int main(int argc, char** argv) try {
   app.add_option("--mixer", rep.mixer, "replacement mixer: " + zoo::detail::join(zoo::mixer_names()));
   app.add_option("--mixer-options", mixer_options, "mixer options as a JSON object, e.g. '{\"expand\": 2}'");
   app.add_option("--plan", plan_spec, "sparsest:g | densest:g | random:g:seed | layers:i,j | single:l");
-  app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps (the budget)");
-  app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps (the budget)");
-  app.add_option("--batch", batch, "batch size of both stages")->check(CLI::PositiveNumber);
-  app.add_option("--lr1", s1.lr, "stage-1 peak learning rate");
-  app.add_option("--lr2", s2.lr, "stage-2 peak learning rate");
-  app.add_option("--kl", s2.kl_weight, "stage-2 weight of KL(teacher || student) on logits");
-  app.add_option("--temperature", s2.temperature, "stage-2 KL temperature");
-  app.add_option("--stage1-ce", s1.ce_weight, "stage-1 weight of CE on the student's logits");
+  app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps (the budget)")->check(flags::FiniteNonNegative);
+  app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps (the budget)")->check(flags::FiniteNonNegative);
+  app.add_option("--batch", batch, "batch size of both stages")->check(flags::FinitePositive);
+  app.add_option("--lr1", s1.lr, "stage-1 peak learning rate")->check(flags::FinitePositive);
+  app.add_option("--lr2", s2.lr, "stage-2 peak learning rate")->check(flags::FinitePositive);
+  app.add_option("--kl", s2.kl_weight, "stage-2 weight of KL(teacher || student) on logits")->check(flags::FiniteNonNegative);
+  app.add_option("--temperature", s2.temperature, "stage-2 KL temperature")->check(flags::FinitePositive);
+  app.add_option("--stage1-ce", s1.ce_weight, "stage-1 weight of CE on the student's logits")->check(flags::FiniteNonNegative);
   app.add_flag("--cosine", [&](std::int64_t) { s1.loss = distill::MatchLoss::cosine; },
                "stage 1 matches with 1 - cosine instead of MSE");
   app.add_flag("--after-projection", s1.after_projection, "stage 1 matches after the output projection");
   app.add_flag("--fresh-projection", [&](std::int64_t) { rep.reuse_projection = false; },
                "initialise the new mixers' output projection instead of reusing the teacher's");
-  app.add_option("--profile-images", profile_images, "test images for the sparsity ranking");
-  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)");
-  app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)");
+  app.add_option("--profile-images", profile_images, "test images for the sparsity ranking")->check(flags::FiniteNonNegative);
+  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   app.add_option("--seed", seed, "seed of the new mixers, shuffling and random plans");
   app.add_option("--out", out_dir, "output folder")->required();
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
+  // Every output is checked before the stages run, not after both.
+  for (const char* f : {"result.json", "layers.csv", "student.safetensors"})
+    io::check_writable(std::filesystem::path(out_dir) / f, "--out");
   try {
     rep.mixer_options = nlohmann::json::parse(mixer_options);
   } catch (const nlohmann::json::exception& e) {

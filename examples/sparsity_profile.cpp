@@ -9,6 +9,8 @@
 // from OUT/s_ent_layers.dat and OUT/s_ent_heads.dat. The last line printed is the layer
 // ranking by S_ent, sparsest first.
 #include <CLI/CLI.hpp>
+
+#include "flags.hpp"
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -35,13 +37,13 @@ int main(int argc, char** argv) try {
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")
       ->required()
       ->check(CLI::ExistingFile);
-  app.add_option("--images", images, "profile the first N test images")->required();
+  app.add_option("--images", images, "profile the first N test images")->required()->check(flags::FiniteNonNegative);
   app.add_option("--out", out_dir, "output folder (created if missing)")->required();
-  app.add_option("--batch", batch, "images per forward");
+  app.add_option("--batch", batch, "images per forward")->check(flags::FinitePositive);
   app.add_option("--p", opt.top_p, "mass p of the top-p width, in (0, 1]")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--tau", opt.tau, "below_tau counts entries below tau/N")
-      ->check(CLI::NonNegativeNumber);
+      ->check(flags::FiniteNonNegative);
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files")
       ->check(CLI::ExistingDirectory);
   CLI11_PARSE(app, argc, argv);

@@ -15,6 +15,11 @@
 // runs/<name>.json atomically; rerunning skips what exists (--force redoes it), so an
 // interrupted study loses at most the run in flight.
 #include <CLI/CLI.hpp>
+#include <array>
+#include <set>
+#include <span>
+
+#include "flags.hpp"
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -83,6 +88,19 @@ void apply_json(StudyConfig& c, const json& j, const std::string& where) {
     }());
     check(v.type() == cur[k].type() || (v.is_number() && cur[k].is_number()), where, ": key '", k,
           "' expects ", cur[k].type_name(), ", found ", v.type_name(), " (", v.dump(), ")");
+    // Integers stay integers (no silent 2.9 -> 2, no undefined 1e40 -> long).
+    const auto whole = [](const json& x) {
+      return x.is_number_integer() || (x.is_number_float() && std::isfinite(x.get<double>()) &&
+                                       x.get<double>() == std::floor(x.get<double>()) && std::abs(x.get<double>()) < 1e15);
+    };
+    if (cur[k].is_number_integer())
+      check(whole(v), where, ": key '", k, "' expects a whole number, found ", v.dump());
+    if (cur[k].is_array()) {
+      const bool strings = k == "mixers" || k == "halting_teachers" || k == "halting_mixers";
+      for (const auto& e : v)
+        check(strings ? e.is_string() : whole(e), where, ": key '", k, "' expects an array of ",
+              strings ? "strings" : "whole numbers", ", found ", e.dump(), " in ", v.dump());
+    }
     cur[k] = v;
   }
   c.preset = cur["preset"];
@@ -158,17 +176,31 @@ struct Reporter {
   }
 };
 
+// The keys every replacement run's file must hold (replace_run writes them).
+inline constexpr std::array<const char*, 10> kRunKeys{"mixer",       "plan",        "layers", "stage1_accuracy",
+                                                      "stage2_accuracy", "drop_stage1", "drop_stage2",
+                                                      "mean_layer_loss", "params",    "seconds"};
+
 class Study {
  public:
   Study(StudyConfig c, fs::path dir, bool force, bool quiet) : c_(std::move(c)), dir_(std::move(dir)), force_(force), rep_{quiet} {}
 
   int run() {
-    fs::create_directories(dir_ / "runs");
-    guard_config();
+    // Every input is checked before the folder is touched: a typo fails here, and the
+    // corrected rerun finds the folder as it was.
     teacher_ = model::load_vit<float, zoo::AnyMixer<float>>(c_.checkpoint, &cfg_);
     if (c_.group_sizes.empty()) c_.group_sizes = {std::max<index_t>(1, cfg_.depth / 4), std::max<index_t>(1, cfg_.depth / 2)};
     train_ = io::load_fashion_mnist(io::Split::train, c_.data_dir);
     test_ = io::load_fashion_mnist(io::Split::test, c_.data_dir);
+    for (const auto& path : c_.halting_teachers) {
+      check(fs::exists(path), "halting_teachers: ", path, " not found; make it with build/release/examples/avit_finetune "
+            "(models/README.md lists the commands) or set halting_teachers in a --config file");
+      check(model::read_halting_options(io::read_safetensors(path)).has_value(), "halting_teachers: ", path,
+            " has no halting options (metadata 'halting'): not a halting teacher from avit_finetune");
+    }
+    io::check_writable(dir_ / "config.json", "--out");
+    fs::create_directories(dir_ / "runs");
+    guard_config();
     if (c_.train_images > 0) train_ = train_.head(c_.train_images);
     if (c_.test_images > 0) test_ = test_.head(c_.test_images);
     rep_.line("study '" + c_.preset + "' on " + c_.checkpoint + " -> " + dir_.string());
@@ -200,21 +232,37 @@ class Study {
       const json defaults = preset(c_.preset);
       for (const auto& [k, v] : cur.items())
         if (!old.contains(k) && defaults.contains(k) && v == defaults[k]) old[k] = v;
-      check(old == cur, "the results in ", dir_.string(), " were made with another configuration (",
-            p.string(), "); use --force to redo them or --out for a new folder");
+      // Keys that only choose which runs exist (run files are named by mixer and teacher) may
+      // change: finished runs stay valid. Any other difference would mix results.
+      static const std::set<std::string> selection{"mixers", "halting_teachers", "halting_mixers"};
+      std::string changed;
+      for (const auto& [k, v] : cur.items())
+        if (!selection.count(k) && (!old.contains(k) || old[k] != v))
+          changed += (changed.empty() ? "" : "; ") + k + ": " + (old.contains(k) ? old[k].dump() : "(absent)") +
+                     " in the folder, " + v.dump() + " now";
+      check(changed.empty(), "the results in ", dir_.string(), " were made with another configuration (", p.string(),
+            "): ", changed, ". Use --force to redo them or --out for a new folder");
     }
     io::write_file_atomic(p, cur.dump(2) + "\n");
   }
 
   // runs/<name>.json if it exists (and not --force), else compute, store atomically, return.
+  // A run file that does not parse, or lacks a key of the freshly computed kind's shape (the
+  // keys of the run last computed under this name's prefix), is redone with a warning.
   template <class F>
-  json cached(const std::string& name, F&& compute) {
+  json cached(const std::string& name, F&& compute, std::span<const char* const> required = {}) {
     const fs::path p = dir_ / "runs" / (name + ".json");
     if (!force_ && fs::exists(p)) {
       try {
-        return json::parse(std::ifstream(p));
-      } catch (const json::exception&) {
-        rep_.line("warning: " + p.string() + " is unreadable; redoing it");
+        json j = json::parse(std::ifstream(p));
+        std::string missing;
+        for (const char* k : required)
+          if (!j.is_object() || !j.contains(k) || !(j[k].is_number() || j[k].is_string() || j[k].is_array()))
+            missing += std::string(missing.empty() ? "" : ", ") + k;
+        if (missing.empty()) return j;
+        rep_.line("warning: " + p.string() + " lacks " + missing + "; redoing it");
+      } catch (const json::exception& e) {
+        rep_.line("warning: " + p.string() + " is unreadable (" + e.what() + "); redoing it");
       }
     }
     json j = compute();
@@ -226,9 +274,19 @@ class Study {
     rep_.line("stage 1/5 profile: " + std::to_string(c_.profile_images) + " test images");
     const fs::path p = dir_ / "profile.json";
     json j;
+    bool have = false;
     if (!force_ && fs::exists(p)) {
-      j = json::parse(std::ifstream(p));
-    } else {
+      try {
+        j = json::parse(std::ifstream(p));
+        have = j.contains("layer_scores") && j["layer_scores"].is_array() &&
+               j["layer_scores"].size() == std::size_t(cfg_.depth);
+      } catch (const json::exception& e) {
+        rep_.line("warning: " + p.string() + " is unreadable (" + e.what() + "); redoing the profile");
+      }
+      if (!have) rep_.line("warning: " + p.string() + " has no layer_scores for " + std::to_string(cfg_.depth) +
+                           " layers; redoing the profile");
+    }
+    if (!have) {
       const auto prof = analysis::profile_model(*teacher_, cfg_, test_.head(c_.profile_images), 250);
       j = prof;
       analysis::write_csv(dir_ / "profile.csv", prof);
@@ -267,7 +325,7 @@ class Study {
     stage_start_ = rep_.elapsed();
     for (index_t l = 0; l < cfg_.depth; ++l) {
       const std::string name = "sweep-" + c_.sweep_mixer + "-layer" + std::to_string(l);
-      sweep_.push_back(cached(name, [&] { return replace_run(c_.sweep_mixer, "single:" + std::to_string(l)); }));
+      sweep_.push_back(cached(name, [&] { return replace_run(c_.sweep_mixer, "single:" + std::to_string(l)); }, kRunKeys));
       rep_.line("  " + name + ": drop " + fmt(sweep_.back()["drop_stage2"].get<double>()) + " (" +
                 eta(std::size_t(l + 1), std::size_t(cfg_.depth)) + ")");
     }
@@ -306,7 +364,7 @@ class Study {
       std::string key = runs[i].second;
       std::replace(key.begin(), key.end(), ':', '-');
       const std::string name = "group-" + runs[i].first + "-" + key;
-      groups_.push_back(cached(name, [&] { return replace_run(runs[i].first, runs[i].second); }));
+      groups_.push_back(cached(name, [&] { return replace_run(runs[i].first, runs[i].second); }, kRunKeys));
       rep_.line("  " + name + ": drop " + fmt(groups_.back()["drop_stage2"].get<double>()) + " (" + eta(i + 1, runs.size()) + ")");
     }
     write_table("groups", groups_);
@@ -341,7 +399,7 @@ class Study {
     std::size_t done = 0;
     for (const auto& m : c_.halting_mixers) {
       const std::string name = "group-" + m + "-sparsest-" + std::to_string(g);
-      json r = cached(name, [&] { return replace_run(m, plan_spec); });
+      json r = cached(name, [&] { return replace_run(m, plan_spec); }, kRunKeys);
       halting_.push_back({{"teacher", "dense"}, {"mixer", m}, {"teacher_keep", 1.0}, {"teacher_accuracy", teacher_acc_},
                           {"student_accuracy", r["stage2_accuracy"]}, {"student_accuracy_own", r["stage2_accuracy"]},
                           {"student_keep_own", 1.0}, {"gap", r["drop_stage2"]}, {"gap_own", r["drop_stage2"]},
@@ -756,9 +814,9 @@ int main(int argc, char** argv) try {
   auto* o_ckpt = app.add_option("--checkpoint", flags.checkpoint, "teacher checkpoint");
   auto* o_mixers = app.add_option("--mixers", mixers_csv, "comma-separated mixers for the group stage");
   auto* o_sweep = app.add_option("--sweep-mixer", flags.sweep_mixer, "mixer of the single-layer sweep");
-  auto* o_s1 = app.add_option("--stage1-steps", flags.stage1_steps, "stage-1 budget (steps)");
-  auto* o_s2 = app.add_option("--stage2-steps", flags.stage2_steps, "stage-2 budget (steps)");
-  auto* o_seeds = app.add_option("--random-seeds", flags.random_seeds, "random groups per size");
+  auto* o_s1 = app.add_option("--stage1-steps", flags.stage1_steps, "stage-1 budget (steps)")->check(flags::FiniteNonNegative);
+  auto* o_s2 = app.add_option("--stage2-steps", flags.stage2_steps, "stage-2 budget (steps)")->check(flags::FiniteNonNegative);
+  auto* o_seeds = app.add_option("--random-seeds", flags.random_seeds, "random groups per size")->check(flags::FiniteNonNegative);
   auto* o_data = app.add_option("--data-dir", flags.data_dir, "Fashion-MNIST folder");
   std::string hteachers_csv, hmixers_csv;
   auto* o_hteachers = app.add_option("--halting-teachers", hteachers_csv, "comma-separated A-ViT teacher checkpoints (stage 4)");
@@ -769,13 +827,14 @@ int main(int argc, char** argv) try {
 
   StudyConfig c = preset(preset_name);
   if (!config_file.empty()) {
+    check(fs::exists(config_file), "--config: file not found: ", config_file);
+    check(fs::is_regular_file(config_file), "--config: expected a JSON file, found a directory or device: ", config_file);
     json j;
     try {
       j = json::parse(std::ifstream(config_file));
     } catch (const json::exception& e) {
       fail("--config ", config_file, ": not valid JSON (", e.what(), ")");
     }
-    check(fs::exists(config_file), "--config: file not found: ", config_file);
     apply_json(c, j, "--config " + config_file);
   }
   if (o_ckpt->count()) c.checkpoint = flags.checkpoint;

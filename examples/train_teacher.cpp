@@ -5,6 +5,8 @@
 // Per epoch: a CSV row (train loss/accuracy, test loss/accuracy, lr, seconds); the checkpoint
 // is rewritten atomically after every epoch, so an interrupted run keeps the last one.
 #include <CLI/CLI.hpp>
+
+#include "flags.hpp"
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -29,24 +31,24 @@ int main(int argc, char** argv) try {
   index_t train_limit = 0, test_limit = 0;
   std::string out = "models/vit-fmnist.safetensors", csv, init, data_dir = io::default_fashion_mnist_dir;
   bool quiet = false;
-  app.add_option("--epochs", epochs, "training epochs")->check(CLI::PositiveNumber);
-  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
-  app.add_option("--lr", lr, "peak learning rate (AdamW)")->check(CLI::PositiveNumber);
-  app.add_option("--min-lr", min_lr, "final learning rate of the cosine schedule");
-  app.add_option("--warmup-epochs", warmup_epochs, "linear warm-up length in epochs");
-  app.add_option("--wd", wd, "AdamW weight decay (matrices only)");
-  app.add_option("--smoothing", step.label_smoothing, "label smoothing");
-  app.add_option("--clip", step.clip_norm, "global gradient-norm clip (0 = off)");
-  app.add_option("--crop-padding", aug.crop_padding, "random-crop padding in pixels (0 = off)");
+  app.add_option("--epochs", epochs, "training epochs")->check(flags::FinitePositive);
+  app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
+  app.add_option("--lr", lr, "peak learning rate (AdamW)")->check(flags::FinitePositive);
+  app.add_option("--min-lr", min_lr, "final learning rate of the cosine schedule")->check(flags::FiniteNonNegative);
+  app.add_option("--warmup-epochs", warmup_epochs, "linear warm-up length in epochs")->check(flags::FiniteNonNegative);
+  app.add_option("--wd", wd, "AdamW weight decay (matrices only)")->check(flags::FiniteNonNegative);
+  app.add_option("--smoothing", step.label_smoothing, "label smoothing")->check(flags::FiniteNonNegative);
+  app.add_option("--clip", step.clip_norm, "global gradient-norm clip (0 = off)")->check(flags::FiniteNonNegative);
+  app.add_option("--crop-padding", aug.crop_padding, "random-crop padding in pixels (0 = off)")->check(flags::FiniteNonNegative);
   app.add_option("--flip", aug.hflip, "random horizontal flip (true/false)");
-  app.add_option("--width", cfg.width, "embedding width D")->check(CLI::PositiveNumber);
-  app.add_option("--depth", cfg.depth, "number of blocks L")->check(CLI::PositiveNumber);
-  app.add_option("--heads", cfg.heads, "attention heads H")->check(CLI::PositiveNumber);
-  app.add_option("--mlp-ratio", cfg.mlp_ratio, "MLP hidden width / D")->check(CLI::PositiveNumber);
-  app.add_option("--patch", cfg.patch, "patch size")->check(CLI::PositiveNumber);
+  app.add_option("--width", cfg.width, "embedding width D")->check(flags::FinitePositive);
+  app.add_option("--depth", cfg.depth, "number of blocks L")->check(flags::FinitePositive);
+  app.add_option("--heads", cfg.heads, "attention heads H")->check(flags::FinitePositive);
+  app.add_option("--mlp-ratio", cfg.mlp_ratio, "MLP hidden width / D")->check(flags::FinitePositive);
+  app.add_option("--patch", cfg.patch, "patch size")->check(flags::FinitePositive);
   app.add_option("--seed", seed, "seed for initialisation, shuffling and augmentation");
-  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)");
-  app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)");
+  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   app.add_option("--init", init, "start from this checkpoint's weights (its config wins; fresh optimizer)");
   app.add_option("--out", out, "checkpoint path (safetensors)");
@@ -56,6 +58,8 @@ int main(int argc, char** argv) try {
   if (!init.empty()) cfg = model::read_vit_config(io::read_safetensors(init));
   cfg.validate();
   if (csv.empty()) csv = std::filesystem::path(out).replace_extension(".csv").string();
+  io::check_writable(out, "--out");  // before any work, not after the first epoch
+  io::check_writable(csv, "--csv");
 
   auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
   auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);

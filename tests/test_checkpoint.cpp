@@ -1,6 +1,8 @@
 // Checkpoints: round trip, and bad files give clear errors without touching existing data.
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include <unistd.h>
 
@@ -93,6 +95,56 @@ TEST_CASE("bad checkpoints give clear errors", "[io][checkpoint]") {
     REQUIRE_THROWS(io::save_checkpoint(dir / "blocker", m, cfg));
     REQUIRE(fs::file_size(path) == before);
     REQUIRE_NOTHROW(model::load_vit<float>(path));
+  }
+  fs::remove_all(dir);
+}
+
+namespace {
+// Rewrites `path`'s metadata "config" with `edit` applied (tensors unchanged).
+void rewrite_config(const fs::path& from, const fs::path& to, const std::function<void(nlohmann::json&)>& edit) {
+  const auto f = io::read_safetensors(from);
+  auto j = nlohmann::json::parse(f.metadata.at("config"));
+  edit(j);
+  auto meta = f.metadata;
+  meta["config"] = j.dump();
+  io::write_safetensors(to, f.tensors, meta);
+}
+}  // namespace
+
+TEST_CASE("checkpoints are checked before they are trusted", "[io][checkpoint]") {
+  // Issue 19: non-finite weights, loose numbers and a config that disagrees with the tensors.
+  const auto dir = temp_dir();
+  const auto cfg = small();
+  model::VitModel<float> m(model::make_vit<float>(cfg));
+  m.init(3);
+  const auto path = dir / "m.safetensors";
+  io::save_checkpoint(path, m, cfg);
+
+  SECTION("a NaN or Inf weight is refused, naming the tensor, unless asked for") {
+    m.param("blocks.1.mlp.fc2.weight")[5] = std::numeric_limits<float>::quiet_NaN();
+    io::save_checkpoint(dir / "nan.safetensors", m, cfg);
+    REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "nan.safetensors"),
+                        Catch::Contains("blocks.1.mlp.fc2.weight") && Catch::Contains("non-finite") &&
+                            Catch::Contains("element 5"));
+    REQUIRE_NOTHROW(model::load_vit<float>(dir / "nan.safetensors", nullptr, /*allow_non_finite=*/true));
+  }
+  SECTION("a fractional or out-of-range integer in the config names the key") {
+    rewrite_config(path, dir / "frac.safetensors", [](nlohmann::json& j) { j["depth"] = 8.9; });
+    REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "frac.safetensors"),
+                        Catch::Contains("'depth'") && Catch::Contains("whole number"));
+    rewrite_config(path, dir / "huge.safetensors", [](nlohmann::json& j) { j["width"] = 1e40; });
+    REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "huge.safetensors"),
+                        Catch::Contains("'width'") && Catch::Contains("out of range"));
+    rewrite_config(path, dir / "eps.safetensors", [](nlohmann::json& j) { j["eps"] = -1; });
+    REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "eps.safetensors"), Catch::Contains("eps"));
+  }
+  SECTION("a config that disagrees with the tensors fails before the model is built") {
+    // width 2^20 within the bounds would allocate terabytes; the tensors say 8.
+    rewrite_config(path, dir / "wide.safetensors", [](nlohmann::json& j) { j["width"] = 65536; });
+    REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "wide.safetensors"),
+                        Catch::Contains("patch_embed.proj.weight") && Catch::Contains("width"));
+    rewrite_config(path, dir / "deep.safetensors", [](nlohmann::json& j) { j["depth"] = 1; });
+    REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "deep.safetensors"), Catch::Contains("depth 1"));
   }
   fs::remove_all(dir);
 }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -266,6 +268,27 @@ TEST_CASE("safetensors reader rejects corrupt files", "[io][safetensors]") {
   }
 }
 
+TEST_CASE("safetensors headers with many entries parse in linear time", "[io][safetensors]") {
+  // Issue 19: the duplicate-key parser callback made nlohmann rescan the parent object at
+  // every end_object: 4.4 s at 12.5k entries, > 200 s at 200k. 100k entries must now parse in
+  // about a second (ctest's TIMEOUT of this binary is the bound), duplicates still be found.
+  TempDir dir;
+  const std::size_t n = 100000;
+  std::vector<TensorData> tensors;
+  tensors.reserve(n);
+  const std::vector<float> one = {1.0f};
+  for (std::size_t i = 0; i < n; ++i) tensors.push_back(make_tensor("t" + std::to_string(i), {1}, one));
+  write_safetensors(dir / "many.safetensors", tensors, {});
+  const auto f = read_safetensors(dir / "many.safetensors");
+  REQUIRE(f.tensors.size() == n);
+  REQUIRE(f.find("t99999") != nullptr);
+  write_handcrafted(dir / "dup.safetensors",
+                    R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"x":{"a":1,"a":2}},)"
+                    R"("a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                    4);
+  REQUIRE_THROWS_WITH(read_safetensors(dir / "dup.safetensors"), Contains("found 'a' twice"));
+}
+
 TEST_CASE("write_file_atomic", "[io][atomic]") {
   TempDir dir;
   const fs::path p = dir / "a" / "b" / "file.txt";
@@ -330,6 +353,39 @@ TEST_CASE("write_file_atomic", "[io][atomic]") {
       CHECK(temp_files_in(p.parent_path()).empty());
     }
   }
+}
+
+TEST_CASE("write_file_atomic removes temp files of writers that died", "[io][atomic]") {
+  // Issue 19: temp names carry the pid, so those left by kill -9 were never cleaned.
+  TempDir dir;
+  const fs::path p = dir / "results.json";
+  const pid_t child = ::fork();  // a pid that certainly no longer runs once reaped
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  const std::string dead = "results.json.tmp." + std::to_string(child) + ".0";
+  const std::string alive = "results.json.tmp." + std::to_string(::getpid()) + ".999999";
+  write_raw(dir / dead, "partial");
+  write_raw(dir / alive, "a live writer's");
+  write_raw(dir / "other.json.tmp.1.0", "another file's");
+  write_file_atomic(p, std::string_view("{}"));
+  CHECK(read_text(p) == "{}");
+  CHECK(!fs::exists(dir / dead));
+  CHECK(fs::exists(dir / alive));  // its process is running: not ours to remove
+  CHECK(fs::exists(dir / "other.json.tmp.1.0"));
+}
+
+TEST_CASE("check_writable fails at once on an output that cannot be written", "[io][atomic]") {
+  // Issue 19: drivers found a bad --out only after the work.
+  TempDir dir;
+  REQUIRE_NOTHROW(check_writable(dir / "new" / "ok.json", "--out"));
+  CHECK(fs::is_directory(dir / "new"));
+  CHECK(fs::is_empty(dir / "new"));  // the probe is gone
+  write_raw(dir / "plain", "a file, not a folder");
+  REQUIRE_THROWS_WITH(check_writable(dir / "plain" / "x.json", "--out"),
+                      Contains("--out") && Contains("cannot create the folder"));
+  fs::create_directories(dir / "folder");
+  REQUIRE_THROWS_WITH(check_writable(dir / "folder", "--json"), Contains("--json") && Contains("directory"));
 }
 
 TEST_CASE("IDX loader", "[io][idx]") {

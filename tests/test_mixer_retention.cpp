@@ -11,6 +11,7 @@
 #include "conformance.hpp"
 #include "seqswap/io/safetensors.hpp"
 #include "seqswap/mixers/retention.hpp"
+#include "mixer_fixture.hpp"
 #include "test_util.hpp"
 
 using namespace seqswap;
@@ -270,36 +271,5 @@ TEST_CASE("Retention matches PyTorch", "[reference][mixer][retention]") {
   const index_t B = 2, N = 10, D = 6;
   Retention<float> m({.dim = D, .heads = 2, .qkv_bias = true, .decay_offset = 1.0,
                       .order = {order::Grid::snake, order::Cls::middle}});
-  std::vector<float> p;
-  std::vector<std::string> names;
-  m.visit_params([&](const ParamInfo& i) {
-    const auto v = f.at(i.name).to_vector<float>();
-    REQUIRE(v.size() == i.count);
-    p.insert(p.end(), v.begin(), v.end());
-    names.push_back(i.name);
-  }, "", 0);
-  REQUIRE(p.size() == m.param_count());
-  REQUIRE(names.size() == 4);
-  const auto x = f.at("x").to_vector<float>();
-  const auto keep = f.at("keep").to_vector<std::uint8_t>();
-  const auto dy = f.at("dy").to_vector<float>();
-  const Layout l = Layout::dense(B, N, D);
-  REQUIRE(x.size() == l.size());
-  Retention<float>::Ctx<Host> ctx;
-  std::vector<float> y(l.size()), dx(l.size()), g(p.size(), 0.0f);
-  m.forward(ParamsView<const float, Host>{p.data(), p.size()},
-            view_of<const float>(x.data(), l, keep.data()), view_of<float>(y.data(), l, keep.data()), ctx);
-  test_util::require_close(y.data(), f.at("y").to_vector<float>(), 1e-4, "y");
-  test_util::require_close(ctx.pre_projection().data, f.at("pre").to_vector<float>(), 1e-4, "pre");
-  m.backward(ParamsView<const float, Host>{p.data(), p.size()}, ctx,
-             view_of<const float>(dy.data(), l, keep.data()), view_of<float>(dx.data(), l, keep.data()),
-             ParamsView<float, Host>{g.data(), g.size()});
-  test_util::require_close(dx.data(), f.at("grad.x").to_vector<float>(), 1e-4, "grad.x");
-  std::size_t off = 0;
-  for (const auto& name : names) {
-    const auto ref = f.at("grad." + name).to_vector<float>();
-    test_util::require_close(g.data() + off, ref, 1e-4, name);
-    off += ref.size();
-  }
-  REQUIRE(off == p.size());
+  test_util::check_mixer_fixture(m, f, B, N, D);
 }

@@ -1,5 +1,7 @@
 // Pipelines (Residual, Sequential, Repeat, Slot, the ViT) pass the conformance test; Slot
 // re-seating re-lays out the arena by name; a tiny ViT overfits a small batch.
+#include <cmath>
+
 #include "conformance.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
@@ -135,4 +137,39 @@ TEST_CASE("A tiny ViT overfits 64 Fashion-MNIST images", "[model][train]") {
   const auto e = train::evaluate(m, data);
   INFO("final train loss " << r.loss << ", accuracy " << e.accuracy);
   REQUIRE(e.accuracy > 0.99);
+}
+
+TEST_CASE("The training loop stops at the first non-finite loss or parameter", "[model][train]") {
+  // Issue 19: --lr nan trained to a NaN checkpoint and exited 0.
+  io::ImageDataset data;
+  data.name = "synthetic";
+  data.count = 32;
+  data.size = 8;
+  data.classes = 3;
+  for (index_t i = 0; i < 32 * 64; ++i) data.pixels.push_back(std::uint8_t((i * 37) % 251));
+  for (index_t i = 0; i < 32; ++i) data.labels.push_back(std::int32_t(i % 3));
+  model::VitConfig c{.image_size = 8, .channels = 1, .patch = 4, .width = 8, .depth = 2, .heads = 2,
+                     .mlp_ratio = 2.0, .classes = 3};
+  model::Model m(model::make_vit<float>(c));
+  m.init(0);
+  std::vector<float> dl;
+  const auto step = [&](long, const float* x, const std::int32_t* y, index_t n) {
+    return train::classify_step(m, x, y, n, 64, 0.0, dl).loss;
+  };
+  long saved_after = -1;  // what a driver would checkpoint: nothing from a bad step
+  const train::LoopHooks hooks{.after_step = [&](long s) { saved_after = s; }};
+  const train::LoopOptions bad_lr{.steps = 5, .batch = 16, .lr = std::nan(""), .label = "nan-lr", .quiet = true};
+  REQUIRE_THROWS_WITH(train::run_loop(m, data, bad_lr, step, hooks),
+                      Catch::Contains("nan-lr: step 1 of 5") && Catch::Contains("not finite") &&
+                          Catch::Contains("weight"));
+  REQUIRE(saved_after == -1);
+  m.init(0);
+  const auto nan_loss = [&](long s, const float* x, const std::int32_t* y, index_t n) {
+    const double l = step(s, x, y, n);
+    return s == 2 ? std::nan("") : l;
+  };
+  const train::LoopOptions ok{.steps = 5, .batch = 16, .lr = 1e-3, .label = "loss", .quiet = true};
+  REQUIRE_THROWS_WITH(train::run_loop(m, data, ok, nan_loss, hooks),
+                      Catch::Contains("loss: step 3 of 5: the loss is not finite"));
+  REQUIRE(saved_after == 1);  // the last good step's state was the last one handed on
 }

@@ -114,6 +114,13 @@ TEST_CASE("the mixer registry seats every named mixer and names the unknown", "[
   REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "linear_attention", cfg, {{"feature", "cosine"}}),
                       Catch::Contains("unknown feature 'cosine'"));
   REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "min_gru", cfg, {{"order", "spiral"}}), Catch::Contains("spiral"));
+  // Issue 19: a fraction or 1e40 for an integer option was truncated or undefined behaviour.
+  REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "min_gru", cfg, {{"expand", 2.5}}),
+                      Catch::Contains("'expand'") && Catch::Contains("whole number"));
+  REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "selective_ssm", cfg, {{"state", 1e40}}),
+                      Catch::Contains("'state'") && Catch::Contains("out of range"));
+  REQUIRE_THROWS_WITH(zoo::seat_mixer(slot, "min_gru", cfg, {{"bidirectional", 1}}),
+                      Catch::Contains("'bidirectional'") && Catch::Contains("true or false"));
   REQUIRE(slot.kind_name() == "softmax_attention");  // a refused seat leaves the slot as it was
 }
 

@@ -230,7 +230,8 @@ template <class O>
 train::LoopOptions loop_options(const char* label, const O& o) {
   return {.steps = o.steps, .batch = o.batch, .lr = o.lr, .min_lr = o.min_lr,
           .warmup_steps = long(o.warmup_fraction * double(o.steps)), .weight_decay = o.weight_decay,
-          .clip_norm = o.clip_norm, .seed = o.seed, .label = label};
+          .clip_norm = o.clip_norm, .seed = o.seed, .label = label,
+          .quiet = true};  // a stage reports through the caller's progress meter only
 }
 inline StageResult stage_result(const train::LoopResult& r) {
   StageResult res;

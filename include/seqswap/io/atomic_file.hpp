@@ -2,6 +2,7 @@
 #pragma once
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -40,6 +41,34 @@ struct TempFileGuard {
   }
 };
 
+// Removes temp files of `path` (`<name>.tmp.<pid>.<n>`) left by writers that no longer run
+// (a kill -9 mid-write): their pid is gone. Temp files of live processes are left alone.
+inline void remove_stale_temps(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  const std::string prefix = path.filename().string() + ".tmp.";
+  const fs::path dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());  // "<pid>.<n>"
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0) continue;
+    long long pid = 0;
+    try {
+      std::size_t used = 0;
+      pid = std::stoll(rest.substr(0, dot), &used);
+      if (used != dot) continue;
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (pid <= 0 || (::kill(static_cast<::pid_t>(pid), 0) != 0 && errno == ESRCH)) {
+      std::error_code rm;
+      fs::remove(it->path(), rm);  // best effort: a race with another cleaner is harmless
+    }
+  }
+}
+
 // Writes the concatenation of `parts` to `path` atomically. Taking several pieces lets callers
 // (e.g. the safetensors writer) avoid first copying large tensors into one contiguous buffer.
 inline void write_parts_atomic(const std::filesystem::path& path,
@@ -64,6 +93,7 @@ inline void write_parts_atomic(const std::filesystem::path& path,
     }
   }
 
+  remove_stale_temps(path);
   TempFileGuard tmp;
   tmp.path = path;
   tmp.path += ".tmp." + std::to_string(static_cast<long long>(::getpid())) + "." +
@@ -129,6 +159,28 @@ inline void write_parts_atomic(const std::filesystem::path& path,
 }
 
 }  // namespace detail
+
+// Checks, before any work, that `path` can be written the way write_file_atomic writes it
+// (parent folder created if missing, a temp file created in it and removed): a driver calls
+// it on every output path first, so a bad --out fails at once, not after hours of training.
+// `what` names the flag in the message ("--out").
+inline void check_writable(const std::filesystem::path& path, const std::string& what) {
+  namespace fs = std::filesystem;
+  check(!path.empty() && path.has_filename(), what, ": expected a file path, found '", path.string(), "'");
+  std::error_code ec;
+  if (!path.parent_path().empty()) fs::create_directories(path.parent_path(), ec);
+  check(!ec, what, ": cannot create the folder '", path.parent_path().string(), "': ", ec.message());
+  check(!fs::is_directory(path, ec), what, ": expected a file path, found a directory '", path.string(), "'");
+  fs::path probe = path;
+  probe += ".tmp." + std::to_string(static_cast<long long>(::getpid())) + ".probe";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    fail(what, ": cannot write next to '", path.string(), "': ", detail::errno_text(err));
+  }
+  ::close(fd);
+  fs::remove(probe, ec);
+}
 
 // Replaces `path` with `bytes`: readers see either the old file or the complete new one.
 // Creates missing parent directories. Throws seqswap::Error (path + errno text) on failure,

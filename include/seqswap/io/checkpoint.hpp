@@ -1,6 +1,7 @@
 // Checkpoints: a model's parameters as a safetensors file with timm's tensor names, plus a
 // metadata entry holding the model's config (JSON) and the format version. Written atomically.
 #pragma once
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -48,9 +49,10 @@ inline nlohmann::json checkpoint_config(const SafetensorsFile& f) {
 }
 
 // Copies the tensors of `f` into `model` by name, checking dtype and shape. With `strict`,
-// every model parameter must be present and every tensor of the file used.
+// every model parameter must be present and every tensor of the file used. A NaN or Inf value
+// is refused (naming the tensor and element) unless `allow_non_finite`.
 template <class M>
-void load_params(M& model, const SafetensorsFile& f, bool strict = true) {
+void load_params(M& model, const SafetensorsFile& f, bool strict = true, bool allow_non_finite = false) {
   const std::string where = "checkpoint " + f.path.string();
   using T = typename M::T;
   std::set<std::string> used;
@@ -69,6 +71,10 @@ void load_params(M& model, const SafetensorsFile& f, bool strict = true) {
           detail::shape_string({i.shape.begin(), i.shape.end()}), ", found ",
           detail::shape_string(t->shape));
     const auto v = t->to_vector<float>();
+    if (!allow_non_finite)
+      for (std::size_t k = 0; k < v.size(); ++k)
+        check(std::isfinite(v[k]), where, ": tensor '", i.name, "' holds a non-finite value (", v[k], " at element ", k,
+              "); a diverged training run? (load it anyway with allow_non_finite / --allow-non-finite)");
     for (std::size_t k = 0; k < i.count; ++k) p[i.offset + k] = T(v[k]);
     used.insert(i.name);
   }

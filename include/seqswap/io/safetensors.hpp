@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <unordered_set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -62,6 +63,43 @@ inline DType dtype_from_name(std::string_view name, const std::string& where) {
 }
 
 namespace detail {
+// The first top-level key of a JSON object text that occurs twice ("" if none, or if the text
+// does not parse: the plain parse reports that). One SAX pass, O(length).
+class TopKeyCounter : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  using number_integer_t = nlohmann::json::number_integer_t;
+  using number_unsigned_t = nlohmann::json::number_unsigned_t;
+  using number_float_t = nlohmann::json::number_float_t;
+  using string_t = nlohmann::json::string_t;
+  using binary_t = nlohmann::json::binary_t;
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return ++depth_, true; }
+  bool end_object() override { return --depth_, true; }
+  bool start_array(std::size_t) override { return ++depth_, true; }
+  bool end_array() override { return --depth_, true; }
+  bool key(string_t& k) override {
+    if (depth_ == 1 && !seen_.insert(k).second && duplicate.empty()) duplicate = k;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+  std::string duplicate;
+
+ private:
+  int depth_ = 0;
+  std::unordered_set<std::string> seen_;
+};
+inline std::string duplicate_top_level_key(const std::string& text) {
+  TopKeyCounter sax;
+  nlohmann::json::sax_parse(text, &sax);
+  return sax.duplicate;
+}
+
 
 template <class T>
 constexpr bool is_tensor_element_v =
@@ -284,18 +322,11 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   in.read(text.data(), static_cast<std::streamsize>(header_len));
   if (!in) fail(where, ": could not read the ", header_len, "-byte header");
 
-  // A parser callback spots duplicate top-level keys, which nlohmann would silently collapse.
-  std::set<std::string> top_keys;
-  std::string duplicate;
-  const json::parser_callback_t cb = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-      if (!top_keys.insert(parsed.get<std::string>()).second && duplicate.empty()) {
-        duplicate = parsed.get<std::string>();
-      }
-    }
-    return true;
-  };
-  const json header = json::parse(text, cb, /*allow_exceptions=*/false);
+  // Duplicate top-level keys, which nlohmann would silently collapse, are found by a SAX pass
+  // (linear); then a plain parse. (A parser callback did the same but put nlohmann 3.11 on a
+  // path that rescans the parent object at every end_object: quadratic in the tensor count.)
+  const std::string duplicate = detail::duplicate_top_level_key(text);
+  const json header = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) {
     fail(where, ": header (", header_len, " bytes) is not valid JSON; not a safetensors file or corrupt");
   }

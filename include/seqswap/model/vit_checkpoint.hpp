@@ -23,14 +23,36 @@ inline VitConfig read_vit_config(const io::SafetensorsFile& f) {
   return c;
 }
 
+// The config must agree with the tensors before anything is sized from it: the patch
+// embedding, positions, head and block count a config implies are checked against the file's
+// (a corrupt config then fails here, naming the key, instead of allocating a wrong model).
+inline void check_tensors_match(const io::SafetensorsFile& f, const VitConfig& c) {
+  const std::string where = "checkpoint " + f.path.string();
+  auto expect = [&](const std::string& name, std::vector<std::int64_t> shape, const char* keys) {
+    const io::TensorData* t = f.find(name);
+    check(t != nullptr, where, ": the config (", keys, ") implies a tensor '", name, "', found none");
+    check(t->shape == shape, where, ": the config (", keys, ") implies '", name, "' of shape ",
+          io::detail::shape_string(shape), ", found ", io::detail::shape_string(t->shape));
+  };
+  const std::int64_t D = c.width, P = c.patch, C = c.channels;
+  expect("patch_embed.proj.weight", {D, C, P, P}, "width, channels, patch");
+  expect("pos_embed", {1, std::int64_t(c.tokens()), D}, "image_size, patch, width");
+  expect("head.weight", {std::int64_t(c.classes), D}, "classes, width");
+  expect("blocks." + std::to_string(c.depth - 1) + ".norm1.weight", {D}, "depth, width");
+  check(f.find("blocks." + std::to_string(c.depth) + ".norm1.weight") == nullptr, where, ": the config says depth ",
+        c.depth, ", found a block ", c.depth, " in the file");
+}
+
 // Builds the ViT a checkpoint describes and loads its weights (strictly: every tensor present
 // with the right dtype and shape, none left over).
 template <class T = float, class MixerSlot = DefaultMixer<T>>
-VitModel<T, MixerSlot> load_vit(const std::filesystem::path& path, VitConfig* config = nullptr) {
+VitModel<T, MixerSlot> load_vit(const std::filesystem::path& path, VitConfig* config = nullptr,
+                                bool allow_non_finite = false) {
   const auto f = io::read_safetensors(path);
   const VitConfig c = read_vit_config(f);
+  check_tensors_match(f, c);
   VitModel<T, MixerSlot> m(make_vit<T, MixerSlot>(c));
-  io::load_params(m, f, /*strict=*/true);
+  io::load_params(m, f, /*strict=*/true, allow_non_finite);
   if (config) *config = c;
   return m;
 }

@@ -2,10 +2,12 @@
 // training step and evaluation for image classifiers, and the progress meter.
 #pragma once
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "seqswap/train/adamw.hpp"
@@ -66,77 +68,63 @@ struct EvalResult {
   double loss = 0;      // mean cross-entropy (no smoothing)
   double accuracy = 0;  // fraction correct
   index_t count = 0;
+  double ms_per_image = 0;  // forward wall time (batch `batch`, this machine, this run)
 };
 
-// Accuracy and loss of `model` on `data` (no augmentation, fixed order).
-template <class M>
-EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {}) {
+// Runs `model` over `data` in fixed order (no augmentation): loss, accuracy, forward time;
+// after_batch(n) (optional) sees each batch's state right after its forward.
+template <class M, class After = std::nullptr_t>
+EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {},
+                    After after_batch = nullptr) {
   using T = typename M::T;
   io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   std::vector<T> x;
   EvalResult e;
-  double loss_sum = 0;
+  double loss_sum = 0, secs = 0;
   index_t correct = 0;
   while (index_t n = loader.next(images, labels)) {
     x.assign(images.begin(), images.end());
+    const auto t0 = std::chrono::steady_clock::now();
     auto logits = model.forward(x.data(), n, data.image_numel());
+    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto r = cross_entropy<T>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr);
     loss_sum += r.loss * double(n);
     correct += r.correct;
     e.count += n;
+    if constexpr (!std::is_same_v<After, std::nullptr_t>) after_batch(n);
   }
+  check(e.count > 0, "evaluate: the dataset '", data.name, "' is empty");
   e.loss = loss_sum / double(e.count);
   e.accuracy = double(correct) / double(e.count);
+  e.ms_per_image = 1e3 * secs / double(e.count);
   return e;
 }
 
 // What a halting model does on a dataset: accuracy, and how many tokens each block sees.
-struct HaltingEval {
-  double accuracy = 0, loss = 0;
+struct HaltingEval : EvalResult {
   std::vector<double> keep;  // (L) mean fraction of patch tokens entering block l
   double mean_keep = 0;      // mean over layers
   double ponder = 0;         // mean (layers run + remainder) of the patch tokens
-  index_t count = 0;
-  double ms_per_image = 0;   // forward wall time (batch `batch`, this machine, this run)
 };
 
 // HV: a model::HaltingVit (forward, halter()).
 template <class HV>
 HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {}) {
-  using T = typename HV::T;
-  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
-  std::vector<float> images;
-  std::vector<std::int32_t> labels;
-  std::vector<T> x;
   HaltingEval e;
-  double loss_sum = 0, ponder_sum = 0, secs = 0;
-  index_t correct = 0;
-  while (index_t n = loader.next(images, labels)) {
-    x.assign(images.begin(), images.end());
-    const auto t0 = std::chrono::steady_clock::now();
-    auto logits = hv.forward(x.data(), n, data.image_numel());
-    secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const auto r = cross_entropy<T>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr);
-    loss_sum += r.loss * double(n);
-    correct += r.correct;
+  double ponder_sum = 0;
+  static_cast<EvalResult&>(e) = evaluate(hv, data, batch, norm, [&](index_t n) {
     const auto& h = hv.halter();
     e.keep.resize(static_cast<std::size_t>(h.layers()), 0.0);
     for (index_t l = 0; l < h.layers(); ++l) e.keep[l] += h.keep_ratio(l) * double(n);
     ponder_sum += h.ponder() * double(n);
-    e.count += n;
-  }
-  check(e.count > 0, "evaluate_halting: the dataset '", data.name, "' is empty");
+  });
   for (auto& k : e.keep) k /= double(e.count);
   for (double k : e.keep) e.mean_keep += k / double(e.keep.size());
-  e.loss = loss_sum / double(e.count);
-  e.accuracy = double(correct) / double(e.count);
   e.ponder = ponder_sum / double(e.count);
-  e.ms_per_image = 1e3 * secs / double(e.count);
   return e;
 }
-
 
 // The loop every trainer shares: shuffled batches cycling over epochs, AdamW (decay mask from
 // the model's tensors) at a warm-up + cosine learning rate, the global gradient-norm clip, an
@@ -166,6 +154,20 @@ struct LoopResult {
 // The first step of the "last 10%" tail that LoopResult::final_loss averages.
 inline long tail_start(long steps) { return steps - std::max(1L, steps / 10); }
 
+// The first parameter tensor of `model` holding a non-finite value in `v` (an arena-sized
+// view: params or grads), as "name[k] = nan"; "" when every value is finite.
+template <class M, class V>
+std::string first_non_finite(const M& model, const V& v) {
+  for (std::size_t i = 0; i < v.size; ++i) {
+    if (std::isfinite(double(v.data[i]))) continue;
+    for (const auto& info : model.params_info())
+      if (i >= info.offset && i < info.offset + info.count)
+        return info.name + "[" + std::to_string(i - info.offset) + "] = " + std::to_string(double(v.data[i]));
+    return "element " + std::to_string(i);
+  }
+  return "";
+}
+
 // What a trainer adds to the loop (all optional).
 struct LoopHooks {
   const std::uint8_t* mask = nullptr;       // one per parameter: 0 freezes it (and leaves it out of the clip)
@@ -193,12 +195,21 @@ LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o
     const index_t n = loader.next_cycling(images, labels);
     model.zero_grad();
     const double loss = step(s, images.data(), labels.data(), n);
+    // A non-finite loss, gradient or parameter stops the run here, before anything is saved
+    // from it: the caller's last checkpoint stays the last good one.
+    check(std::isfinite(loss), o.label, ": step ", s + 1, " of ", o.steps, ": the loss is not finite (", loss,
+          "); check the learning rate and the data");
+    if (const auto bad = first_non_finite(model, model.grads()); !bad.empty())
+      fail(o.label, ": step ", s + 1, " of ", o.steps, ": a gradient is not finite: ", bad);
     if (h.mask) {
       auto g = model.grads();
       for (std::size_t i = 0; i < g.size; ++i)
         if (!h.mask[i]) g.data[i] = T(0);
     }
     clip_and_step(model, opt, sched.at(s), o.clip_norm, h.mask);
+    if (const auto bad = first_non_finite(model, model.params()); !bad.empty())
+      fail(o.label, ": step ", s + 1, " of ", o.steps, ": the optimizer step left a parameter not finite: ", bad,
+           " (learning rate ", sched.at(s), ", weight decay ", o.weight_decay, ")");
     if (s >= tail_from) {
       tail_loss += loss;
       ++tail_n;

@@ -29,6 +29,7 @@
 #include "seqswap/mixers/rnn.hpp"
 #include "seqswap/mixers/ssm_diag.hpp"
 #include "seqswap/mixers/ssm_selective.hpp"
+#include "seqswap/io/json.hpp"
 #include "seqswap/model/slot.hpp"
 #include "seqswap/model/vit.hpp"
 
@@ -64,15 +65,15 @@ class OptionReader {
   OptionReader(const std::string& mixer, const nlohmann::json& j) : mixer_(mixer), j_(j) {
     check(j.is_object() || j.is_null(), "mixer '", mixer, "': expected options as a JSON object, found ", j.dump());
   }
+  // Strict: a fraction or an out-of-range number for an integer option is an error naming it.
   template <class V>
   V get(const std::string& key, V fallback) {
     known_.push_back(key);
     if (j_.is_null() || !j_.contains(key)) return fallback;
-    try {
-      return j_.at(key).get<V>();
-    } catch (const nlohmann::json::exception&) {
-      fail("mixer '", mixer_, "': option '", key, "' has the wrong type: ", j_.at(key).dump());
-    }
+    const V v = io::json_value<V>(j_, key, "mixer '" + mixer_ + "' option");
+    if constexpr (std::is_integral_v<V> && !std::is_same_v<V, bool>)  // sizes: no overflow downstream
+      check(v >= 0 && v <= V(1) << 20, "mixer '", mixer_, "': option '", key, "' expects 0..1048576, found ", v);
+    return v;
   }
   order::ScanOrder scan_order() {
     order::ScanOrder o;
