@@ -21,18 +21,19 @@ int main(int argc, char** argv) try {
   CLI::App app{"Evaluate a ViT checkpoint on the Fashion-MNIST test set"};
   std::string checkpoint, json_out, data_dir = io::default_fashion_mnist_dir;
   index_t limit = 0, batch = 256;
-  bool dense = false;
+  bool dense = false, allow_non_finite = false;
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")->required();
   app.add_option("--json", json_out, "also write the result as JSON here");
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   app.add_option("--limit", limit, "evaluate only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
   app.add_flag("--dense", dense, "run a halting teacher without halting");
+  app.add_flag("--allow-non-finite", allow_non_finite, "load a checkpoint holding NaN/Inf weights (refused otherwise)");
   CLI11_PARSE(app, argc, argv);
   if (!json_out.empty()) io::check_writable(json_out, "--json");
 
   model::VitConfig cfg;
-  auto m = model::load_vit<float>(checkpoint, &cfg);
+  auto m = model::load_vit<float>(checkpoint, &cfg, allow_non_finite);
   auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
   if (limit > 0) test_set = test_set.head(limit);
   check(test_set.size == cfg.image_size && test_set.channels == cfg.channels,

@@ -20,6 +20,7 @@
 #include <span>
 
 #include "flags.hpp"
+#include "study_config.hpp"
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -37,127 +38,10 @@
 using namespace seqswap;
 namespace fs = std::filesystem;
 using nlohmann::json;
+using study::StudyConfig;
+using study::preset;
 
 namespace {
-
-struct StudyConfig {
-  std::string preset = "quick";
-  std::string checkpoint = "models/vit-fmnist.safetensors";
-  std::string data_dir = io::default_fashion_mnist_dir;
-  std::string sweep_mixer = "min_gru";
-  std::vector<std::string> mixers{"min_gru", "linear_attention", "selective_ssm"};
-  std::vector<index_t> group_sizes{};  // empty = a quarter and a half of the depth
-  int random_seeds = 3;
-  long stage1_steps = 40, stage2_steps = 40;
-  index_t batch = 32;
-  double lr1 = 1e-3, lr2 = 2e-4;
-  index_t profile_images = 1000, train_images = 0, test_images = 1000;
-  std::vector<index_t> latency_tokens{50, 197, 1024};
-  index_t latency_batch = 8;
-  int latency_reps = 5;
-  std::uint64_t seed = 0;
-  // Stage 4: A-ViT teachers (made by avit_finetune; see models/README.md) and the mixers
-  // distilled from each with sparsity guidance; halting_group layers (the dense teacher's
-  // sparsest) are replaced, 0 = half the depth.
-  std::vector<std::string> halting_teachers{"models/avit-b30.safetensors", "models/avit-b10.safetensors",
-                                            "models/avit-b0-mild.safetensors", "models/avit-b0.safetensors"};
-  std::vector<std::string> halting_mixers{"min_gru", "selective_ssm"};
-  index_t halting_group = 0;
-};
-
-void to_json(json& j, const StudyConfig& c) {
-  j = json{{"preset", c.preset},           {"checkpoint", c.checkpoint},     {"data_dir", c.data_dir},
-           {"sweep_mixer", c.sweep_mixer}, {"mixers", c.mixers},             {"group_sizes", c.group_sizes},
-           {"random_seeds", c.random_seeds}, {"stage1_steps", c.stage1_steps}, {"stage2_steps", c.stage2_steps},
-           {"batch", c.batch},             {"lr1", c.lr1},                   {"lr2", c.lr2},
-           {"profile_images", c.profile_images}, {"train_images", c.train_images},
-           {"test_images", c.test_images}, {"latency_tokens", c.latency_tokens},
-           {"latency_batch", c.latency_batch}, {"latency_reps", c.latency_reps}, {"seed", c.seed},
-           {"halting_teachers", c.halting_teachers}, {"halting_mixers", c.halting_mixers},
-           {"halting_group", c.halting_group}};
-}
-// Reads the keys of `j` into c; an unknown key or a wrong type is an error.
-void apply_json(StudyConfig& c, const json& j, const std::string& where) {
-  check(j.is_object(), where, ": expected a JSON object, found ", j.dump());
-  json cur = c;
-  for (const auto& [k, v] : j.items()) {
-    check(cur.contains(k), where, ": unknown key '", k, "'; known: ", [&] {
-      std::string s;
-      for (const auto& [kk, _] : cur.items()) s += (s.empty() ? "" : ", ") + kk;
-      return s;
-    }());
-    check(v.type() == cur[k].type() || (v.is_number() && cur[k].is_number()), where, ": key '", k,
-          "' expects ", cur[k].type_name(), ", found ", v.type_name(), " (", v.dump(), ")");
-    // Integers stay integers (no silent 2.9 -> 2, no undefined 1e40 -> long).
-    const auto whole = [](const json& x) {
-      return x.is_number_integer() || (x.is_number_float() && std::isfinite(x.get<double>()) &&
-                                       x.get<double>() == std::floor(x.get<double>()) && std::abs(x.get<double>()) < 1e15);
-    };
-    if (cur[k].is_number_integer())
-      check(whole(v), where, ": key '", k, "' expects a whole number, found ", v.dump());
-    if (cur[k].is_array()) {
-      const bool strings = k == "mixers" || k == "halting_teachers" || k == "halting_mixers";
-      for (const auto& e : v)
-        check(strings ? e.is_string() : whole(e), where, ": key '", k, "' expects an array of ",
-              strings ? "strings" : "whole numbers", ", found ", e.dump(), " in ", v.dump());
-    }
-    cur[k] = v;
-  }
-  c.preset = cur["preset"];
-  c.checkpoint = cur["checkpoint"];
-  c.data_dir = cur["data_dir"];
-  c.sweep_mixer = cur["sweep_mixer"];
-  c.mixers = cur["mixers"].get<std::vector<std::string>>();
-  c.group_sizes = cur["group_sizes"].get<std::vector<index_t>>();
-  c.random_seeds = cur["random_seeds"];
-  c.stage1_steps = cur["stage1_steps"];
-  c.stage2_steps = cur["stage2_steps"];
-  c.batch = cur["batch"];
-  c.lr1 = cur["lr1"];
-  c.lr2 = cur["lr2"];
-  c.profile_images = cur["profile_images"];
-  c.train_images = cur["train_images"];
-  c.test_images = cur["test_images"];
-  c.latency_tokens = cur["latency_tokens"].get<std::vector<index_t>>();
-  c.latency_batch = cur["latency_batch"];
-  c.latency_reps = cur["latency_reps"];
-  c.seed = cur["seed"];
-  c.halting_teachers = cur["halting_teachers"].get<std::vector<std::string>>();
-  c.halting_mixers = cur["halting_mixers"].get<std::vector<std::string>>();
-  c.halting_group = cur["halting_group"];
-}
-
-StudyConfig preset(const std::string& name) {
-  StudyConfig c;
-  c.preset = name;
-  if (name == "quick") return c;
-  if (name == "micro") {  // the smoke test: every stage, every file, in seconds
-    c.mixers = {"min_gru"};
-    c.halting_mixers = {"min_gru"};
-    c.halting_teachers = {"models/avit-b0.safetensors"};
-    c.random_seeds = 1;
-    c.stage1_steps = c.stage2_steps = 3;
-    c.batch = 16;
-    c.profile_images = 64;
-    c.train_images = 256;
-    c.test_images = 128;
-    c.latency_tokens = {50, 197};
-    c.latency_batch = 2;
-    c.latency_reps = 2;
-    return c;
-  }
-  if (name == "full") {
-    c.stage1_steps = c.stage2_steps = 300;
-    c.batch = 32;
-    c.lr1 = 1e-3;
-    c.lr2 = 1e-4;
-    c.profile_images = 2000;
-    c.test_images = 0;
-    c.latency_reps = 9;
-    return c;
-  }
-  fail("--preset: expected quick, full or micro, found '", name, "'");
-}
 
 std::string fmt(double x, int prec = 4) {
   if (!std::isfinite(x)) return "n/a";

@@ -1,11 +1,13 @@
-// libFuzzer harness: the JSON configs a user writes by hand — a ViT config, halting options and
-// a mixer's options (the first byte picks the mixer) — through the strict readers.
+// libFuzzer harness: the JSON configs a user writes by hand — a ViT config, halting options, a
+// mixer's options (the first byte picks the mixer) and the study driver's --config file —
+// through the strict readers.
 #include <nlohmann/json.hpp>
 
 #include "fuzz_util.hpp"
 #include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/zoo/registry.hpp"
+#include "study_config.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
@@ -21,6 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     seqswap::halting::HaltingOptions o;
     from_json(j, o);
+  } catch (const seqswap::Error&) {
+  }
+  try {
+    study::StudyConfig s = study::preset("micro");
+    study::apply_json(s, j, "fuzz");
   } catch (const seqswap::Error&) {
   }
   try {

@@ -1,14 +1,44 @@
-// The PyTorch-fixture check every mixer test shares: load the mixer's parameters from the
-// fixture by name, run forward and backward on its x / keep / dy (B, N, D), and require y, the
-// pre-projection output, grad.x and every parameter gradient within `tol` (relative).
+// What the mixer tests share: one forward returning the output and the pre-projection tensor,
+// random vectors, and the PyTorch-fixture check (load the mixer's parameters from the fixture
+// by name, run forward and backward on its x / keep / dy (B, N, D), and require y, the
+// pre-projection output, grad.x and every parameter gradient within `tol`, relative).
 #pragma once
 #include <string>
 #include <vector>
 
+#include "seqswap/core/rng.hpp"
 #include "seqswap/io/safetensors.hpp"
 #include "test_util.hpp"
 
 namespace test_util {
+
+template <class T>
+struct MixerRun {
+  std::vector<T> y, pre;
+};
+
+// Forward of mixer `m` on x (layout l, optional keep): its output and pre-projection tensor.
+template <class M, class T = typename M::scalar_type>
+MixerRun<T> run_mixer(const M& m, const std::vector<T>& p, const std::vector<T>& x, const seqswap::Layout& l,
+                      const std::uint8_t* keep = nullptr) {
+  using namespace seqswap;
+  typename M::template Ctx<backend::Host> ctx;
+  MixerRun<T> r;
+  r.y.resize(l.size());
+  m.forward(ParamsView<const T, backend::Host>{p.data(), p.size()}, view_of<const T>(x.data(), l, keep),
+            view_of<T>(r.y.data(), l, keep), ctx);
+  const auto pre = ctx.pre_projection();
+  r.pre.assign(pre.data, pre.data + pre.total() * pre.dim);
+  return r;
+}
+
+// n values drawn from N(0, scale²).
+template <class T>
+std::vector<T> random_vector(std::size_t n, seqswap::Rng& rng, double scale) {
+  std::vector<T> v(n);
+  for (auto& e : v) e = T(rng.normal() * scale);
+  return v;
+}
 
 template <class M>
 void check_mixer_fixture(const M& m, const seqswap::io::SafetensorsFile& f, seqswap::index_t B, seqswap::index_t N,

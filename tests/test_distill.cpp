@@ -118,4 +118,7 @@ TEST_CASE("stage 2 trains every parameter and lowers the loss", "[distill]") {
   REQUIRE(r.steps == 80);
   REQUIRE(after.loss < before.loss);
   REQUIRE(after.accuracy > 0.6);
+  // Issue 19: stage 2 recorded -5 steps where stage 1 refused them.
+  REQUIRE_THROWS_WITH(distill::stage2(teacher, student, data, {.steps = -5}),
+                      Catch::Contains("stage 2: expected steps >= 0, found -5"));
 }

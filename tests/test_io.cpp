@@ -187,6 +187,26 @@ TEST_CASE("safetensors reader rejects corrupt files", "[io][safetensors]") {
     REQUIRE_THROWS_WITH(read_safetensors(dir / "absent.safetensors"),
                         Contains("file not found") && Contains("absent.safetensors"));
   }
+  SECTION("a file that cannot be opened names the reason") {  // issue 19: no errno before
+    write_safetensors(p, {make_tensor("w", {4}, v)}, {});
+    // No file descriptor left (permissions would not stop root): the open fails with EMFILE.
+    rlimit saved{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+    const int lowest_free = ::dup(0);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    rlimit tight = saved;
+    tight.rlim_cur = rlim_t(lowest_free);
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+    std::string message;
+    try {
+      read_safetensors(p);
+    } catch (const seqswap::Error& e) {
+      message = e.what();
+    }
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+    CHECK_THAT(message, Contains("cannot open file for reading") && Contains("open files"));
+  }
   SECTION("shorter than 8 bytes") {
     write_raw(p, "abc");
     REQUIRE_THROWS_WITH(read_safetensors(p), Contains("at least 8"));

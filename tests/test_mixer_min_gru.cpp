@@ -17,36 +17,6 @@ using mixers::MinGruOptions;
 using Host = backend::Host;
 using Combine = MinGruOptions::Combine;
 
-namespace {
-
-template <class T>
-struct Run {
-  std::vector<T> y, pre;
-};
-
-// Forward of `m` on x (layout l, optional keep); returns y and the pre-projection output.
-template <class T>
-Run<T> run(const MinGru<T>& m, const std::vector<T>& p, const std::vector<T>& x, const Layout& l,
-           const std::uint8_t* keep = nullptr) {
-  typename MinGru<T>::template Ctx<Host> ctx;
-  Run<T> r;
-  r.y.resize(l.size());
-  m.forward(ParamsView<const T, Host>{p.data(), p.size()}, view_of<const T>(x.data(), l, keep),
-            view_of<T>(r.y.data(), l, keep), ctx);
-  const auto pre = ctx.pre_projection();
-  r.pre.assign(pre.data, pre.data + pre.total() * pre.dim);
-  return r;
-}
-
-template <class T>
-std::vector<T> random_vector(std::size_t n, Rng& rng, double scale) {
-  std::vector<T> v(n);
-  for (auto& e : v) e = T(rng.normal() * scale);
-  return v;
-}
-
-}  // namespace
-
 TEST_CASE("MinGru conforms", "[conformance][mixer][min_gru]") {
   const index_t D = 4;
   std::vector<MinGruOptions> configs = {
@@ -94,8 +64,8 @@ TEST_CASE("MinGru is stable for N = 16384", "[mixer][min_gru]") {
   const index_t D = 4, N = 16384;
   MinGru<float> m({.dim = D, .expand = 1});
   Rng rng(11);
-  auto p = random_vector<float>(m.param_count(), rng, 8.0);  // saturating gates both ways
-  auto x = random_vector<float>(static_cast<std::size_t>(N * D), rng, 4.0);
+  auto p = test_util::random_vector<float>(m.param_count(), rng, 8.0);  // saturating gates both ways
+  auto x = test_util::random_vector<float>(static_cast<std::size_t>(N * D), rng, 4.0);
   const Layout l = Layout::dense(1, N, D);
   MinGru<float>::Ctx<Host> ctx;
   std::vector<float> y(l.size()), dy(l.size(), 1.0f), dx(l.size()), g(p.size(), 0.0f);
@@ -109,7 +79,7 @@ TEST_CASE("MinGru is stable for N = 16384", "[mixer][min_gru]") {
   for (float v : g) REQUIRE(std::isfinite(v));
   // The chunked scan agrees with the sequential reference at this length.
   MinGru<float> seq({.dim = D, .expand = 1, .chunk = 0});
-  const auto r = run(seq, p, x, l);
+  const auto r = test_util::run_mixer(seq, p, x, l);
   test_util::require_close(y.data(), r.y, 1e-4, "chunked vs sequential y");
 }
 
@@ -118,14 +88,14 @@ TEST_CASE("MinGru: bidirectional = forward scan + reversed scan", "[mixer][min_g
   // Lengths that are not CLS + square grid, so Grid::reversed reverses each whole sequence.
   const Layout l = Layout::ragged({3, 7, 8}, D);
   Rng rng(3);
-  const auto x = random_vector<double>(l.size(), rng, 1.0);
+  const auto x = test_util::random_vector<double>(l.size(), rng, 1.0);
   const auto keep = conformance::some_mask(l);
   for (Combine comb : {Combine::sum, Combine::concat}) {
     MinGru<double> bi({.dim = D, .expand = expand, .combine = comb});
     MinGru<double> fwd({.dim = D, .expand = expand, .bidirectional = false});
     MinGru<double> rev({.dim = D, .expand = expand, .bidirectional = false,
                         .order = {order::Grid::reversed, order::Cls::head}});
-    const auto p = random_vector<double>(bi.param_count(), rng, 0.7);
+    const auto p = test_util::random_vector<double>(bi.param_count(), rng, 0.7);
     const std::size_t dir = static_cast<std::size_t>(2 * E * D + 2 * E);
     // one-directional parameters: that direction's Linear, then a proj of the right width
     std::vector<double> pf(p.begin(), p.begin() + dir), pr(p.begin() + dir, p.begin() + 2 * dir);
@@ -133,7 +103,7 @@ TEST_CASE("MinGru: bidirectional = forward scan + reversed scan", "[mixer][min_g
     pf.insert(pf.end(), proj_tail.begin(), proj_tail.end());
     pr.insert(pr.end(), proj_tail.begin(), proj_tail.end());
     for (const std::uint8_t* k : {static_cast<const std::uint8_t*>(nullptr), keep.data()}) {
-      const auto rb = run(bi, p, x, l, k), rf = run(fwd, pf, x, l, k), rr = run(rev, pr, x, l, k);
+      const auto rb = test_util::run_mixer(bi, p, x, l, k), rf = test_util::run_mixer(fwd, pf, x, l, k), rr = test_util::run_mixer(rev, pr, x, l, k);
       const index_t Et = bi.width();
       for (index_t t = 0; t < l.total(); ++t)
         for (index_t e = 0; e < E; ++e) {
@@ -150,8 +120,8 @@ TEST_CASE("MinGru: bidirectional = forward scan + reversed scan", "[mixer][min_g
     auto x2 = x;
     const index_t last = l.offsets[2] - 1;  // last token of sequence 1
     for (index_t j = 0; j < D; ++j) x2[last * D + j] += 1.0;
-    const auto f1 = run(fwd, pf, x, l), f2 = run(fwd, pf, x2, l);
-    const auto b1 = run(bi, p, x, l), b2 = run(bi, p, x2, l);
+    const auto f1 = test_util::run_mixer(fwd, pf, x, l), f2 = test_util::run_mixer(fwd, pf, x2, l);
+    const auto b1 = test_util::run_mixer(bi, p, x, l), b2 = test_util::run_mixer(bi, p, x2, l);
     for (index_t t = l.offsets[1]; t < last; ++t)
       for (index_t e = 0; e < E; ++e) REQUIRE(f1.pre[t * E + e] == f2.pre[t * E + e]);
     const index_t col = l.offsets[1] * bi.width() + bi.width() - 1;  // a bwd column when concat
@@ -166,21 +136,21 @@ TEST_CASE("MinGru in a scan order = the identity-order mixer on permuted tokens"
   MinGru<double> ordered({.dim = D, .order = so, .chunk = 3});
   MinGru<double> plain({.dim = D, .chunk = 3});
   Rng rng(5);
-  const auto p = random_vector<double>(plain.param_count(), rng, 0.7);
-  const auto x = random_vector<double>(l.size(), rng, 1.0);
+  const auto p = test_util::random_vector<double>(plain.param_count(), rng, 0.7);
+  const auto x = test_util::random_vector<double>(l.size(), rng, 1.0);
   const auto keep = conformance::some_mask(l);
   const auto perm = order::batch_permutation(so, l.offsets.data(), l.batch);
   std::vector<double> xs(x.size());
   order::gather_rows(x.data(), perm, D, xs.data());
   std::vector<std::uint8_t> keep_s(keep.size());
   for (std::size_t k = 0; k < perm.size(); ++k) keep_s[k] = keep[perm[k]];
-  const auto ro = run(ordered, p, x, l, keep.data());
-  auto rp = run(plain, p, xs, l, keep_s.data());
+  const auto ro = test_util::run_mixer(ordered, p, x, l, keep.data());
+  auto rp = test_util::run_mixer(plain, p, xs, l, keep_s.data());
   std::vector<double> back(x.size());
   order::scatter_rows(rp.y.data(), perm, D, back.data());
   test_util::require_close(ro.y.data(), back, 1e-12, "ordered y vs permuted identity y");
   // and the order matters
-  const auto ri = run(plain, p, x, l, keep.data());
+  const auto ri = test_util::run_mixer(plain, p, x, l, keep.data());
   REQUIRE(test_util::rel_error(ro.y.data(), ri.y) > 1e-3);
 }
 

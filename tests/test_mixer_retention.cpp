@@ -22,32 +22,6 @@ using Host = backend::Host;
 
 namespace {
 
-template <class T>
-struct Run {
-  std::vector<T> y, pre;
-};
-
-// Forward of `m` on x (layout l, optional keep); returns y and the pre-projection output.
-template <class T>
-Run<T> run(const Retention<T>& m, const std::vector<T>& p, const std::vector<T>& x, const Layout& l,
-           const std::uint8_t* keep = nullptr) {
-  typename Retention<T>::template Ctx<Host> ctx;
-  Run<T> r;
-  r.y.resize(l.size());
-  m.forward(ParamsView<const T, Host>{p.data(), p.size()}, view_of<const T>(x.data(), l, keep),
-            view_of<T>(r.y.data(), l, keep), ctx);
-  const auto pre = ctx.pre_projection();
-  r.pre.assign(pre.data, pre.data + pre.total() * pre.dim);
-  return r;
-}
-
-template <class T>
-std::vector<T> random_vector(std::size_t n, Rng& rng, double scale) {
-  std::vector<T> v(n);
-  for (auto& e : v) e = T(rng.normal() * scale);
-  return v;
-}
-
 template <class M>
 std::vector<ParamInfo> infos_of(const M& m, const std::string& prefix = "") {
   std::vector<ParamInfo> out;
@@ -170,18 +144,18 @@ TEST_CASE("Retention: the recurrences match the closed form", "[mixer][retention
   // 1+3x3, 1+4x4, one token, 1+2x2, and a length that is no CLS + square grid (stored order)
   const Layout l = Layout::ragged({10, 17, 1, 5, 7}, D);
   Rng rng(7);
-  const auto x = random_vector<double>(l.size(), rng, 1.0);
+  const auto x = test_util::random_vector<double>(l.size(), rng, 1.0);
   const auto keep = conformance::some_mask(l);
   const order::ScanOrder identity{}, snake{order::Grid::snake, order::Cls::middle};
   for (const auto& so : {identity, snake})
     for (index_t H : {1, 2})
       for (double c : {1.0, 3.0}) {
         Retention<double> m({.dim = D, .heads = H, .qkv_bias = H == 2, .decay_offset = c, .order = so});
-        const auto p = random_vector<double>(m.param_count(), rng, 0.5);
+        const auto p = test_util::random_vector<double>(m.param_count(), rng, 0.5);
         for (const std::uint8_t* k : {static_cast<const std::uint8_t*>(nullptr), keep.data()}) {
           INFO("order " << (so.is_identity() ? "identity" : "snake") << ", heads " << H << ", decay_offset "
                         << c << (k ? ", keep-mask" : ", no mask"));
-          const auto r = run(m, p, x, l, k);
+          const auto r = test_util::run_mixer(m, p, x, l, k);
           const auto ref = closed_form(m, p, x, l, k);
           test_util::require_close(r.pre.data(), ref, 1e-10, "pre vs closed form");
           if (k)
@@ -194,10 +168,10 @@ TEST_CASE("Retention: the recurrences match the closed form", "[mixer][retention
   Retention<double> plain({.dim = D, .heads = 2, .decay_offset = 1.0});
   Retention<double> ordered({.dim = D, .heads = 2, .decay_offset = 1.0, .order = snake});
   Retention<double> slow({.dim = D, .heads = 2, .decay_offset = 8.0});
-  const auto p = random_vector<double>(plain.param_count(), rng, 0.5);
-  const auto rp = run(plain, p, x, l, keep.data());
-  REQUIRE(test_util::rel_error(run(ordered, p, x, l, keep.data()).pre.data(), rp.pre) > 1e-3);
-  REQUIRE(test_util::rel_error(run(slow, p, x, l, keep.data()).pre.data(), rp.pre) > 1e-3);
+  const auto p = test_util::random_vector<double>(plain.param_count(), rng, 0.5);
+  const auto rp = test_util::run_mixer(plain, p, x, l, keep.data());
+  REQUIRE(test_util::rel_error(test_util::run_mixer(ordered, p, x, l, keep.data()).pre.data(), rp.pre) > 1e-3);
+  REQUIRE(test_util::rel_error(test_util::run_mixer(slow, p, x, l, keep.data()).pre.data(), rp.pre) > 1e-3);
 }
 
 TEST_CASE("Retention: a masked batch equals the packed batch of its kept tokens", "[mixer][retention]") {
@@ -205,8 +179,8 @@ TEST_CASE("Retention: a masked batch equals the packed batch of its kept tokens"
   const Layout l = Layout::ragged({7, 12, 3}, D);  // no CLS + square grid: stored order
   Retention<double> m({.dim = D, .heads = 2, .decay_offset = 1.0});
   Rng rng(9);
-  const auto p = random_vector<double>(m.param_count(), rng, 0.5);
-  const auto x = random_vector<double>(l.size(), rng, 1.0);
+  const auto p = test_util::random_vector<double>(m.param_count(), rng, 0.5);
+  const auto x = test_util::random_vector<double>(l.size(), rng, 1.0);
   const auto keep = conformance::some_mask(l);
   std::vector<index_t> lengths, kept_rows;
   std::vector<double> xp;
@@ -221,7 +195,7 @@ TEST_CASE("Retention: a masked batch equals the packed batch of its kept tokens"
     lengths.push_back(n);
   }
   const Layout lp = Layout::ragged(lengths, D);
-  const auto masked = run(m, p, x, l, keep.data()), packed = run(m, p, xp, lp);
+  const auto masked = test_util::run_mixer(m, p, x, l, keep.data()), packed = test_util::run_mixer(m, p, xp, lp);
   std::vector<double> gathered;
   for (index_t t : kept_rows) gathered.insert(gathered.end(), masked.y.begin() + t * D, masked.y.begin() + (t + 1) * D);
   test_util::require_close(gathered.data(), packed.y, 1e-12, "masked y (kept rows) vs packed y");
@@ -237,9 +211,9 @@ TEST_CASE("Retention is stable for N = 4097", "[mixer][retention]") {
     Retention<float> m(o);
     Retention<double> md(o);
     Rng rng(11);
-    const auto p = random_vector<float>(m.param_count(), rng, 0.5);
-    const auto x = random_vector<float>(l.size(), rng, 2.0);
-    const auto dy = random_vector<float>(l.size(), rng, 1.0);
+    const auto p = test_util::random_vector<float>(m.param_count(), rng, 0.5);
+    const auto x = test_util::random_vector<float>(l.size(), rng, 2.0);
+    const auto dy = test_util::random_vector<float>(l.size(), rng, 1.0);
     Retention<float>::Ctx<Host> ctx;
     std::vector<float> y(l.size()), dx(l.size()), g(p.size(), 0.0f);
     m.forward(ParamsView<const float, Host>{p.data(), p.size()}, view_of<const float>(x.data(), l, keep.data()),

@@ -1,8 +1,13 @@
 // Pipelines (Residual, Sequential, Repeat, Slot, the ViT) pass the conformance test; Slot
 // re-seating re-lays out the arena by name; a tiny ViT overfits a small batch.
+#include <algorithm>
 #include <cmath>
 
 #include "conformance.hpp"
+#include "seqswap/analysis/cost.hpp"
+#include "seqswap/mixers/conv.hpp"
+#include "seqswap/mixers/min_gru.hpp"
+#include "seqswap/model/chain.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/train/loop.hpp"
@@ -172,4 +177,65 @@ TEST_CASE("The training loop stops at the first non-finite loss or parameter", "
   REQUIRE_THROWS_WITH(train::run_loop(m, data, ok, nan_loss, hooks),
                       Catch::Contains("loss: step 3 of 5: the loss is not finite"));
   REQUIRE(saved_after == 1);  // the last good step's state was the last one handed on
+}
+
+TEST_CASE("A ViT typed per block (Chain) builds, names, visits and conforms", "[model][chain]") {
+  using model::Layers;
+  using Attn = attention::SoftmaxAttention<double>;
+  using Gru = mixers::MinGru<double>;
+  const model::VitConfig c{.image_size = 4, .channels = 1, .patch = 2, .width = 4, .depth = 3, .heads = 2,
+                           .mlp_ratio = 1.0, .classes = 3};
+  model::Model m(model::make_vit<double, Layers<Attn, 1>, Layers<Gru, 2>>(c));
+  m.init(4);
+  // Block numbering runs on across groups, as in a Repeat of the same depth.
+  REQUIRE_NOTHROW(m.param("blocks.0.attn.qkv.weight"));
+  REQUIRE_NOTHROW(m.param("blocks.1.attn.fwd.weight"));
+  REQUIRE_NOTHROW(m.param("blocks.2.attn.proj.weight"));
+  REQUIRE_THROWS(m.param("blocks.3.norm1.weight"));
+  std::vector<std::string> kinds;
+  for (std::size_t l = 0; l < m.net().depth(); ++l)
+    m.net().visit_mixer(l, [&](const auto& mixer, std::size_t off) {
+      kinds.push_back(mixer.kind_name());
+      REQUIRE(m.params_info().end() != std::find_if(m.params_info().begin(), m.params_info().end(),
+                                                   [&](const ParamInfo& i) { return i.offset == off; }));
+    });
+  REQUIRE(kinds == std::vector<std::string>{"softmax_attention", "min_gru", "min_gru"});
+  check_layer(m.net(), Layout::dense(2, 1, 16), {.tol = 1e-5});
+  REQUIRE_THROWS_WITH((model::make_vit<double, Layers<Attn, 1>, Layers<Gru, 1>>(c)),
+                      Catch::Contains("groups hold 2 blocks") && Catch::Contains("depth is 3"));
+}
+
+TEST_CASE("FLOPs per image add up every layer's own count", "[model][flops]") {
+  // Hand count for the typed ViT above at D = 4, N = 5 tokens (4 patches + CLS), hidden 4:
+  using model::Layers;
+  using Attn = attention::SoftmaxAttention<float>;
+  using Gru = mixers::MinGru<float>;
+  const model::VitConfig c{.image_size = 4, .channels = 1, .patch = 2, .width = 4, .depth = 2, .heads = 2,
+                           .mlp_ratio = 1.0, .classes = 3};
+  const auto vit = model::make_vit<float, Layers<Attn, 1>, Layers<Gru, 1>>(c);
+  const double D = 4, N = 5, P = 4;
+  const double patch = 2 * (4 * D + D) * P;                  // Linear(C·p² = 4, D) on each patch
+  const double norms = 2 * (2 * D) * N;                      // one LayerNorm over every token
+  const double mlp = 2 * ((D * D + D) + (D * D + D)) * N;    // fc1, fc2 (hidden = D)
+  const double attn = 2 * (4 * D * D + 4 * D) * N + 4 * D * N * N;
+  const double gru = (2 * (2 * (2 * D * D + 2 * D) + (D * D + D)) + 2 * D * 2) * N;  // two directions, E = D
+  const double head = 2 * (3 * D + 3);                       // CLS only
+  const double expected = patch + (norms * 2 + mlp + attn) + (norms * 2 + mlp + gru) + norms + head;
+  REQUIRE(analysis::vit_flops_per_image(vit, c) == Approx(expected));
+  // Halting keep ratios scale a block's tokens: keep 0 leaves CLS alone in block 1.
+  const double gru_cls = (2 * (2 * (2 * D * D + 2 * D) + (D * D + D)) + 2 * D * 2) * 1;
+  const double block1_cls = 2 * (2 * D) * 1 * 2 + 2 * ((D * D + D) * 2) * 1 + gru_cls;
+  REQUIRE(analysis::vit_flops_per_image(vit, c, {1.0, 0.0}) ==
+          Approx(expected - (norms * 2 + mlp + gru) + block1_cls));
+}
+
+TEST_CASE("The mixer timing rig runs a mixer as a model", "[model][cost]") {
+  // The rig bench_mixers and the study share (analysis/cost.hpp).
+  analysis::MixerRig rig(mixers::MinGru<float>({.dim = 8}), 2, 17, 8);
+  REQUIRE(rig.model().param_count() == mixers::MinGru<float>({.dim = 8}).param_count());
+  REQUIRE(rig.forward() != nullptr);
+  REQUIRE(rig.forward_backward() != nullptr);
+  REQUIRE(rig.forward_ms(2) > 0.0);
+  REQUIRE_THROWS_WITH(analysis::MixerRig(mixers::ConvMixer<float>({.dim = 8}), 2, 18, 8),
+                      Catch::Contains("found length 18"));  // conv_mixer needs CLS + a square grid
 }

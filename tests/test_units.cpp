@@ -1,11 +1,13 @@
 // Small pieces checked against hand computations: the GEMM wrapper (ops/gemm.hpp), the
 // schedule (train/schedule.hpp), AdamW and clipping (train/adamw.hpp), the output projection's
 // masked backward (layers/output_projection.hpp), Residual's masking (model/residual.hpp) and
-// the mixer registry (mixers/registry.hpp).
+// the mixer registry (zoo/registry.hpp).
 #include "seqswap/backend/host.hpp"
 #include "seqswap/layers/gelu.hpp"
 #include "seqswap/ops/gelu.hpp"
 #include "seqswap/layers/output_projection.hpp"
+#include "seqswap/io/progress.hpp"
+#include "seqswap/mixers/projected.hpp"
 #include "seqswap/zoo/registry.hpp"
 #include "seqswap/model/residual.hpp"
 #include "seqswap/ops/gemm.hpp"
@@ -145,4 +147,15 @@ TEST_CASE("float GELU (rational erf) matches the double-precision GELU", "[ops][
   std::vector<float> d = onesf;
   ops::gelu_backward(xf.data(), d.data(), n, d.data());
   REQUIRE(d == gf);
+}
+
+TEST_CASE("the parts every composed mixer is made of", "[mixers][parts]") {
+  // mixers/projected.hpp's MixerCore contract holds for every core, and the composed mixers are
+  // Mixers; io/progress.hpp formats the ETA the drivers print.
+  static_assert(mixers::MixerCore<mixers::MinGruCore<double>>);
+  static_assert(mixers::MixerCore<mixers::RetentionCore<float>>);
+  static_assert(mixers::MixerCore<mixers::ConvCore<double, mixers::conv::Seq1d>>);
+  static_assert(Mixer<mixers::Projected<mixers::Ordered<mixers::MinGruCore<float>>>, backend::Host>);
+  REQUIRE(io::Progress::hms(3725.2) == "1:02:05");
+  REQUIRE(io::Progress::hms(0) == "0:00:00");
 }

@@ -1,6 +1,7 @@
 // Safetensors reader/writer: u64 LE header length, JSON header, raw little-endian tensor bytes.
 #pragma once
 #include <algorithm>
+#include <cerrno>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -300,8 +302,12 @@ inline SafetensorsFile read_safetensors(const std::filesystem::path& path) {
     fail(where, ": file is ", file_size, " bytes, expected at least 8 (u64 header length); truncated?");
   }
 
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(where, ": cannot open file for reading");
+  if (!in) {
+    const int err = errno;  // ifstream sets no error code of its own; the OS's says why
+    fail(where, ": cannot open file for reading: ", err ? std::generic_category().message(err) : "unknown reason");
+  }
 
   unsigned char len_le[8];
   in.read(reinterpret_cast<char*>(len_le), 8);
