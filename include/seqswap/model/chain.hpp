@@ -1,7 +1,7 @@
 // Chain<Rs...>: a ViT body whose blocks differ in type, fixed at compile time: consecutive
 // groups, each a Repeat of one block type (e.g. attention blocks 0-3, minGRU blocks 4-5, a
 // selective SSM in 6-7). It runs as Sequential<Rs...>; what it adds is the view of one flat
-// stack of blocks: size(), the parameter offset of block i, and visit_layer(i, ...) calling a
+// stack of blocks: size(), the parameter offset of block i, and visit_layer(i, f) calling a
 // generic function with block i at its own type. Groups number their blocks on from the
 // previous group (Repeat's `first`), so parameter names match a Repeat of the same depth.
 #pragma once
@@ -31,11 +31,6 @@ class Chain : public Sequential<Rs...> {
   double flops(const Layout& in) const {
     return std::apply([&](const auto&... r) { return (0.0 + ... + r.flops(in)); }, this->layers());
   }
-  // Calls f(block i, its parameter offset within the chain, its context) with block i's type.
-  template <class C, class F>
-  void visit_layer(std::size_t i, C& c, F&& f) const {
-    visit_ctx_impl<0>(i, c, f);
-  }
   // Calls f(block i, its parameter offset within the chain) with block i's type.
   template <class F>
   void visit_layer(std::size_t i, F&& f) const {
@@ -60,21 +55,6 @@ class Chain : public Sequential<Rs...> {
         f(group[k], Base::template param_offset<G>() + group.param_offset(k));
       } else {
         visit_layer_impl<G + 1>(i, f);
-      }
-    } else {
-      fail("Chain: block ", i, " does not exist (", size(), " blocks)");
-    }
-  }
-  template <std::size_t G, class C, class F>
-  void visit_ctx_impl(std::size_t i, C& c, F& f) const {
-    if constexpr (G < n) {
-      const auto s = sizes();
-      const auto& group = this->template get<G>();
-      if (i < s[G + 1]) {
-        const std::size_t k = i - s[G];
-        f(group[k], Base::template param_offset<G>() + group.param_offset(k), std::get<G>(c.ctx).ctx.at(k));
-      } else {
-        visit_ctx_impl<G + 1>(i, c, f);
       }
     } else {
       fail("Chain: block ", i, " does not exist (", size(), " blocks)");

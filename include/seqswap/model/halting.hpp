@@ -74,10 +74,6 @@ class Halting<Repeat<L>> {
   Stack& stack() { return stack_; }
   const Stack& stack() const { return stack_; }
   const Options& options() const { return o_; }
-  void set_options(const Options& o) {
-    o.validate();
-    o_ = o;
-  }
 
   std::size_t size() const { return stack_.size(); }
   L& operator[](std::size_t i) { return stack_[i]; }

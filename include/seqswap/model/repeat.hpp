@@ -62,11 +62,6 @@ class Repeat {
     for (const auto& l : layers_) f += l.flops(in);
     return f;
   }
-  // Calls f(layer i, its parameter offset within this stack, the layer's context).
-  template <class C, class F>
-  void visit_layer(std::size_t i, C& c, F&& f) const {
-    f(layers_.at(i), param_offset(i), c.ctx.at(i));
-  }
   template <class C>
   static auto& layer_context(C& c, std::size_t i) { return c.ctx.at(i); }
 

@@ -40,27 +40,12 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from make_fixtures import FORMAT, save_safetensors, load_safetensors  # noqa: E402
+sys.path.insert(0, HERE)
+from min_gru import KEEP, snake_cls_middle  # noqa: E402  (the same masks and scan order)
 
 CONFIG = OrderedDict([("batch", 2), ("tokens", 10), ("width", 6), ("heads", 2),
                       ("qkv_bias", True), ("decay_offset", 1.0),
                       ("grid", "snake"), ("cls", "middle")])
-KEEP = [[1, 1, 0, 1, 1, 0, 1, 1, 1, 0],
-        [1, 0, 0, 1, 1, 1, 1, 0, 1, 1]]
-
-
-def snake_cls_middle(n):
-    """perm[k] = token visited k-th: CLS + GxG grid, snake rows, CLS in the middle."""
-    g = int(round((n - 1) ** 0.5))
-    assert g * g == n - 1
-    patches = []
-    for i in range(g):
-        for j in range(g):
-            c = j if i % 2 == 0 else g - 1 - j
-            patches.append(1 + i * g + c)
-    at = len(patches) // 2
-    return patches[:at] + [0] + patches[at:]
-
-
 def gammas(heads, decay_offset):
     return [1.0 - 2.0 ** (-(decay_offset + h)) for h in range(heads)]
 
