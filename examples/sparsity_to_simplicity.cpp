@@ -26,6 +26,7 @@
 #include <map>
 #include <sstream>
 
+#include "seqswap/analysis/attention_kinds.hpp"
 #include "seqswap/analysis/cost.hpp"
 #include "seqswap/analysis/profile.hpp"
 #include "seqswap/analysis/stats.hpp"
@@ -67,7 +68,8 @@ inline constexpr std::array<const char*, 10> kRunKeys{"mixer",       "plan",    
 
 class Study {
  public:
-  Study(StudyConfig c, fs::path dir, bool force, bool quiet) : c_(std::move(c)), dir_(std::move(dir)), force_(force), rep_{quiet} {}
+  Study(StudyConfig c, fs::path dir, bool force, bool quiet, int shard = 0, int shards = 1)
+      : c_(std::move(c)), dir_(std::move(dir)), force_(force), rep_{quiet}, shard_(shard), shards_(shards) {}
 
   int run() {
     // Every input is checked before the folder is touched: a typo fails here, and the
@@ -91,8 +93,16 @@ class Study {
 
     stage_profile();
     teacher_acc_ = cached("teacher", [&] { return json{{"accuracy", train::evaluate(*teacher_, test_).accuracy}}; })["accuracy"];
-    stage_sweep();
+    // The decisive cells first: an interrupted study has every cell at fewer seeds rather than
+    // some cells at all of them.
     stage_groups();
+    stage_sweep();
+    stage_budget();
+    if (sharded()) {  // a shard runs its share of the replacement runs; the unsharded pass reports
+      rep_.line("shard " + std::to_string(shard_) + "/" + std::to_string(shards_) + " done; run the study without "
+                "--shard on the same folder for the halting and efficiency stages and the report");
+      return 0;
+    }
     stage_halting();
     stage_efficiency();
     write_report();
@@ -113,12 +123,18 @@ class Study {
         fail(p.string(), ": not valid JSON (", e.what(), "); remove it or use --force");
       }
       // Keys newer than the folder's config are fine while they hold the preset's defaults.
-      const json defaults = preset(c_.preset);
+      // Keys that did not exist when the folder was made take the value runs had then.
+      const json defaults = preset(c_.preset), legacy = study::legacy_values();
       for (const auto& [k, v] : cur.items())
-        if (!old.contains(k) && defaults.contains(k) && v == defaults[k]) old[k] = v;
+        if (!old.contains(k)) {
+          if (legacy.contains(k)) old[k] = legacy[k];
+          else if (defaults.contains(k) && v == defaults[k]) old[k] = v;
+        }
       // Keys that only choose which runs exist (run files are named by mixer and teacher) may
       // change: finished runs stay valid. Any other difference would mix results.
-      static const std::set<std::string> selection{"mixers", "halting_teachers", "halting_mixers"};
+      static const std::set<std::string> selection{"mixers",       "halting_teachers", "halting_mixers",
+                                                   "seeds",        "random_seeds",     "sweep_mixers",
+                                                   "sweep_seeds",  "long_budget_mixers", "long_budget_seeds"};
       std::string changed;
       for (const auto& [k, v] : cur.items())
         if (!selection.count(k) && (!old.contains(k) || old[k] != v))
@@ -180,93 +196,282 @@ class Study {
       io::write_file_atomic(p, j.dump(2) + "\n");
     }
     scores_ = j["layer_scores"].get<std::vector<double>>();
+    profile_ = j;
+    // Kinds of sparse attention (self, grid neighbours, CLS, query-independent vs query-specific,
+    // background patches): analysis/attention_kinds.hpp, on the same images.
+    kinds_ = cached("kinds", [&] {
+      analysis::KindAccumulator acc(cfg_.depth, cfg_.heads, cfg_.image_size / cfg_.patch);
+      const auto data = test_.head(c_.profile_images);
+      io::BatchLoader loader(data, 250, /*shuffle=*/false, 0);
+      std::vector<float> x, raw(std::size_t(data.image_numel()));
+      std::vector<std::int32_t> labels;
+      std::vector<std::uint8_t> background;
+      index_t done = 0;
+      while (index_t n = loader.next(x, labels)) {
+        background.clear();
+        for (index_t b = 0; b < n; ++b) {  // raw pixels in [0, 1]: the threshold's scale
+          const std::uint8_t* px = data.pixels.data() + std::size_t((done + b) * data.image_numel());
+          for (std::size_t i = 0; i < raw.size(); ++i) raw[i] = float(px[i]) / 255.0f;
+          const auto f = analysis::background_tokens(raw.data(), cfg_.channels, cfg_.image_size, cfg_.patch);
+          background.insert(background.end(), f.begin(), f.end());
+        }
+        teacher_->forward(x.data(), n, data.image_numel());
+        acc.add_model(*teacher_, background.data());
+        done += n;
+      }
+      return acc.to_json();
+    });
   }
 
-  json replace_run(const std::string& mixer, const std::string& plan_spec) {
+  // Per-layer predictors of the single-layer drop: the profile's metrics, the kinds, and each
+  // sweep mixer's own normalised stage-1 error. Spearman ρ against the mean drop over seeds, with
+  // a bootstrap interval (pairs of layers resampled) and the exact permutation p-value.
+  std::string predictor_table() const {
+    std::vector<std::pair<std::string, std::vector<double>>> preds;
+    const auto profile_metric = [&](const char* rows, const char* metric) {
+      std::vector<double> v;
+      for (const auto& l : profile_["layer_stats"]) {
+        const auto& x = l.contains("all_heads") ? l["all_heads"]["all_keys"][rows][metric]["mean"] : json();
+        v.push_back(x.is_number() ? x.get<double>() : NAN);
+      }
+      return v;
+    };
+    preds.emplace_back("S_ent (1 − normalised entropy)", scores_);
+    preds.emplace_back("S_ent of the CLS query", profile_metric("cls", "entropy_sparsity"));
+    preds.emplace_back("Gini", profile_metric("all", "gini"));
+    preds.emplace_back("mean attention distance (patches)", profile_metric("all", "distance"));
+    for (const auto& kind : kinds_["kinds"]) {
+      std::vector<double> v;
+      for (const auto& l : kinds_["layers"]) {
+        const auto& x = l["mean"][kind.get<std::string>()];
+        v.push_back(x.is_number() ? x.get<double>() : NAN);
+      }
+      preds.emplace_back(kind.get<std::string>(), v);
+    }
+    std::ostringstream md;
+    md << "### What predicts a layer's single-layer drop\n\nSpearman ρ between a per-layer quantity of the teacher (or "
+          "the stage-1 error of the replacing mixer) and the layer's mean stage-2 drop over seeds; 95% bootstrap interval "
+          "over layers; two-sided permutation p (exact over all orders of " << cfg_.depth << " layers when ≤ 8).\n\n";
+    md << "| predictor |";
+    const auto mixers = sweep_mixers();
+    for (const auto& m : mixers) md << " ρ vs " << m << " drop | interval | p |";
+    md << "\n|---|";
+    for (std::size_t i = 0; i < mixers.size(); ++i) md << "---|---|---|";
+    md << "\n";
+    const auto cells = [&](const std::vector<double>& x, const std::vector<double>& y) {
+      std::vector<double> a, b;
+      for (std::size_t i = 0; i < x.size() && i < y.size(); ++i)
+        if (std::isfinite(x[i]) && std::isfinite(y[i])) {
+          a.push_back(x[i]);
+          b.push_back(y[i]);
+        }
+      const auto ci = analysis::bootstrap_spearman(a, b, 10000, 0.95, c_.seed);
+      return " " + fmt(analysis::spearman(a, b), 2) + " | [" + fmt(ci.lo, 2) + ", " + fmt(ci.hi, 2) + "] | " +
+             fmt(analysis::spearman_permutation_p(a, b, 10000, c_.seed), 3) + " |";
+    };
+    std::vector<std::vector<double>> drop;
+    for (const auto& m : mixers) {
+      std::vector<double> d;
+      for (const auto& v : sweep_drops(m, "drop_stage2")) d.push_back(analysis::mean(v));
+      drop.push_back(d);
+    }
+    for (const auto& [name, x] : preds) {
+      md << "| " << name << " |";
+      for (std::size_t i = 0; i < mixers.size(); ++i) md << cells(x, drop[i]);
+      md << "\n";
+    }
+    for (const char* key : {"mean_nmse", "mean_nmse_free"}) {
+      md << "| the mixer's own normalised stage-1 error, " << (std::string(key) == "mean_nmse" ? "teacher-forced" : "free-running")
+         << " |";
+      for (std::size_t i = 0; i < mixers.size(); ++i) {
+        std::vector<double> e;
+        for (const auto& v : sweep_drops(mixers[i], key)) e.push_back(analysis::mean(v));
+        md << cells(e, drop[i]);
+      }
+      md << "\n";
+    }
+    md << "\nA positive ρ means: the larger the quantity, the larger the drop. The kinds are defined in docs/method.md "
+          "(\"Kinds of sparse attention\"); `kinds.json` holds them per layer and head.\n\n";
+    return md.str();
+  }
+
+  // One replacement run: the plan's layers get `mixer`, stage 1 (the configured protocol) and
+  // stage 2 at `steps` per stage (0 = the configured budgets), training seed k (k = 0 is the
+  // study's seed; every k draws its own mixer initialisation and data order).
+  json replace_run(const std::string& mixer, const std::string& plan_spec, int k = 0, long steps = 0) {
     const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
+    const std::uint64_t base = c_.seed + 1000 * std::uint64_t(k);
     auto student = *teacher_;
-    zoo::replace_layers(student, cfg_, plan, {.mixer = mixer, .seed = c_.seed});
-    const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = c_.seed + 1};
-    const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = c_.seed + 2};
+    zoo::replace_layers(student, cfg_, plan, {.mixer = mixer, .seed = base});
+    const distill::Stage1Options s1{.steps = steps ? steps : c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1,
+                                    .ce_weight = c_.stage1_ce_weight, .mse_weight = c_.stage1_mse_weight,
+                                    .free_running = c_.protocol == "free", .seed = base + 1};
+    const distill::Stage2Options s2{.steps = steps ? steps : c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2,
+                                    .seed = base + 2};
     const auto r1 = distill::stage1(*teacher_, student, plan, train_, s1);
-    const auto mse = distill::layer_losses(*teacher_, student, plan, test_.head(std::min<index_t>(test_.count, 500)), 250);
+    const auto err = distill::layer_errors(*teacher_, student, plan, test_.head(std::min<index_t>(test_.count, 500)), 250);
     const double acc1 = train::evaluate(student, test_).accuracy;
     const auto r2 = distill::stage2(*teacher_, student, train_, s2);
     const double acc2 = train::evaluate(student, test_).accuracy;
-    double mean_mse = 0;
-    for (double v : mse) mean_mse += v / double(mse.size());
     return json{{"mixer", mixer},        {"plan", plan_spec},
-                {"layers", plan.layers}, {"stage1_accuracy", acc1},
+                {"layers", plan.layers}, {"seed", k}, {"protocol", c_.protocol}, {"steps_per_stage", s1.steps},
+                {"stage1_accuracy", acc1},
                 {"stage2_accuracy", acc2}, {"drop_stage1", teacher_acc_ - acc1},
-                {"drop_stage2", teacher_acc_ - acc2}, {"layer_loss", mse},
-                {"mean_layer_loss", mean_mse}, {"params", student.param_count()},
+                {"drop_stage2", teacher_acc_ - acc2}, {"layer_loss", err.mse}, {"nmse", err.nmse},
+                {"mse_free", err.mse_free}, {"nmse_free", err.nmse_free},
+                {"mean_layer_loss", analysis::mean(err.mse)}, {"mean_nmse", analysis::mean(err.nmse)},
+                {"mean_nmse_free", analysis::mean(err.nmse_free)}, {"params", student.param_count()},
                 {"seconds", r1.seconds + r2.seconds}};
   }
-
-  void stage_sweep() {
-    rep_.line("stage 2/5 sweep: " + c_.sweep_mixer + " in one layer at a time, " + std::to_string(cfg_.depth) + " runs");
-    sweep_.clear();
-    stage_start_ = rep_.elapsed();
-    for (index_t l = 0; l < cfg_.depth; ++l) {
-      const std::string name = "sweep-" + c_.sweep_mixer + "-layer" + std::to_string(l);
-      sweep_.push_back(cached(name, [&] { return replace_run(c_.sweep_mixer, "single:" + std::to_string(l)); }, kRunKeys));
-      rep_.line("  " + name + ": drop " + fmt(sweep_.back()["drop_stage2"].get<double>()) + " (" +
-                eta(std::size_t(l + 1), std::size_t(cfg_.depth)) + ")");
-    }
-    std::vector<double> s, d;
-    std::string dat = "# layer S_ent drop_stage2 drop_stage1\n";
-    for (index_t l = 0; l < cfg_.depth; ++l) {
-      s.push_back(scores_[std::size_t(l)]);
-      d.push_back(sweep_[std::size_t(l)]["drop_stage2"]);
-      dat += std::to_string(l) + " " + io::plot_number(s.back()) + " " + io::plot_number(d.back()) + " " +
-             io::plot_number(sweep_[std::size_t(l)]["drop_stage1"].get<double>()) + "\n";
-    }
-    rho_ = analysis::spearman(s, d);
-    io::write_file_atomic(dir_ / "sweep.dat", dat);
-    write_table("sweep", sweep_);
-    io::run_gnuplot(dir_, "sweep.gp", "set terminal pngcairo size 800,520 noenhanced\nset output 'sweep.png'\n"
-                    "set title 'Single-layer replacement (" + c_.sweep_mixer + "): drop vs layer sparsity, Spearman rho = " +
-                    fmt(rho_, 3) + "'\nset xlabel 'layer S_ent (teacher)'\nset ylabel 'accuracy drop'\n"
-                    "plot 'sweep.dat' using 2:3 with points pt 7 ps 1.5 title 'after stage 2', "
-                    "'' using 2:4 with points pt 6 ps 1.5 title 'after stage 1', '' using 2:3:1 with labels offset 1,1 notitle\n",
-                    "sparsity_to_simplicity");
+  // A replacement run through the cache; in a shard, only every shards_-th run (by the order
+  // of the calls, identical in every shard) is this shard's: the others give null.
+  template <class F>
+  json run(const std::string& name, F&& compute) {
+    const std::size_t i = run_counter_++;
+    if (sharded() && int(i % std::size_t(shards_)) != shard_) return json();
+    return cached(name, std::forward<F>(compute), kRunKeys);
+  }
+  bool sharded() const { return shards_ > 1; }
+  static std::string seed_suffix(int k) { return k ? "-s" + std::to_string(k) : ""; }
+  std::vector<std::string> sweep_mixers() const {
+    return c_.sweep_mixers.empty() ? std::vector<std::string>{c_.sweep_mixer} : c_.sweep_mixers;
   }
 
-  void stage_groups() {
-    std::vector<std::pair<std::string, std::string>> runs;  // (mixer, plan)
-    for (const auto& m : c_.mixers)
-      for (index_t g : c_.group_sizes) {
-        runs.emplace_back(m, "sparsest:" + std::to_string(g));
-        runs.emplace_back(m, "densest:" + std::to_string(g));
-        for (int s = 0; s < c_.random_seeds; ++s)
-          runs.emplace_back(m, "random:" + std::to_string(g) + ":" + std::to_string(int(c_.seed) + s + 1));
+  // Stage 2: each sweep mixer in one layer at a time, sweep_seeds seeds per layer; ρ between
+  // the layer's sparsity and its mean drop, with its permutation p-value.
+  void stage_sweep() {
+    const auto mixers = sweep_mixers();
+    const std::size_t total = mixers.size() * std::size_t(c_.sweep_seeds * cfg_.depth);
+    rep_.line("stage 2/5 sweep: " + zoo::detail::join(mixers) + " in one layer at a time, " + std::to_string(total) + " runs");
+    sweep_.clear();
+    stage_start_ = rep_.elapsed();
+    std::size_t done = 0;
+    for (int k = 0; k < c_.sweep_seeds; ++k)
+      for (const auto& m : mixers)
+        for (index_t l = 0; l < cfg_.depth; ++l) {
+          const std::string name = "sweep-" + m + "-layer" + std::to_string(l) + seed_suffix(k);
+          json j = run(name, [&] { return replace_run(m, "single:" + std::to_string(l), k); });
+          ++done;
+          if (j.is_null()) continue;
+          rep_.line("  " + name + ": drop " + fmt(j["drop_stage2"].get<double>()) + " (" + eta(done, total) + ")");
+          sweep_.push_back(std::move(j));
+        }
+    if (sharded()) return;
+    write_table("sweep", sweep_);
+    std::string dat = "# layer S_ent mean_drop_stage2 mean_drop_stage1, one block per mixer\n";
+    std::string plot;
+    sweep_stats_.clear();
+    for (std::size_t i = 0; i < mixers.size(); ++i) {
+      const auto d2 = sweep_drops(mixers[i], "drop_stage2"), d1 = sweep_drops(mixers[i], "drop_stage1");
+      std::vector<double> s, m2;
+      dat += "# " + mixers[i] + "\n";
+      for (index_t l = 0; l < cfg_.depth; ++l) {
+        s.push_back(scores_[std::size_t(l)]);
+        m2.push_back(analysis::mean(d2[std::size_t(l)]));
+        dat += std::to_string(l) + " " + io::plot_number(s.back()) + " " + io::plot_number(m2.back()) + " " +
+               io::plot_number(analysis::mean(d1[std::size_t(l)])) + "\n";
       }
-    rep_.line("stage 3/5 groups: " + std::to_string(runs.size()) + " runs");
+      dat += "\n\n";
+      const double rho = analysis::spearman(s, m2);
+      const auto ci = analysis::bootstrap_spearman(s, m2, 10000, 0.95, c_.seed);
+      sweep_stats_[mixers[i]] = {{"spearman", rho}, {"p", analysis::spearman_permutation_p(s, m2, 10000, c_.seed)},
+                                 {"ci", {ci.lo, ci.hi}}, {"mean_drop", m2}};
+      if (i == 0) rho_ = rho;
+      plot += std::string(i ? ", " : "") + "'sweep.dat' index " + std::to_string(i) + " using 2:3 with points pt " +
+              std::to_string(7 + 2 * int(i)) + " ps 1.5 title '" + mixers[i] + " (rho " + fmt(rho, 2) +
+              ")', '' index " + std::to_string(i) + " using 2:3:1 with labels offset 1,1 notitle";
+    }
+    io::write_file_atomic(dir_ / "sweep.dat", dat);
+    io::write_file_atomic(dir_ / "sweep_stats.json", sweep_stats_.dump(2) + "\n");
+    io::run_gnuplot(dir_, "sweep.gp", "set terminal pngcairo size 800,520 noenhanced\nset output 'sweep.png'\n"
+                    "set title 'Single-layer replacement: mean drop after stage 2 vs layer sparsity'\n"
+                    "set xlabel 'layer S_ent (teacher)'\nset ylabel 'accuracy drop (mean over seeds)'\nset key outside\nplot " +
+                    plot + "\n", "sparsity_to_simplicity");
+  }
+  // drops[l] over the seeds of mixer m's single-layer runs.
+  std::vector<std::vector<double>> sweep_drops(const std::string& m, const char* key) const {
+    std::vector<std::vector<double>> d(std::size_t(cfg_.depth));
+    for (const auto& j : sweep_)
+      if (j["mixer"] == m) d[std::size_t(j["layers"][0].get<index_t>())].push_back(j.value(key, double(NAN)));
+    return d;
+  }
+
+  // Stage 3: per mixer and group size, the sparsest and densest g layers at `seeds` training
+  // seeds, and random_seeds random draws of g layers.
+  void stage_groups() {
+    struct Run {
+      std::string mixer, plan;
+      int k;
+    };
+    std::vector<Run> runs;
+    for (int k = 0; k < c_.seeds; ++k)
+      for (const auto& m : c_.mixers)
+        for (index_t g : c_.group_sizes) {
+          runs.push_back({m, "sparsest:" + std::to_string(g), k});
+          runs.push_back({m, "densest:" + std::to_string(g), k});
+        }
+    for (const auto& m : c_.mixers)
+      for (index_t g : c_.group_sizes)
+        for (int r = 0; r < c_.random_seeds; ++r)
+          runs.push_back({m, "random:" + std::to_string(g) + ":" + std::to_string(int(c_.seed) + r + 1), 0});
+    rep_.line("stage 3/5 groups: " + std::to_string(runs.size()) + " runs (" + c_.protocol + " stage 1)");
     groups_.clear();
     stage_start_ = rep_.elapsed();
     for (std::size_t i = 0; i < runs.size(); ++i) {
-      std::string key = runs[i].second;
+      std::string key = runs[i].plan;
       std::replace(key.begin(), key.end(), ':', '-');
-      const std::string name = "group-" + runs[i].first + "-" + key;
-      groups_.push_back(cached(name, [&] { return replace_run(runs[i].first, runs[i].second); }, kRunKeys));
-      rep_.line("  " + name + ": drop " + fmt(groups_.back()["drop_stage2"].get<double>()) + " (" + eta(i + 1, runs.size()) + ")");
+      const std::string name = "group-" + runs[i].mixer + "-" + key + seed_suffix(runs[i].k);
+      json j = run(name, [&] { return replace_run(runs[i].mixer, runs[i].plan, runs[i].k); });
+      if (j.is_null()) continue;
+      rep_.line("  " + name + ": drop " + fmt(j["drop_stage2"].get<double>()) + " (" + eta(i + 1, runs.size()) + ")");
+      groups_.push_back(std::move(j));
     }
+    if (sharded()) return;
     write_table("groups", groups_);
-    // Bars: per (mixer, g): sparsest, random mean ± std, densest (stage-2 drop).
-    std::string dat = "# label sparsest random_mean random_std densest\n";
+    // Bars: per (mixer, g): sparsest, random and densest, mean ± std over seeds (stage-2 drop).
+    std::string dat = "# label sparsest_mean sparsest_std random_mean random_std densest_mean densest_std\n";
     for (const auto& m : c_.mixers)
       for (index_t g : c_.group_sizes) {
-        const auto s = group_drops(m, g);
-        dat += "\"" + m + " g=" + std::to_string(g) + "\" " + io::plot_number(s.sparsest) + " " +
-               io::plot_number(s.random_mean) + " " + io::plot_number(s.random_std) + " " + io::plot_number(s.densest) + "\n";
+        const auto s = group_drops(groups_, m, g);
+        dat += "\"" + m + " g=" + std::to_string(g) + "\" " + io::plot_number(analysis::mean(s.sparsest)) + " " +
+               io::plot_number(std_or_zero(s.sparsest)) + " " + io::plot_number(analysis::mean(s.random)) + " " +
+               io::plot_number(std_or_zero(s.random)) + " " + io::plot_number(analysis::mean(s.densest)) + " " +
+               io::plot_number(std_or_zero(s.densest)) + "\n";
       }
     io::write_file_atomic(dir_ / "groups.dat", dat);
     io::run_gnuplot(dir_, "groups.gp", "set terminal pngcairo size 900,520 noenhanced\nset output 'groups.png'\n"
-                    "set title 'Group replacement at a fixed budget: accuracy drop after stage 2'\n"
+                    "set title 'Group replacement at a fixed budget: accuracy drop after stage 2 (mean, std over seeds)'\n"
                     "set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.6 border -1\n"
                     "set ylabel 'accuracy drop'\nset yrange [*<0:*]\nset xzeroaxis\nset key outside\nset xtics rotate by -20\n"
-                    "plot 'groups.dat' using 2:(0):xtic(1) title 'sparsest', '' using 3:4 title 'random (mean, std)', "
-                    "'' using 5:(0) title 'densest'\n", "sparsity_to_simplicity");
+                    "plot 'groups.dat' using 2:3:xtic(1) title 'sparsest', '' using 4:5 title 'random', "
+                    "'' using 6:7 title 'densest'\n", "sparsity_to_simplicity");
+  }
+  static double std_or_zero(const std::vector<double>& v) { return v.size() > 1 ? analysis::sample_std(v) : 0.0; }
+
+  // Stage 3b: the sparsest/densest cells of long_budget_mixers at long_budget_steps per stage.
+  void stage_budget() {
+    budget_.clear();
+    if (c_.long_budget_steps <= 0 || c_.long_budget_mixers.empty()) return;
+    const std::string tag = "budget" + std::to_string(c_.long_budget_steps);
+    std::vector<std::tuple<std::string, std::string, int>> runs;
+    for (int k = 0; k < c_.long_budget_seeds; ++k)
+      for (const auto& m : c_.long_budget_mixers)
+        for (index_t g : c_.group_sizes)
+          for (const char* p : {"sparsest:", "densest:"}) runs.emplace_back(m, p + std::to_string(g), k);
+    rep_.line("stage 3b/5 budget: " + std::to_string(runs.size()) + " runs at " + std::to_string(c_.long_budget_steps) +
+              " steps per stage");
+    stage_start_ = rep_.elapsed();
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+      const auto& [m, plan, k] = runs[i];
+      std::string key = plan;
+      std::replace(key.begin(), key.end(), ':', '-');
+      const std::string name = tag + "-" + m + "-" + key + seed_suffix(k);
+      json j = run(name, [&, m = m, plan = plan, k = k] { return replace_run(m, plan, k, c_.long_budget_steps); });
+      if (j.is_null()) continue;
+      rep_.line("  " + name + ": drop " + fmt(j["drop_stage2"].get<double>()) + " (" + eta(i + 1, runs.size()) + ")");
+      budget_.push_back(std::move(j));
+    }
+    if (!sharded()) write_table("budget", budget_);
   }
 
   // Stage 4: for the dense teacher and each halting teacher, the same layers replaced by each
@@ -386,22 +591,21 @@ class Study {
     return v;
   }
 
+  // Stage-2 drops of one (mixer, g) cell over its seeds (random: over its draws).
   struct GroupDrops {
-    double sparsest = NAN, random_mean = NAN, random_std = NAN, densest = NAN;
+    std::vector<double> sparsest, random, densest;
   };
-  GroupDrops group_drops(const std::string& mixer, index_t g, const char* key = "drop_stage2") const {
+  static GroupDrops group_drops(const std::vector<json>& runs, const std::string& mixer, index_t g,
+                                const char* key = "drop_stage2") {
     GroupDrops r;
-    std::vector<double> rnd;
-    for (const auto& j : groups_) {
+    const std::string gs = std::to_string(g);
+    for (const auto& j : runs) {
       if (j["mixer"] != mixer) continue;
       const std::string plan = j["plan"];
-      const std::string gs = std::to_string(g);
-      if (plan == "sparsest:" + gs) r.sparsest = j[key];
-      else if (plan == "densest:" + gs) r.densest = j[key];
-      else if (plan.rfind("random:" + gs + ":", 0) == 0) rnd.push_back(j[key]);
+      if (plan == "sparsest:" + gs) r.sparsest.push_back(j[key]);
+      else if (plan == "densest:" + gs) r.densest.push_back(j[key]);
+      else if (plan.rfind("random:" + gs + ":", 0) == 0) r.random.push_back(j[key]);
     }
-    r.random_mean = analysis::mean(rnd);
-    r.random_std = analysis::sample_std(rnd);
     return r;
   }
 
@@ -492,13 +696,15 @@ class Study {
 
   void write_table(const std::string& name, const std::vector<json>& rows) {
     std::ostringstream csv;
-    csv << "mixer,plan,layers,stage1_accuracy,stage2_accuracy,drop_stage1,drop_stage2,mean_layer_loss,params,seconds\n";
+    csv << "mixer,plan,layers,seed,stage1_accuracy,stage2_accuracy,drop_stage1,drop_stage2,mean_layer_loss,mean_nmse,"
+           "mean_nmse_free,params,seconds\n";
     for (const auto& r : rows) {
       std::string layers;
       for (const auto& l : r["layers"]) layers += (layers.empty() ? "" : " ") + std::to_string(l.get<index_t>());
+      const auto num = [&](const char* k) { return r.contains(k) ? r[k].dump() : std::string(); };
       csv << r["mixer"].get<std::string>() << ',' << r["plan"].get<std::string>() << ',' << layers << ','
-          << r["stage1_accuracy"] << ',' << r["stage2_accuracy"] << ',' << r["drop_stage1"] << ',' << r["drop_stage2"]
-          << ',' << r["mean_layer_loss"] << ',' << r["params"] << ',' << r["seconds"] << '\n';
+          << r.value("seed", 0) << ',' << r["stage1_accuracy"] << ',' << r["stage2_accuracy"] << ',' << r["drop_stage1"] << ',' << r["drop_stage2"]
+          << ',' << r["mean_layer_loss"] << ',' << num("mean_nmse") << ',' << num("mean_nmse_free") << ',' << r["params"] << ',' << r["seconds"] << '\n';
     }
     io::write_file_atomic(dir_ / (name + ".csv"), csv.str());
     io::write_file_atomic(dir_ / (name + ".json"), json(rows).dump(2) + "\n");
@@ -506,7 +712,7 @@ class Study {
 
   void write_report() {
     std::ostringstream md;
-    const bool quick = c_.preset != "full";
+    const bool quick = c_.preset != "full" && c_.preset != "paper";
     md << "# From sparsity to simplicity: study report\n\n";
     if (quick)
       md << "> **" << c_.preset << " preset**: reduced budgets (" << c_.stage1_steps << " + " << c_.stage2_steps
@@ -532,38 +738,84 @@ class Study {
 
     // Claim 2
     md << "## 2. Replacing sparse layers costs less than replacing dense ones\n\n";
-    md << "### Single-layer sweep (" << c_.sweep_mixer << ")\n\n![sweep](sweep.png)\n\n| layer | S_ent | drop after stage 1 | drop after stage 2 | layer loss |\n|---|---|---|---|---|\n";
-    for (index_t l = 0; l < cfg_.depth; ++l) {
-      const auto& r = sweep_[std::size_t(l)];
-      md << "| " << l << " | " << fmt(scores_[std::size_t(l)]) << " | " << fmt(r["drop_stage1"]) << " | " << fmt(r["drop_stage2"])
-         << " | " << fmt(r["mean_layer_loss"], 5) << " |\n";
-    }
-    md << "\nSpearman rho between layer sparsity and accuracy drop (stage 2): **" << fmt(rho_, 3)
-       << "** (negative = sparser layers cost less).\n\n### Groups at a fixed budget\n\n![groups](groups.png)\n\n";
-    md << "| mixer | g | sparsest | random (mean ± std over " << c_.random_seeds << " seeds) | densest | order holds |\n|---|---|---|---|---|---|\n";
-    int holds = 0, reversed = 0, total = 0;
+    md << "Stage 1: " << (c_.protocol == "free" ? "free-running (the student end to end)" : "teacher-forced")
+       << ", loss " << fmt(c_.stage1_mse_weight, 2) << " × layer MSE"
+       << (c_.stage1_ce_weight > 0 ? " + " + fmt(c_.stage1_ce_weight, 2) + " × CE" : std::string()) << "; then stage 2 "
+       << "(CE, every parameter). The verdict rules are fixed in docs/method.md (\"Study statistics\").\n\n";
+    md << "### Groups at a fixed budget\n\n![groups](groups.png)\n\n";
+    md << "Stage-2 accuracy drop, mean ± std over training seeds (n); Δ = drop(sparsest) − drop(densest) with its "
+          "bootstrap 95% interval (seeds resampled within each arm).\n\n";
+    md << "| mixer | g | sparsest | densest | random draws | Δ | 95% interval of Δ |\n|---|---|---|---|---|---|---|\n";
+    std::vector<analysis::Interval> cells;
+    json cells_json = json::array();
+    const auto arm = [&](const std::vector<double>& v) {
+      return fmt(analysis::mean(v)) + (v.size() > 1 ? " ± " + fmt(analysis::sample_std(v)) : std::string()) + " (" +
+             std::to_string(v.size()) + ")";
+    };
+    const auto delta_row = [&](const std::vector<json>& runs, const std::string& m, index_t g, std::uint64_t seed) {
+      const auto s = group_drops(runs, m, g);
+      analysis::Interval ci{NAN, NAN};
+      if (s.sparsest.size() >= 2 && s.densest.size() >= 2)  // an interval needs replicates on both arms
+        ci = analysis::bootstrap_mean_difference(s.sparsest, s.densest, 10000, 0.95, seed);
+      const double d = analysis::mean(s.sparsest) - analysis::mean(s.densest);
+      return std::make_tuple(s, d, ci);
+    };
     for (const auto& m : c_.mixers)
       for (index_t g : c_.group_sizes) {
-        const auto s = group_drops(m, g);
-        const bool ok = s.sparsest < s.random_mean && s.random_mean < s.densest;
-        const bool rev = s.sparsest > s.random_mean && s.random_mean > s.densest;
-        holds += ok;
-        reversed += rev;
-        ++total;
-        md << "| " << m << " | " << g << " | " << fmt(s.sparsest) << " | " << fmt(s.random_mean) << " ± " << fmt(s.random_std)
-           << " | " << fmt(s.densest) << " | " << (ok ? "yes" : rev ? "reversed" : "no") << " |\n";
+        const auto [s, d, ci] = delta_row(groups_, m, g, c_.seed + std::uint64_t(cells.size()));
+        cells.push_back(ci);
+        cells_json.push_back({{"mixer", m}, {"g", g}, {"sparsest", s.sparsest}, {"densest", s.densest}, {"random", s.random},
+                              {"delta", d}, {"ci", {ci.lo, ci.hi}}});
+        md << "| " << m << " | " << g << " | " << arm(s.sparsest) << " | " << arm(s.densest) << " | " << arm(s.random)
+           << " | " << fmt(d) << " | [" << fmt(ci.lo) << ", " << fmt(ci.hi) << "] |\n";
       }
-    // Holds: the order holds in every case. Does not hold: it holds in none and is reversed in at
-    // least half. Anything else is inconclusive.
-    // A verdict needs evidence: with no case (e.g. --mixers "") the claim was not tested.
-    const std::string v2 = total == 0          ? "not tested"
-                           : holds == total    ? "holds"
-                           : (holds == 0 && 2 * reversed >= total ? "does not hold" : "inconclusive");
-    md << "\n**Verdict: " << v2 << "**: drop(sparsest) < drop(random) < drop(densest) in " << holds << " of " << total
-       << " (mixer, group size) cases after stage 2";
-    if (reversed) md << ", reversed in " << reversed;
-    md << "; sweep rho " << fmt(rho_, 3) << ".\n\n";
-
+    const auto v2v = analysis::verdict_from_intervals(cells);
+    int below = 0, above = 0;
+    for (const auto& ci : cells) {
+      below += ci.hi < 0;
+      above += ci.lo > 0;
+    }
+    const std::string v2 = cells.empty() ? "not tested" : analysis::name(v2v);
+    md << "\n**Verdict: " << v2 << "** (rule: holds when the interval of Δ lies below 0 in at least two thirds of the "
+       << cells.size() << " cells, reversed when above 0 in at least two thirds): below 0 in " << below << ", above 0 in "
+       << above << ".\n\n";
+    if (!budget_.empty()) {
+      md << "### The same cells at " << c_.long_budget_steps << " steps per stage\n\n| mixer | g | sparsest | densest | Δ | "
+            "95% interval | Δ at " << c_.stage1_steps << " steps |\n|---|---|---|---|---|---|---|\n";
+      for (const auto& m : c_.long_budget_mixers)
+        for (index_t g : c_.group_sizes) {
+          const auto [s, d, ci] = delta_row(budget_, m, g, c_.seed + 77);
+          const auto [s0, d0, ci0] = delta_row(groups_, m, g, c_.seed + 78);
+          md << "| " << m << " | " << g << " | " << arm(s.sparsest) << " | " << arm(s.densest) << " | " << fmt(d) << " | ["
+             << fmt(ci.lo) << ", " << fmt(ci.hi) << "] | " << fmt(d0) << " |\n";
+        }
+      md << "\n";
+    }
+    md << "### Single-layer sweep\n\n![sweep](sweep.png)\n\n";
+    const auto mixers = sweep_mixers();
+    md << "| layer | S_ent |";
+    for (const auto& m : mixers) md << " " << m << " drop (mean ± std) | " << m << " normalised error, free |";
+    md << "\n|---|---|";
+    for (std::size_t i = 0; i < mixers.size(); ++i) md << "---|---|";
+    md << "\n";
+    for (index_t l = 0; l < cfg_.depth; ++l) {
+      md << "| " << l << " | " << fmt(scores_[std::size_t(l)]) << " |";
+      for (const auto& m : mixers) {
+        const auto d = sweep_drops(m, "drop_stage2")[std::size_t(l)];
+        const auto e = sweep_drops(m, "mean_nmse_free")[std::size_t(l)];
+        md << " " << arm(d) << " | " << fmt(analysis::mean(e), 3) << " |";
+      }
+      md << "\n";
+    }
+    md << "\n";
+    for (const auto& m : mixers) {
+      const auto& st = sweep_stats_[m];
+      md << "- " << m << ": Spearman ρ(layer S_ent, mean drop) = **" << fmt(st["spearman"].get<double>(), 3)
+         << "**, 95% bootstrap interval [" << fmt(st["ci"][0].is_number() ? st["ci"][0].get<double>() : NAN, 2) << ", "
+         << fmt(st["ci"][1].is_number() ? st["ci"][1].get<double>() : NAN, 2) << "], permutation p = "
+         << fmt(st["p"].is_number() ? st["p"].get<double>() : NAN, 3) << " (negative = sparser layers cost less)\n";
+    }
+    md << "\n" << predictor_table();
     // Claim 3
     md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n![gap](gap_vs_sparsity.png)\n\n";
     md << "| teacher | test accuracy | mean keep ratio | keep per layer |\n|---|---|---|---|\n";
@@ -665,6 +917,7 @@ class Study {
     md << "\n---\nWall time of this invocation: " << io::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
     io::write_file_atomic(dir_ / "report.md", md.str());
     json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
+                    {"sweep", sweep_stats_}, {"group_cells", cells_json},
                     {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}}}};
     io::write_file_atomic(dir_ / "summary.json", summary.dump(2) + "\n");
   }
@@ -673,12 +926,15 @@ class Study {
   fs::path dir_;
   bool force_;
   Reporter rep_;
+  int shard_ = 0, shards_ = 1;
   model::VitConfig cfg_;
   std::optional<zoo::StudentModel<float>> teacher_;
   io::ImageDataset train_, test_;
   std::vector<double> scores_;
   double teacher_acc_ = 0, rho_ = 0, stage_start_ = 0;
-  std::vector<json> sweep_, groups_, halting_, halting_teachers_;
+  std::vector<json> sweep_, groups_, budget_, halting_, halting_teachers_;
+  json sweep_stats_ = json::object(), kinds_ = json::object(), profile_ = json::object();
+  std::size_t run_counter_ = 0;
   std::string v3_ = "not run";
   json eff_;
 };
@@ -705,6 +961,9 @@ int main(int argc, char** argv) try {
   std::string hteachers_csv, hmixers_csv;
   auto* o_hteachers = app.add_option("--halting-teachers", hteachers_csv, "comma-separated A-ViT teacher checkpoints (stage 4)");
   auto* o_hmixers = app.add_option("--halting-mixers", hmixers_csv, "comma-separated mixers for stage 4");
+  std::string shard_spec;
+  app.add_option("--shard", shard_spec, "K/N: run only the K-th of every N replacement runs (0 <= K < N), for N "
+                 "processes side by side on one folder; then run once without --shard for the rest and the report");
   app.add_flag("--force", force, "redo finished stages and runs");
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
@@ -751,8 +1010,23 @@ int main(int argc, char** argv) try {
         c.sweep_mixer, "'; known: ", zoo::detail::join(known));
   check(c.stage1_steps >= 0 && c.stage2_steps >= 0 && c.batch > 0 && c.random_seeds >= 1,
         "expected non-negative budgets, batch > 0 and random_seeds >= 1");
+  check(c.seeds >= 1 && c.sweep_seeds >= 1 && c.long_budget_seeds >= 1 && c.long_budget_steps >= 0,
+        "expected seeds, sweep_seeds and long_budget_seeds >= 1 and long_budget_steps >= 0, found ", c.seeds, ", ",
+        c.sweep_seeds, ", ", c.long_budget_seeds, " and ", c.long_budget_steps);
+  for (const auto* list : {&c.sweep_mixers, &c.long_budget_mixers})
+    for (const auto& m : *list)
+      check(std::find(known.begin(), known.end(), m) != known.end(), "sweep_mixers / long_budget_mixers: unknown mixer '",
+            m, "'; known: ", zoo::detail::join(known));
+  int shard = 0, shards = 1;
+  if (!shard_spec.empty()) {
+    char slash = 0;
+    std::istringstream in(shard_spec);
+    in >> shard >> slash >> shards;
+    check(in && in.eof() && slash == '/' && shards >= 1 && shard >= 0 && shard < shards,
+          "--shard: expected K/N with 0 <= K < N (e.g. 0/2), found '", shard_spec, "'");
+  }
   if (out.empty()) out = "results/" + c.preset;
-  return Study(c, out, force, quiet).run();
+  return Study(c, out, force, quiet, shard, shards).run();
 } catch (const std::exception& e) {
   std::fprintf(stderr, "sparsity_to_simplicity: error: %s\n", e.what());
   return 1;

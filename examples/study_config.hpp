@@ -36,6 +36,20 @@ struct StudyConfig {
   index_t latency_batch = 8;
   int latency_reps = 5;
   std::uint64_t seed = 0;
+  // Stage-1 protocol (docs/method.md): "free" = free-running, w_mse · layer MSE + w_ce · CE (FAR's
+  // code); "forced" = teacher-forced layer MSE (+ w_ce · CE when > 0).
+  std::string protocol = "free";
+  double stage1_mse_weight = 1.0, stage1_ce_weight = 1.0;
+  // Training seeds (data order and mixer initialisation) per sparsest/densest group cell; the
+  // single-layer sweep per mixer of sweep_mixers (empty = sweep_mixer) with sweep_seeds each.
+  int seeds = 1;
+  std::vector<std::string> sweep_mixers{};
+  int sweep_seeds = 1;
+  // > 0: the sparsest/densest cells of long_budget_mixers again at this many steps per stage,
+  // long_budget_seeds seeds each (does the ordering change with the budget?).
+  long long_budget_steps = 0;
+  std::vector<std::string> long_budget_mixers{};
+  int long_budget_seeds = 3;
   // Stage 4: A-ViT teachers (made by avit_finetune; see models/README.md) and the mixers
   // distilled from each with sparsity guidance; halting_group layers (the dense teacher's
   // sparsest) are replaced, 0 = half the depth.
@@ -54,7 +68,10 @@ inline void to_json(json& j, const StudyConfig& c) {
            {"test_images", c.test_images}, {"latency_tokens", c.latency_tokens},
            {"latency_batch", c.latency_batch}, {"latency_reps", c.latency_reps}, {"seed", c.seed},
            {"halting_teachers", c.halting_teachers}, {"halting_mixers", c.halting_mixers},
-           {"halting_group", c.halting_group}};
+           {"halting_group", c.halting_group}, {"protocol", c.protocol},
+           {"stage1_mse_weight", c.stage1_mse_weight}, {"stage1_ce_weight", c.stage1_ce_weight}, {"seeds", c.seeds},
+           {"sweep_mixers", c.sweep_mixers}, {"sweep_seeds", c.sweep_seeds}, {"long_budget_steps", c.long_budget_steps},
+           {"long_budget_mixers", c.long_budget_mixers}, {"long_budget_seeds", c.long_budget_seeds}};
 }
 // Reads the keys of `j` into c; an unknown key or a wrong type is an error.
 inline void apply_json(StudyConfig& c, const json& j, const std::string& where) {
@@ -79,7 +96,8 @@ inline void apply_json(StudyConfig& c, const json& j, const std::string& where) 
     if (cur[k].is_number_integer())
       check(whole(v), where, ": key '", k, "' expects a whole number, found ", v.dump());
     if (cur[k].is_array()) {
-      const bool strings = k == "mixers" || k == "halting_teachers" || k == "halting_mixers";
+      const bool strings = k == "mixers" || k == "halting_teachers" || k == "halting_mixers" || k == "sweep_mixers" ||
+                           k == "long_budget_mixers";
       for (const auto& e : v)
         check(strings ? e.is_string() : whole(e), where, ": key '", k, "' expects an array of ",
               strings ? "strings" : "whole numbers", ", found ", e.dump(), " in ", v.dump());
@@ -108,7 +126,22 @@ inline void apply_json(StudyConfig& c, const json& j, const std::string& where) 
   c.halting_teachers = cur["halting_teachers"].get<std::vector<std::string>>();
   c.halting_mixers = cur["halting_mixers"].get<std::vector<std::string>>();
   c.halting_group = cur["halting_group"];
+  c.protocol = cur["protocol"];
+  check(c.protocol == "free" || c.protocol == "forced", where, ": key 'protocol' expects \"free\" or \"forced\", found \"",
+        c.protocol, "\"");
+  c.stage1_mse_weight = cur["stage1_mse_weight"];
+  c.stage1_ce_weight = cur["stage1_ce_weight"];
+  c.seeds = cur["seeds"];
+  c.sweep_mixers = cur["sweep_mixers"].get<std::vector<std::string>>();
+  c.sweep_seeds = cur["sweep_seeds"];
+  c.long_budget_steps = cur["long_budget_steps"];
+  c.long_budget_mixers = cur["long_budget_mixers"].get<std::vector<std::string>>();
+  c.long_budget_seeds = cur["long_budget_seeds"];
 }
+
+// What a folder made before a key existed was run with (absent keys take these values when a
+// folder's config is compared with the current one).
+inline json legacy_values() { return json{{"protocol", "forced"}, {"stage1_ce_weight", 0.0}}; }
 
 inline StudyConfig preset(const std::string& name) {
   StudyConfig c;
@@ -119,6 +152,7 @@ inline StudyConfig preset(const std::string& name) {
     c.halting_mixers = {"min_gru"};
     c.halting_teachers = {"models/avit-b0.safetensors"};
     c.random_seeds = 1;
+    c.seeds = 2;  // exercises the intervals
     c.stage1_steps = c.stage2_steps = 3;
     c.batch = 16;
     c.profile_images = 64;
@@ -139,7 +173,20 @@ inline StudyConfig preset(const std::string& name) {
     c.latency_reps = 9;
     return c;
   }
-  fail("--preset: expected quick, full or micro, found '", name, "'");
+  if (name == "paper") {  // issue 15's protocol: seeds, four mixers, two sweeps, a longer budget
+    c = preset("full");
+    c.preset = name;
+    c.mixers = {"multi_head_lstm", "min_gru", "selective_ssm", "linear_attention"};
+    c.seeds = 5;
+    c.random_seeds = 5;
+    c.sweep_mixers = {"min_gru", "multi_head_lstm"};
+    c.sweep_seeds = 3;
+    c.long_budget_steps = 1500;
+    c.long_budget_mixers = {"min_gru"};
+    c.long_budget_seeds = 3;
+    return c;
+  }
+  fail("--preset: expected quick, full, paper or micro, found '", name, "'");
 }
 
 }  // namespace study

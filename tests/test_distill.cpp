@@ -122,3 +122,109 @@ TEST_CASE("stage 2 trains every parameter and lowers the loss", "[distill]") {
   REQUIRE_THROWS_WITH(distill::stage2(teacher, student, data, {.steps = -5}),
                       Catch::Contains("stage 2: expected steps >= 0, found -5"));
 }
+
+TEST_CASE("free-running stage 1: the tapped layer terms give the finite-difference gradient", "[distill]") {
+  // Double precision: loss(θ) = Σ_k mean (pre_k(student) − pre_k(teacher))² + w CE, the student
+  // run end to end; the gradient of every layer term enters at its mixer's pre-projection
+  // output and flows through the whole student, so earlier replaced mixers feel later terms.
+  const auto cfg = tiny();
+  zoo::StudentModel<double> teacher(model::make_vit<double, zoo::AnyMixer<double>>(cfg));
+  teacher.init(11);
+  auto student = teacher;
+  const auto plan = distill::parse_plan("layers:0,2", cfg.depth);
+  zoo::replace_layers(student, cfg, plan, {.mixer = "min_gru", .seed = 3});
+  const index_t B = 2;
+  Rng rng(4);
+  std::vector<double> x(std::size_t(B * 64));
+  for (auto& v : x) v = rng.normal();
+  const std::int32_t labels[B] = {1, 2};
+  const distill::Stage1Options o{.ce_weight = 0.7, .mse_weight = 1.3, .free_running = true};
+  std::vector<std::vector<double>> taps;
+  std::vector<double> dlogits;
+  const auto loss = [&](bool backward) {
+    teacher.forward(x.data(), B, 64);
+    const auto logits = student.forward(x.data(), B, 64);
+    dlogits.assign(std::size_t(B * logits.dim), 0.0);
+    double total = o.ce_weight * train::cross_entropy(logits.data, labels, B, logits.dim, o.label_smoothing, dlogits.data()).loss;
+    for (auto& v : dlogits) v *= o.ce_weight;
+    for (double v : distill::detail::tap_layer_terms(teacher, student, plan, o, taps)) total += o.mse_weight * v;
+    if (backward) {
+      student.zero_grad();
+      student.backward(dlogits.data());
+    }
+    distill::detail::untap_layer_terms(student, plan);
+    return total;
+  };
+  loss(true);
+  const std::vector<double> g(student.grads().data, student.grads().data + student.param_count());
+  int checked = 0;
+  for (const auto& i : student.params_info()) {
+    if (i.name.find(".attn.") == std::string::npos) continue;  // the mixers (0, 2) and block 1's attention
+    for (std::size_t k = 0; k < i.count; k += std::max<std::size_t>(1, i.count / 3)) {
+      double* p = student.params().data + i.offset + k;
+      const double keep = *p, h = 1e-6;
+      *p = keep + h;
+      const double up = loss(false);
+      *p = keep - h;
+      const double down = loss(false);
+      *p = keep;
+      const double fd = (up - down) / (2 * h);
+      INFO(i.name << "[" << k << "]: analytic " << g[i.offset + k] << ", finite difference " << fd);
+      REQUIRE(std::abs(g[i.offset + k] - fd) <= 1e-6 + 1e-5 * std::abs(fd));
+      ++checked;
+    }
+  }
+  REQUIRE(checked > 20);
+}
+
+TEST_CASE("free-running stage 1 lowers the free-running error and moves only the new mixers", "[distill]") {
+  auto teacher = teacher_model(3);
+  const auto cfg = tiny();
+  const auto data = synthetic(128, 4);
+  auto student = teacher;
+  const auto plan = distill::parse_plan("layers:1,2", 3);
+  zoo::replace_layers(student, cfg, plan, {.mixer = "min_gru", .seed = 5});
+  const auto before_params = std::vector<float>(student.params().data, student.params().data + student.param_count());
+  const auto before = distill::layer_errors(teacher, student, plan, data, 64);
+  const auto r = distill::stage1(teacher, student, plan, data,
+                                 {.steps = 60, .batch = 32, .lr = 3e-3, .free_running = true});
+  const auto after = distill::layer_errors(teacher, student, plan, data, 64);
+  REQUIRE(r.steps == 60);
+  REQUIRE(r.layer_loss.size() == 2);
+  for (std::size_t k = 0; k < 2; ++k) {
+    INFO("layer " << plan.layers[k] << ": normalised error (free) " << before.nmse_free[k] << " -> " << after.nmse_free[k]
+                  << ", (forced) " << before.nmse[k] << " -> " << after.nmse[k]);
+    REQUIRE(after.nmse_free[k] < 0.8 * before.nmse_free[k]);
+    REQUIRE(after.nmse[k] < before.nmse[k]);
+    REQUIRE(after.nmse[k] > 0);
+  }
+  // The first replaced layer reads the teacher's own input both ways: forced = free there.
+  REQUIRE(after.nmse[0] == Approx(after.nmse_free[0]).epsilon(1e-5));
+  for (const auto& i : student.params_info()) {
+    const bool mixer_param = (i.name.rfind("blocks.1.attn.", 0) == 0 || i.name.rfind("blocks.2.attn.", 0) == 0) &&
+                             i.name.find(".attn.proj.") == std::string::npos;
+    bool moved = false;
+    for (std::size_t k = 0; k < i.count; ++k) moved |= student.params().data[i.offset + k] != before_params[i.offset + k];
+    INFO(i.name);
+    REQUIRE(moved == mixer_param);
+  }
+  REQUIRE_THROWS_WITH(distill::stage1(teacher, student, plan, data,
+                                      {.steps = 1, .batch = 8, .after_projection = true, .free_running = true}),
+                      Catch::Contains("free-running matches the pre-projection output"));
+}
+
+TEST_CASE("the normalised error: 1 for each sequence's mean token, 0 for the target itself", "[distill]") {
+  // Two sequences (3 and 2 tokens), 2 channels; token 1 of sequence 0 masked out.
+  const std::vector<float> target = {1, 10, 5, 99, 3, 20, 4, -1, 6, 1};
+  const index_t offsets[] = {0, 3, 5};
+  const std::uint8_t keep[] = {1, 0, 1, 1, 1};
+  const TokensView<const float> t{target.data(), offsets, 2, 2, keep};
+  // mean over kept tokens: seq 0 (1,10),(3,20) -> (2, 15); seq 1 (4,-1),(6,1) -> (5, 0)
+  std::vector<float> mean_out = {2, 15, 0, 0, 2, 15, 5, 0, 5, 0};
+  const auto e = distill::detail::error_sums(TokensView<const float>{mean_out.data(), offsets, 2, 2, keep}, t);
+  // sst = (1+25) + (1+25) + (1+1) + (1+1) = 56; sse = sst (the mean predicts every kept token)
+  REQUIRE(e.sst == Approx(56.0));
+  REQUIRE(e.sse == Approx(56.0));
+  REQUIRE(e.n == 8.0);
+  REQUIRE(distill::detail::error_sums(t, t).sse == 0.0);
+}

@@ -63,6 +63,7 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     Buffer<T> scratch;                // (threads, 2 · rows · n_max) per-thread scores / dP blocks
     Buffer<T> select;                 // (threads, n_max) sparse policies' per-row scratch
     const std::uint8_t* keep = nullptr;
+    const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
     const index_t* offsets = nullptr;
     index_t batch = 0;
     index_t heads = 0;
@@ -183,7 +184,7 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     const T scale = T(1) / std::sqrt(T(d));
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
     layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre);
+                                c.keep, o_.dim, c.dy_masked, c.dpre, c.pre_grad);
 
     index_t n_max = 0;
     for (index_t b = 0; b < c.batch; ++b) n_max = std::max(n_max, c.pre_layout.length(b));

@@ -1,10 +1,15 @@
 // Layer-wise distillation (FAR-style), METHOD.md "Layer-wise distillation".
 //
-// Stage 1 (local, teacher-forced): for every replaced layer l, the student's new mixer M_l
-// reads the teacher's own mixer input LN1(x_l) and is trained to reproduce the teacher's
-// pre-projection output a_l:  loss = Σ_l mean_{kept tokens, channels} (M_l(LN1 x_l) − a_l)²
-// (or 1 − cosine per token; or matched after the projection). Only M_l's parameters train;
-// the projection (reused from the teacher by name) stays frozen unless asked otherwise.
+// Stage 1 trains only the replaced layers' new mixers M_l (the projection, reused from the
+// teacher by name, stays frozen unless asked otherwise), in one of two protocols:
+//  - teacher-forced (default): M_l reads the teacher's own mixer input LN1(x_l) and is trained
+//    to reproduce the teacher's pre-projection output a_l:
+//      loss = w_mse Σ_l mean_{kept tokens, channels} (M_l(LN1 x_l) − a_l)²  (+ w_ce CE)
+//  - free-running (FAR's code): the student runs end to end on its own activations x̃, and
+//      loss = w_mse Σ_l mean (M_l(LN1 x̃_l) − a_l)² + w_ce CE(student logits, y)
+//    with the gradient of every layer term flowing back through the whole student (the layer
+//    terms enter at each mixer's pre-projection output; see layers/output_projection.hpp).
+// (Either: 1 − cosine per token instead of MSE, or, teacher-forced, matched after the projection.)
 // Stage 2 (global): every parameter trains on cross-entropy, optionally + KL to the teacher's
 // logits at a temperature. Budgets are optimizer steps, identical for everything compared.
 #pragma once
@@ -14,6 +19,7 @@
 #include <string>
 #include <type_traits>
 #include <typeinfo>
+#include <variant>
 #include <vector>
 
 #include "seqswap/distill/plan.hpp"
@@ -36,7 +42,9 @@ struct Stage1Options {
   MatchLoss loss = MatchLoss::mse;
   bool after_projection = false;  // match the mixer output (after proj) instead of pre-projection
   bool train_projection = false;  // let the (teacher-initialised) projection train too
-  double ce_weight = 0.0;         // + CE on the student's logits (weight 1 in FAR's option)
+  double ce_weight = 0.0;         // + CE on the student's logits (weight 1 in FAR's code)
+  double mse_weight = 1.0;        // weight of the layer terms
+  bool free_running = false;      // the student runs end to end (FAR); else teacher-forced
   double label_smoothing = 0.1;
   std::uint64_t seed = 0;
 };
@@ -168,6 +176,8 @@ double layer_loss_on(SM& student, std::size_t l, MixerContexts& ctxs, std::size_
     if (o.after_projection) {
       dout.resize(y.size());
       loss = match_loss(y.data(), tpost, rows, D, x.keep, o.loss, dout.data());
+      if (o.mse_weight != 1.0)
+        for (auto& v : dout) v *= T(o.mse_weight);
       if (backward)
         mixer.backward(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{}, g);
       return;
@@ -177,6 +187,8 @@ double layer_loss_on(SM& student, std::size_t l, MixerContexts& ctxs, std::size_
           " differs from the teacher's ", tpre.dim, "; match after the projection instead");
     dout.resize(std::size_t(rows * pre.dim));
     loss = match_loss(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, dout.data());
+    if (o.mse_weight != 1.0)
+      for (auto& v : dout) v *= T(o.mse_weight);
     if (backward)
       mixer.backward_pre(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep},
                          TokensView<T>{}, g);
@@ -193,6 +205,86 @@ double layer_loss(TM& teacher, SM& student, std::size_t l, MixerContexts& ctxs, 
   const auto tpre = model::mixer_context(teacher, l).pre_projection();
   return layer_loss_on(student, l, ctxs, k, o, x, TokensView<const T>(tpre), model::mixer_output(teacher, l), y, dout,
                        backward);
+}
+
+// Points a mixer context's pre-projection gradient tap at g (nullptr: off), through a Slot.
+template <class C, class T>
+void tap_pre_gradient(C& c, const T* g) {
+  if constexpr (requires { c.v.index(); })
+    std::visit([&](auto& x) { tap_pre_gradient(x, g); }, c.v);
+  else
+    c.pre_grad = g;
+}
+
+// The free-running layer terms after student.forward and teacher.forward on the same batch:
+// per replaced layer k, the (unweighted) loss of the student's own pre-projection output
+// against the teacher's, its gradient (× mse_weight) left in taps[k] and tapped into the
+// student's mixer context, so that the next student.backward carries it. Returns the losses.
+template <class TM, class SM, class T = typename SM::T>
+std::vector<double> tap_layer_terms(TM& teacher, SM& student, const Plan& plan, const Stage1Options& o,
+                                    std::vector<std::vector<T>>& taps) {
+  check(!o.after_projection, "stage 1: free-running matches the pre-projection output; after_projection "
+        "is a teacher-forced option");
+  std::vector<double> loss(plan.layers.size());
+  taps.resize(plan.layers.size());
+  for (std::size_t k = 0; k < plan.layers.size(); ++k) {
+    const auto l = std::size_t(plan.layers[k]);
+    auto& sc = model::mixer_context(student, l);
+    const auto spre = sc.pre_projection();
+    const auto tpre = model::mixer_context(teacher, l).pre_projection();
+    check(spre.dim == tpre.dim && spre.total() == tpre.total(), "stage 1: layer ", l,
+          ": the student's pre-projection output (", spre.total(), " x ", spre.dim, ") differs from the teacher's (",
+          tpre.total(), " x ", tpre.dim, "); free-running needs the same width and tokens");
+    taps[k].resize(std::size_t(spre.total() * spre.dim));
+    loss[k] = match_loss(spre.data, tpre.data, spre.total(), spre.dim, spre.keep, o.loss, taps[k].data());
+    if (o.mse_weight != 1.0)
+      for (auto& v : taps[k]) v *= T(o.mse_weight);
+    tap_pre_gradient(sc, static_cast<const T*>(taps[k].data()));
+  }
+  return loss;
+}
+template <class SM>
+void untap_layer_terms(SM& student, const Plan& plan) {
+  using T = typename SM::T;
+  for (index_t l : plan.layers) tap_pre_gradient(model::mixer_context(student, std::size_t(l)), static_cast<const T*>(nullptr));
+}
+
+// Σ (out − target)² and Σ (target − its mean over the sequence's kept tokens)², per channel,
+// over the kept rows: their ratio is the normalised error (1 = no better than predicting each
+// sequence's mean target token; the scale of the target drops out).
+struct ErrorSums {
+  double sse = 0, sst = 0, n = 0;  // n: kept rows × channels
+  void add(const ErrorSums& o) {
+    sse += o.sse;
+    sst += o.sst;
+    n += o.n;
+  }
+};
+template <class T>
+ErrorSums error_sums(TokensView<const T> out, TokensView<const T> target) {
+  ErrorSums e;
+  const index_t E = target.dim;
+  std::vector<double> mean(static_cast<std::size_t>(E));
+  for (index_t b = 0; b < target.batch; ++b) {
+    std::fill(mean.begin(), mean.end(), 0.0);
+    index_t kept = 0;
+    for (index_t t = target.offsets[b]; t < target.offsets[b + 1]; ++t) {
+      if (target.keep && !target.keep[t]) continue;
+      ++kept;
+      e.n += double(E);
+      for (index_t j = 0; j < E; ++j) mean[std::size_t(j)] += double(target.data[t * E + j]);
+    }
+    for (auto& m : mean) m /= double(std::max<index_t>(kept, 1));
+    for (index_t t = target.offsets[b]; t < target.offsets[b + 1]; ++t) {
+      if (target.keep && !target.keep[t]) continue;
+      for (index_t j = 0; j < E; ++j) {
+        const double a = double(target.data[t * E + j]), d = double(out.data[t * E + j]) - a, c = a - mean[std::size_t(j)];
+        e.sse += d * d;
+        e.sst += c * c;
+      }
+    }
+  }
+  return e;
 }
 
 // Row-wise softmax of logits / Tk into p (n, C).
@@ -260,10 +352,28 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
   const auto mask = detail::mixer_mask(student, plan, o.train_projection);
   detail::MixerContexts ctxs(plan.layers.size());
   std::vector<T> y, dout, dlogits;
+  std::vector<std::vector<T>> taps;
   const long tail_from = train::tail_start(o.steps);
   const auto step = [&](long s, const float* images, const std::int32_t* labels, index_t n) {
     teacher.forward(images, n, data.image_numel());
     double total = 0;
+    if (o.free_running) {  // one forward and backward of the whole student carry every term
+      auto logits = student.forward(images, n, data.image_numel());
+      dlogits.assign(std::size_t(n * logits.dim), T(0));
+      if (o.ce_weight > 0) {
+        const auto r = train::cross_entropy(logits.data, labels, n, logits.dim, o.label_smoothing, dlogits.data());
+        for (auto& v : dlogits) v *= T(o.ce_weight);
+        total += o.ce_weight * r.loss;
+      }
+      const auto loss = detail::tap_layer_terms(teacher, student, plan, o, taps);
+      student.backward(dlogits.data());
+      detail::untap_layer_terms(student, plan);
+      for (std::size_t k = 0; k < loss.size(); ++k) {
+        total += o.mse_weight * loss[k];
+        if (s >= tail_from) layer_loss[k] += loss[k];
+      }
+      return total;
+    }
     if (o.ce_weight > 0) {  // student end to end; only the mask's entries will move
       auto logits = student.forward(images, n, data.image_numel());
       dlogits.resize(std::size_t(n * logits.dim));
@@ -275,7 +385,7 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
       const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
                                              /*backward=*/true);
-      total += loss;
+      total += o.mse_weight * loss;
       if (s >= tail_from) layer_loss[k] += loss;
     }
     return total;
@@ -309,6 +419,49 @@ std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, con
   }
   for (auto& v : sum) v /= double(std::max<index_t>(seen, 1));
   return sum;
+}
+
+// How well each replaced layer's new mixer reproduces its teacher layer on `data` (fixed
+// order, no training), as MSE and normalised error (sse / sst, detail::error_sums) of the
+// pre-projection output, two ways: teacher-forced (the mixer reads the teacher's input) and
+// free-running (the student's own forward).
+struct LayerErrors {
+  std::vector<double> mse, nmse, mse_free, nmse_free;  // per replaced layer
+};
+template <class TM, class SM>
+LayerErrors layer_errors(TM& teacher, SM& student, const Plan& plan, const io::ImageDataset& data, index_t batch) {
+  using T = typename SM::T;
+  const std::size_t L = plan.layers.size();
+  detail::MixerContexts ctxs(L);
+  std::vector<detail::ErrorSums> forced(L), free(L);
+  io::BatchLoader loader(data, batch, false, 0);
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::vector<T> y, dout;
+  const Stage1Options o{};
+  while (index_t n = loader.next(images, labels)) {
+    teacher.forward(images.data(), n, data.image_numel());
+    student.forward(images.data(), n, data.image_numel());
+    for (std::size_t k = 0; k < L; ++k) {
+      const auto l = std::size_t(plan.layers[k]);
+      const auto tpre = TokensView<const T>(model::mixer_context(teacher, l).pre_projection());
+      free[k].add(detail::error_sums(TokensView<const T>(model::mixer_context(student, l).pre_projection()), tpre));
+      // teacher-forced: the student's mixer on the teacher's input, in its own context
+      detail::layer_loss(teacher, student, l, ctxs, k, o, y, dout, /*backward=*/false);
+      student.net().visit_mixer(l, [&](const auto& mixer, std::size_t) {
+        const auto& c = ctxs.template get<std::remove_cvref_t<decltype(mixer)>>(k);
+        forced[k].add(detail::error_sums(TokensView<const T>(c.pre_projection()), tpre));
+      });
+    }
+  }
+  LayerErrors e;
+  for (std::size_t k = 0; k < L; ++k) {
+    e.mse.push_back(forced[k].sse / std::max(forced[k].n, 1.0));
+    e.mse_free.push_back(free[k].sse / std::max(free[k].n, 1.0));
+    e.nmse.push_back(forced[k].sst > 0 ? forced[k].sse / forced[k].sst : std::nan(""));
+    e.nmse_free.push_back(free[k].sst > 0 ? free[k].sse / free[k].sst : std::nan(""));
+  }
+  return e;
 }
 
 // Stage 2: every parameter of the student trains on CE (+ KL to the teacher's logits).

@@ -108,6 +108,7 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     Buffer<T> dqkv;                   // (rows, 3D)
     Buffer<T> dfeature;               // (B H, d, d) Hedgehog: per sequence, summed over b after
     const std::uint8_t* keep = nullptr;
+    const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
     const index_t* offsets = nullptr;
     index_t batch = 0;
 
@@ -260,7 +261,7 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
     if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
     layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre);
+                                c.keep, o_.dim, c.dy_masked, c.dpre, c.pre_grad);
     const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
 
     const auto BHi = static_cast<index_t>(BH);

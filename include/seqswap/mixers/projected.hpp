@@ -62,6 +62,7 @@ class Projected : public layers::ProjectedMixer<Projected<Core>, typename Core::
     Buffer<T> dy_masked;  // (rows, D) backward scratch
     Buffer<T> dpre;       // (rows, E)
     const std::uint8_t* keep = nullptr;
+    const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
 
     TokensView<const T, B> pre_projection() const {
       return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
@@ -119,7 +120,7 @@ class Projected : public layers::ProjectedMixer<Projected<Core>, typename Core::
   void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in, TokensView<T, B> dx,
                      ParamsView<T, B> g) const {
     layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, options().dim, c.dy_masked, c.dpre);
+                                c.keep, options().dim, c.dy_masked, c.dpre, c.pre_grad);
     core_.backward(core_params(p), c.core, view_of<const T, B>(c.dpre.data(), c.pre_layout, c.keep), dx,
                    core_params(g));
   }
