@@ -23,7 +23,7 @@ using Student = model::VitOf<float, Layers<Attention, 4>, Layers<mixers::MinGru<
 int main(int argc, char** argv) try {
   CLI::App app{"Distil a hybrid student, declared as a type, from a ViT teacher"};
   std::string checkpoint = "models/vit-fmnist.safetensors", data_dir = io::default_fashion_mnist_dir;
-  distill::Stage1Options s1{.steps = 300};
+  distill::Stage1Options s1{.steps = 300, .ce_weight = 1.0, .free_running = true};  // FAR's protocol
   distill::Stage2Options s2{.steps = 300, .kl_weight = 1.0};
   index_t train_limit = 0, test_limit = 0;
   app.add_option("--checkpoint", checkpoint, "the teacher (depth 8)")->check(CLI::ExistingFile);
@@ -31,6 +31,7 @@ int main(int argc, char** argv) try {
   app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps")->check(flags::FiniteNonNegative);
   app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_flag("--free-running,!--teacher-forced", s1.free_running, "stage 1 protocol (default: free-running, MSE + CE)");
   app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
   CLI11_PARSE(app, argc, argv);
 
@@ -48,9 +49,13 @@ int main(int argc, char** argv) try {
   if (test_limit > 0) test_set = test_set.head(test_limit);
   const distill::Plan plan{.layers = {4, 5, 6, 7}};
   const auto r1 = distill::stage1(teacher, student, plan, train_set, s1);
+  const auto err = distill::layer_errors(teacher, student, plan, test_set.head(500), 250);
   const auto r2 = distill::stage2(teacher, student, train_set, s2);
   std::fprintf(stderr, "stage 1: loss %.5f (%.0f s); stage 2: loss %.4f (%.0f s)\n", r1.final_loss, r1.seconds,
                r2.final_loss, r2.seconds);
+  for (std::size_t k = 0; k < plan.layers.size(); ++k)
+    std::fprintf(stderr, "block %d after stage 1: normalised error %.3f teacher-forced, %.3f free-running\n",
+                 int(plan.layers[k]), err.nmse[k], err.nmse_free[k]);
 
   // Accuracy, parameters, FLOPs and forward latency (batch 64, median of 5) side by side.
   std::vector<float> images(std::size_t(64 * test_set.image_numel()), 0.1f);

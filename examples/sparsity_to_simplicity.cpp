@@ -24,6 +24,8 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "seqswap/analysis/attention_kinds.hpp"
@@ -97,14 +99,17 @@ class Study {
     // some cells at all of them.
     stage_groups();
     stage_sweep();
+    stage_causal();
     stage_budget();
     if (sharded()) {  // a shard runs its share of the replacement runs; the unsharded pass reports
       rep_.line("shard " + std::to_string(shard_) + "/" + std::to_string(shards_) + " done; run the study without "
                 "--shard on the same folder for the halting and efficiency stages and the report");
       return 0;
     }
-    stage_halting();
-    stage_efficiency();
+    if (!report_only_) {
+      stage_halting();
+      stage_efficiency();
+    }
     write_report();
     rep_.line("done: " + (dir_ / "report.md").string());
     return 0;
@@ -298,26 +303,32 @@ class Study {
   // One replacement run: the plan's layers get `mixer`, stage 1 (the configured protocol) and
   // stage 2 at `steps` per stage (0 = the configured budgets), training seed k (k = 0 is the
   // study's seed; every k draws its own mixer initialisation and data order).
-  json replace_run(const std::string& mixer, const std::string& plan_spec, int k = 0, long steps = 0) {
+  // `teacher` (default: the study's) and its test accuracy `teacher_acc` (for the drops).
+  json replace_run(const std::string& mixer, const std::string& plan_spec, int k = 0, long steps = 0,
+                   zoo::StudentModel<float>* teacher = nullptr, double teacher_acc = NAN) {
+    if (!teacher) {
+      teacher = &*teacher_;
+      teacher_acc = teacher_acc_;
+    }
     const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
     const std::uint64_t base = c_.seed + 1000 * std::uint64_t(k);
-    auto student = *teacher_;
+    auto student = *teacher;
     zoo::replace_layers(student, cfg_, plan, {.mixer = mixer, .seed = base});
     const distill::Stage1Options s1{.steps = steps ? steps : c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1,
                                     .ce_weight = c_.stage1_ce_weight, .mse_weight = c_.stage1_mse_weight,
                                     .free_running = c_.protocol == "free", .seed = base + 1};
     const distill::Stage2Options s2{.steps = steps ? steps : c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2,
                                     .seed = base + 2};
-    const auto r1 = distill::stage1(*teacher_, student, plan, train_, s1);
-    const auto err = distill::layer_errors(*teacher_, student, plan, test_.head(std::min<index_t>(test_.count, 500)), 250);
+    const auto r1 = distill::stage1(*teacher, student, plan, train_, s1);
+    const auto err = distill::layer_errors(*teacher, student, plan, test_.head(std::min<index_t>(test_.count, 500)), 250);
     const double acc1 = train::evaluate(student, test_).accuracy;
-    const auto r2 = distill::stage2(*teacher_, student, train_, s2);
+    const auto r2 = distill::stage2(*teacher, student, train_, s2);
     const double acc2 = train::evaluate(student, test_).accuracy;
     return json{{"mixer", mixer},        {"plan", plan_spec},
                 {"layers", plan.layers}, {"seed", k}, {"protocol", c_.protocol}, {"steps_per_stage", s1.steps},
                 {"stage1_accuracy", acc1},
-                {"stage2_accuracy", acc2}, {"drop_stage1", teacher_acc_ - acc1},
-                {"drop_stage2", teacher_acc_ - acc2}, {"layer_loss", err.mse}, {"nmse", err.nmse},
+                {"stage2_accuracy", acc2}, {"drop_stage1", teacher_acc - acc1},
+                {"drop_stage2", teacher_acc - acc2}, {"teacher_accuracy", teacher_acc}, {"layer_loss", err.mse}, {"nmse", err.nmse},
                 {"mse_free", err.mse_free}, {"nmse_free", err.nmse_free},
                 {"mean_layer_loss", analysis::mean(err.mse)}, {"mean_nmse", analysis::mean(err.nmse)},
                 {"mean_nmse_free", analysis::mean(err.nmse_free)}, {"params", student.param_count()},
@@ -329,6 +340,10 @@ class Study {
   json run(const std::string& name, F&& compute) {
     const std::size_t i = run_counter_++;
     if (sharded() && int(i % std::size_t(shards_)) != shard_) return json();
+    if (report_only_ && !fs::exists(dir_ / "runs" / (name + ".json"))) {
+      ++missing_;
+      return json();
+    }
     return cached(name, std::forward<F>(compute), kRunKeys);
   }
   bool sharded() const { return shards_ > 1; }
@@ -474,12 +489,170 @@ class Study {
     if (!sharded()) write_table("budget", budget_);
   }
 
+  // Stage 3c, the causal test: for each chosen layer l, three teachers differing only in how
+  // sharply layer l attends (its query weights and bias scaled by α: flat, base = 1, sharp),
+  // each fine-tuned alike with layer l's qkv frozen; then layer l of each replaced by every
+  // causal mixer at causal_seeds seeds. Claim 2 predicts drop(sharp) < drop(base) < drop(flat).
+  struct Variant {
+    std::string name;
+    double alpha;
+  };
+  std::vector<Variant> causal_variants() const {
+    return {{"flat", c_.causal_alpha_flat}, {"base", 1.0}, {"sharp", c_.causal_alpha_sharp}};
+  }
+  std::vector<index_t> causal_layers() const {
+    if (!c_.causal_layers.empty()) return c_.causal_layers;
+    std::vector<index_t> order(std::size_t(cfg_.depth));
+    std::iota(order.begin(), order.end(), index_t(0));
+    std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return scores_[a] > scores_[b]; });
+    return {order.front(), order[order.size() / 2], order.back()};
+  }
+  // The variant teacher (layer l, v): its checkpoint in causal/ and its record in runs/, made
+  // once (by whichever process needs it first: the result is the same) and kept in memory.
+  struct VariantTeacher {
+    std::optional<zoo::StudentModel<float>> model;
+    json info;
+  };
+  VariantTeacher& variant_teacher(index_t l, const Variant& v) {
+    const std::string name = "causal-teacher-l" + std::to_string(l) + "-" + v.name;
+    auto& t = variant_teachers_[name];
+    if (t.model) return t;
+    const fs::path ckpt = dir_ / "causal" / (name + ".safetensors");
+    if (!force_ && fs::exists(ckpt) && fs::exists(dir_ / "runs" / (name + ".json"))) {
+      t.model = model::load_vit<float, zoo::AnyMixer<float>>(ckpt);
+      t.info = cached(name, [&]() -> json { fail("unreachable"); });
+      return t;
+    }
+    t.model = *teacher_;
+    auto& m = *t.model;
+    const std::string qkv = "blocks." + std::to_string(l) + ".attn.qkv.";
+    const index_t D = cfg_.width;
+    float* w = m.param(qkv + "weight");  // [3D, D]: the query rows first
+    float* b = m.param(qkv + "bias");
+    for (index_t i = 0; i < D * D; ++i) w[i] *= float(v.alpha);
+    for (index_t i = 0; i < D; ++i) b[i] *= float(v.alpha);
+    std::vector<std::uint8_t> mask(m.param_count(), 1);
+    for (const auto& i : m.params_info())
+      if (i.name.rfind(qkv, 0) == 0) std::fill(mask.begin() + long(i.offset), mask.begin() + long(i.offset + i.count), 0);
+    std::vector<float> dlogits;
+    const auto step = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+      return train::classify_step(m, images, labels, n, train_.image_numel(), 0.1, dlogits).loss;
+    };
+    const long steps = c_.causal_finetune_steps;
+    const auto r = train::run_loop(m, train_, {.steps = steps, .batch = c_.batch, .lr = c_.causal_lr, .min_lr = c_.causal_lr / 100,
+                                               .warmup_steps = steps / 20, .seed = c_.seed + 7, .label = name, .quiet = true},
+                                   step, {.mask = mask.data()});
+    const double acc = train::evaluate(m, test_).accuracy;
+    const auto prof = analysis::profile_model(m, cfg_, test_.head(c_.profile_images), 250);
+    const auto s_ent = analysis::layer_scores(prof);
+    const double moved = s_ent[std::size_t(l)] - scores_[std::size_t(l)];
+    // Kept for the test: within 0.5 points of the teacher and S_ent moved ≥ 0.08 the intended way.
+    const bool accepted = std::abs(acc - teacher_acc_) <= 0.005 &&
+                          (v.alpha == 1.0 || (v.alpha > 1 ? moved >= 0.08 : moved <= -0.08));
+    fs::create_directories(dir_ / "causal");
+    io::save_checkpoint(ckpt, m, json(cfg_), {{"causal", json{{"layer", l}, {"alpha", v.alpha}}.dump()}});
+    t.info = json{{"layer", l},         {"variant", v.name},  {"alpha", v.alpha},        {"accuracy", acc},
+                  {"s_ent_layer", s_ent[std::size_t(l)]}, {"s_ent", s_ent}, {"s_ent_moved", moved},
+                  {"accepted", accepted}, {"finetune_steps", steps}, {"seconds", r.seconds}};
+    io::write_file_atomic(dir_ / "runs" / (name + ".json"), t.info.dump(2) + "\n");
+    return t;
+  }
+  void stage_causal() {
+    causal_.clear();
+    if (c_.causal_mixers.empty()) return;
+    const auto layers = causal_layers();
+    for (index_t l : layers)
+      check(l >= 0 && l < cfg_.depth, "causal_layers: expected layers in [0, ", cfg_.depth, "), found ", l);
+    const auto variants = causal_variants();
+    const std::size_t total = std::size_t(c_.causal_seeds) * layers.size() * variants.size() * c_.causal_mixers.size();
+    rep_.line("stage 3c/5 causal: layers " + [&] {
+      std::string t;
+      for (index_t l : layers) t += (t.empty() ? "" : ", ") + std::to_string(l);
+      return t;
+    }() + ", " + std::to_string(total) + " runs on " + std::to_string(layers.size() * variants.size()) + " variant teachers");
+    stage_start_ = rep_.elapsed();
+    std::size_t done = 0;
+    for (int k = 0; k < c_.causal_seeds; ++k)
+      for (index_t l : layers)
+        for (const auto& v : variants)
+          for (const auto& m : c_.causal_mixers) {
+            const std::string name = "causal-l" + std::to_string(l) + "-" + v.name + "-" + m + seed_suffix(k);
+            json j = run(name, [&] {
+              auto& t = variant_teacher(l, v);
+              json r = replace_run(m, "single:" + std::to_string(l), k, 0, &*t.model, t.info["accuracy"].get<double>());
+              r["variant"] = v.name;
+              return r;
+            });
+            ++done;
+            if (j.is_null()) continue;
+            rep_.line("  " + name + ": drop " + fmt(j["drop_stage2"].get<double>()) + " (" + eta(done, total) + ")");
+            causal_.push_back(std::move(j));
+          }
+    if (sharded()) return;
+    causal_teachers_.clear();
+    for (index_t l : layers)
+      for (const auto& v : variants)
+        if (!report_only_ || fs::exists(dir_ / "runs" / ("causal-teacher-l" + std::to_string(l) + "-" + v.name + ".json")))
+          causal_teachers_.push_back(variant_teacher(l, v).info);
+    write_table("causal", causal_);
+  }
+  // The causal test's report section.
+  std::string causal_section() const {
+    std::ostringstream md;
+    if (c_.causal_mixers.empty()) return "";
+    md << "### Causal test: the same layer, sharper or flatter\n\nLayer l's query weights and bias scaled by α (flat "
+       << fmt(c_.causal_alpha_flat, 2) << ", base 1, sharp " << fmt(c_.causal_alpha_sharp, 2) << "), the rest fine-tuned "
+       << c_.causal_finetune_steps << " steps with layer l's qkv frozen (every variant alike); a variant counts when its "
+          "accuracy is within 0.5 points of the teacher's and its S_ent moved by ≥ 0.08 the intended way.\n\n"
+          "| layer | variant | α | accuracy | S_ent of the layer (teacher " "→ variant) | counts |\n|---|---|---|---|---|---|\n";
+    for (const auto& t : causal_teachers_) {
+      const auto l = std::size_t(t["layer"].get<index_t>());
+      md << "| " << l << " | " << t["variant"].get<std::string>() << " | " << fmt(t["alpha"], 2) << " | "
+         << fmt(t["accuracy"]) << " | " << fmt(scores_[l], 3) << " → " << fmt(t["s_ent_layer"], 3) << " | "
+         << (t["accepted"].get<bool>() ? "yes" : "no") << " |\n";
+    }
+    md << "\nDrop after stage 2 (against each variant's own accuracy), mean ± std over seeds (n); Δ = drop(sharp) − "
+          "drop(flat) with its bootstrap 95% interval, over the layers whose sharp and flat variants both count.\n\n"
+          "| layer | mixer | flat | base | sharp | sharp < base < flat | Δ | 95% interval |\n|---|---|---|---|---|---|---|---|\n";
+    std::vector<analysis::Interval> cells;
+    const auto accepted = [&](index_t l, const char* v) {
+      for (const auto& t : causal_teachers_)
+        if (t["layer"] == l && t["variant"] == v) return t["accepted"].get<bool>();
+      return false;
+    };
+    for (index_t l : causal_layers())
+      for (const auto& m : c_.causal_mixers) {
+        std::map<std::string, std::vector<double>> d;
+        for (const auto& j : causal_)
+          if (j["mixer"] == m && j["layers"][0] == l) d[j["variant"].get<std::string>()].push_back(j["drop_stage2"]);
+        const double f = analysis::mean(d["flat"]), b = analysis::mean(d["base"]), s = analysis::mean(d["sharp"]);
+        const bool counts = accepted(l, "flat") && accepted(l, "sharp");
+        analysis::Interval ci{NAN, NAN};
+        if (counts && d["sharp"].size() >= 2 && d["flat"].size() >= 2)
+          ci = analysis::bootstrap_mean_difference(d["sharp"], d["flat"], 10000, 0.95, c_.seed + std::uint64_t(l));
+        if (counts) cells.push_back(ci);
+        const auto arm = [&](const std::vector<double>& v) {
+          return fmt(analysis::mean(v)) + (v.size() > 1 ? " ± " + fmt(analysis::sample_std(v)) : std::string()) + " (" +
+                 std::to_string(v.size()) + ")";
+        };
+        md << "| " << l << " | " << m << " | " << arm(d["flat"]) << " | " << arm(d["base"]) << " | " << arm(d["sharp"])
+           << " | " << (s < b && b < f ? "yes" : s > b && b > f ? "reversed" : "no") << " | " << fmt(s - f) << " | ["
+           << fmt(ci.lo) << ", " << fmt(ci.hi) << "]" << (counts ? "" : " (variants do not count)") << " |\n";
+      }
+    causal_verdict_ = cells.empty() ? "not tested (no layer with both variants counting)"
+                                    : analysis::name(analysis::verdict_from_intervals(cells));
+    md << "\n**Causal verdict: " << causal_verdict_ << "** (rule: holds when the interval of drop(sharp) − drop(flat) lies "
+          "below 0 in at least two thirds of the counting (layer, mixer) cells; reversed when above 0 in at least two "
+          "thirds).\n\n";
+    return md.str();
+  }
+
   // Stage 4: for the dense teacher and each halting teacher, the same layers replaced by each
   // halting mixer at the same budget; the dense rows are the group stage's sparsest-g runs.
   void stage_halting() {
     const index_t g = c_.halting_group > 0 ? c_.halting_group : std::max<index_t>(1, cfg_.depth / 2);
     const std::string plan_spec = "sparsest:" + std::to_string(g);
-    const std::size_t total = c_.halting_mixers.size() * (c_.halting_teachers.size() + 1);
+    const std::size_t total = c_.halting_mixers.size() * (c_.halting_teachers.size() + 2);
     rep_.line("stage 4/5 halting: " + std::to_string(c_.halting_teachers.size()) + " halting teachers + the dense one, " +
               std::to_string(total) + " guided runs (" + plan_spec + ")");
     halting_.clear();
@@ -489,20 +662,28 @@ class Study {
     for (const auto& m : c_.halting_mixers) {
       const std::string name = "group-" + m + "-sparsest-" + std::to_string(g);
       json r = cached(name, [&] { return replace_run(m, plan_spec); }, kRunKeys);
-      halting_.push_back({{"teacher", "dense"}, {"mixer", m}, {"teacher_keep", 1.0}, {"teacher_accuracy", teacher_acc_},
+      halting_.push_back({{"teacher", "dense (group pipeline)"}, {"pipeline", "group"}, {"mixer", m}, {"teacher_keep", 1.0},
+                          {"teacher_accuracy", teacher_acc_},
                           {"student_accuracy", r["stage2_accuracy"]}, {"student_accuracy_own", r["stage2_accuracy"]},
                           {"student_keep_own", 1.0}, {"gap", r["drop_stage2"]}, {"gap_own", r["drop_stage2"]},
                           {"stage1_accuracy", r["stage1_accuracy"]}, {"seconds", r["seconds"]}});
       rep_.line("  dense teacher, " + m + ": gap " + fmt(r["drop_stage2"].get<double>()) + " (" + eta(++done, total) + ")");
     }
-    halting_teachers_.push_back({{"teacher", "dense"}, {"checkpoint", c_.checkpoint}, {"accuracy", teacher_acc_},
-                                 {"mean_keep", 1.0}});
-    for (const auto& path : c_.halting_teachers) {
+    // The dense teacher also goes through the guided pipeline, with halting switched off (β so
+    // negative that no token ever halts): the sparsity-0 point of the gap series, made exactly
+    // like the halting teachers' points (issue 15, claim 3 without the pipeline confound).
+    std::vector<std::pair<std::string, std::optional<halting::HaltingOptions>>> teachers;
+    teachers.emplace_back(c_.checkpoint, halting::HaltingOptions{.beta = -1e4});
+    for (const auto& path : c_.halting_teachers) teachers.emplace_back(path, std::nullopt);
+    for (const auto& entry : teachers) {
+      const std::string path = entry.first;
+      const auto& forced_ho = entry.second;
       check(fs::exists(path), "halting teacher ", path, " not found; make it with build/release/examples/avit_finetune "
             "(models/README.md lists the commands) or set halting_teachers in a --config file");
-      const std::string stem = fs::path(path).stem().string();
+      const bool dense = forced_ho.has_value();
+      const std::string stem = dense ? "dense-no-halting" : fs::path(path).stem().string();
       auto f = io::read_safetensors(path);
-      const auto ho = model::read_halting_options(f);
+      const auto ho = dense ? forced_ho : model::read_halting_options(f);
       check(ho.has_value(), "halting teacher ", path, ": no 'halting' metadata (not made by avit_finetune?)");
       model::VitConfig tcfg;
       auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(path, &tcfg);
@@ -585,7 +766,7 @@ class Study {
   std::vector<std::tuple<double, double, double>> gap_series(const std::string& mixer) const {
     std::vector<std::tuple<double, double, double>> v;
     for (const auto& r : halting_)
-      if (r["mixer"] == mixer)
+      if (r["mixer"] == mixer && r.value("pipeline", "guided") == "guided")
         v.emplace_back(1.0 - r["teacher_keep"].get<double>(), r["gap"].get<double>(), r["gap_own"].get<double>());
     std::sort(v.begin(), v.end());
     return v;
@@ -815,8 +996,13 @@ class Study {
          << fmt(st["ci"][1].is_number() ? st["ci"][1].get<double>() : NAN, 2) << "], permutation p = "
          << fmt(st["p"].is_number() ? st["p"].get<double>() : NAN, 3) << " (negative = sparser layers cost less)\n";
     }
-    md << "\n" << predictor_table();
+    md << "\n" << predictor_table() << causal_section();
     // Claim 3
+    if (report_only_) {
+      md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\nNot run in this report (--report-only: "
+            "from the finished replacement runs only).\n\n";
+      v3_ = "not run";
+    } else {
     md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n![gap](gap_vs_sparsity.png)\n\n";
     md << "| teacher | test accuracy | mean keep ratio | keep per layer |\n|---|---|---|---|\n";
     for (const auto& t : halting_teachers_) {
@@ -858,7 +1044,11 @@ class Study {
        << "; Spearman rho between teacher sparsity and gap: " << rhos << " (negative = sparser teachers leave smaller gaps). "
        << "Every run has the same budget and replaces the same layers (the dense teacher's sparsest).\n\n";
 
+    }
     // Claim 4
+    if (report_only_) {
+      md << "## 4. The replaced model is smaller and faster\n\nNot run in this report (--report-only).\n";
+    } else {
     md << "## 4. The replaced model is smaller and faster\n\n![latency](latency.png)\n![params](params.png)\n\n";
     md << "| module | params at D=" << cfg_.width << " | ratio to attention |";
     for (index_t N : c_.latency_tokens) md << " fwd ms N=" << N << " |";
@@ -894,7 +1084,7 @@ class Study {
     }
     int halted_faster = 0, halted_total = 0;
     for (const auto& t : halting_teachers_)
-      if (t.contains("forward_ms_packed")) {
+      if (t.contains("forward_ms_packed") && t["teacher"] != "dense-no-halting") {
         const double h = t["forward_ms_packed"], d = t["forward_ms_dense_teacher"];
         ++halted_total;
         halted_faster += h < d;
@@ -914,10 +1104,15 @@ class Study {
        << "** (" << both << " of " << c_.mixers.size() << " students both smaller and faster at N = " << cfg_.tokens()
        << "; " << halted_faster << " of " << halted_total << " halting teachers faster than the dense one, packed, "
        << "with the same parameters).\n";
+    }
     md << "\n---\nWall time of this invocation: " << io::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
+    if (report_only_)
+      md << "\n**Partial report** (--report-only): " << missing_ << " replacement runs of this configuration are not finished "
+            "and left out; the halting and efficiency stages were not run. Continue with `scripts/run_study.sh " << c_.preset
+         << " " << dir_.string() << " 2`.\n";
     io::write_file_atomic(dir_ / "report.md", md.str());
     json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
-                    {"sweep", sweep_stats_}, {"group_cells", cells_json},
+                    {"sweep", sweep_stats_}, {"group_cells", cells_json}, {"causal", causal_verdict_},
                     {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}}}};
     io::write_file_atomic(dir_ / "summary.json", summary.dump(2) + "\n");
   }
@@ -927,12 +1122,21 @@ class Study {
   bool force_;
   Reporter rep_;
   int shard_ = 0, shards_ = 1;
+  bool report_only_ = false;
+  std::size_t missing_ = 0;
+
+ public:
+  void set_report_only(bool v) { report_only_ = v; }
+
+ private:
   model::VitConfig cfg_;
   std::optional<zoo::StudentModel<float>> teacher_;
   io::ImageDataset train_, test_;
   std::vector<double> scores_;
   double teacher_acc_ = 0, rho_ = 0, stage_start_ = 0;
-  std::vector<json> sweep_, groups_, budget_, halting_, halting_teachers_;
+  std::vector<json> sweep_, groups_, budget_, causal_, causal_teachers_, halting_, halting_teachers_;
+  std::map<std::string, VariantTeacher> variant_teachers_;
+  mutable std::string causal_verdict_ = "not run";
   json sweep_stats_ = json::object(), kinds_ = json::object(), profile_ = json::object();
   std::size_t run_counter_ = 0;
   std::string v3_ = "not run";
@@ -962,6 +1166,9 @@ int main(int argc, char** argv) try {
   auto* o_hteachers = app.add_option("--halting-teachers", hteachers_csv, "comma-separated A-ViT teacher checkpoints (stage 4)");
   auto* o_hmixers = app.add_option("--halting-mixers", hmixers_csv, "comma-separated mixers for stage 4");
   std::string shard_spec;
+  bool report_only = false;
+  app.add_flag("--report-only", report_only, "write the report from the finished runs only (nothing is trained; the "
+               "halting and efficiency stages are left out): a partial report of a study in progress");
   app.add_option("--shard", shard_spec, "K/N: run only the K-th of every N replacement runs (0 <= K < N), for N "
                  "processes side by side on one folder; then run once without --shard for the rest and the report");
   app.add_flag("--force", force, "redo finished stages and runs");
@@ -1026,7 +1233,10 @@ int main(int argc, char** argv) try {
           "--shard: expected K/N with 0 <= K < N (e.g. 0/2), found '", shard_spec, "'");
   }
   if (out.empty()) out = "results/" + c.preset;
-  return Study(c, out, force, quiet, shard, shards).run();
+  check(!(report_only && (shards > 1 || force)), "--report-only: not with --shard or --force");
+  Study study(c, out, force, quiet, shard, shards);
+  study.set_report_only(report_only);
+  return study.run();
 } catch (const std::exception& e) {
   std::fprintf(stderr, "sparsity_to_simplicity: error: %s\n", e.what());
   return 1;

@@ -50,6 +50,16 @@ struct StudyConfig {
   long long_budget_steps = 0;
   std::vector<std::string> long_budget_mixers{};
   int long_budget_seeds = 3;
+  // The causal test (docs/method.md): layer l's query weights scaled by α (sharper: α > 1,
+  // flatter: α < 1, base: 1), the rest fine-tuned briefly with that qkv frozen, then layer l
+  // replaced by each causal mixer, causal_seeds seeds each. Off while causal_mixers is empty;
+  // causal_layers empty = the sparsest, the middle and the densest layer by S_ent.
+  std::vector<std::string> causal_mixers{};
+  std::vector<index_t> causal_layers{};
+  int causal_seeds = 3;
+  double causal_alpha_sharp = 3.0, causal_alpha_flat = 0.3;
+  long causal_finetune_steps = 300;
+  double causal_lr = 1e-4;
   // Stage 4: A-ViT teachers (made by avit_finetune; see models/README.md) and the mixers
   // distilled from each with sparsity guidance; halting_group layers (the dense teacher's
   // sparsest) are replaced, 0 = half the depth.
@@ -59,20 +69,15 @@ struct StudyConfig {
   index_t halting_group = 0;
 };
 
-inline void to_json(json& j, const StudyConfig& c) {
-  j = json{{"preset", c.preset},           {"checkpoint", c.checkpoint},     {"data_dir", c.data_dir},
-           {"sweep_mixer", c.sweep_mixer}, {"mixers", c.mixers},             {"group_sizes", c.group_sizes},
-           {"random_seeds", c.random_seeds}, {"stage1_steps", c.stage1_steps}, {"stage2_steps", c.stage2_steps},
-           {"batch", c.batch},             {"lr1", c.lr1},                   {"lr2", c.lr2},
-           {"profile_images", c.profile_images}, {"train_images", c.train_images},
-           {"test_images", c.test_images}, {"latency_tokens", c.latency_tokens},
-           {"latency_batch", c.latency_batch}, {"latency_reps", c.latency_reps}, {"seed", c.seed},
-           {"halting_teachers", c.halting_teachers}, {"halting_mixers", c.halting_mixers},
-           {"halting_group", c.halting_group}, {"protocol", c.protocol},
-           {"stage1_mse_weight", c.stage1_mse_weight}, {"stage1_ce_weight", c.stage1_ce_weight}, {"seeds", c.seeds},
-           {"sweep_mixers", c.sweep_mixers}, {"sweep_seeds", c.sweep_seeds}, {"long_budget_steps", c.long_budget_steps},
-           {"long_budget_mixers", c.long_budget_mixers}, {"long_budget_seeds", c.long_budget_seeds}};
-}
+// JSON in and out, one field list (every key of StudyConfig).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(
+    StudyConfig, preset, checkpoint, data_dir, sweep_mixer, mixers, group_sizes, random_seeds, stage1_steps,
+    stage2_steps, batch, lr1, lr2, profile_images, train_images, test_images, latency_tokens, latency_batch,
+    latency_reps, seed, halting_teachers, halting_mixers, halting_group, protocol, stage1_mse_weight,
+    stage1_ce_weight, seeds, sweep_mixers, sweep_seeds, long_budget_steps, long_budget_mixers,
+    long_budget_seeds, causal_mixers, causal_layers, causal_seeds, causal_alpha_sharp, causal_alpha_flat,
+    causal_finetune_steps, causal_lr)
+
 // Reads the keys of `j` into c; an unknown key or a wrong type is an error.
 inline void apply_json(StudyConfig& c, const json& j, const std::string& where) {
   check(j.is_object(), where, ": expected a JSON object, found ", j.dump());
@@ -97,46 +102,21 @@ inline void apply_json(StudyConfig& c, const json& j, const std::string& where) 
       check(whole(v), where, ": key '", k, "' expects a whole number, found ", v.dump());
     if (cur[k].is_array()) {
       const bool strings = k == "mixers" || k == "halting_teachers" || k == "halting_mixers" || k == "sweep_mixers" ||
-                           k == "long_budget_mixers";
+                           k == "long_budget_mixers" || k == "causal_mixers";
       for (const auto& e : v)
         check(strings ? e.is_string() : whole(e), where, ": key '", k, "' expects an array of ",
               strings ? "strings" : "whole numbers", ", found ", e.dump(), " in ", v.dump());
     }
     cur[k] = v;
   }
-  c.preset = cur["preset"];
-  c.checkpoint = cur["checkpoint"];
-  c.data_dir = cur["data_dir"];
-  c.sweep_mixer = cur["sweep_mixer"];
-  c.mixers = cur["mixers"].get<std::vector<std::string>>();
-  c.group_sizes = cur["group_sizes"].get<std::vector<index_t>>();
-  c.random_seeds = cur["random_seeds"];
-  c.stage1_steps = cur["stage1_steps"];
-  c.stage2_steps = cur["stage2_steps"];
-  c.batch = cur["batch"];
-  c.lr1 = cur["lr1"];
-  c.lr2 = cur["lr2"];
-  c.profile_images = cur["profile_images"];
-  c.train_images = cur["train_images"];
-  c.test_images = cur["test_images"];
-  c.latency_tokens = cur["latency_tokens"].get<std::vector<index_t>>();
-  c.latency_batch = cur["latency_batch"];
-  c.latency_reps = cur["latency_reps"];
-  c.seed = cur["seed"];
-  c.halting_teachers = cur["halting_teachers"].get<std::vector<std::string>>();
-  c.halting_mixers = cur["halting_mixers"].get<std::vector<std::string>>();
-  c.halting_group = cur["halting_group"];
-  c.protocol = cur["protocol"];
+  c = cur.get<StudyConfig>();
   check(c.protocol == "free" || c.protocol == "forced", where, ": key 'protocol' expects \"free\" or \"forced\", found \"",
         c.protocol, "\"");
-  c.stage1_mse_weight = cur["stage1_mse_weight"];
-  c.stage1_ce_weight = cur["stage1_ce_weight"];
-  c.seeds = cur["seeds"];
-  c.sweep_mixers = cur["sweep_mixers"].get<std::vector<std::string>>();
-  c.sweep_seeds = cur["sweep_seeds"];
-  c.long_budget_steps = cur["long_budget_steps"];
-  c.long_budget_mixers = cur["long_budget_mixers"].get<std::vector<std::string>>();
-  c.long_budget_seeds = cur["long_budget_seeds"];
+  check(std::isfinite(c.causal_alpha_sharp) && std::isfinite(c.causal_alpha_flat) && c.causal_alpha_flat > 0 &&
+            c.causal_alpha_flat < 1 && c.causal_alpha_sharp > 1,
+        where, ": expected 0 < causal_alpha_flat < 1 < causal_alpha_sharp, found ", c.causal_alpha_flat, " and ",
+        c.causal_alpha_sharp);
+  check(std::isfinite(c.causal_lr) && c.causal_lr > 0, where, ": expected causal_lr > 0, found ", c.causal_lr);
 }
 
 // What a folder made before a key existed was run with (absent keys take these values when a
@@ -153,6 +133,10 @@ inline StudyConfig preset(const std::string& name) {
     c.halting_teachers = {"models/avit-b0.safetensors"};
     c.random_seeds = 1;
     c.seeds = 2;  // exercises the intervals
+    c.causal_mixers = {"min_gru"};
+    c.causal_layers = {6};
+    c.causal_seeds = 1;
+    c.causal_finetune_steps = 3;
     c.stage1_steps = c.stage2_steps = 3;
     c.batch = 16;
     c.profile_images = 64;
@@ -184,6 +168,7 @@ inline StudyConfig preset(const std::string& name) {
     c.long_budget_steps = 1500;
     c.long_budget_mixers = {"min_gru"};
     c.long_budget_seeds = 3;
+    c.causal_mixers = {"min_gru", "multi_head_lstm"};
     return c;
   }
   fail("--preset: expected quick, full, paper or micro, found '", name, "'");

@@ -229,24 +229,26 @@ std::vector<double> tap_layer_terms(TM& teacher, SM& student, const Plan& plan, 
   taps.resize(plan.layers.size());
   for (std::size_t k = 0; k < plan.layers.size(); ++k) {
     const auto l = std::size_t(plan.layers[k]);
-    auto& sc = model::mixer_context(student, l);
-    const auto spre = sc.pre_projection();
-    const auto tpre = model::mixer_context(teacher, l).pre_projection();
-    check(spre.dim == tpre.dim && spre.total() == tpre.total(), "stage 1: layer ", l,
-          ": the student's pre-projection output (", spre.total(), " x ", spre.dim, ") differs from the teacher's (",
-          tpre.total(), " x ", tpre.dim, "); free-running needs the same width and tokens");
-    taps[k].resize(std::size_t(spre.total() * spre.dim));
-    loss[k] = match_loss(spre.data, tpre.data, spre.total(), spre.dim, spre.keep, o.loss, taps[k].data());
-    if (o.mse_weight != 1.0)
-      for (auto& v : taps[k]) v *= T(o.mse_weight);
-    tap_pre_gradient(sc, static_cast<const T*>(taps[k].data()));
+    const auto tpre = TokensView<const T>(model::mixer_context(teacher, l).pre_projection());
+    model::visit_mixer_context(student, l, [&](auto& sc) {
+      const auto spre = sc.pre_projection();
+      check(spre.dim == tpre.dim && spre.total() == tpre.total(), "stage 1: layer ", l,
+            ": the student's pre-projection output (", spre.total(), " x ", spre.dim, ") differs from the teacher's (",
+            tpre.total(), " x ", tpre.dim, "); free-running needs the same width and tokens");
+      taps[k].resize(std::size_t(spre.total() * spre.dim));
+      loss[k] = match_loss(spre.data, tpre.data, spre.total(), spre.dim, spre.keep, o.loss, taps[k].data());
+      if (o.mse_weight != 1.0)
+        for (auto& v : taps[k]) v *= T(o.mse_weight);
+      tap_pre_gradient(sc, static_cast<const T*>(taps[k].data()));
+    });
   }
   return loss;
 }
 template <class SM>
 void untap_layer_terms(SM& student, const Plan& plan) {
   using T = typename SM::T;
-  for (index_t l : plan.layers) tap_pre_gradient(model::mixer_context(student, std::size_t(l)), static_cast<const T*>(nullptr));
+  for (index_t l : plan.layers)
+    model::visit_mixer_context(student, std::size_t(l), [](auto& sc) { tap_pre_gradient(sc, static_cast<const T*>(nullptr)); });
 }
 
 // Σ (out − target)² and Σ (target − its mean over the sequence's kept tokens)², per channel,
@@ -445,7 +447,9 @@ LayerErrors layer_errors(TM& teacher, SM& student, const Plan& plan, const io::I
     for (std::size_t k = 0; k < L; ++k) {
       const auto l = std::size_t(plan.layers[k]);
       const auto tpre = TokensView<const T>(model::mixer_context(teacher, l).pre_projection());
-      free[k].add(detail::error_sums(TokensView<const T>(model::mixer_context(student, l).pre_projection()), tpre));
+      model::visit_mixer_context(student, l, [&](auto& sc) {
+        free[k].add(detail::error_sums(TokensView<const T>(sc.pre_projection()), tpre));
+      });
       // teacher-forced: the student's mixer on the teacher's input, in its own context
       detail::layer_loss(teacher, student, l, ctxs, k, o, y, dout, /*backward=*/false);
       student.net().visit_mixer(l, [&](const auto& mixer, std::size_t) {

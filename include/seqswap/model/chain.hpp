@@ -36,6 +36,11 @@ class Chain : public Sequential<Rs...> {
   void visit_layer(std::size_t i, F&& f) const {
     visit_layer_impl<0>(i, f);
   }
+  // Calls f(block i, its context within c, a context of this chain) with block i's type.
+  template <class C, class F>
+  void visit_layer_context(C& c, std::size_t i, F&& f) const {
+    visit_context_impl<0>(c, i, f);
+  }
 
  private:
   // sizes()[g] = index of group g's first block; sizes()[n] = total.
@@ -44,6 +49,20 @@ class Chain : public Sequential<Rs...> {
     std::size_t g = 0;
     std::apply([&](const auto&... r) { ((s[g + 1] = s[g] + r.size(), ++g), ...); }, this->layers());
     return s;
+  }
+  template <std::size_t G, class C, class F>
+  void visit_context_impl(C& c, std::size_t i, F& f) const {
+    if constexpr (G < n) {
+      const auto s = sizes();
+      if (i < s[G + 1]) {
+        const std::size_t k = i - s[G];
+        f(this->template get<G>()[k], std::get<G>(c.ctx).ctx.at(k));
+      } else {
+        visit_context_impl<G + 1>(c, i, f);
+      }
+    } else {
+      fail("Chain: block ", i, " does not exist (", size(), " blocks)");
+    }
   }
   template <std::size_t G, class F>
   void visit_layer_impl(std::size_t i, F& f) const {

@@ -201,9 +201,18 @@ class VitNet : public VitLayers<T, Body> {
     visit_mixer(i, [&](const auto&, std::size_t o) { off = o; });
     return off;
   }
-  // Block i's context within a context of this ViT's last forward.
+  // Block i's context within a context of this ViT's last forward (bodies of one block type).
   template <class C>
   auto& block_context(C& c, std::size_t i) const { return Body::layer_context(std::get<2>(c.ctx), i); }
+  // Calls f(block i, its context) at the block's own type: every body, Chain included.
+  template <class C, class F>
+  void visit_block_context(C& c, std::size_t i, F&& f) const {
+    auto& bc = std::get<2>(c.ctx);
+    if constexpr (requires { Body::layer_context(bc, i); })
+      f(block(i), Body::layer_context(bc, i));
+    else
+      body().visit_layer_context(bc, i, f);
+  }
 };
 
 // make_vit<T, M>(cfg): every block with mixer M (a Slot for choice at run time).
@@ -282,6 +291,14 @@ template <class M>
 auto& mixer_context(M& m, std::size_t l) {
   auto& bc = m.net().block_context(m.context(), l);
   return std::remove_cvref_t<decltype(m.net().block(l))>::mixer_context(bc);
+}
+// Calls f(block l's mixer context) at its own type, through anything holding a ViT (a Chain
+// body included, where block types differ and mixer_context cannot return one type).
+template <class M, class F>
+void visit_mixer_context(M& m, std::size_t l, F&& f) {
+  m.net().visit_block_context(m.context(), l, [&](const auto& blk, auto& bc) {
+    f(std::remove_cvref_t<decltype(blk)>::mixer_context(bc));
+  });
 }
 template <class M>
 auto mixer_input(M& m, std::size_t l) {
