@@ -461,6 +461,11 @@ class Study {
                     "plot 'groups.dat' using 2:3:xtic(1) title 'sparsest', '' using 4:5 title 'random', "
                     "'' using 6:7 title 'densest'\n", "sparsity_to_simplicity");
   }
+  // "mean ± std (n)" of one arm's drops.
+  static std::string arm(const std::vector<double>& v) {
+    return fmt(analysis::mean(v)) + (v.size() > 1 ? " ± " + fmt(analysis::sample_std(v)) : std::string()) + " (" +
+           std::to_string(v.size()) + ")";
+  }
   static double std_or_zero(const std::vector<double>& v) { return v.size() > 1 ? analysis::sample_std(v) : 0.0; }
 
   // Stage 3b: the sparsest/densest cells of long_budget_mixers at long_budget_steps per stage.
@@ -520,7 +525,7 @@ class Study {
     const fs::path ckpt = dir_ / "causal" / (name + ".safetensors");
     if (!force_ && fs::exists(ckpt) && fs::exists(dir_ / "runs" / (name + ".json"))) {
       t.model = model::load_vit<float, zoo::AnyMixer<float>>(ckpt);
-      t.info = cached(name, [&]() -> json { fail("unreachable"); });
+      t.info = json::parse(std::ifstream(dir_ / "runs" / (name + ".json")));
       return t;
     }
     t.model = *teacher_;
@@ -555,6 +560,9 @@ class Study {
                   {"s_ent_layer", s_ent[std::size_t(l)]}, {"s_ent", s_ent}, {"s_ent_moved", moved},
                   {"accepted", accepted}, {"finetune_steps", steps}, {"seconds", r.seconds}};
     io::write_file_atomic(dir_ / "runs" / (name + ".json"), t.info.dump(2) + "\n");
+    // Continue from the checkpoint, exactly as a resumed study does: the fine-tune's AdamW
+    // moments (kept in the model) must not reach the students distilled from this teacher.
+    t.model = model::load_vit<float, zoo::AnyMixer<float>>(ckpt);
     return t;
   }
   void stage_causal() {
@@ -631,10 +639,6 @@ class Study {
         if (counts && d["sharp"].size() >= 2 && d["flat"].size() >= 2)
           ci = analysis::bootstrap_mean_difference(d["sharp"], d["flat"], 10000, 0.95, c_.seed + std::uint64_t(l));
         if (counts) cells.push_back(ci);
-        const auto arm = [&](const std::vector<double>& v) {
-          return fmt(analysis::mean(v)) + (v.size() > 1 ? " ± " + fmt(analysis::sample_std(v)) : std::string()) + " (" +
-                 std::to_string(v.size()) + ")";
-        };
         md << "| " << l << " | " << m << " | " << arm(d["flat"]) << " | " << arm(d["base"]) << " | " << arm(d["sharp"])
            << " | " << (s < b && b < f ? "yes" : s > b && b > f ? "reversed" : "no") << " | " << fmt(s - f) << " | ["
            << fmt(ci.lo) << ", " << fmt(ci.hi) << "]" << (counts ? "" : " (variants do not count)") << " |\n";
@@ -929,10 +933,6 @@ class Study {
     md << "| mixer | g | sparsest | densest | random draws | Δ | 95% interval of Δ |\n|---|---|---|---|---|---|---|\n";
     std::vector<analysis::Interval> cells;
     json cells_json = json::array();
-    const auto arm = [&](const std::vector<double>& v) {
-      return fmt(analysis::mean(v)) + (v.size() > 1 ? " ± " + fmt(analysis::sample_std(v)) : std::string()) + " (" +
-             std::to_string(v.size()) + ")";
-    };
     const auto delta_row = [&](const std::vector<json>& runs, const std::string& m, index_t g, std::uint64_t seed) {
       const auto s = group_drops(runs, m, g);
       analysis::Interval ci{NAN, NAN};

@@ -27,6 +27,20 @@ io::ImageDataset synthetic(index_t n, std::uint64_t seed) {
   }
   return d;
 }
+// For every tensor of `student`: (whether it belongs to blocks 1 and 2's new mixers, minus
+// their projections; whether any element differs from `before`).
+template <class M>
+std::vector<std::tuple<std::string, bool, bool>> moved_params(const M& student, const std::vector<float>& before) {
+  std::vector<std::tuple<std::string, bool, bool>> v;
+  for (const auto& i : student.params_info()) {
+    const bool mixer_param = (i.name.rfind("blocks.1.attn.", 0) == 0 || i.name.rfind("blocks.2.attn.", 0) == 0) &&
+                             i.name.find(".attn.proj.") == std::string::npos;
+    bool moved = false;
+    for (std::size_t k = 0; k < i.count; ++k) moved |= student.params().data[i.offset + k] != before[i.offset + k];
+    v.emplace_back(i.name, mixer_param, moved);
+  }
+  return v;
+}
 zoo::StudentModel<float> teacher_model(std::uint64_t seed) {
   zoo::StudentModel<float> t(model::make_vit<float, zoo::AnyMixer<float>>(tiny()));
   t.init(seed);
@@ -92,12 +106,8 @@ TEST_CASE("stage 1 lowers the layer loss, honours the budget and moves only the 
     REQUIRE(r.steps == 60);
     for (std::size_t k = 0; k < 2; ++k) REQUIRE(after[k] < 0.7 * before[k]);
     // Only blocks 1 and 2's new mixers (minus their projections) moved.
-    for (const auto& i : student.params_info()) {
-      const bool mixer_param = (i.name.rfind("blocks.1.attn.", 0) == 0 || i.name.rfind("blocks.2.attn.", 0) == 0) &&
-                               i.name.find(".attn.proj.") == std::string::npos;
-      bool moved = false;
-      for (std::size_t k = 0; k < i.count; ++k) moved |= student.params().data[i.offset + k] != before_params[i.offset + k];
-      INFO(i.name);
+    for (const auto& [name, mixer_param, moved] : moved_params(student, before_params)) {
+      INFO(name);
       if (!mixer_param) REQUIRE_FALSE(moved);
     }
   }
@@ -140,14 +150,14 @@ TEST_CASE("free-running stage 1: the tapped layer terms give the finite-differen
   const std::int32_t labels[B] = {1, 2};
   const distill::Stage1Options o{.ce_weight = 0.7, .mse_weight = 1.3, .free_running = true};
   std::vector<std::vector<double>> taps;
-  std::vector<double> dlogits;
+  std::vector<double> dlogits, terms;
   const auto loss = [&](bool backward) {
     teacher.forward(x.data(), B, 64);
     const auto logits = student.forward(x.data(), B, 64);
     dlogits.assign(std::size_t(B * logits.dim), 0.0);
     double total = o.ce_weight * train::cross_entropy(logits.data, labels, B, logits.dim, o.label_smoothing, dlogits.data()).loss;
     for (auto& v : dlogits) v *= o.ce_weight;
-    for (double v : distill::detail::tap_layer_terms(teacher, student, plan, o, taps)) total += o.mse_weight * v;
+    for (double v : distill::detail::tap_layer_terms(teacher, student, plan, o, taps, terms)) total += o.mse_weight * v;
     if (backward) {
       student.zero_grad();
       student.backward(dlogits.data());
@@ -200,12 +210,8 @@ TEST_CASE("free-running stage 1 lowers the free-running error and moves only the
   }
   // The first replaced layer reads the teacher's own input both ways: forced = free there.
   REQUIRE(after.nmse[0] == Approx(after.nmse_free[0]).epsilon(1e-5));
-  for (const auto& i : student.params_info()) {
-    const bool mixer_param = (i.name.rfind("blocks.1.attn.", 0) == 0 || i.name.rfind("blocks.2.attn.", 0) == 0) &&
-                             i.name.find(".attn.proj.") == std::string::npos;
-    bool moved = false;
-    for (std::size_t k = 0; k < i.count; ++k) moved |= student.params().data[i.offset + k] != before_params[i.offset + k];
-    INFO(i.name);
+  for (const auto& [name, mixer_param, moved] : moved_params(student, before_params)) {
+    INFO(name);
     REQUIRE(moved == mixer_param);
   }
   REQUIRE_THROWS_WITH(distill::stage1(teacher, student, plan, data,

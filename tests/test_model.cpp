@@ -16,6 +16,11 @@ using namespace seqswap;
 using conformance::check_layer;
 
 namespace {
+// The small typed ViTs below: 4x4 images, patch 2 (4 patches + CLS), width 4, 2 heads.
+model::VitConfig typed_config(index_t depth) {
+  return {.image_size = 4, .channels = 1, .patch = 2, .width = 4, .depth = depth, .heads = 2, .mlp_ratio = 1.0,
+          .classes = 3};
+}
 // A minimal second mixer for Slot tests: y = keep ∘ (x Wᵀ), pre-projection = x Wᵀ.
 template <class T>
 class TokenwiseMixer {
@@ -183,8 +188,7 @@ TEST_CASE("A ViT typed per block (Chain) builds, names, visits and conforms", "[
   using model::Layers;
   using Attn = attention::SoftmaxAttention<double>;
   using Gru = mixers::MinGru<double>;
-  const model::VitConfig c{.image_size = 4, .channels = 1, .patch = 2, .width = 4, .depth = 3, .heads = 2,
-                           .mlp_ratio = 1.0, .classes = 3};
+  const auto c = typed_config(3);
   model::Model m(model::make_vit<double, Layers<Attn, 1>, Layers<Gru, 2>>(c));
   m.init(4);
   // Block numbering runs on across groups, as in a Repeat of the same depth.
@@ -210,8 +214,7 @@ TEST_CASE("FLOPs per image add up every layer's own count", "[model][flops]") {
   using model::Layers;
   using Attn = attention::SoftmaxAttention<float>;
   using Gru = mixers::MinGru<float>;
-  const model::VitConfig c{.image_size = 4, .channels = 1, .patch = 2, .width = 4, .depth = 2, .heads = 2,
-                           .mlp_ratio = 1.0, .classes = 3};
+  const auto c = typed_config(2);
   const auto vit = model::make_vit<float, Layers<Attn, 1>, Layers<Gru, 1>>(c);
   const double D = 4, N = 5, P = 4;
   const double patch = 2 * (4 * D + D) * P;                  // Linear(C·p² = 4, D) on each patch

@@ -219,13 +219,14 @@ void tap_pre_gradient(C& c, const T* g) {
 // The free-running layer terms after student.forward and teacher.forward on the same batch:
 // per replaced layer k, the (unweighted) loss of the student's own pre-projection output
 // against the teacher's, its gradient (× mse_weight) left in taps[k] and tapped into the
-// student's mixer context, so that the next student.backward carries it. Returns the losses.
+// student's mixer context, so that the next student.backward carries it. The losses land in
+// `loss` (kept by the caller across steps, like taps) and are returned.
 template <class TM, class SM, class T = typename SM::T>
-std::vector<double> tap_layer_terms(TM& teacher, SM& student, const Plan& plan, const Stage1Options& o,
-                                    std::vector<std::vector<T>>& taps) {
+const std::vector<double>& tap_layer_terms(TM& teacher, SM& student, const Plan& plan, const Stage1Options& o,
+                                           std::vector<std::vector<T>>& taps, std::vector<double>& loss) {
   check(!o.after_projection, "stage 1: free-running matches the pre-projection output; after_projection "
         "is a teacher-forced option");
-  std::vector<double> loss(plan.layers.size());
+  loss.assign(plan.layers.size(), 0.0);
   taps.resize(plan.layers.size());
   for (std::size_t k = 0; k < plan.layers.size(); ++k) {
     const auto l = std::size_t(plan.layers[k]);
@@ -355,11 +356,14 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
   detail::MixerContexts ctxs(plan.layers.size());
   std::vector<T> y, dout, dlogits;
   std::vector<std::vector<T>> taps;
+  std::vector<double> terms;
   const long tail_from = train::tail_start(o.steps);
   const auto step = [&](long s, const float* images, const std::int32_t* labels, index_t n) {
     teacher.forward(images, n, data.image_numel());
     double total = 0;
-    if (o.free_running) {  // one forward and backward of the whole student carry every term
+    // The student end to end (CE, and free-running: every layer term through one backward);
+    // only the mask's entries will move.
+    if (o.free_running || o.ce_weight > 0) {
       auto logits = student.forward(images, n, data.image_numel());
       dlogits.assign(std::size_t(n * logits.dim), T(0));
       if (o.ce_weight > 0) {
@@ -367,22 +371,16 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
         for (auto& v : dlogits) v *= T(o.ce_weight);
         total += o.ce_weight * r.loss;
       }
-      const auto loss = detail::tap_layer_terms(teacher, student, plan, o, taps);
+      if (o.free_running) detail::tap_layer_terms(teacher, student, plan, o, taps, terms);
       student.backward(dlogits.data());
-      detail::untap_layer_terms(student, plan);
-      for (std::size_t k = 0; k < loss.size(); ++k) {
-        total += o.mse_weight * loss[k];
-        if (s >= tail_from) layer_loss[k] += loss[k];
+      if (o.free_running) {
+        detail::untap_layer_terms(student, plan);
+        for (std::size_t k = 0; k < terms.size(); ++k) {
+          total += o.mse_weight * terms[k];
+          if (s >= tail_from) layer_loss[k] += terms[k];
+        }
+        return total;
       }
-      return total;
-    }
-    if (o.ce_weight > 0) {  // student end to end; only the mask's entries will move
-      auto logits = student.forward(images, n, data.image_numel());
-      dlogits.resize(std::size_t(n * logits.dim));
-      const auto r = train::cross_entropy(logits.data, labels, n, logits.dim, o.label_smoothing, dlogits.data());
-      for (auto& v : dlogits) v *= T(o.ce_weight);
-      student.backward(dlogits.data());
-      total += o.ce_weight * r.loss;
     }
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
       const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
