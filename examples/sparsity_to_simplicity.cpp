@@ -64,6 +64,12 @@ struct Reporter {
 };
 
 // The keys every replacement run's file must hold (replace_run writes them).
+// ... and every guided run's file (stage 4).
+// A halting teacher is compared with dense teachers whose accuracies bracket its own, or lie
+// within this much of it.
+inline constexpr double kMatchSlack = 0.005;
+inline constexpr std::array<const char*, 6> kHaltingRunKeys{"teacher", "mixer", "teacher_accuracy", "student_accuracy",
+                                                            "gap", "agreement"};
 inline constexpr std::array<const char*, 10> kRunKeys{"mixer",       "plan",        "layers", "stage1_accuracy",
                                                       "stage2_accuracy", "drop_stage1", "drop_stage2",
                                                       "mean_layer_loss", "params",    "seconds"};
@@ -86,6 +92,14 @@ class Study {
       check(model::read_halting_options(io::read_safetensors(path)).has_value(), "halting_teachers: ", path,
             " has no halting options (metadata 'halting'): not a halting teacher from avit_finetune");
     }
+    // Dense teachers are needed by the unsharded pass only (shards never reach stage 4).
+    if (!sharded())
+      for (const auto& path : c_.dense_teachers) {
+        check(fs::exists(path), "dense_teachers: ", path, " not found; make it with build/release/examples/train_teacher "
+              "--keep-epochs (models/README.md) or set dense_teachers in a --config file");
+        check(!model::read_halting_options(io::read_safetensors(path)).has_value(), "dense_teachers: ", path,
+              " has halting options (metadata 'halting'): expected a dense teacher");
+      }
     io::check_writable(dir_ / "config.json", "--out");
     fs::create_directories(dir_ / "runs");
     guard_config();
@@ -101,6 +115,7 @@ class Study {
     stage_sweep();
     stage_causal();
     stage_budget();
+    if (sharded()) stage_halting();  // its guided runs only (the unsharded pass evaluates and reports)
     if (sharded()) {  // a shard runs its share of the replacement runs; the unsharded pass reports
       rep_.line("shard " + std::to_string(shard_) + "/" + std::to_string(shards_) + " done; run the study without "
                 "--shard on the same folder for the halting and efficiency stages and the report");
@@ -139,7 +154,8 @@ class Study {
       // change: finished runs stay valid. Any other difference would mix results.
       static const std::set<std::string> selection{"mixers",       "halting_teachers", "halting_mixers",
                                                    "seeds",        "random_seeds",     "sweep_mixers",
-                                                   "sweep_seeds",  "long_budget_mixers", "long_budget_seeds"};
+                                                   "sweep_seeds",  "long_budget_mixers", "long_budget_seeds",
+                                                   "halting_seeds", "dense_teachers"};
       std::string changed;
       for (const auto& [k, v] : cur.items())
         if (!selection.count(k) && (!old.contains(k) || old[k] != v))
@@ -337,14 +353,14 @@ class Study {
   // A replacement run through the cache; in a shard, only every shards_-th run (by the order
   // of the calls, identical in every shard) is this shard's: the others give null.
   template <class F>
-  json run(const std::string& name, F&& compute) {
+  json run(const std::string& name, F&& compute, std::span<const char* const> required = kRunKeys) {
     const std::size_t i = run_counter_++;
     if (sharded() && int(i % std::size_t(shards_)) != shard_) return json();
     if (report_only_ && !fs::exists(dir_ / "runs" / (name + ".json"))) {
       ++missing_;
       return json();
     }
-    return cached(name, std::forward<F>(compute), kRunKeys);
+    return cached(name, std::forward<F>(compute), required);
   }
   bool sharded() const { return shards_ > 1; }
   static std::string seed_suffix(int k) { return k ? "-s" + std::to_string(k) : ""; }
@@ -652,49 +668,57 @@ class Study {
   }
 
   // Stage 4: for the dense teacher and each halting teacher, the same layers replaced by each
-  // halting mixer at the same budget; the dense rows are the group stage's sparsest-g runs.
+  // halting mixer at the same budget, halting_seeds seeds each; the dense teacher and the
+  // accuracy-matched dense teachers (dense_teachers) go through the same guided pipeline with
+  // halting off. The group stage's sparsest-g runs are listed beside them.
   void stage_halting() {
     const index_t g = c_.halting_group > 0 ? c_.halting_group : std::max<index_t>(1, cfg_.depth / 2);
     const std::string plan_spec = "sparsest:" + std::to_string(g);
-    const std::size_t total = c_.halting_mixers.size() * (c_.halting_teachers.size() + 2);
-    rep_.line("stage 4/5 halting: " + std::to_string(c_.halting_teachers.size()) + " halting teachers + the dense one, " +
-              std::to_string(total) + " guided runs (" + plan_spec + ")");
+    const std::size_t teachers_n = c_.halting_teachers.size() + c_.dense_teachers.size() + 1;
+    const std::size_t total = c_.halting_mixers.size() * (1 + teachers_n * std::size_t(c_.halting_seeds));
+    rep_.line("stage 4/5 halting: " + std::to_string(c_.halting_teachers.size()) + " halting teachers, the dense one and " +
+              std::to_string(c_.dense_teachers.size()) + " accuracy-matched dense ones, " + std::to_string(total) +
+              " guided runs (" + plan_spec + ", " + std::to_string(c_.halting_seeds) + " seed(s))");
     halting_.clear();
     halting_teachers_.clear();
     stage_start_ = rep_.elapsed();
     std::size_t done = 0;
-    for (const auto& m : c_.halting_mixers) {
+    for (const auto& m : sharded() ? std::vector<std::string>{} : c_.halting_mixers) {  // listed in the report only
       const std::string name = "group-" + m + "-sparsest-" + std::to_string(g);
       json r = cached(name, [&] { return replace_run(m, plan_spec); }, kRunKeys);
-      halting_.push_back({{"teacher", "dense (group pipeline)"}, {"pipeline", "group"}, {"mixer", m}, {"teacher_keep", 1.0},
-                          {"teacher_accuracy", teacher_acc_},
+      halting_.push_back({{"teacher", "dense (group pipeline)"}, {"pipeline", "group"}, {"role", "group"}, {"mixer", m},
+                          {"teacher_keep", 1.0}, {"teacher_accuracy", teacher_acc_},
                           {"student_accuracy", r["stage2_accuracy"]}, {"student_accuracy_own", r["stage2_accuracy"]},
                           {"student_keep_own", 1.0}, {"gap", r["drop_stage2"]}, {"gap_own", r["drop_stage2"]},
                           {"stage1_accuracy", r["stage1_accuracy"]}, {"seconds", r["seconds"]}});
       rep_.line("  dense teacher, " + m + ": gap " + fmt(r["drop_stage2"].get<double>()) + " (" + eta(++done, total) + ")");
     }
-    // The dense teacher also goes through the guided pipeline, with halting switched off (β so
-    // negative that no token ever halts): the sparsity-0 point of the gap series, made exactly
-    // like the halting teachers' points (issue 15, claim 3 without the pipeline confound).
-    std::vector<std::pair<std::string, std::optional<halting::HaltingOptions>>> teachers;
-    teachers.emplace_back(c_.checkpoint, halting::HaltingOptions{.beta = -1e4});
-    for (const auto& path : c_.halting_teachers) teachers.emplace_back(path, std::nullopt);
-    for (const auto& entry : teachers) {
-      const std::string path = entry.first;
-      const auto& forced_ho = entry.second;
-      check(fs::exists(path), "halting teacher ", path, " not found; make it with build/release/examples/avit_finetune "
-            "(models/README.md lists the commands) or set halting_teachers in a --config file");
-      const bool dense = forced_ho.has_value();
-      const std::string stem = dense ? "dense-no-halting" : fs::path(path).stem().string();
+    // Dense teachers run with halting switched off (β so negative that no token ever halts): the
+    // sparsity-0 point of the gap series, made exactly like the halting teachers' points, and
+    // the accuracy-matched references (issue 15, claim 3 without the confounds).
+    struct Teacher {
+      std::string path, stem, role;  // role: dense, dense_matched, halting
+      std::optional<halting::HaltingOptions> forced;
+    };
+    std::vector<Teacher> teachers;
+    const halting::HaltingOptions off{.beta = 1e4};  // h = σ(γu − β) = 0: no token ever halts
+    teachers.push_back({c_.checkpoint, "dense-no-halting", "dense", off});
+    for (const auto& path : c_.dense_teachers)
+      teachers.push_back({path, "dense-" + fs::path(path).stem().string(), "dense_matched", off});
+    for (const auto& path : c_.halting_teachers) teachers.push_back({path, fs::path(path).stem().string(), "halting", {}});
+    for (const auto& t : teachers) {
+      const std::string& path = t.path;
       auto f = io::read_safetensors(path);
-      const auto ho = dense ? forced_ho : model::read_halting_options(f);
+      const auto ho = t.forced ? t.forced : model::read_halting_options(f);
       check(ho.has_value(), "halting teacher ", path, ": no 'halting' metadata (not made by avit_finetune?)");
       model::VitConfig tcfg;
       auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(path, &tcfg);
       check(tcfg.depth == cfg_.depth && tcfg.width == cfg_.width && tcfg.tokens() == cfg_.tokens(),
-            "halting teacher ", path, ": expected the dense teacher's shape (depth ", cfg_.depth, ", width ", cfg_.width,
+            "teacher ", path, ": expected the dense teacher's shape (depth ", cfg_.depth, ", width ", cfg_.width,
             "), found depth ", tcfg.depth, ", width ", tcfg.width);
-      const json tj = cached("halting-teacher-" + stem, [&] {
+      // The teacher's accuracy, keep ratios and latency (cached; a shard that needs only the
+      // accuracy for its runs evaluates it without timing and leaves the file to the unsharded pass).
+      const auto evaluate_teacher = [&](bool timed) {
         model::HaltingVit<float, zoo::AnyMixer<float>> hv(teacher, *ho);
         const auto e = train::evaluate_halting(hv, test_);
         // Latency side by side with the dense teacher on the same batch of 64 test images.
@@ -704,54 +728,83 @@ class Study {
         std::vector<std::int32_t> labels;
         loader.next(images, labels);
         double dense_ms = 0, halted_ms = 0;
-        for (int r = 0; r < 2; ++r) {  // alternate twice, keep the second pair
+        for (int r = 0; timed && r < 2; ++r) {  // alternate twice, keep the second pair
           dense_ms = analysis::median_ms([&] { teacher_->forward(images.data(), B, test_.image_numel()); }, 1, c_.latency_reps);
           halted_ms = analysis::median_ms([&] { hv.forward(images.data(), B, test_.image_numel()); }, 1, c_.latency_reps);
         }
-        return json{{"teacher", stem}, {"checkpoint", path}, {"halting", *ho}, {"accuracy", e.accuracy},
+        return json{{"teacher", t.stem}, {"checkpoint", path}, {"halting", *ho}, {"accuracy", e.accuracy},
                     {"keep_per_layer", e.keep}, {"mean_keep", e.mean_keep}, {"ponder", e.ponder},
                     {"latency_batch", B}, {"forward_ms_packed", halted_ms}, {"forward_ms_dense_teacher", dense_ms}};
-      });
-      halting_teachers_.push_back(tj);
-      for (const auto& m : c_.halting_mixers) {
-        const std::string name = "halting-" + stem + "-" + m;
-        halting_.push_back(cached(name, [&] {
-          const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
-          auto student = teacher;
-          zoo::replace_layers(student, cfg_, plan, {.mixer = m, .seed = c_.seed});
-          const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = c_.seed + 1};
-          const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = c_.seed + 2};
-          const auto r1 = distill::guided_stage1(teacher, *ho, student, plan, train_, s1, {});
-          const double acc1 = distill::evaluate_on_teacher_masks(teacher, *ho, student, test_);
-          const auto r2 = distill::guided_stage2(teacher, *ho, student, train_, s2, {});
-          const double acc2 = distill::evaluate_on_teacher_masks(teacher, *ho, student, test_);
-          model::HaltingVit<float, zoo::AnyMixer<float>> own(student, *ho);
-          const auto e = train::evaluate_halting(own, test_);
-          const double tacc = tj["accuracy"];
-          return json{{"teacher", stem}, {"mixer", m}, {"plan", plan_spec}, {"layers", plan.layers},
-                      {"teacher_keep", tj["mean_keep"]}, {"teacher_accuracy", tacc},
-                      {"stage1_accuracy", acc1}, {"student_accuracy", acc2}, {"gap", tacc - acc2},
-                      {"student_accuracy_own", e.accuracy}, {"student_keep_own", e.mean_keep},
-                      {"gap_own", tacc - e.accuracy}, {"stage1_loss", r1.final_loss},
-                      {"seconds", r1.seconds + r2.seconds}};
-        }));
-        rep_.line("  " + name + ": teacher keep " + fmt(tj["mean_keep"].get<double>(), 3) + ", gap " +
-                  fmt(halting_.back()["gap"].get<double>()) + " (" + eta(++done, total) + ")");
+      };
+      const std::string tname = "halting-teacher-" + t.stem;
+      json tj;
+      const auto teacher_json = [&]() -> const json& {
+        if (tj.is_null())
+          tj = sharded() && !fs::exists(dir_ / "runs" / (tname + ".json")) ? evaluate_teacher(false)
+                                                                         : cached(tname, [&] { return evaluate_teacher(true); });
+        return tj;
+      };
+      if (!sharded()) {
+        tj = teacher_json();
+        tj["role"] = t.role;
+        halting_teachers_.push_back(tj);
       }
+      for (const auto& m : c_.halting_mixers)
+        for (int k = 0; k < c_.halting_seeds; ++k) {
+          const std::uint64_t sd = c_.seed + 1000 * std::uint64_t(k);  // k = 0: the study's seed, as before
+          const std::string name = "halting-" + t.stem + "-" + m + (k ? "-s" + std::to_string(k) : "");
+          json r = run(name, [&] {
+            const json& tinfo = teacher_json();
+            const auto plan = distill::parse_plan(plan_spec, cfg_.depth, scores_);
+            auto student = teacher;
+            zoo::replace_layers(student, cfg_, plan, {.mixer = m, .seed = sd});
+            const distill::Stage1Options s1{.steps = c_.stage1_steps, .batch = c_.batch, .lr = c_.lr1, .seed = sd + 1};
+            const distill::Stage2Options s2{.steps = c_.stage2_steps, .batch = c_.batch, .lr = c_.lr2, .seed = sd + 2};
+            const auto r1 = distill::guided_stage1(teacher, *ho, student, plan, train_, s1, {});
+            const double acc1 = distill::evaluate_on_teacher_masks(teacher, *ho, student, test_);
+            const auto r2 = distill::guided_stage2(teacher, *ho, student, train_, s2, {});
+            const auto cmp = distill::compare_on_teacher_masks(teacher, *ho, student, test_);
+            model::HaltingVit<float, zoo::AnyMixer<float>> own(student, *ho);
+            const auto e = train::evaluate_halting(own, test_);
+            const double tacc = tinfo["accuracy"];
+            return json{{"teacher", t.stem}, {"mixer", m}, {"seed", k}, {"plan", plan_spec}, {"layers", plan.layers},
+                        {"teacher_keep", tinfo["mean_keep"]}, {"teacher_accuracy", tacc},
+                        {"stage1_accuracy", acc1}, {"student_accuracy", cmp.accuracy}, {"gap", tacc - cmp.accuracy},
+                        {"relative_gap", (tacc - cmp.accuracy) / tacc}, {"agreement", cmp.agreement},
+                        {"student_accuracy_own", e.accuracy}, {"student_keep_own", e.mean_keep},
+                        {"gap_own", tacc - e.accuracy}, {"stage1_loss", r1.final_loss},
+                        {"seconds", r1.seconds + r2.seconds}};
+          }, kHaltingRunKeys);
+          if (r.is_null()) continue;  // another shard's
+          r["role"] = t.role;
+          r["seed"] = k;
+          halting_.push_back(r);
+          rep_.line("  " + name + ": teacher keep " + fmt(r["teacher_keep"].get<double>(), 3) + ", gap " +
+                    fmt(r["gap"].get<double>()) + ", agreement " + fmt(r["agreement"].get<double>()) + " (" +
+                    eta(++done, total) + ")");
+        }
     }
-    // Table and plot: gap vs teacher sparsity (1 - mean keep ratio), one line per mixer.
+    if (sharded()) return;
+    // Table and plots: gap vs teacher sparsity (1 - mean keep ratio), one line per mixer, means
+    // over seeds; gap vs teacher accuracy, halting and dense teachers apart.
     std::ostringstream csv;
-    csv << "teacher,mixer,teacher_keep,teacher_accuracy,student_accuracy,gap,student_accuracy_own,student_keep_own,gap_own,seconds\n";
+    csv << "teacher,role,mixer,seed,teacher_keep,teacher_accuracy,student_accuracy,gap,relative_gap,agreement,"
+           "student_accuracy_own,student_keep_own,gap_own,seconds\n";
     for (const auto& r : halting_)
-      csv << r["teacher"].get<std::string>() << ',' << r["mixer"].get<std::string>() << ',' << r["teacher_keep"] << ','
-          << r["teacher_accuracy"] << ',' << r["student_accuracy"] << ',' << r["gap"] << ',' << r["student_accuracy_own"]
-          << ',' << r["student_keep_own"] << ',' << r["gap_own"] << ',' << r["seconds"] << '\n';
+      csv << r["teacher"].get<std::string>() << ',' << r.value("role", "") << ',' << r["mixer"].get<std::string>() << ','
+          << r.value("seed", 0) << ',' << r["teacher_keep"] << ',' << r["teacher_accuracy"] << ',' << r["student_accuracy"]
+          << ',' << r["gap"] << ',' << r.value("relative_gap", json()) << ',' << r.value("agreement", json()) << ','
+          << r["student_accuracy_own"] << ',' << r["student_keep_own"] << ',' << r["gap_own"] << ',' << r["seconds"] << '\n';
     io::write_file_atomic(dir_ / "halting.csv", csv.str());
     io::write_file_atomic(dir_ / "halting.json", json{{"teachers", halting_teachers_}, {"runs", halting_}}.dump(2) + "\n");
     std::string dat, plot = "set terminal pngcairo size 800,520 noenhanced\nset output 'gap_vs_sparsity.png'\n"
                             "set title 'Student-teacher gap vs teacher sparsity (" + plan_spec + ", same budget)'\n"
                             "set xlabel 'teacher sparsity: 1 - mean keep ratio'\nset ylabel 'teacher acc - student acc'\n"
                             "set key outside\nplot ";
+    std::string adat, aplot = "set terminal pngcairo size 800,520 noenhanced\nset output 'gap_vs_accuracy.png'\n"
+                              "set title 'Student-teacher gap vs teacher accuracy (" + plan_spec + ", same budget)'\n"
+                              "set xlabel 'teacher test accuracy'\nset ylabel 'teacher acc - student acc (mean over seeds)'\n"
+                              "set key outside\nplot ";
     for (std::size_t i = 0; i < c_.halting_mixers.size(); ++i) {
       const auto& m = c_.halting_mixers[i];
       dat += "# " + m + ": sparsity gap gap_own\n";
@@ -761,17 +814,63 @@ class Study {
       plot += std::string(i ? ", " : "") + "'gap.dat' index " + std::to_string(i) + " using 1:2 with linespoints pt 7 title '" +
               m + " (teacher tokens)', '' index " + std::to_string(i) + " using 1:3 with linespoints dt 2 title '" + m +
               " (own halting)'";
+      for (const char* role : {"halting", "dense"}) {
+        adat += std::string("# ") + m + " " + role + " teachers: accuracy gap\n";
+        for (const auto& c : teacher_cells(m))
+          if ((c.role == "halting") == (std::string(role) == "halting"))
+            adat += io::plot_number(c.accuracy) + " " + io::plot_number(analysis::mean(c.gaps)) + "\n";
+        adat += "\n\n";
+      }
+      aplot += std::string(i ? ", " : "") + "'gap_acc.dat' index " + std::to_string(2 * i) + " using 1:2 with points pt 7 title '" +
+               m + ", halting teachers', '' index " + std::to_string(2 * i + 1) + " using 1:2 with linespoints pt 4 title '" +
+               m + ", dense teachers'";
     }
     io::write_file_atomic(dir_ / "gap.dat", dat);
     io::run_gnuplot(dir_, "gap.gp", plot + "\n", "sparsity_to_simplicity");
+    io::write_file_atomic(dir_ / "gap_acc.dat", adat);
+    io::run_gnuplot(dir_, "gap_acc.gp", aplot + "\n", "sparsity_to_simplicity");
   }
 
-  // (teacher sparsity, gap, gap with the student's own halting) for one mixer, by sparsity.
+  // The guided runs of one mixer grouped by teacher (group-pipeline rows left out), sorted by
+  // teacher sparsity: its role, accuracy, keep ratio and the per-seed gaps, relative gaps,
+  // top-1 agreements and gaps under the student's own halting.
+  struct TeacherCell {
+    std::string teacher, role;
+    double accuracy = 0, keep = 1;
+    std::vector<double> gaps, relative, agreement, gaps_own;
+  };
+  std::vector<TeacherCell> teacher_cells(const std::string& mixer) const {
+    std::vector<TeacherCell> cells;
+    for (const auto& r : halting_) {
+      if (r["mixer"] != mixer || r.value("pipeline", "guided") != "guided") continue;
+      const std::string t = r["teacher"];
+      auto it = std::find_if(cells.begin(), cells.end(), [&](const TeacherCell& c) { return c.teacher == t; });
+      if (it == cells.end()) {
+        TeacherCell c;
+        c.teacher = t;
+        c.role = r.value("role", "halting");
+        c.accuracy = r["teacher_accuracy"];
+        c.keep = r["teacher_keep"];
+        cells.push_back(std::move(c));
+        it = cells.end() - 1;
+      }
+      it->gaps.push_back(r["gap"]);
+      it->gaps_own.push_back(r["gap_own"]);
+      if (r.contains("relative_gap")) it->relative.push_back(r["relative_gap"]);
+      if (r.contains("agreement")) it->agreement.push_back(r["agreement"]);
+    }
+    std::stable_sort(cells.begin(), cells.end(), [](const TeacherCell& a, const TeacherCell& b) { return a.keep > b.keep; });
+    return cells;
+  }
+
+  // (teacher sparsity, mean gap, mean gap with the student's own halting) for one mixer, by
+  // sparsity: the dense teacher (halting off) and the halting teachers; the accuracy-matched
+  // dense teachers are references, not points of this series.
   std::vector<std::tuple<double, double, double>> gap_series(const std::string& mixer) const {
     std::vector<std::tuple<double, double, double>> v;
-    for (const auto& r : halting_)
-      if (r["mixer"] == mixer && r.value("pipeline", "guided") == "guided")
-        v.emplace_back(1.0 - r["teacher_keep"].get<double>(), r["gap"].get<double>(), r["gap_own"].get<double>());
+    for (const auto& c : teacher_cells(mixer))
+      if (c.role != "dense_matched")
+        v.emplace_back(1.0 - c.keep, analysis::mean(c.gaps), analysis::mean(c.gaps_own));
     std::sort(v.begin(), v.end());
     return v;
   }
@@ -1003,25 +1102,35 @@ class Study {
             "from the finished replacement runs only).\n\n";
       v3_ = "not run";
     } else {
-    md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n![gap](gap_vs_sparsity.png)\n\n";
-    md << "| teacher | test accuracy | mean keep ratio | keep per layer |\n|---|---|---|---|\n";
+    md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n![gap](gap_vs_sparsity.png)\n"
+          "![gap vs accuracy](gap_vs_accuracy.png)\n\n";
+    md << "| teacher | role | test accuracy | mean keep ratio | keep per layer |\n|---|---|---|---|---|\n";
     for (const auto& t : halting_teachers_) {
       std::string per;
       if (t.contains("keep_per_layer"))
         for (const auto& k : t["keep_per_layer"]) per += (per.empty() ? "" : " ") + fmt(k.get<double>(), 2);
-      md << "| " << t["teacher"].get<std::string>() << " | " << fmt(t["accuracy"]) << " | " << fmt(t["mean_keep"], 3) << " | "
-         << (per.empty() ? "all tokens" : per) << " |\n";
+      md << "| " << t["teacher"].get<std::string>() << " | " << t.value("role", "halting") << " | " << fmt(t["accuracy"])
+         << " | " << fmt(t["mean_keep"], 3) << " | " << (per.empty() ? "all tokens" : per) << " |\n";
     }
-    md << "\n| mixer | teacher | teacher keep | student acc (teacher's tokens) | gap | student acc (own halting) | "
-          "student keep (own) | gap (own) |\n|---|---|---|---|---|---|---|---|\n";
+    md << "\nEvery run replaces the same layers (the dense teacher's sparsest) at the same budget; mean ± std over "
+          "seeds (n). Gap = teacher accuracy − student accuracy on the teacher's kept tokens; relative gap = gap / "
+          "teacher accuracy; agreement = the fraction of test images where student and teacher pick the same class.\n\n";
+    md << "| mixer | teacher | role | teacher keep | teacher acc | gap | relative gap | top-1 agreement | gap (own halting) |\n"
+          "|---|---|---|---|---|---|---|---|---|\n";
     int shrink = 0, grow = 0;
     std::string rhos;
+    std::vector<analysis::Interval> matched;  // per (halting teacher, mixer): gap − dense gap at equal accuracy
+    std::ostringstream mt;
     for (const auto& m : c_.halting_mixers) {
       for (const auto& r : halting_)
-        if (r["mixer"] == m)
-          md << "| " << m << " | " << r["teacher"].get<std::string>() << " | " << fmt(r["teacher_keep"], 3) << " | "
-             << fmt(r["student_accuracy"]) << " | " << fmt(r["gap"]) << " | " << fmt(r["student_accuracy_own"]) << " | "
-             << fmt(r["student_keep_own"], 3) << " | " << fmt(r["gap_own"]) << " |\n";
+        if (r["mixer"] == m && r.value("pipeline", "guided") == "group")
+          md << "| " << m << " | " << r["teacher"].get<std::string>() << " | group pipeline | 1 | " << fmt(r["teacher_accuracy"])
+             << " | " << fmt(r["gap"]) << " | | | |\n";
+      const auto cells = teacher_cells(m);
+      for (const auto& c : cells)
+        md << "| " << m << " | " << c.teacher << " | " << c.role << " | " << fmt(c.keep, 3) << " | " << fmt(c.accuracy) << " | "
+           << arm(c.gaps) << " | " << (c.relative.empty() ? "n/a" : arm(c.relative)) << " | "
+           << (c.agreement.empty() ? "n/a" : arm(c.agreement)) << " | " << arm(c.gaps_own) << " |\n";
       const auto series = gap_series(m);
       std::vector<double> sp, gap;
       bool dec = series.size() > 1, inc = series.size() > 1;
@@ -1036,14 +1145,53 @@ class Study {
       shrink += dec;
       grow += inc;
       rhos += (rhos.empty() ? "" : ", ") + m + " " + fmt(analysis::spearman(sp, gap), 2);
+      // The matched comparison: each halting teacher against the dense teachers (halting off,
+      // the full one and the accuracy-matched ones) interpolated at its accuracy.
+      std::vector<const TeacherCell*> dense;
+      std::vector<double> dense_acc;
+      for (const auto& c : cells)
+        if (c.role != "halting") {
+          dense.push_back(&c);
+          dense_acc.push_back(c.accuracy);
+        }
+      for (const auto& c : cells) {
+        if (c.role != "halting") continue;
+        const auto b = analysis::bracket(dense_acc, c.accuracy, kMatchSlack);
+        analysis::Interval iv = {NAN, NAN};
+        double d = NAN;
+        std::string ref = "no dense teacher within " + fmt(kMatchSlack, 3) + " of its accuracy";
+        if (b) {
+          const auto& lo = *dense[b->lo];
+          const auto& hi = *dense[b->hi];
+          d = analysis::mean(c.gaps) - (b->w * analysis::mean(lo.gaps) + (1 - b->w) * analysis::mean(hi.gaps));
+          iv = analysis::bootstrap_mean_minus_interpolation(c.gaps, lo.gaps, hi.gaps, b->w, 10000, 0.95, c_.seed);
+          ref = b->lo == b->hi ? lo.teacher : fmt(b->w, 2) + " × " + lo.teacher + " + " + fmt(1 - b->w, 2) + " × " + hi.teacher;
+        }
+        matched.push_back(iv);
+        mt << "| " << m << " | " << c.teacher << " | " << fmt(c.accuracy) << " | " << fmt(1 - c.keep, 3) << " | " << ref
+           << " | " << fmt(d) << " | [" << fmt(iv.lo) << ", " << fmt(iv.hi) << "] |\n";
+      }
     }
     const int nm = int(c_.halting_mixers.size());
     v3_ = nm == 0 ? "not tested" : shrink == nm ? "holds" : grow == nm ? "does not hold" : "inconclusive";
-    md << "\n**Verdict: " << v3_ << "**: the gap (on the teacher's kept tokens) shrinks monotonically with teacher sparsity "
-       << "for " << shrink << " of " << nm << " mixers and grows monotonically for " << grow
-       << "; Spearman rho between teacher sparsity and gap: " << rhos << " (negative = sparser teachers leave smaller gaps). "
-       << "Every run has the same budget and replaces the same layers (the dense teacher's sparsest).\n\n";
-
+    md << "\n**Verdict: " << v3_ << "** (raw series): the mean gap (on the teacher's kept tokens) shrinks monotonically with teacher "
+       << "sparsity for " << shrink << " of " << nm << " mixers and grows monotonically for " << grow
+       << "; Spearman rho between teacher sparsity and mean gap: " << rhos << " (negative = sparser teachers leave smaller "
+       << "gaps). The halting teachers are also less accurate than the dense one, so this series alone cannot separate "
+          "sparsity from accuracy.\n\n";
+    if (!c_.dense_teachers.empty()) {
+      const auto v = analysis::verdict_from_intervals(matched);
+      v3_matched_ = analysis::name(v);
+      md << "### Against dense teachers of the same accuracy\n\nΔ = mean gap of the halting teacher − the mean gap of the "
+            "dense teachers (halting off) linearly interpolated at its accuracy, with its bootstrap 95% interval (seeds "
+            "resampled within each teacher); a halting teacher more than " << fmt(kMatchSlack, 3)
+         << " outside the dense teachers' accuracies has no interval.\n\n"
+            "| mixer | halting teacher | its accuracy | its sparsity | dense reference | Δ | 95% interval |\n"
+            "|---|---|---|---|---|---|---|\n" << mt.str();
+      md << "\n**Verdict (matched): " << v3_matched_ << "** (rule, docs/method.md: holds when the interval of Δ lies below 0 "
+            "in at least two thirds of the (halting teacher, mixer) cells: sparsity itself, not the lower accuracy, "
+            "shrinks the gap; reversed when above 0 in two thirds).\n\n";
+    }
     }
     // Claim 4
     if (report_only_) {
@@ -1113,7 +1261,7 @@ class Study {
     io::write_file_atomic(dir_ / "report.md", md.str());
     json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
                     {"sweep", sweep_stats_}, {"group_cells", cells_json}, {"causal", causal_verdict_},
-                    {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}}}};
+                    {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}, {"3_matched", v3_matched_}}}};
     io::write_file_atomic(dir_ / "summary.json", summary.dump(2) + "\n");
   }
 
@@ -1140,6 +1288,7 @@ class Study {
   json sweep_stats_ = json::object(), kinds_ = json::object(), profile_ = json::object();
   std::size_t run_counter_ = 0;
   std::string v3_ = "not run";
+  std::string v3_matched_ = "not run";
   json eff_;
 };
 
@@ -1164,6 +1313,9 @@ int main(int argc, char** argv) try {
   auto* o_data = app.add_option("--data-dir", flags.data_dir, "Fashion-MNIST folder");
   std::string hteachers_csv, hmixers_csv;
   auto* o_hteachers = app.add_option("--halting-teachers", hteachers_csv, "comma-separated A-ViT teacher checkpoints (stage 4)");
+  std::string dteachers_csv;
+  auto* o_dteachers = app.add_option("--dense-teachers", dteachers_csv,
+                                     "comma-separated dense checkpoints matched in accuracy to the halting teachers (stage 4)");
   auto* o_hmixers = app.add_option("--halting-mixers", hmixers_csv, "comma-separated mixers for stage 4");
   std::string shard_spec;
   bool report_only = false;
@@ -1205,6 +1357,7 @@ int main(int argc, char** argv) try {
     return v;
   };
   if (o_hteachers->count()) c.halting_teachers = split(hteachers_csv);
+  if (o_dteachers->count()) c.dense_teachers = split(dteachers_csv);
   if (o_hmixers->count()) c.halting_mixers = split(hmixers_csv);
   const auto& known = zoo::mixer_names();
   for (const auto& m : c.halting_mixers)

@@ -3,11 +3,17 @@
 //   train_teacher --epochs 30 --out models/vit-fmnist.safetensors --csv models/vit-fmnist.csv
 //
 // Per epoch: a CSV row (train loss/accuracy, test loss/accuracy, lr, seconds); the checkpoint
-// is rewritten atomically after every epoch, so an interrupted run keeps the last one.
+// is rewritten atomically after every epoch, so an interrupted run keeps the last one. With
+// --resume, the run also keeps its whole state (weights, AdamW moments, step, CSV) beside the
+// checkpoint after every epoch, and the same command continues an interrupted run from its
+// last finished epoch: the result equals an uninterrupted run's bit for bit.
 #include <CLI/CLI.hpp>
 
 #include "flags.hpp"
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <span>
 #include <fstream>
 #include <sstream>
 
@@ -30,7 +36,8 @@ int main(int argc, char** argv) try {
   std::uint64_t seed = 0;
   index_t train_limit = 0, test_limit = 0;
   std::string out = "models/vit-fmnist.safetensors", csv, init, data_dir = io::default_fashion_mnist_dir;
-  bool quiet = false;
+  bool quiet = false, resume = false;
+  std::vector<int> keep_epochs;
   app.add_option("--epochs", epochs, "training epochs")->check(flags::FinitePositive);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
   app.add_option("--lr", lr, "peak learning rate (AdamW)")->check(flags::FinitePositive);
@@ -53,6 +60,10 @@ int main(int argc, char** argv) try {
   app.add_option("--init", init, "start from this checkpoint's weights (its config wins; fresh optimizer)");
   app.add_option("--out", out, "checkpoint path (safetensors)");
   app.add_option("--csv", csv, "per-epoch CSV path (default: <out without extension>.csv)");
+  app.add_flag("--resume", resume, "keep the training state in <out>.state.safetensors after every epoch and "
+               "continue from it when it exists (same options required)");
+  app.add_option("--keep-epochs", keep_epochs, "also keep the checkpoint of these epochs as <out>-epochE.safetensors")
+      ->check(flags::FinitePositive)->delimiter(',');
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   if (!init.empty()) cfg = model::read_vit_config(io::read_safetensors(init));
@@ -60,6 +71,13 @@ int main(int argc, char** argv) try {
   if (csv.empty()) csv = std::filesystem::path(out).replace_extension(".csv").string();
   io::check_writable(out, "--out");  // before any work, not after the first epoch
   io::check_writable(csv, "--csv");
+  const auto state_path = std::filesystem::path(out).replace_extension(".state.safetensors");
+  const auto epoch_path = [&](int e) {
+    auto p = std::filesystem::path(out);
+    return p.replace_filename(p.stem().string() + "-epoch" + std::to_string(e) + ".safetensors");
+  };
+  for (int e : keep_epochs)
+    check(e <= epochs, "--keep-epochs: expected epochs in 1..", epochs, ", found ", e);
 
   auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
   auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
@@ -84,6 +102,7 @@ int main(int argc, char** argv) try {
                                 .clip_norm = step.clip_norm, .seed = seed + 1, .augment = aug, .label = "train",
                                 .quiet = quiet};
   const train::CosineSchedule sched{lr, min_lr, loop.warmup_steps, loop.steps};  // for the CSV's lr column
+  train::LoopOptions loop_at = loop;
 
   nlohmann::json run = {{"model", cfg},          {"epochs", epochs},  {"batch", batch},
                         {"lr", lr},              {"min_lr", min_lr},  {"warmup_epochs", warmup_epochs},
@@ -93,11 +112,61 @@ int main(int argc, char** argv) try {
                         {"init", init}};
   std::ostringstream table;
   table << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n";
+  int epoch = 1;
+  long start_step = 0;
+  if (resume && std::filesystem::exists(state_path)) {
+    // The state of the last finished epoch: same options required, weights and moments restored.
+    const auto st = io::read_safetensors(state_path);
+    const auto meta = [&](const char* key) {
+      const auto it = st.metadata.find(key);
+      check(it != st.metadata.end(), "--resume: ", state_path.string(), ": expected metadata '", key,
+            "', found none (not a train_teacher state file?)");
+      return it->second;
+    };
+    const auto number = [&](const char* key) {
+      const std::string text = meta(key);
+      try {
+        return std::stod(text);
+      } catch (const std::exception&) {
+        fail("--resume: ", state_path.string(), ": metadata '", key, "': expected a number, found '", text, "'");
+      }
+    };
+    const auto saved = [&] {
+      try {
+        return nlohmann::json::parse(meta("run"));
+      } catch (const nlohmann::json::exception& e) {
+        fail("--resume: ", state_path.string(), ": metadata 'run' is not valid JSON (", e.what(), ")");
+      }
+    }();
+    for (const auto& [k, v] : run.items())
+      check(k == "init" || saved.value(k, nlohmann::json()) == v, "--resume: ", state_path.string(),
+            " was written with ", k, " = ", saved.value(k, nlohmann::json()).dump(), ", this run has ", v.dump(),
+            " (use the same options, or remove the state file to start over)");
+    const std::size_t n = m.param_count();
+    const auto restore = [&](const char* name, float* dst) {
+      const auto v = st.at(name).to_vector<float>();
+      check(v.size() == n, "--resume: ", state_path.string(), ": tensor '", name, "': expected ", n,
+            " values, found ", v.size());
+      std::copy(v.begin(), v.end(), dst);
+    };
+    restore("params", m.params().data);
+    restore("adam_m", m.adam_m().data());
+    restore("adam_v", m.adam_v().data());
+    const double done = number("epochs_done");
+    check(done >= 1 && done <= epochs && done == std::floor(done), "--resume: ", state_path.string(),
+          ": expected 1..", epochs, " finished epochs, found ", meta("epochs_done"));
+    epoch = int(done) + 1;
+    start_step = long(epoch - 1) * steps_per_epoch;
+    table.str(meta("csv"));
+    table.seekp(0, std::ios_base::end);
+    run["epochs_done"] = epoch - 1;
+    run["test_accuracy"] = number("test_accuracy");
+    std::fprintf(stderr, "resuming after epoch %d of %d from %s\n", epoch - 1, epochs, state_path.string().c_str());
+  }
 
   std::vector<float> dlogits;
   double loss_sum = 0, epoch_start = 0;
   index_t correct = 0, seen = 0;
-  int epoch = 1;
   const io::Progress clock("epoch", 1, 1e9, true);  // wall time per epoch
   const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
     const auto r = train::classify_step(m, images, labels, n, train_set.image_numel(), step.label_smoothing, dlogits);
@@ -126,12 +195,28 @@ int main(int argc, char** argv) try {
     run["test_accuracy"] = ev.accuracy;
     io::save_checkpoint(out, m, cfg, {{"training", run.dump()}});
     io::write_file_atomic(csv, table.str());
+    if (std::find(keep_epochs.begin(), keep_epochs.end(), epoch) != keep_epochs.end())
+      io::save_checkpoint(epoch_path(epoch), m, cfg, {{"training", run.dump()}});
+    if (resume) {  // last, so a state file never runs ahead of the checkpoint and the CSV
+      const std::size_t n = m.param_count();
+      const auto flat = [&](const char* name, const float* p) {
+        return io::make_tensor<float>(name, {std::int64_t(n)}, std::span<const float>(p, n));
+      };
+      nlohmann::json options = run;
+      options.erase("epochs_done");
+      options.erase("test_accuracy");
+      io::write_safetensors(state_path, {flat("params", m.params().data), flat("adam_m", m.adam_m().data()),
+                                         flat("adam_v", m.adam_v().data())},
+                            {{"run", options.dump()}, {"epochs_done", std::to_string(epoch)}, {"csv", table.str()},
+                             {"test_accuracy", nlohmann::json(ev.accuracy).dump()}});
+    }
     ++epoch;
     loss_sum = 0;
     correct = seen = 0;
     epoch_start = clock.elapsed();
   };
-  train::run_loop(m, train_set, loop, step_fn, {.note = note, .after_step = end_of_epoch});
+  loop_at.start_step = start_step;
+  train::run_loop(m, train_set, loop_at, step_fn, {.note = note, .after_step = end_of_epoch});
   std::printf("checkpoint: %s\naccuracy: %.4f\n", out.c_str(), run["test_accuracy"].get<double>());
   return 0;
 } catch (const std::exception& e) {

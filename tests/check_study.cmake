@@ -1,16 +1,36 @@
 # Smoke test of the study driver: the micro preset writes every report file, JSON parses,
 # a rerun reuses the finished runs, and bad input is a clear error.
 file(REMOVE_RECURSE "${WORK_DIR}")
-execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER} --out ${WORK_DIR} --quiet
+# The dense teacher also serves as an "accuracy-matched" dense teacher: the matched claim-3
+# comparison runs (a real study uses earlier checkpoints of another teacher run).
+execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
+                  --dense-teachers ${CHECKPOINT} --out ${WORK_DIR} --quiet
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "micro study failed (${rc}):\n${out}\n${err}")
 endif()
 foreach(f report.md config.json summary.json profile.json profile.csv sweep.json sweep.csv groups.json groups.csv
           runs/kinds.json sweep_stats.json
-          latency.dat params.dat runs/efficiency.json runs/teacher.json halting.csv halting.json gap.dat)
+          latency.dat params.dat runs/efficiency.json runs/teacher.json halting.csv halting.json gap.dat gap_acc.dat
+          runs/halting-dense-vit-fmnist-min_gru-s1.json)
   if(NOT EXISTS "${WORK_DIR}/${f}")
     message(FATAL_ERROR "micro study did not write ${f}")
+  endif()
+endforeach()
+# The dense teacher with halting switched off keeps every token and the dense accuracy.
+file(READ "${WORK_DIR}/runs/halting-teacher-dense-no-halting.json" off)
+file(READ "${WORK_DIR}/runs/teacher.json" dense)
+string(JSON off_keep GET "${off}" mean_keep)
+string(JSON off_acc GET "${off}" accuracy)
+string(JSON dense_acc GET "${dense}" accuracy)
+if(NOT off_keep EQUAL 1 OR NOT off_acc EQUAL dense_acc)
+  message(FATAL_ERROR "halting switched off is not the dense teacher: keep ${off_keep}, accuracy ${off_acc} vs ${dense_acc}")
+endif()
+file(READ "${WORK_DIR}/report.md" report)
+foreach(needle "### Against dense teachers of the same accuracy" "Verdict (matched): " "top-1 agreement")
+  string(FIND "${report}" "${needle}" pos)
+  if(pos EQUAL -1)
+    message(FATAL_ERROR "the micro report lacks '${needle}'")
   endif()
 endforeach()
 foreach(f config.json summary.json profile.json sweep.json groups.json halting.json runs/efficiency.json)

@@ -5,6 +5,8 @@
 #     file may be left.
 #  2. A checkpoint save loop (train_teacher, a checkpoint per epoch): K kills; the checkpoint on
 #     disk must always load, and after one more run no temp file may be left.
+#  3. train_teacher --resume, killed K times and rerun: the checkpoint equals an uninterrupted
+#     run's byte for byte, the CSV too but for wall seconds; other options are refused.
 # Usage: fault_injection.sh STUDY TRAIN_TEACHER EVALUATE CHECKPOINT HALTING_TEACHER WORK_DIR [KILLS]
 set -u
 study=$1 train=$2 evaluate=$3 ckpt=$4 halting=$5 work=$6 kills=${7:-4}
@@ -77,4 +79,29 @@ teach 1 >/dev/null 2>&1 || fail "train_teacher failed after the kills"
 stray=$(find "$work" -maxdepth 1 -name '*.tmp.*')
 [ -z "$stray" ] || fail "temp files left after the next save: $stray"
 echo "checkpoint loop: $kills kills survived, the checkpoint always loads, no temp files"
+echo "resume: train_teacher --resume, killed $kills times, equals an uninterrupted run"
+tiny=(--batch 32 --train-limit 1024 --test-limit 64 --width 16 --depth 1 --heads 2 --quiet)
+"$train" "${tiny[@]}" --epochs 5 --out "$work/whole.safetensors" >/dev/null 2>&1 || fail "the uninterrupted teacher run failed"
+start=$(date +%s%N)
+"$train" "${tiny[@]}" --epochs 5 --out "$work/timing.safetensors" >/dev/null 2>&1
+whole_ms=$(( ($(date +%s%N) - start) / 1000000 + 1 ))
+for ((k = 1; k <= kills; k++)); do
+  "$train" "${tiny[@]}" --epochs 5 --resume --out "$work/resumed.safetensors" >/dev/null 2>&1 &
+  pid=$!
+  delay=$(( RANDOM % whole_ms ))
+  sleep "$(( delay / 1000 )).$(printf %03d $(( delay % 1000 )))"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  echo "resume: kill $k after $delay ms"
+done
+"$train" "${tiny[@]}" --epochs 5 --resume --out "$work/resumed.safetensors" 2>"$work/resume.log" >/dev/null ||
+  { cat "$work/resume.log"; fail "train_teacher --resume did not finish after the kills"; }
+cmp -s "$work/whole.safetensors" "$work/resumed.safetensors" ||
+  fail "the resumed teacher differs from the uninterrupted one ($(grep -c resuming "$work/resume.log") resume(s))"
+# The CSVs agree on everything but the wall seconds (last column).
+diff <(cut -d, -f1-6 "$work/whole.csv") <(cut -d, -f1-6 "$work/resumed.csv") ||
+  fail "the resumed run's CSV differs from the uninterrupted one's"
+"$train" "${tiny[@]}" --epochs 6 --resume --out "$work/resumed.safetensors" 2>&1 | grep -q "was written with epochs = 5, this run has 6" ||
+  fail "a resume with different options was not refused"
+echo "resume: $kills kills, the resumed checkpoint and CSV equal the uninterrupted run's"
 rm -rf "$work"

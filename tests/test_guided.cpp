@@ -131,3 +131,50 @@ TEST_CASE("guided stages honour the budget and stage 1 lowers the kept-token los
   REQUIRE(r2.steps == 7);
   REQUIRE(std::isfinite(r2.final_loss));
 }
+
+TEST_CASE("a student compared on the teacher's kept tokens: accuracy, the teacher's, top-1 agreement",
+          "[halting][guided]") {
+  const auto cfg = tiny();
+  model::VitModel<float> teacher(model::make_vit<float>(cfg));
+  teacher.init(2);
+  const HaltingOptions th{.gamma = 2, .beta = -1};
+  const auto data = synthetic(70, 5);  // 70: a ragged last batch of 6 at batch 16
+  model::VitModel<float> same(model::make_vit<float>(cfg));
+  std::copy_n(teacher.params().data, teacher.param_count(), same.params().data);
+  const auto self = distill::compare_on_teacher_masks(teacher, th, same, data, 16);
+  REQUIRE(self.agreement == 1.0);
+  REQUIRE(self.accuracy == self.teacher_accuracy);
+  model::VitModel<float> other(model::make_vit<float>(cfg));
+  other.init(9);
+  const auto c = distill::compare_on_teacher_masks(teacher, th, other, data, 16);
+  // By hand: the same three numbers from the two models' top-1 classes image by image.
+  HaltingOptions o = th;
+  o.packed = true;
+  model::HaltingVit thv(teacher, o);
+  model::HaltingVit ohv(other, o);
+  index_t agree = 0, right = 0, teacher_right = 0;
+  io::BatchLoader loader(data, 16, false, 0);  // the same batches, so the same halting decisions
+  std::vector<float> x;
+  std::vector<std::int32_t> y;
+  while (const index_t n = loader.next(x, y)) {
+    const auto tl = thv.forward(x.data(), n, 64);
+    std::vector<std::int32_t> t(std::size_t(n), 0);
+    for (index_t i = 0; i < n; ++i)
+      for (std::int32_t k = 1; k < 3; ++k)
+        if (tl.data[i * 3 + k] > tl.data[i * 3 + t[std::size_t(i)]]) t[std::size_t(i)] = k;
+    ohv.set_external_masks(distill::teacher_masks<float>(thv.halter()));
+    const auto sl = ohv.forward(x.data(), n, 64);
+    for (index_t i = 0; i < n; ++i) {
+      std::int32_t s = 0;
+      for (std::int32_t k = 1; k < 3; ++k)
+        if (sl.data[i * 3 + k] > sl.data[i * 3 + s]) s = k;
+      agree += s == t[std::size_t(i)];
+      right += s == y[std::size_t(i)];
+      teacher_right += t[std::size_t(i)] == y[std::size_t(i)];
+    }
+  }
+  REQUIRE(c.agreement == Approx(double(agree) / 70.0));
+  REQUIRE(c.accuracy == Approx(double(right) / 70.0));
+  REQUIRE(c.teacher_accuracy == Approx(double(teacher_right) / 70.0));
+  REQUIRE(c.agreement < 1.0);
+}

@@ -184,6 +184,49 @@ TEST_CASE("The training loop stops at the first non-finite loss or parameter", "
   REQUIRE(saved_after == 1);  // the last good step's state was the last one handed on
 }
 
+TEST_CASE("A loop resumed at step k with the saved weights and moments equals an uninterrupted one", "[model][train]") {
+  io::ImageDataset data;  // 20 images: batches of 8 cross an epoch boundary (8, 8, 4, 8, ...)
+  data.name = "synthetic";
+  data.count = 20;
+  data.size = 8;
+  data.classes = 3;
+  for (index_t i = 0; i < 20 * 64; ++i) data.pixels.push_back(std::uint8_t((i * 53) % 251));
+  for (index_t i = 0; i < 20; ++i) data.labels.push_back(std::int32_t(i % 3));
+  const model::VitConfig c{.image_size = 8, .channels = 1, .patch = 4, .width = 8, .depth = 1, .heads = 2,
+                           .mlp_ratio = 2.0, .classes = 3};
+  const train::LoopOptions o{.steps = 7, .batch = 8, .lr = 3e-3, .warmup_steps = 2, .seed = 5,
+                             .augment = {.crop_padding = 1, .hflip = true}, .quiet = true};
+  const auto run = [&](auto& m, train::LoopOptions opts, long stop_after) {
+    std::vector<float> dl;
+    const auto step = [&](long, const float* x, const std::int32_t* y, index_t n) {
+      return train::classify_step(m, x, y, n, 64, 0.1, dl).loss;
+    };
+    struct Stop {};
+    try {
+      train::run_loop(m, data, opts, step, {.after_step = [&](long s) { if (s + 1 == stop_after) throw Stop{}; }});
+    } catch (const Stop&) {
+    }
+  };
+  model::Model whole(model::make_vit<float>(c));
+  whole.init(1);
+  run(whole, o, -1);
+  model::Model first(model::make_vit<float>(c));
+  first.init(1);
+  run(first, o, 3);  // killed after step 3: its weights and moments are what a state file holds
+  model::Model resumed(model::make_vit<float>(c));
+  resumed.init(2);  // different init: everything must come from the saved state
+  std::copy_n(first.params().data, first.param_count(), resumed.params().data);
+  std::copy_n(first.adam_m().data(), first.param_count(), resumed.adam_m().data());
+  std::copy_n(first.adam_v().data(), first.param_count(), resumed.adam_v().data());
+  auto rest = o;
+  rest.start_step = 3;
+  run(resumed, rest, -1);
+  REQUIRE(std::equal(whole.params().data, whole.params().data + whole.param_count(), resumed.params().data));
+  auto wrong = o;
+  wrong.start_step = 8;
+  REQUIRE_THROWS_WITH(run(resumed, wrong, -1), Catch::Contains("expected a start step in [0, 7], found 8"));
+}
+
 TEST_CASE("A ViT typed per block (Chain) builds, names, visits and conforms", "[model][chain]") {
   using model::Layers;
   using Attn = attention::SoftmaxAttention<double>;

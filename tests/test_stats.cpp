@@ -198,3 +198,43 @@ TEST_CASE("pre-registered verdict from per-cell intervals", "[stats]") {
   REQUIRE(verdict_from_intervals(std::vector<Interval>{below, below, below}, 1.0) == Verdict::holds);
   REQUIRE_THROWS_AS(verdict_from_intervals(std::vector<Interval>{below}, 0.0), seqswap::Error);
 }
+
+TEST_CASE("a sample against an interpolated reference, and where a value falls among references", "[stats]") {
+  // Single values: the point interval 5 − (0.25·2 + 0.75·6) = 0.
+  const std::vector<double> a{5.0}, b{2.0}, c{6.0};
+  const Interval p = bootstrap_mean_minus_interpolation(a, b, c, 0.25);
+  REQUIRE(p.lo == Approx(0.0).margin(1e-12));
+  REQUIRE(p.hi == Approx(0.0).margin(1e-12));
+  // w = 1: c does not count (it may even be empty).
+  const Interval only_b = bootstrap_mean_minus_interpolation(a, b, std::vector<double>{}, 1.0);
+  REQUIRE(only_b.lo == 3.0);
+  // Resampled means: a in [10, 12], b in [0, 2], c in [4, 6]; with w = 0.5 the reference lies in
+  // [2, 4], so the difference lies in [6, 10] and the interval contains 8 (the full-sample value).
+  const std::vector<double> a3{10, 11, 12}, b3{0, 1, 2}, c3{4, 5, 6};
+  const Interval d = bootstrap_mean_minus_interpolation(a3, b3, c3, 0.5, 5000, 0.95, 3);
+  REQUIRE(d.lo >= 6.0);
+  REQUIRE(d.hi <= 10.0);
+  REQUIRE(d.lo < 8.0);
+  REQUIRE(d.hi > 8.0);
+  REQUIRE(std::isnan(bootstrap_mean_minus_interpolation(a3, b3, std::vector<double>{}, 0.5).lo));
+  REQUIRE(std::isnan(bootstrap_mean_minus_interpolation(a3, b3, c3, 1.5).lo));
+  REQUIRE_THROWS_AS(bootstrap_mean_minus_interpolation(a3, b3, c3, 0.5, 0), seqswap::Error);
+
+  // References at accuracies 0.82, 0.87, 0.85 (any order).
+  const std::vector<double> xs{0.82, 0.87, 0.85};
+  const auto mid = bracket(xs, 0.86);
+  REQUIRE(mid.has_value());
+  REQUIRE(mid->lo == 2);  // 0.85
+  REQUIRE(mid->hi == 1);  // 0.87
+  REQUIRE(mid->w == Approx(0.5));
+  const auto at = bracket(xs, 0.85);
+  REQUIRE(at->lo == 2);
+  REQUIRE(at->w == Approx(1.0));
+  REQUIRE_FALSE(bracket(xs, 0.90, 0.005).has_value());  // 3 points above the range
+  const auto near = bracket(xs, 0.874, 0.005);           // within the slack: the nearest end
+  REQUIRE(near->lo == 1);
+  REQUIRE(near->hi == 1);
+  REQUIRE(near->w == 1.0);
+  REQUIRE_FALSE(bracket(std::vector<double>{}, 0.5).has_value());
+  REQUIRE_FALSE(bracket(xs, std::nan("")).has_value());
+}

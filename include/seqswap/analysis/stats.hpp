@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <span>
 #include <utility>
@@ -200,6 +201,52 @@ inline Interval bootstrap_mean_difference(std::span<const double> a, std::span<c
     detail::resample(b, rb, rng);
     return mean(ra) - mean(rb);
   });
+}
+
+// Percentile-bootstrap interval of mean(a) − (w·mean(b) + (1 − w)·mean(c)): a sample against a
+// reference interpolated between two others (claim 3: a halting teacher's gap against the gap of
+// dense teachers of the same accuracy). a, b and c are resampled independently (in that order,
+// one engine seeded by `seed`); with w = 1, c is still drawn but does not count. Single values
+// give the point interval. NaN interval when a side that counts is empty or holds a NaN, or
+// w ∉ [0, 1]. Throws seqswap::Error when resamples < 1 or level ∉ (0, 1).
+inline Interval bootstrap_mean_minus_interpolation(std::span<const double> a, std::span<const double> b,
+                                                   std::span<const double> c, double w, int resamples = 10000,
+                                                   double level = 0.95, std::uint64_t seed = 0) {
+  detail::check_bootstrap_args("bootstrap_mean_minus_interpolation", resamples, level);
+  if (!(w >= 0 && w <= 1)) return detail::nan_interval;
+  const auto bad = [](std::span<const double> x) { return x.empty() || detail::has_nan(x); };
+  if (bad(a) || bad(b) || (w < 1 && bad(c))) return detail::nan_interval;
+  std::vector<double> ra(a.size()), rb(b.size()), rc(c.size());
+  return detail::percentile_bootstrap(resamples, level, seed, [&](std::mt19937_64& rng) {
+    detail::resample(a, ra, rng);
+    detail::resample(b, rb, rng);
+    if (!c.empty()) detail::resample(c, rc, rng);
+    return mean(ra) - (w * mean(rb) + (w < 1 ? (1 - w) * mean(rc) : 0.0));
+  });
+}
+
+// Where x falls among reference points xs (any order): the indices of the two nearest points
+// bracketing it and the weight w of the first, so that x = w·xs[lo] + (1 − w)·xs[hi]. Outside the
+// range of xs by at most `slack`, the nearest end (w = 1, lo = hi). Empty when xs is empty, x is
+// farther outside than `slack`, or anything is NaN.
+struct Bracket {
+  std::size_t lo = 0, hi = 0;
+  double w = 1;
+};
+inline std::optional<Bracket> bracket(std::span<const double> xs, double x, double slack = 0) {
+  if (xs.empty() || std::isnan(x) || detail::has_nan(xs)) return std::nullopt;
+  std::size_t below = xs.size(), above = xs.size();  // the nearest point <= x and >= x
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if (xs[i] <= x && (below == xs.size() || xs[i] > xs[below])) below = i;
+    if (xs[i] >= x && (above == xs.size() || xs[i] < xs[above])) above = i;
+  }
+  if (below == xs.size() || above == xs.size()) {
+    const std::size_t end = below == xs.size() ? above : below;  // x is outside: the nearest end
+    if (std::abs(xs[end] - x) > slack) return std::nullopt;
+    return Bracket{end, end, 1.0};
+  }
+  if (xs[above] == xs[below]) return Bracket{below, below, 1.0};
+  return Bracket{below, above, (xs[above] - x) / (xs[above] - xs[below])};
 }
 
 // Percentile-bootstrap interval of Spearman's ρ, resampling (x_i, y_i) pairs with replacement.

@@ -172,27 +172,52 @@ StageResult guided_stage2(TM& teacher, const HaltingOptions& th, SM& student, co
       train::run_loop(student, data, detail::loop_options("guided stage2", o), step, {.progress = progress}));
 }
 
-// Accuracy of a guided student on `data` when it runs on the halting teacher's kept tokens.
+// A guided student on `data`, run on the halting teacher's kept tokens: its accuracy, the
+// halting teacher's, and top-1 agreement (the fraction of images where both pick the same class).
+struct MaskedComparison {
+  double accuracy = 0;
+  double teacher_accuracy = 0;
+  double agreement = 0;
+};
+
 template <class TM, class SM>
-double evaluate_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& student, const io::ImageDataset& data,
-                                 index_t batch = 256) {
+MaskedComparison compare_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& student,
+                                          const io::ImageDataset& data, index_t batch = 256) {
   HaltingOptions o = th;
   o.packed = true;
   model::HaltingVit thv(teacher, o);
   model::HaltingVit shv(student, o);
   io::BatchLoader loader(data, batch, /*shuffle=*/false, 0);
   std::vector<float> images;
-  std::vector<std::int32_t> labels;
-  index_t correct = 0, seen = 0;
+  std::vector<std::int32_t> labels, teacher_top;
+  index_t correct = 0, teacher_correct = 0, agree = 0, seen = 0;
+  const auto top1 = [](const auto* row, index_t C) { return std::int32_t(std::max_element(row, row + C) - row); };
   while (index_t n = loader.next(images, labels)) {
-    thv.forward(images.data(), n, data.image_numel());
+    auto tlogits = thv.forward(images.data(), n, data.image_numel());
+    const index_t C = tlogits.dim;
+    teacher_top.resize(std::size_t(n));
+    for (index_t i = 0; i < n; ++i) {
+      teacher_top[std::size_t(i)] = top1(tlogits.data + i * C, C);
+      teacher_correct += teacher_top[std::size_t(i)] == labels[std::size_t(i)];
+    }
     shv.set_external_masks(teacher_masks<float>(thv.halter()));
     auto logits = shv.forward(images.data(), n, data.image_numel());
-    correct += train::cross_entropy<float>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr).correct;
+    for (index_t i = 0; i < n; ++i) {
+      const auto k = top1(logits.data + i * C, C);
+      correct += k == labels[std::size_t(i)];
+      agree += k == teacher_top[std::size_t(i)];
+    }
     seen += n;
   }
-  check(seen > 0, "evaluate_on_teacher_masks: the dataset '", data.name, "' is empty");
-  return double(correct) / double(seen);
+  check(seen > 0, "compare_on_teacher_masks: the dataset '", data.name, "' is empty");
+  return {double(correct) / double(seen), double(teacher_correct) / double(seen), double(agree) / double(seen)};
+}
+
+// Accuracy of a guided student on `data` when it runs on the halting teacher's kept tokens.
+template <class TM, class SM>
+double evaluate_on_teacher_masks(TM& teacher, const HaltingOptions& th, SM& student, const io::ImageDataset& data,
+                                 index_t batch = 256) {
+  return compare_on_teacher_masks(teacher, th, student, data, batch).accuracy;
 }
 
 }  // namespace seqswap::distill

@@ -139,6 +139,11 @@ struct LoopOptions {
   double weight_decay = 0.05;
   double clip_norm = 1.0;      // 0 = off
   std::uint64_t seed = 0;      // batch order (and augmentation)
+  // Resume at this step: the loop draws (and discards) the first start_step batches, so the
+  // batch order and augmentation continue exactly, and the schedule and AdamW's step count
+  // continue from here. The caller restores the parameters and AdamW moments (m, v) saved at
+  // that step; then the run equals an uninterrupted one bit for bit.
+  long start_step = 0;
   io::Augment augment{};
   std::string label = "train";  // progress label
   double progress_interval_s = 10.0;
@@ -182,7 +187,10 @@ template <class M, class Step>
 LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o, Step&& step, const LoopHooks& h = {}) {
   using T = typename M::T;
   check(o.steps >= 0, o.label, ": expected steps >= 0, found ", o.steps);
+  check(o.start_step >= 0 && o.start_step <= o.steps, o.label, ": expected a start step in [0, ", o.steps,
+        "], found ", o.start_step);
   AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, model.params_info(), model.param_count());
+  opt.set_steps(o.start_step);
   const CosineSchedule sched{o.lr, o.min_lr, o.warmup_steps, o.steps};
   io::BatchLoader loader(data, o.batch, /*shuffle=*/true, o.seed, {}, o.augment);
   std::vector<float> images;
@@ -191,7 +199,9 @@ LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o
   long tail_n = 0, seen = 0;
   double tail_loss = 0;
   io::Progress local(o.label, o.steps, o.progress_interval_s, o.quiet || h.progress != nullptr);
-  for (long s = 0; s < o.steps; ++s) {
+  for (long s = 0; s < o.start_step; ++s) loader.next_cycling(images, labels);
+  local.set_base(o.start_step);
+  for (long s = o.start_step; s < o.steps; ++s) {
     const index_t n = loader.next_cycling(images, labels);
     model.zero_grad();
     const double loss = step(s, images.data(), labels.data(), n);
