@@ -17,6 +17,7 @@ packages=(
   zlib1g-dev                           # gzip IDX datasets
   gnuplot-nox                          # report plots
   dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*-ubyte.gz
+  libopenmpi-dev openmpi-bin           # data-parallel training over MPI (SEQSWAP_ENABLE_MPI=AUTO)
 )
 # OpenBLAS: Debian's torch calls libblas.so.3, which is the slow reference BLAS unless OpenBLAS is
 # installed (then the alternatives system points it there): PyTorch at its best needs it.

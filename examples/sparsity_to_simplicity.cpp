@@ -301,8 +301,15 @@ class Study {
       for (std::size_t i = 0; i < mixers.size(); ++i) md << cells(x, drop[i]);
       md << "\n";
     }
-    for (const char* key : {"mean_nmse", "mean_nmse_free"}) {
-      md << "| the mixer's own normalised stage-1 error, " << (std::string(key) == "mean_nmse" ? "teacher-forced" : "free-running")
+    // With one replaced layer the two errors are one number (the layer's input is the
+    // teacher's either way): one row then, two when a sweep's runs differ.
+    bool same = true;
+    for (const auto& m : mixers) same = same && sweep_drops(m, "mean_nmse") == sweep_drops(m, "mean_nmse_free");
+    const std::vector<const char*> keys = same ? std::vector<const char*>{"mean_nmse"}
+                                               : std::vector<const char*>{"mean_nmse", "mean_nmse_free"};
+    for (const char* key : keys) {
+      md << "| the mixer's own normalised stage-1 error, "
+         << (same ? "teacher-forced = free-running (one layer)" : std::string(key) == "mean_nmse" ? "teacher-forced" : "free-running")
          << " |";
       for (std::size_t i = 0; i < mixers.size(); ++i) {
         std::vector<double> e;

@@ -7,6 +7,10 @@
 // --resume, the run also keeps its whole state (weights, AdamW moments, step, CSV) beside the
 // checkpoint after every epoch, and the same command continues an interrupted run from its
 // last finished epoch: the result equals an uninterrupted run's bit for bit.
+//
+// Data parallel (built with MPI, docs/scale-out.md): `mpirun -np R train_teacher ...` runs R
+// ranks; each takes 1/R of every global batch (--batch stays the global batch), gradients are
+// summed with MPI_Allreduce, every rank steps alike, and rank 0 alone prints and writes files.
 #include <CLI/CLI.hpp>
 
 #include "flags.hpp"
@@ -22,10 +26,26 @@
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
+#ifdef SEQSWAP_HAVE_MPI
+#include <optional>
+
+#include "seqswap/train/mpi.hpp"
+#endif
 
 using namespace seqswap;
 
 int main(int argc, char** argv) try {
+  train::Communicator* comm = nullptr;
+#ifdef SEQSWAP_HAVE_MPI
+  std::optional<train::MpiSession> mpi;
+  std::optional<train::MpiCommunicator> mpi_comm;
+  if (train::launched_by_mpirun()) {
+    mpi.emplace(&argc, &argv);
+    comm = &mpi_comm.emplace();
+  }
+#endif
+  const int rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
+  const bool writer = rank == 0;  // rank 0 prints and writes; every rank computes the same model
   CLI::App app{"Train a ViT teacher on Fashion-MNIST"};
   model::VitConfig cfg;
   int epochs = 30;
@@ -66,6 +86,7 @@ int main(int argc, char** argv) try {
       ->check(flags::FinitePositive)->delimiter(',');
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
+  if (!writer) quiet = true;
   if (!init.empty()) cfg = model::read_vit_config(io::read_safetensors(init));
   cfg.validate();
   if (csv.empty()) csv = std::filesystem::path(out).replace_extension(".csv").string();
@@ -90,11 +111,12 @@ int main(int argc, char** argv) try {
   model::Model m(model::make_vit<float>(cfg));
   m.init(seed);
   if (!init.empty()) io::load_params(m, io::read_safetensors(init));
-  std::fprintf(stderr, "ViT: width %ld depth %ld heads %ld patch %ld tokens %ld, %zu parameters; "
-               "%ld training images, %ld test images, %d thread(s)\n",
-               long(cfg.width), long(cfg.depth), long(cfg.heads), long(cfg.patch),
-               long(cfg.tokens()), m.param_count(), long(train_set.count), long(test_set.count),
-               host::max_threads());
+  if (writer)
+    std::fprintf(stderr, "ViT: width %ld depth %ld heads %ld patch %ld tokens %ld, %zu parameters; "
+                 "%ld training images, %ld test images, %d thread(s) x %d rank(s)\n",
+                 long(cfg.width), long(cfg.depth), long(cfg.heads), long(cfg.patch),
+                 long(cfg.tokens()), m.param_count(), long(train_set.count), long(test_set.count),
+                 host::max_threads(), ranks);
 
   const long steps_per_epoch = (train_set.count + batch - 1) / batch;
   const train::LoopOptions loop{.steps = long(epochs) * steps_per_epoch, .batch = batch, .lr = lr, .min_lr = min_lr,
@@ -161,7 +183,7 @@ int main(int argc, char** argv) try {
     table.seekp(0, std::ios_base::end);
     run["epochs_done"] = epoch - 1;
     run["test_accuracy"] = number("test_accuracy");
-    std::fprintf(stderr, "resuming after epoch %d of %d from %s\n", epoch - 1, epochs, state_path.string().c_str());
+    if (writer) std::fprintf(stderr, "resuming after epoch %d of %d from %s\n", epoch - 1, epochs, state_path.string().c_str());
   }
 
   std::vector<float> dlogits;
@@ -181,42 +203,52 @@ int main(int argc, char** argv) try {
                   double(correct) / double(seen));
     return std::string(extra);
   };
-  // At the end of each epoch: evaluate, a CSV row, and the checkpoint rewritten atomically.
-  const auto end_of_epoch = [&](long s) {
-    if ((s + 1) % steps_per_epoch != 0) return;
-    const auto ev = train::evaluate(m, test_set);
-    const double secs = clock.elapsed() - epoch_start;
+  // Rank 0's files after an epoch: the CSV row, the checkpoint (rewritten atomically), the kept
+  // epoch's copy and, last, the resume state (so it never runs ahead of the checkpoint and CSV).
+  const auto write_epoch = [&](long s, const train::EvalResult& ev, double secs) {
     std::fprintf(stderr, "epoch %d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  (%.0f s)\n",
                  epoch, epochs, loss_sum / double(seen), double(correct) / double(seen), ev.loss,
                  ev.accuracy, secs);
     table << epoch << ',' << loss_sum / double(seen) << ',' << double(correct) / double(seen) << ','
           << ev.loss << ',' << ev.accuracy << ',' << sched.at(s) << ',' << secs << '\n';
-    run["epochs_done"] = epoch;
-    run["test_accuracy"] = ev.accuracy;
     io::save_checkpoint(out, m, cfg, {{"training", run.dump()}});
     io::write_file_atomic(csv, table.str());
     if (std::find(keep_epochs.begin(), keep_epochs.end(), epoch) != keep_epochs.end())
       io::save_checkpoint(epoch_path(epoch), m, cfg, {{"training", run.dump()}});
-    if (resume) {  // last, so a state file never runs ahead of the checkpoint and the CSV
-      const std::size_t n = m.param_count();
-      const auto flat = [&](const char* name, const float* p) {
-        return io::make_tensor<float>(name, {std::int64_t(n)}, std::span<const float>(p, n));
-      };
-      nlohmann::json options = run;
-      options.erase("epochs_done");
-      options.erase("test_accuracy");
-      io::write_safetensors(state_path, {flat("params", m.params().data), flat("adam_m", m.adam_m().data()),
-                                         flat("adam_v", m.adam_v().data())},
-                            {{"run", options.dump()}, {"epochs_done", std::to_string(epoch)}, {"csv", table.str()},
-                             {"test_accuracy", nlohmann::json(ev.accuracy).dump()}});
+    if (!resume) return;
+    const std::size_t n = m.param_count();
+    const auto flat = [&](const char* name, const float* p) {
+      return io::make_tensor<float>(name, {std::int64_t(n)}, std::span<const float>(p, n));
+    };
+    nlohmann::json options = run;
+    options.erase("epochs_done");
+    options.erase("test_accuracy");
+    io::write_safetensors(state_path, {flat("params", m.params().data), flat("adam_m", m.adam_m().data()),
+                                       flat("adam_v", m.adam_v().data())},
+                          {{"run", options.dump()}, {"epochs_done", std::to_string(epoch)}, {"csv", table.str()},
+                           {"test_accuracy", nlohmann::json(ev.accuracy).dump()}});
+  };
+  const auto end_of_epoch = [&](long s) {
+    if ((s + 1) % steps_per_epoch != 0) return;
+    if (comm) {  // the epoch's training loss and accuracy over every rank's slices
+      double sums[3] = {loss_sum, double(correct), double(seen)};
+      comm->allreduce_sum(sums, 3);
+      loss_sum = sums[0];
+      correct = index_t(sums[1]);
+      seen = index_t(sums[2]);
     }
+    const auto ev = train::evaluate(m, test_set);  // every rank holds the same weights
+    run["epochs_done"] = epoch;
+    run["test_accuracy"] = ev.accuracy;
+    if (writer) write_epoch(s, ev, clock.elapsed() - epoch_start);
     ++epoch;
     loss_sum = 0;
     correct = seen = 0;
     epoch_start = clock.elapsed();
   };
   loop_at.start_step = start_step;
-  train::run_loop(m, train_set, loop_at, step_fn, {.note = note, .after_step = end_of_epoch});
+  train::run_loop(m, train_set, loop_at, step_fn, {.note = note, .after_step = end_of_epoch, .comm = comm});
+  if (!writer) return 0;
   std::printf("checkpoint: %s\naccuracy: %.4f\n", out.c_str(), run["test_accuracy"].get<double>());
   return 0;
 } catch (const std::exception& e) {

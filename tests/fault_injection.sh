@@ -15,7 +15,11 @@ rm -rf "$work" && mkdir -p "$work"
 RANDOM=7  # the kill moments are random but repeatable
 fail() { echo "fault_injection: $*"; exit 1; }
 
-run_study() { "$study" --preset micro --checkpoint "$ckpt" --halting-teachers "$halting" --out "$1" --quiet; }
+# Background runs are started as plain commands (not through a shell function), so that $! is
+# the driver itself and kill -9 reaches it; a survivor would fail the check below.
+study_args=(--preset micro --checkpoint "$ckpt" --halting-teachers "$halting" --quiet)
+run_study() { "$study" "${study_args[@]}" --out "$1"; }
+no_survivor() { ! pgrep -f -- "--out $1" >/dev/null || fail "a killed process still writes $1"; }
 # The deterministic content of a finished study: every JSON result without wall times.
 digest() {
   /usr/bin/python3 - "$1" <<'PY'
@@ -45,11 +49,12 @@ run_study "$work/timing" >/dev/null 2>&1
 whole=$(( $(date +%s) - start + 1 ))
 for ((k = 1; k <= kills; k++)); do
   delay=$(( RANDOM % (whole * 10) ))  # tenths of a second into the run
-  run_study "$work/killed" >/dev/null 2>&1 &
+  "$study" "${study_args[@]}" --out "$work/killed" >/dev/null 2>&1 &
   pid=$!
   sleep "$(( delay / 10 )).$(( delay % 10 ))"
   kill -9 "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
+  no_survivor "$work/killed"
   echo "study: kill $k after ${delay}00 ms"
 done
 run_study "$work/killed" || fail "the study did not resume after $kills kills"
@@ -61,20 +66,21 @@ echo "study: $kills kills, resumed, results equal the uninterrupted run's, no te
 
 echo "checkpoint loop: train_teacher, a checkpoint per epoch"
 out="$work/teacher.safetensors"
-teach() { "$train" --epochs "$1" --train-limit 256 --test-limit 64 --width 16 --depth 1 --heads 2 --out "$out" --quiet; }
+teach_args=(--train-limit 256 --test-limit 64 --width 16 --depth 1 --heads 2 --out "$out" --quiet)
 for ((k = 1; k <= kills; k++)); do
-  teach 30 >/dev/null 2>&1 &
+  "$train" --epochs 30 "${teach_args[@]}" >/dev/null 2>&1 &
   pid=$!
   delay=$(( 5 + RANDOM % 40 ))
   sleep "$(( delay / 10 )).$(( delay % 10 ))"
   kill -9 "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
+  no_survivor "$out"
   if [ -f "$out" ]; then
     "$evaluate" --checkpoint "$out" --limit 64 >/dev/null 2>&1 || fail "kill $k left a checkpoint that does not load"
   fi
   echo "checkpoint loop: kill $k after ${delay}00 ms, checkpoint $( [ -f "$out" ] && echo loads || echo 'not yet written')"
 done
-teach 1 >/dev/null 2>&1 || fail "train_teacher failed after the kills"
+"$train" --epochs 1 "${teach_args[@]}" >/dev/null 2>&1 || fail "train_teacher failed after the kills"
 "$evaluate" --checkpoint "$out" --limit 64 >/dev/null || fail "the final checkpoint does not load"
 stray=$(find "$work" -maxdepth 1 -name '*.tmp.*')
 [ -z "$stray" ] || fail "temp files left after the next save: $stray"
@@ -92,6 +98,7 @@ for ((k = 1; k <= kills; k++)); do
   sleep "$(( delay / 1000 )).$(printf %03d $(( delay % 1000 )))"
   kill -9 "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
+  no_survivor "$work/resumed.safetensors"
   echo "resume: kill $k after $delay ms"
 done
 "$train" "${tiny[@]}" --epochs 5 --resume --out "$work/resumed.safetensors" 2>"$work/resume.log" >/dev/null ||

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "seqswap/train/adamw.hpp"
+#include "seqswap/train/comm.hpp"
 #include "seqswap/io/dataset.hpp"
 #include "seqswap/io/progress.hpp"
 #include "seqswap/train/loss.hpp"
@@ -179,6 +180,11 @@ struct LoopHooks {
   io::Progress* progress = nullptr;              // an outer meter (else the loop's own, labelled o.label)
   std::function<std::string()> note;         // appended to the progress line
   std::function<void(long)> after_step;      // after optimizer step s (evaluation, checkpoints)
+  // Data parallel (train/comm.hpp; nullptr or one rank = single process): every rank draws the
+  // same global batch, runs `step` on its slice (batch_slice) and the gradients and the loss,
+  // each weighted by the slice's share of the batch, are summed over the ranks, so every rank
+  // takes the same optimizer step on the global batch's mean gradient. Progress prints on rank 0.
+  Communicator* comm = nullptr;
 };
 
 // step(s, images, labels, n) -> loss: forward and backward for step s on a batch of n images
@@ -198,13 +204,27 @@ LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o
   const long tail_from = tail_start(o.steps);
   long tail_n = 0, seen = 0;
   double tail_loss = 0;
-  io::Progress local(o.label, o.steps, o.progress_interval_s, o.quiet || h.progress != nullptr);
+  const int ranks = h.comm ? h.comm->size() : 1, rank = h.comm ? h.comm->rank() : 0;
+  io::Progress local(o.label, o.steps, o.progress_interval_s, o.quiet || h.progress != nullptr || rank != 0);
   for (long s = 0; s < o.start_step; ++s) loader.next_cycling(images, labels);
   local.set_base(o.start_step);
+  const index_t E = data.image_numel();
   for (long s = o.start_step; s < o.steps; ++s) {
     const index_t n = loader.next_cycling(images, labels);
     model.zero_grad();
-    const double loss = step(s, images.data(), labels.data(), n);
+    double loss = 0;
+    if (ranks == 1) {
+      loss = step(s, images.data(), labels.data(), n);
+    } else {
+      const auto [lo, hi] = batch_slice(n, rank, ranks);
+      const double share = double(hi - lo) / double(n);
+      if (hi > lo) loss = share * step(s, images.data() + lo * E, labels.data() + lo, index_t(hi - lo));
+      auto g = model.grads();
+      if (share != 1.0)
+        for (std::size_t i = 0; i < g.size; ++i) g.data[i] = T(double(g.data[i]) * share);
+      h.comm->allreduce_sum(g.data, g.size);
+      h.comm->allreduce_sum(&loss, 1);  // NaN on any rank is NaN on all: every rank stops alike
+    }
     // A non-finite loss, gradient or parameter stops the run here, before anything is saved
     // from it: the caller's last checkpoint stays the last good one.
     check(std::isfinite(loss), o.label, ": step ", s + 1, " of ", o.steps, ": the loss is not finite (", loss,
