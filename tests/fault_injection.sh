@@ -20,6 +20,18 @@ fail() { echo "fault_injection: $*"; exit 1; }
 study_args=(--preset micro --checkpoint "$ckpt" --halting-teachers "$halting" --quiet)
 run_study() { "$study" "${study_args[@]}" --out "$1"; }
 no_survivor() { ! pgrep -f -- "--out $1" >/dev/null || fail "a killed process still writes $1"; }
+# kill_after SECONDS OUT COMMAND...: start COMMAND (writing OUT), kill -9 it after SECONDS and
+# check that nothing still writes OUT. The command is started here, not in a subshell, so $! is it.
+kill_after() {
+  local secs=$1 out=$2
+  shift 2
+  "$@" >/dev/null 2>&1 &
+  local pid=$!
+  sleep "$secs"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  no_survivor "$out"
+}
 # The deterministic content of a finished study: every JSON result without wall times.
 digest() {
   /usr/bin/python3 - "$1" <<'PY'
@@ -49,12 +61,7 @@ run_study "$work/timing" >/dev/null 2>&1
 whole=$(( $(date +%s) - start + 1 ))
 for ((k = 1; k <= kills; k++)); do
   delay=$(( RANDOM % (whole * 10) ))  # tenths of a second into the run
-  "$study" "${study_args[@]}" --out "$work/killed" >/dev/null 2>&1 &
-  pid=$!
-  sleep "$(( delay / 10 )).$(( delay % 10 ))"
-  kill -9 "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  no_survivor "$work/killed"
+  kill_after "$(( delay / 10 )).$(( delay % 10 ))" "$work/killed" "$study" "${study_args[@]}" --out "$work/killed"
   echo "study: kill $k after ${delay}00 ms"
 done
 run_study "$work/killed" || fail "the study did not resume after $kills kills"
@@ -68,13 +75,8 @@ echo "checkpoint loop: train_teacher, a checkpoint per epoch"
 out="$work/teacher.safetensors"
 teach_args=(--train-limit 256 --test-limit 64 --width 16 --depth 1 --heads 2 --out "$out" --quiet)
 for ((k = 1; k <= kills; k++)); do
-  "$train" --epochs 30 "${teach_args[@]}" >/dev/null 2>&1 &
-  pid=$!
   delay=$(( 5 + RANDOM % 40 ))
-  sleep "$(( delay / 10 )).$(( delay % 10 ))"
-  kill -9 "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  no_survivor "$out"
+  kill_after "$(( delay / 10 )).$(( delay % 10 ))" "$out" "$train" --epochs 30 "${teach_args[@]}"
   if [ -f "$out" ]; then
     "$evaluate" --checkpoint "$out" --limit 64 >/dev/null 2>&1 || fail "kill $k left a checkpoint that does not load"
   fi
@@ -92,13 +94,9 @@ start=$(date +%s%N)
 "$train" "${tiny[@]}" --epochs 5 --out "$work/timing.safetensors" >/dev/null 2>&1
 whole_ms=$(( ($(date +%s%N) - start) / 1000000 + 1 ))
 for ((k = 1; k <= kills; k++)); do
-  "$train" "${tiny[@]}" --epochs 5 --resume --out "$work/resumed.safetensors" >/dev/null 2>&1 &
-  pid=$!
   delay=$(( RANDOM % whole_ms ))
-  sleep "$(( delay / 1000 )).$(printf %03d $(( delay % 1000 )))"
-  kill -9 "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  no_survivor "$work/resumed.safetensors"
+  kill_after "$(( delay / 1000 )).$(printf %03d $(( delay % 1000 )))" "$work/resumed.safetensors" \
+    "$train" "${tiny[@]}" --epochs 5 --resume --out "$work/resumed.safetensors"
   echo "resume: kill $k after $delay ms"
 done
 "$train" "${tiny[@]}" --epochs 5 --resume --out "$work/resumed.safetensors" 2>"$work/resume.log" >/dev/null ||

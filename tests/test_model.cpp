@@ -149,15 +149,21 @@ TEST_CASE("A tiny ViT overfits 64 Fashion-MNIST images", "[model][train]") {
   REQUIRE(e.accuracy > 0.99);
 }
 
-TEST_CASE("The training loop stops at the first non-finite loss or parameter", "[model][train]") {
-  // Issue 19: --lr nan trained to a NaN checkpoint and exited 0.
+// n one-channel 8 x 8 images of three classes, pixel k = (k * mult) mod 251: enough for a loop.
+static io::ImageDataset synthetic_images(index_t n, index_t mult) {
   io::ImageDataset data;
   data.name = "synthetic";
-  data.count = 32;
+  data.count = n;
   data.size = 8;
   data.classes = 3;
-  for (index_t i = 0; i < 32 * 64; ++i) data.pixels.push_back(std::uint8_t((i * 37) % 251));
-  for (index_t i = 0; i < 32; ++i) data.labels.push_back(std::int32_t(i % 3));
+  for (index_t i = 0; i < n * 64; ++i) data.pixels.push_back(std::uint8_t((i * mult) % 251));
+  for (index_t i = 0; i < n; ++i) data.labels.push_back(std::int32_t(i % 3));
+  return data;
+}
+
+TEST_CASE("The training loop stops at the first non-finite loss or parameter", "[model][train]") {
+  // Issue 19: --lr nan trained to a NaN checkpoint and exited 0.
+  const io::ImageDataset data = synthetic_images(32, 37);
   model::VitConfig c{.image_size = 8, .channels = 1, .patch = 4, .width = 8, .depth = 2, .heads = 2,
                      .mlp_ratio = 2.0, .classes = 3};
   model::Model m(model::make_vit<float>(c));
@@ -185,13 +191,7 @@ TEST_CASE("The training loop stops at the first non-finite loss or parameter", "
 }
 
 TEST_CASE("A loop resumed at step k with the saved weights and moments equals an uninterrupted one", "[model][train]") {
-  io::ImageDataset data;  // 20 images: batches of 8 cross an epoch boundary (8, 8, 4, 8, ...)
-  data.name = "synthetic";
-  data.count = 20;
-  data.size = 8;
-  data.classes = 3;
-  for (index_t i = 0; i < 20 * 64; ++i) data.pixels.push_back(std::uint8_t((i * 53) % 251));
-  for (index_t i = 0; i < 20; ++i) data.labels.push_back(std::int32_t(i % 3));
+  const io::ImageDataset data = synthetic_images(20, 53);  // batches of 8 cross an epoch boundary (8, 8, 4, 8, ...)
   const model::VitConfig c{.image_size = 8, .channels = 1, .patch = 4, .width = 8, .depth = 1, .heads = 2,
                            .mlp_ratio = 2.0, .classes = 3};
   const train::LoopOptions o{.steps = 7, .batch = 8, .lr = 3e-3, .warmup_steps = 2, .seed = 5,
