@@ -1239,7 +1239,7 @@ class Study {
     }
     int halted_faster = 0, halted_total = 0;
     for (const auto& t : halting_teachers_)
-      if (t.contains("forward_ms_packed") && t["teacher"] != "dense-no-halting") {
+      if (t.contains("forward_ms_packed") && t.value("role", "") == "halting") {  // not the dense ones
         const double h = t["forward_ms_packed"], d = t["forward_ms_dense_teacher"];
         ++halted_total;
         halted_faster += h < d;
