@@ -14,6 +14,11 @@
 // then report.md with a verdict per claim of METHOD.md. Every finished run writes
 // runs/<name>.json atomically; rerunning skips what exists (--force redoes it), so an
 // interrupted study loses at most the run in flight.
+//
+// Across processes: `--shard K/N` (scripts/run_study.sh), or, built with MPI, `mpirun -np R
+// sparsity_to_simplicity ...`: rank r runs shard r/R, and once every rank has finished, rank 0
+// runs the unsharded pass (halting teachers, efficiency, report). A rank that fails fails the
+// job, naming itself; every finished run stays in the folder, and the same command continues.
 #include <CLI/CLI.hpp>
 #include <array>
 #include <set>
@@ -37,6 +42,9 @@
 #include "seqswap/distill/guided.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/plot.hpp"
+#ifdef SEQSWAP_HAVE_MPI
+#include "seqswap/train/mpi.hpp"
+#endif
 
 using namespace seqswap;
 namespace fs = std::filesystem;
@@ -1299,9 +1307,44 @@ class Study {
   json eff_;
 };
 
+// The study over R ranks: rank r runs shard r/R; when all have finished (an all-reduce of their
+// exit codes, so that one rank's error never leaves the others waiting), rank 0 runs the
+// unsharded pass. `force` applies to the shards' runs, not to the final pass (which would redo
+// every run the shards just finished).
+int study_on_ranks(train::Communicator& comm, const StudyConfig& c, const fs::path& out, bool force, bool quiet) {
+  const int rank = comm.rank(), ranks = comm.size();
+  double failed = 0;
+  try {
+    Study shard(c, out, force, quiet || rank != 0, rank, ranks);
+    failed = shard.run() != 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sparsity_to_simplicity: rank %d of %d: error: %s\n", rank, ranks, e.what());
+    failed = 1;
+  }
+  comm.allreduce_sum(&failed, 1);
+  if (failed > 0) {
+    if (rank == 0)
+      std::fprintf(stderr, "sparsity_to_simplicity: %g of %d ranks failed (above); the finished runs stay in %s, "
+                   "and the same command continues the study\n", failed, ranks, out.string().c_str());
+    return 1;
+  }
+  if (rank != 0) return 0;
+  Study final_pass(c, out, false, quiet);
+  return final_pass.run();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
+  train::Communicator* comm = nullptr;
+#ifdef SEQSWAP_HAVE_MPI
+  std::optional<train::MpiSession> mpi;
+  std::optional<train::MpiCommunicator> mpi_comm;
+  if (train::launched_by_mpirun()) {
+    mpi.emplace(&argc, &argv);
+    comm = &mpi_comm.emplace();
+  }
+#endif
   CLI::App app{"The sparsity-to-simplicity study end to end: profile, single-layer sweep, group replacement, "
                "efficiency, report"};
   std::string preset_name = "quick", config_file, out;
@@ -1394,6 +1437,11 @@ int main(int argc, char** argv) try {
   }
   if (out.empty()) out = "results/" + c.preset;
   check(!(report_only && (shards > 1 || force)), "--report-only: not with --shard or --force");
+  if (comm && comm->size() > 1) {
+    check(shard_spec.empty() && !report_only, "--shard and --report-only: not under mpirun (rank r of R runs shard "
+          "r/R, then rank 0 the rest); found ", shard_spec.empty() ? "--report-only" : "--shard " + shard_spec);
+    return study_on_ranks(*comm, c, out, force, quiet);
+  }
   Study study(c, out, force, quiet, shard, shards);
   study.set_report_only(report_only);
   return study.run();

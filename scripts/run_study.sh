@@ -21,4 +21,7 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=$?; done
 [[ $rc -eq 0 ]] || { echo "run_study.sh: a shard failed ($rc); see $out/shard-*.log" >&2; exit "$rc"; }
-OMP_NUM_THREADS=$n "$driver" --preset "$preset" --out "$out" "$@"
+# --force applies to the shards' runs; the final pass reuses what they just finished.
+final=()
+for a in "$@"; do [[ $a == --force ]] || final+=("$a"); done
+OMP_NUM_THREADS=$n "$driver" --preset "$preset" --out "$out" "${final[@]}"

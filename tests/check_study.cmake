@@ -1,6 +1,10 @@
 # Smoke test of the study driver: the micro preset writes every report file, JSON parses,
 # a rerun reuses the finished runs, and bad input is a clear error.
 file(REMOVE_RECURSE "${WORK_DIR}")
+# One thread everywhere: the sharded runs below (one core per process or MPI rank) are compared
+# bit for bit with this one-process run, and OpenMP reductions round differently with another
+# thread count.
+set(ENV{OMP_NUM_THREADS} 1)
 # The dense teacher also serves as an "accuracy-matched" dense teacher: the matched claim-3
 # comparison runs (a real study uses earlier checkpoints of another teacher run).
 execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
@@ -111,23 +115,45 @@ if(NOT rc EQUAL 0 OR n_untested LESS 3)
   message(FATAL_ERROR "claims over zero cases were not reported as 'not tested' (${n_untested} found, rc ${rc}):\n${err}")
 endif()
 # Issue 15: two shards side by side on one folder, then the unsharded pass, give the same runs
-# (bit for bit) and the same verdicts as one process; every cell has its two seeds.
+# (bit for bit) and the same verdicts as one process; every cell has its two seeds. Built with
+# MPI (issue 17), the two shards are two MPI ranks of one job (rank 0 then runs the unsharded
+# pass): the orchestration users run with mpirun; otherwise two processes with --shard, as
+# scripts/run_study.sh runs them. Both share the Study's shard code.
 file(REMOVE_RECURSE "${WORK_DIR}_sh")
-execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
-                  --out ${WORK_DIR}_sh --shard 0/2 --quiet
-                COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
-                  --out ${WORK_DIR}_sh --shard 1/2 --quiet
-                RESULTS_VARIABLE rcs ERROR_VARIABLE err)
-if(NOT rcs STREQUAL "0;0")
-  message(FATAL_ERROR "sharded study failed (${rcs}):\n${err}")
-endif()
-if(EXISTS "${WORK_DIR}_sh/report.md")
-  message(FATAL_ERROR "a shard wrote the report")
-endif()
-execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
-                  --out ${WORK_DIR}_sh --quiet RESULT_VARIABLE rc ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "the pass after the shards failed (${rc}):\n${err}")
+if(MPIEXEC)
+  set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
+  set(ENV{OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} 1)
+  execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${DRIVER} --preset micro --checkpoint ${CHECKPOINT}
+                    --halting-teachers ${HALTING_TEACHER} --out ${WORK_DIR}_sh --quiet
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the study on 2 MPI ranks failed (${rc}):\n${err}")
+  endif()
+  # A rank that fails fails the job, naming itself, and leaves the finished runs in place.
+  execute_process(COMMAND ${MPIEXEC} -n 2 --oversubscribe ${DRIVER} --preset micro --checkpoint ${CHECKPOINT}
+                    --halting-teachers ${HALTING_TEACHER} --out ${WORK_DIR}_sh --shard 0/2 --quiet
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  string(FIND "${err}" "--shard and --report-only: not under mpirun" pos)
+  if(rc EQUAL 0 OR pos EQUAL -1)
+    message(FATAL_ERROR "--shard under mpirun was not refused:\n${err}")
+  endif()
+else()
+  execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
+                    --out ${WORK_DIR}_sh --shard 0/2 --quiet
+                  COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
+                    --out ${WORK_DIR}_sh --shard 1/2 --quiet
+                  RESULTS_VARIABLE rcs ERROR_VARIABLE err)
+  if(NOT rcs STREQUAL "0;0")
+    message(FATAL_ERROR "sharded study failed (${rcs}):\n${err}")
+  endif()
+  if(EXISTS "${WORK_DIR}_sh/report.md")
+    message(FATAL_ERROR "a shard wrote the report")
+  endif()
+  execute_process(COMMAND ${DRIVER} --preset micro --checkpoint ${CHECKPOINT} --halting-teachers ${HALTING_TEACHER}
+                    --out ${WORK_DIR}_sh --quiet RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "the pass after the shards failed (${rc}):\n${err}")
+  endif()
 endif()
 foreach(run group-min_gru-sparsest-2-s1 group-min_gru-densest-4 sweep-min_gru-layer3)
   file(READ "${WORK_DIR}/runs/${run}.json" one)
