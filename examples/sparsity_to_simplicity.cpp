@@ -25,6 +25,7 @@
 #include <span>
 
 #include "flags.hpp"
+#include "ranks.hpp"
 #include "study_config.hpp"
 #include <cstdio>
 #include <fstream>
@@ -42,9 +43,6 @@
 #include "seqswap/distill/guided.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/plot.hpp"
-#ifdef SEQSWAP_HAVE_MPI
-#include "seqswap/train/mpi.hpp"
-#endif
 
 using namespace seqswap;
 namespace fs = std::filesystem;
@@ -1336,15 +1334,8 @@ int study_on_ranks(train::Communicator& comm, const StudyConfig& c, const fs::pa
 }  // namespace
 
 int main(int argc, char** argv) try {
-  train::Communicator* comm = nullptr;
-#ifdef SEQSWAP_HAVE_MPI
-  std::optional<train::MpiSession> mpi;
-  std::optional<train::MpiCommunicator> mpi_comm;
-  if (train::launched_by_mpirun()) {
-    mpi.emplace(&argc, &argv);
-    comm = &mpi_comm.emplace();
-  }
-#endif
+  const Ranks launch(&argc, &argv);
+  train::Communicator* comm = launch.comm();
   CLI::App app{"The sparsity-to-simplicity study end to end: profile, single-layer sweep, group replacement, "
                "efficiency, report"};
   std::string preset_name = "quick", config_file, out;

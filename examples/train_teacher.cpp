@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "flags.hpp"
+#include "ranks.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -26,24 +27,12 @@
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
-#ifdef SEQSWAP_HAVE_MPI
-#include <optional>
-
-#include "seqswap/train/mpi.hpp"
-#endif
 
 using namespace seqswap;
 
 int main(int argc, char** argv) try {
-  train::Communicator* comm = nullptr;
-#ifdef SEQSWAP_HAVE_MPI
-  std::optional<train::MpiSession> mpi;
-  std::optional<train::MpiCommunicator> mpi_comm;
-  if (train::launched_by_mpirun()) {
-    mpi.emplace(&argc, &argv);
-    comm = &mpi_comm.emplace();
-  }
-#endif
+  const Ranks launch(&argc, &argv);
+  train::Communicator* comm = launch.comm();
   const int rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
   const bool writer = rank == 0;  // rank 0 prints and writes; every rank computes the same model
   CLI::App app{"Train a ViT teacher on Fashion-MNIST"};
