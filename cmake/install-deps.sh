@@ -15,6 +15,7 @@ packages=(
   nlohmann-json3-dev                   # safetensors headers, reports
   libcli11-dev                         # example drivers' flags
   zlib1g-dev                           # gzip IDX datasets
+  libjpeg62-turbo-dev libpng-dev       # image folders (JPEG, PNG)
   gnuplot-nox                          # report plots
   dataset-fashion-mnist                # /usr/share/datasets/fashion-mnist/*-ubyte.gz
   libopenmpi-dev openmpi-bin           # data-parallel training over MPI (SEQSWAP_ENABLE_MPI=AUTO)

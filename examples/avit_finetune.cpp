@@ -5,9 +5,15 @@
 // guided distillation run the teacher exactly as it was trained. Prints (and writes next to
 // the checkpoint as JSON) the test accuracy, the keep ratio per layer and the forward time per
 // image, packed, beside the dense teacher's.
+//
+// Data parallel under mpirun/srun (built with MPI): each rank takes its slice of every global
+// batch (--batch), gradients are all-reduced, and rank 0 alone prints and writes. The halting
+// losses are means over the slice, so their share-weighted sum is the global batch's mean.
 #include <CLI/CLI.hpp>
 
+#include "data.hpp"
 #include "flags.hpp"
+#include "ranks.hpp"
 #include <cstdio>
 #include <fstream>
 
@@ -20,8 +26,11 @@
 using namespace seqswap;
 
 int main(int argc, char** argv) try {
+  const Ranks launch(&argc, &argv);
+  const bool writer = !launch.comm() || launch.comm()->rank() == 0;
   CLI::App app{"Fine-tune a ViT into an A-ViT halting teacher"};
-  std::string checkpoint = "models/vit-fmnist.safetensors", out, data_dir = io::default_fashion_mnist_dir;
+  std::string checkpoint = "models/vit-fmnist.safetensors", out;
+  DataFlags data;
   halting::HaltingOptions ho;
   long steps = 1500;
   index_t batch = 64, test_limit = 0;
@@ -45,9 +54,10 @@ int main(int argc, char** argv) try {
   app.add_option("--lr", lr, "peak learning rate (AdamW, cosine, 5% warm-up)")->check(flags::FinitePositive);
   app.add_option("--seed", seed, "seed for shuffling and augmentation");
   app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
-  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
+  data.add(app);
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
+  if (!writer) quiet = true;
   ho.validate();
   io::check_writable(out, "--out");  // before the fine-tune, not after it
   io::check_writable(std::filesystem::path(out).replace_extension(".json"), "--out (its .json)");
@@ -55,8 +65,9 @@ int main(int argc, char** argv) try {
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);
   if (ho.prior_mean < 0) ho.prior_mean = 2.0 * double(cfg.depth) / 3.0;
-  auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
-  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
+  auto train_set = data.load(io::Split::train, cfg);
+  auto test_set = data.load(io::Split::test, cfg);
+  check_classes(train_set, cfg);
   if (test_limit > 0) test_set = test_set.head(test_limit);
   check(train_set.image_numel() == cfg.channels * cfg.image_size * cfg.image_size,
         "avit_finetune: the checkpoint expects ", cfg.channels, "x", cfg.image_size, "x", cfg.image_size,
@@ -65,7 +76,7 @@ int main(int argc, char** argv) try {
   model::HaltingVit<float> hv(m, ho);
   const auto before = train::evaluate_halting(hv, test_set);
   const auto dense = train::evaluate(m, test_set);
-  std::fprintf(stderr, "start: dense accuracy %.4f; with halting (γ %.3g, β %.3g) accuracy %.4f, mean keep %.3f\n",
+  if (writer) std::fprintf(stderr, "start: dense accuracy %.4f; with halting (γ %.3g, β %.3g) accuracy %.4f, mean keep %.3f\n",
                dense.accuracy, ho.gamma, ho.beta, before.accuracy, before.mean_keep);
 
   const train::LoopOptions loop{.steps = steps, .batch = batch, .lr = lr, .min_lr = min_lr,
@@ -89,7 +100,7 @@ int main(int argc, char** argv) try {
                   keep_sum / double(window), hv.halter().prior());
     return std::string(extra);
   };
-  const auto trained = train::run_loop(hv, train_set, loop, step_fn, {.note = note});
+  const auto trained = train::run_loop(hv, train_set, loop, step_fn, {.note = note, .comm = launch.comm()});
 
   const auto after = train::evaluate_halting(hv, test_set);
   // Forward time per image: dense teacher vs this teacher packed (same batches, same run).
@@ -124,6 +135,7 @@ int main(int argc, char** argv) try {
                            {"ms_per_image_dense", dense_ms},
                            {"threads", host::max_threads()},
                            {"seconds", trained.seconds}};
+  if (!writer) return 0;
   io::save_checkpoint(out, m, cfg, {{"halting", ho_json.dump()}, {"training", result.dump()}});
   const auto json_path = std::filesystem::path(out).replace_extension(".json");
   io::write_file_atomic(json_path, result.dump(2) + "\n");

@@ -1,12 +1,17 @@
-// evaluate: test-set accuracy of a ViT checkpoint on Fashion-MNIST.
+// evaluate: test-set accuracy of a ViT checkpoint on Fashion-MNIST or an image folder.
 //
 //   evaluate --checkpoint models/vit-fmnist.safetensors [--json out.json]
+//   evaluate --checkpoint deit_tiny.safetensors --arch deit_tiny_patch16_224 --image-folder ROOT
 //
+// The images are normalised as the checkpoint's config says (its "normalize"; Fashion-MNIST's
+// statistics for checkpoints that predate it); --arch reads a file without seqswap's metadata
+// (timm's tensor names) as that architecture.
 // A halting teacher (metadata "halting", written by avit_finetune) runs with halting, as it
 // was trained, and also prints its keep ratios; --dense runs it without. The last line printed
 // is `accuracy: 0.xxxx`.
 #include <CLI/CLI.hpp>
 
+#include "data.hpp"
 #include "flags.hpp"
 #include <cstdio>
 
@@ -18,13 +23,16 @@
 using namespace seqswap;
 
 int main(int argc, char** argv) try {
-  CLI::App app{"Evaluate a ViT checkpoint on the Fashion-MNIST test set"};
-  std::string checkpoint, json_out, data_dir = io::default_fashion_mnist_dir;
+  CLI::App app{"Evaluate a ViT checkpoint on the Fashion-MNIST test set or an image folder"};
+  std::string checkpoint, json_out, arch;
+  DataFlags data;
   index_t limit = 0, batch = 256;
   bool dense = false, allow_non_finite = false;
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")->required();
   app.add_option("--json", json_out, "also write the result as JSON here");
-  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
+  data.add(app);
+  app.add_option("--arch", arch, "read the checkpoint as this architecture (deit_tiny_patch16_224, ...; for "
+                 "files without seqswap's metadata, e.g. a timm state dict)");
   app.add_option("--limit", limit, "evaluate only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
   app.add_flag("--dense", dense, "run a halting teacher without halting");
@@ -33,13 +41,11 @@ int main(int argc, char** argv) try {
   if (!json_out.empty()) io::check_writable(json_out, "--json");
 
   model::VitConfig cfg;
-  auto m = model::load_vit<float>(checkpoint, &cfg, allow_non_finite);
-  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
+  auto m = arch.empty() ? model::load_vit<float>(checkpoint, &cfg, allow_non_finite)
+                        : model::load_vit_arch<float>(checkpoint, arch, &cfg, allow_non_finite);
+  auto test_set = data.load(io::Split::test, cfg);
+  check_classes(test_set, cfg);
   if (limit > 0) test_set = test_set.head(limit);
-  check(test_set.size == cfg.image_size && test_set.channels == cfg.channels,
-        "evaluate: the checkpoint expects ", cfg.channels, "x", cfg.image_size, "x",
-        cfg.image_size, " images, the data has ", test_set.channels, "x", test_set.size, "x",
-        test_set.size);
   const auto halting = dense ? std::nullopt : model::read_halting_options(io::read_safetensors(checkpoint));
   nlohmann::json j = {{"checkpoint", checkpoint}, {"model", cfg}, {"parameters", m.param_count()}};
   double accuracy = 0, loss = 0;

@@ -45,6 +45,7 @@ int main(int argc, char** argv) try {
 
   auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
   auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
+  train_set.norm = test_set.norm = cfg.norm;  // as the teacher was trained
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
   const distill::Plan plan{.layers = {4, 5, 6, 7}};

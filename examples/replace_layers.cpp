@@ -7,9 +7,14 @@
 // Writes <out>/result.json (everything below), <out>/layers.csv (one row per replaced layer)
 // and <out>/student.safetensors. The plan's ranking comes from the teacher's sparsity profile
 // (S_ent, on --profile-images test images) unless the plan names layers itself.
+//
+// Data parallel under mpirun/srun (built with MPI): both stages run each global batch
+// (--batch) split over the ranks with all-reduced gradients; rank 0 alone prints and writes.
 #include <CLI/CLI.hpp>
 
+#include "data.hpp"
 #include "flags.hpp"
+#include "ranks.hpp"
 #include <cstdio>
 #include <sstream>
 
@@ -21,9 +26,11 @@
 using namespace seqswap;
 
 int main(int argc, char** argv) try {
+  const Ranks launch(&argc, &argv);
+  const bool writer = !launch.comm() || launch.comm()->rank() == 0;
   CLI::App app{"Replace attention layers of a ViT with a sequential mixer (layer-wise distillation)"};
   std::string checkpoint, out_dir, plan_spec = "sparsest:2", mixer_options = "{}";
-  std::string data_dir = io::default_fashion_mnist_dir;
+  DataFlags data;
   zoo::ReplaceOptions rep;
   distill::Stage1Options s1;
   distill::Stage2Options s2;
@@ -50,11 +57,12 @@ int main(int argc, char** argv) try {
   app.add_option("--profile-images", profile_images, "test images for the sparsity ranking")->check(flags::FiniteNonNegative);
   app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
-  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
+  data.add(app);
   app.add_option("--seed", seed, "seed of the new mixers, shuffling and random plans");
   app.add_option("--out", out_dir, "output folder")->required();
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
+  if (!writer) quiet = true;
   // Every output is checked before the stages run, not after both.
   for (const char* f : {"result.json", "layers.csv", "student.safetensors"})
     io::check_writable(std::filesystem::path(out_dir) / f, "--out");
@@ -67,11 +75,13 @@ int main(int argc, char** argv) try {
   s1.batch = s2.batch = batch;
   s1.seed = seed + 1;
   s2.seed = seed + 2;
+  s1.comm = s2.comm = launch.comm();
 
   model::VitConfig cfg;
   auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(checkpoint, &cfg);
-  auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
-  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
+  auto train_set = data.load(io::Split::train, cfg);
+  auto test_set = data.load(io::Split::test, cfg);
+  check_classes(train_set, cfg);
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
 
@@ -85,18 +95,19 @@ int main(int argc, char** argv) try {
   const auto plan = distill::parse_plan(plan_spec, cfg.depth, scores);
   std::ostringstream layers_str;
   for (index_t l : plan.layers) layers_str << (layers_str.tellp() ? "," : "") << l;
-  std::fprintf(stderr, "plan %s -> layers %s, mixer %s\n", plan_spec.c_str(), layers_str.str().c_str(),
+  if (writer) std::fprintf(stderr, "plan %s -> layers %s, mixer %s\n", plan_spec.c_str(), layers_str.str().c_str(),
                rep.mixer.c_str());
 
-  const auto teacher_eval = train::evaluate(teacher, test_set);
+  // Each rank evaluates a share of the test batches (the whole set on one process).
+  const auto teacher_eval = train::evaluate_split(teacher, test_set, launch.comm());
   auto student = teacher;
   zoo::replace_layers(student, cfg, plan, rep);
   io::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
   const auto r1 = distill::stage1(teacher, student, plan, train_set, s1, &p1);
   const auto mse = distill::layer_losses(teacher, student, plan, test_set.head(std::min<index_t>(test_set.count, 1000)), 250, s1);
-  const auto eval1 = train::evaluate(student, test_set);
+  const auto eval1 = train::evaluate_split(student, test_set, launch.comm());
   const auto r2 = distill::stage2(teacher, student, train_set, s2, &p2);
-  const auto eval2 = train::evaluate(student, test_set);
+  const auto eval2 = train::evaluate_split(student, test_set, launch.comm());
 
   nlohmann::json j;
   j["checkpoint"] = checkpoint;
@@ -117,6 +128,7 @@ int main(int argc, char** argv) try {
   j["params_student"] = student.param_count();
   j["options"] = {{"batch", batch}, {"lr1", s1.lr}, {"lr2", s2.lr}, {"kl", s2.kl_weight},
                   {"seed", seed}, {"train_images", train_set.count}};
+  if (!writer) return 0;
   const std::filesystem::path dir(out_dir);
   io::write_file_atomic(dir / "result.json", j.dump(2) + "\n");
   std::ostringstream csv;

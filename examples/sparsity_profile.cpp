@@ -10,6 +10,7 @@
 // ranking by S_ent, sparsest first.
 #include <CLI/CLI.hpp>
 
+#include "data.hpp"
 #include "flags.hpp"
 #include <cmath>
 #include <cstdio>
@@ -30,8 +31,9 @@ namespace fs = std::filesystem;
 
 
 int main(int argc, char** argv) try {
-  CLI::App app{"Attention sparsity per layer and head of a ViT on Fashion-MNIST test images"};
-  std::string checkpoint, out_dir, data_dir = io::default_fashion_mnist_dir;
+  CLI::App app{"Attention sparsity per layer and head of a ViT on test images (Fashion-MNIST or an image folder)"};
+  std::string checkpoint, out_dir;
+  DataFlags data;
   index_t images = 0, batch = 64;
   analysis::SparsityOptions opt;
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")
@@ -44,8 +46,7 @@ int main(int argc, char** argv) try {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--tau", opt.tau, "below_tau counts entries below tau/N")
       ->check(flags::FiniteNonNegative);
-  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files")
-      ->check(CLI::ExistingDirectory);
+  data.add(app);
   CLI11_PARSE(app, argc, argv);
   check(images >= 1, "expected --images >= 1, found ", images);
   check(batch >= 1, "expected --batch >= 1, found ", batch);
@@ -53,14 +54,9 @@ int main(int argc, char** argv) try {
 
   model::VitConfig cfg;
   auto m = model::load_vit<float>(checkpoint, &cfg);
-  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
-  check(images <= test_set.count, "--images ", images, " exceeds the ",
-        test_set.count, " images of the test set in ", data_dir);
+  auto test_set = data.load(io::Split::test, cfg);
+  check(images <= test_set.count, "--images ", images, " exceeds the ", test_set.count, " test images");
   test_set = test_set.head(images);
-  check(test_set.size == cfg.image_size && test_set.channels == cfg.channels,
-        "the checkpoint expects ", cfg.channels, "x", cfg.image_size, "x",
-        cfg.image_size, " images, the data has ", test_set.channels, "x", test_set.size, "x",
-        test_set.size);
   // Fail before the long part when the output folder cannot be made.
   const fs::path dir(out_dir);
   std::error_code ec;

@@ -92,6 +92,7 @@ class Study {
     if (c_.group_sizes.empty()) c_.group_sizes = {std::max<index_t>(1, cfg_.depth / 4), std::max<index_t>(1, cfg_.depth / 2)};
     train_ = io::load_fashion_mnist(io::Split::train, c_.data_dir);
     test_ = io::load_fashion_mnist(io::Split::test, c_.data_dir);
+    train_.norm = test_.norm = cfg_.norm;  // as the teacher was trained
     for (const auto& path : c_.halting_teachers) {
       check(fs::exists(path), "halting_teachers: ", path, " not found; make it with build/release/examples/avit_finetune "
             "(models/README.md lists the commands) or set halting_teachers in a --config file");

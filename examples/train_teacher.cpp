@@ -1,7 +1,12 @@
-// train_teacher: trains a ViT on Fashion-MNIST from scratch and writes a checkpoint.
+// train_teacher: trains a ViT on Fashion-MNIST (or an image folder) from scratch and writes a
+// checkpoint.
 //
 //   train_teacher --epochs 30 --out models/vit-fmnist.safetensors --csv models/vit-fmnist.csv
+//   train_teacher --image-folder ROOT --arch deit_tiny_patch16_224 --out deit.safetensors
+//   train_teacher --image-folder ROOT --image-size 64 --channels 3 --patch 8 --out small.safetensors
 //
+// The checkpoint's config records the input size, channels and pixel normalisation
+// (--normalize; default: Fashion-MNIST's statistics for Fashion-MNIST, ImageNet's for a folder).
 // Per epoch: a CSV row (train loss/accuracy, test loss/accuracy, lr, seconds); the checkpoint
 // is rewritten atomically after every epoch, so an interrupted run keeps the last one. With
 // --resume, the run also keeps its whole state (weights, AdamW moments, step, CSV) beside the
@@ -13,6 +18,7 @@
 // summed with MPI_Allreduce, every rank steps alike, and rank 0 alone prints and writes files.
 #include <CLI/CLI.hpp>
 
+#include "data.hpp"
 #include "flags.hpp"
 #include "ranks.hpp"
 #include <algorithm>
@@ -44,7 +50,8 @@ int main(int argc, char** argv) try {
   io::Augment aug{.crop_padding = 2, .hflip = true};
   std::uint64_t seed = 0;
   index_t train_limit = 0, test_limit = 0;
-  std::string out = "models/vit-fmnist.safetensors", csv, init, data_dir = io::default_fashion_mnist_dir;
+  std::string out = "models/vit-fmnist.safetensors", csv, init, arch, normalize;
+  DataFlags data;
   bool quiet = false, resume = false;
   std::vector<int> keep_epochs;
   app.add_option("--epochs", epochs, "training epochs")->check(flags::FinitePositive);
@@ -65,7 +72,14 @@ int main(int argc, char** argv) try {
   app.add_option("--seed", seed, "seed for initialisation, shuffling and augmentation");
   app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
-  app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
+  data.add(app);
+  app.add_option("--arch", arch, "a named ViT/DeiT shape (deit_tiny_patch16_224, deit_small_patch16_224, ...; "
+                 "timm's names and tensors) instead of --width/--depth/--heads/--patch/--mlp-ratio");
+  app.add_option("--image-size", cfg.image_size, "with --image-folder: the model's image side in pixels")
+      ->check(flags::FinitePositive);
+  app.add_option("--channels", cfg.channels, "with --image-folder: 1 (grey) or 3 (RGB)")->check(CLI::IsMember({1, 3}));
+  app.add_option("--normalize", normalize, "pixel normalisation: fashion-mnist, imagenet or MEAN[,..]/STD[,..] "
+                 "(default: fashion-mnist for Fashion-MNIST, imagenet for an image folder)");
   app.add_option("--init", init, "start from this checkpoint's weights (its config wins; fresh optimizer)");
   app.add_option("--out", out, "checkpoint path (safetensors)");
   app.add_option("--csv", csv, "per-epoch CSV path (default: <out without extension>.csv)");
@@ -76,6 +90,24 @@ int main(int argc, char** argv) try {
   app.add_flag("--quiet", quiet, "no progress lines");
   CLI11_PARSE(app, argc, argv);
   if (!writer) quiet = true;
+  if (!arch.empty()) {
+    for (const char* f : {"--width", "--depth", "--heads", "--patch", "--mlp-ratio"})
+      check(app.count(f) == 0, "--arch ", arch, " fixes the shape: leave out ", f);
+    const index_t size = cfg.image_size, channels = cfg.channels;
+    cfg = model::vit_arch(arch);
+    if (app.count("--image-size")) cfg.image_size = size;
+    if (app.count("--channels")) cfg.channels = channels;
+    if (cfg.channels != 3) cfg.norm = io::Normalize::fashion_mnist();
+  }
+  if (!data.folder()) {
+    check(app.count("--image-size") == 0 && app.count("--channels") == 0,
+          "--image-size and --channels apply to --image-folder (Fashion-MNIST is 1x28x28)");
+    cfg.image_size = 28, cfg.channels = 1;
+  } else {
+    check(app.count("--image-size") || !arch.empty(), "--image-folder: expected --image-size (or --arch), found neither");
+    if (arch.empty()) cfg.norm = cfg.channels == 3 ? io::Normalize::imagenet() : io::Normalize{{0.5}, {0.5}};
+  }
+  if (!normalize.empty()) cfg.norm = io::parse_normalize(normalize);
   if (!init.empty()) cfg = model::read_vit_config(io::read_safetensors(init));
   cfg.validate();
   if (csv.empty()) csv = std::filesystem::path(out).replace_extension(".csv").string();
@@ -89,12 +121,11 @@ int main(int argc, char** argv) try {
   for (int e : keep_epochs)
     check(e <= epochs, "--keep-epochs: expected epochs in 1..", epochs, ", found ", e);
 
-  auto train_set = io::load_fashion_mnist(io::Split::train, data_dir);
-  auto test_set = io::load_fashion_mnist(io::Split::test, data_dir);
+  auto train_set = data.load(io::Split::train, cfg);
+  auto test_set = data.load(io::Split::test, cfg);
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
-  cfg.image_size = train_set.size;
-  cfg.channels = train_set.channels;
+  if (!init.empty()) check_classes(train_set, cfg);
   cfg.classes = train_set.classes;
 
   model::Model m(model::make_vit<float>(cfg));
@@ -226,7 +257,7 @@ int main(int argc, char** argv) try {
       correct = index_t(sums[1]);
       seen = index_t(sums[2]);
     }
-    const auto ev = train::evaluate(m, test_set);  // every rank holds the same weights
+    const auto ev = train::evaluate_split(m, test_set, comm);  // each rank a share of the batches
     run["epochs_done"] = epoch;
     run["test_accuracy"] = ev.accuracy;
     if (writer) write_epoch(s, ev, clock.elapsed() - epoch_start);
@@ -236,8 +267,12 @@ int main(int argc, char** argv) try {
     epoch_start = clock.elapsed();
   };
   loop_at.start_step = start_step;
-  train::run_loop(m, train_set, loop_at, step_fn, {.note = note, .after_step = end_of_epoch, .comm = comm});
+  const auto trained =
+      train::run_loop(m, train_set, loop_at, step_fn, {.note = note, .after_step = end_of_epoch, .comm = comm});
   if (!writer) return 0;
+  if (comm)  // the gradient all-reduce's share of rank 0's training loop (evaluation included)
+    std::fprintf(stderr, "all-reduce: %.2f s of %.1f s in the training loop (%.1f%%), %d ranks\n", trained.comm_seconds,
+                 trained.seconds, 100.0 * trained.comm_seconds / std::max(1e-9, trained.seconds), ranks);
   std::printf("checkpoint: %s\naccuracy: %.4f\n", out.c_str(), run["test_accuracy"].get<double>());
   return 0;
 } catch (const std::exception& e) {

@@ -7,9 +7,12 @@
 #     disk must always load, and after one more run no temp file may be left.
 #  3. train_teacher --resume, killed K times and rerun: the checkpoint equals an uninterrupted
 #     run's byte for byte, the CSV too but for wall seconds; other options are refused.
-# Usage: fault_injection.sh STUDY TRAIN_TEACHER EVALUATE CHECKPOINT HALTING_TEACHER WORK_DIR [KILLS]
+#  4. With MPIEXEC (built with MPI): the study on 2 ranks, rank 1 killed -9 midway: the job
+#     fails with a message naming the killed rank, every run file it left is complete and equal
+#     to the uninterrupted run's, and the same command then finishes with the same results.
+# Usage: fault_injection.sh STUDY TRAIN_TEACHER EVALUATE CHECKPOINT HALTING_TEACHER WORK_DIR [KILLS [MPIEXEC]]
 set -u
-study=$1 train=$2 evaluate=$3 ckpt=$4 halting=$5 work=$6 kills=${7:-4}
+study=$1 train=$2 evaluate=$3 ckpt=$4 halting=$5 work=$6 kills=${7:-4} mpiexec=${8:-}
 export OMP_NUM_THREADS=1
 rm -rf "$work" && mkdir -p "$work"
 RANDOM=7  # the kill moments are random but repeatable
@@ -109,4 +112,53 @@ diff <(cut -d, -f1-6 "$work/whole.csv") <(cut -d, -f1-6 "$work/resumed.csv") ||
 "$train" "${tiny[@]}" --epochs 6 --resume --out "$work/resumed.safetensors" 2>&1 | grep -q "was written with epochs = 5, this run has 6" ||
   fail "a resume with different options was not refused"
 echo "resume: $kills kills, the resumed checkpoint and CSV equal the uninterrupted run's"
+
+if [ -n "$mpiexec" ]; then
+  echo "mpi: the study on 2 ranks, rank 1 killed midway"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  mpi_out="$work/mpi"
+  "$mpiexec" --oversubscribe -np 2 "$study" "${study_args[@]}" --out "$mpi_out" >"$work/mpi.log" 2>&1 &
+  launcher=$!
+  # Rank 1 is the launcher's child whose environment says OMPI_COMM_WORLD_RANK=1; kill it once
+  # it has finished a run or two (a third of the one-process study's time).
+  sleep "$(( whole / 3 + 1 ))"
+  victim=""
+  for pid in $(pgrep -f -- "--out $mpi_out"); do
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$pid
+  done
+  [ -n "$victim" ] || { cat "$work/mpi.log"; fail "mpi: rank 1 not found (finished already?)"; }
+  kill -9 "$victim"
+  wait "$launcher" && fail "mpi: the job succeeded although rank 1 was killed"
+  grep -Eiq "rank 1.*(signal 9|killed)|exited on signal 9" "$work/mpi.log" ||
+    { cat "$work/mpi.log"; fail "mpi: the launcher's message does not name the killed rank"; }
+  no_survivor "$mpi_out"
+  # Every run file left is whole and equals the uninterrupted run's.
+  left=$(ls "$mpi_out/runs"/*.json 2>/dev/null | wc -l)
+  /usr/bin/python3 - "$work/clean" "$mpi_out" <<'PY' || fail "mpi: a finished run was damaged by the kill"
+import json, sys, os, glob
+clean, part = sys.argv[1], sys.argv[2]
+def strip(x):
+    if isinstance(x, dict):
+        return {k: strip(v) for k, v in x.items()
+                if not ("seconds" in k or "elapsed" in k or "latency" in k or "_ms" in k or k.startswith("ms_"))}
+    if isinstance(x, list):
+        return [strip(v) for v in x]
+    return x
+for f in glob.glob(os.path.join(part, "runs", "*.json")):
+    name = os.path.basename(f)
+    if name == "efficiency.json":
+        continue
+    a = strip(json.load(open(f)))  # a torn file would not parse
+    b = strip(json.load(open(os.path.join(clean, "runs", name))))
+    if a != b:
+        sys.exit(f"{name} differs from the uninterrupted run's")
+PY
+  "$mpiexec" --oversubscribe -np 2 "$study" "${study_args[@]}" --out "$mpi_out" >"$work/mpi2.log" 2>&1 ||
+    { cat "$work/mpi2.log"; fail "mpi: the study did not finish after the kill"; }
+  a=$(digest "$work/clean") b=$(digest "$mpi_out")
+  [ "$a" = "$b" ] || { diff <(tr ',' '\n' <<<"$a") <(tr ',' '\n' <<<"$b") | head -20; fail "mpi: the finished study differs"; }
+  echo "mpi: the job failed naming rank 1 ($(grep -Eio "rank 1[^.]*" "$work/mpi.log" | head -1)); $left finished run file(s) intact; the rerun equals the uninterrupted study"
+else
+  echo "mpi: no MPI launcher given: the kill-one-rank check was not run"
+fi
 rm -rf "$work"

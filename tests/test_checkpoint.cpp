@@ -3,6 +3,8 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
+#include <numeric>
 
 #include <unistd.h>
 
@@ -147,4 +149,93 @@ TEST_CASE("checkpoints are checked before they are trusted", "[io][checkpoint]")
     REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "deep.safetensors"), Catch::Contains("depth 1"));
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("checkpoints say how to normalise their input", "[io][checkpoint]") {
+  const auto dir = temp_dir();
+  auto cfg = small();
+  CHECK(cfg.norm == io::Normalize::fashion_mnist());
+  cfg.norm = io::Normalize{{0.25}, {0.5}};
+  model::VitModel<float> m(model::make_vit<float>(cfg));
+  m.init(1);
+  io::save_checkpoint(dir / "n.safetensors", m, cfg);
+  const auto f = io::read_safetensors(dir / "n.safetensors");
+  const auto stored = nlohmann::json::parse(f.metadata.at("config"));
+  CHECK(stored.at("normalize").at("mean") == nlohmann::json::array({0.25}));
+  model::VitConfig back;
+  model::load_vit<float>(dir / "n.safetensors", &back);
+  CHECK(back.norm == cfg.norm);
+  // A config written before "normalize" existed reads as Fashion-MNIST's (the shipped teachers').
+  auto j = nlohmann::json(cfg);
+  j.erase("normalize");
+  CHECK(j.get<model::VitConfig>().norm == io::Normalize::fashion_mnist());
+  // Wrong counts and values are refused, naming what was expected.
+  j["normalize"] = {{"mean", {0.1, 0.2, 0.3}}, {"std", {0.5}}};
+  REQUIRE_THROWS_WITH(j.get<model::VitConfig>(), Catch::Contains("1 or 1 values") && Catch::Contains("found 3"));
+  j["normalize"] = {{"mean", {0.1}}, {"std", {0.0}}};
+  REQUIRE_THROWS_WITH(j.get<model::VitConfig>(), Catch::Contains("positive normalisation std"));
+  j["normalize"] = {{"mean", "x"}};
+  REQUIRE_THROWS_WITH(j.get<model::VitConfig>(), Catch::Contains("\"std\""));
+  CHECK(io::parse_normalize("imagenet") == io::Normalize::imagenet());
+  CHECK(io::parse_normalize("0.5,0.4,0.3/0.2,0.2,0.2").mean.size() == 3);
+  REQUIRE_THROWS_WITH(io::parse_normalize("0.5"), Catch::Contains("MEAN"));
+  REQUIRE_THROWS_WITH(io::parse_normalize("0.5/x"), Catch::Contains("'x'"));
+}
+
+// timm's DeiT-Tiny (timm.create_model("deit_tiny_patch16_224").state_dict(), timm 0.9-1.0:
+// init_values=None leaves no ls1/ls2 tensors, global_pool="token" leaves fc_norm an Identity):
+// 152 tensors, in this order, with these shapes.
+TEST_CASE("named architectures have timm's tensor names and shapes", "[io][checkpoint]") {
+  using S = std::vector<std::int64_t>;
+  std::vector<std::pair<std::string, S>> timm = {{"cls_token", {1, 1, 192}}, {"pos_embed", {1, 197, 192}},
+                                                 {"patch_embed.proj.weight", {192, 3, 16, 16}},
+                                                 {"patch_embed.proj.bias", {192}}};
+  for (int b = 0; b < 12; ++b) {
+    const std::string p = "blocks." + std::to_string(b) + ".";
+    for (const auto& [n, s] : std::vector<std::pair<std::string, S>>{
+             {"norm1.weight", {192}}, {"norm1.bias", {192}}, {"attn.qkv.weight", {576, 192}}, {"attn.qkv.bias", {576}},
+             {"attn.proj.weight", {192, 192}}, {"attn.proj.bias", {192}}, {"norm2.weight", {192}}, {"norm2.bias", {192}},
+             {"mlp.fc1.weight", {768, 192}}, {"mlp.fc1.bias", {768}}, {"mlp.fc2.weight", {192, 768}}, {"mlp.fc2.bias", {192}}})
+      timm.emplace_back(p + n, s);
+  }
+  for (const auto& t : std::vector<std::pair<std::string, S>>{
+           {"norm.weight", {192}}, {"norm.bias", {192}}, {"head.weight", {1000, 192}}, {"head.bias", {1000}}})
+    timm.push_back(t);
+  REQUIRE(timm.size() == 152);
+
+  const auto cfg = model::vit_arch("deit_tiny_patch16_224");
+  CHECK(cfg.norm == io::Normalize::imagenet());
+  model::VitModel<float> m(model::make_vit<float>(cfg));
+  std::map<std::string, S> ours;
+  for (const auto& i : m.params_info()) ours[i.name] = S(i.shape.begin(), i.shape.end());
+  CHECK(ours.size() == timm.size());
+  std::size_t count = 0;
+  for (const auto& [name, shape] : timm) {
+    INFO(name);
+    REQUIRE(ours.count(name) == 1);
+    CHECK(ours[name] == shape);
+    count += std::size_t(std::accumulate(shape.begin(), shape.end(), std::int64_t{1}, std::multiplies<>()));
+  }
+  CHECK(count == 5717416);  // timm's DeiT-Tiny parameter count
+  CHECK(m.param_count() == count);
+  CHECK(model::vit_arch("deit_small_patch16_224").width == 384);
+  CHECK(model::vit_arch("vit_base_patch16_224").norm == io::Normalize{{0.5}, {0.5}});
+  REQUIRE_THROWS_WITH(model::vit_arch("deit_huge_patch16_224"), Catch::Contains("deit_tiny_patch16_224"));
+
+  // A file with timm's names and no seqswap metadata loads with --arch (load_vit_arch), and not
+  // without it.
+  const auto dir = temp_dir();
+  m.init(2);
+  std::vector<io::TensorData> tensors;
+  for (const auto& i : m.params_info())
+    tensors.push_back(io::make_tensor<float>(i.name, {i.shape.begin(), i.shape.end()},
+                                             std::vector<float>(m.params().data + i.offset, m.params().data + i.offset + i.count)));
+  io::write_safetensors(dir / "timm.safetensors", tensors, {});
+  model::VitConfig back;
+  auto loaded = model::load_vit_arch<float>(dir / "timm.safetensors", "deit_tiny_patch16_224", &back);
+  CHECK(std::equal(m.params().data, m.params().data + m.param_count(), loaded.params().data));
+  CHECK(back.norm == io::Normalize::imagenet());
+  REQUIRE_THROWS_WITH(model::load_vit<float>(dir / "timm.safetensors"), Catch::Contains("format_version"));
+  REQUIRE_THROWS_WITH(model::load_vit_arch<float>(dir / "timm.safetensors", "deit_small_patch16_224"),
+                      Catch::Contains("blocks.11.norm1.weight") || Catch::Contains("patch_embed.proj.weight"));
 }

@@ -17,18 +17,43 @@
 // a quarter of one step's largest update, 2 * lr); a real bug (a slice dropped, a share
 // misweighted, ranks diverging) moves the loss by 1e-2 or more within a few steps.
 //
+// The same for distillation: stage 1 (free-running, layer MSE + CE, only the new mixer moves)
+// and stage 2 (every parameter, CE + KL) of a student whose block 1 is a minGRU, 10 steps each,
+// alone vs data parallel: same bounds on the final parameters and on the stage-1 layer loss
+// (reduced over the ranks, weighted by slice). And split evaluation (each rank a share of the
+// batches, sums all-reduced) gives one process's accuracy exactly and its loss to 1e-6.
+//
 // Exit codes: 0 passed, 1 failed, 77 skipped (not started by mpirun, or one rank only).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
+#include "seqswap/distill/stages.hpp"
+#include "seqswap/mixers/min_gru.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/train/loop.hpp"
 #include "seqswap/train/mpi.hpp"
 
 using namespace seqswap;
+
+namespace {
+// Counts the all-reduces a run makes: a stage that ignored its communicator would train on the
+// whole batch on every rank and match the one-process run trivially.
+class CountingComm : public train::Communicator {
+ public:
+  explicit CountingComm(train::Communicator& inner) : inner_(inner) {}
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  void allreduce_sum(float* x, std::size_t n) override { ++calls, inner_.allreduce_sum(x, n); }
+  void allreduce_sum(double* x, std::size_t n) override { ++calls, inner_.allreduce_sum(x, n); }
+  long calls = 0;
+
+ private:
+  train::Communicator& inner_;
+};
+}  // namespace
 
 int main(int argc, char** argv) try {
   if (!train::launched_by_mpirun()) {
@@ -89,7 +114,55 @@ int main(int argc, char** argv) try {
   for (std::size_t i = 0; i < mine.size(); ++i)
     rank_spread = std::max(rank_spread, std::abs(sum[i] / comm.size() - mine[i]));
 
-  const bool ok = loss_diff <= 1e-4 && param_diff <= 5e-4 && rank_spread == 0.0 && loss_one[19] < loss_one[0];
+  // Distillation stages 1 and 2.
+  using Student = model::VitOf<float, model::Layers<attention::SoftmaxAttention<float>, 1>,
+                               model::Layers<mixers::MinGru<float>, 1>>;
+  const auto distil = [&](train::Communicator* cm, std::vector<double>& layer_loss) {
+    model::Model teacher(model::make_vit<float>(c));
+    teacher.init(3);
+    model::Model<Student> student(model::make_vit<float, model::Layers<attention::SoftmaxAttention<float>, 1>,
+                                                  model::Layers<mixers::MinGru<float>, 1>>(c));
+    student.init(4);
+    model::inherit_params(student, teacher);
+    const distill::Plan plan{.layers = {1}};
+    const auto r1 = distill::stage1(teacher, student, plan, data,
+                                    {.steps = 10, .batch = 9, .lr = 2e-3, .ce_weight = 1.0, .free_running = true,
+                                     .seed = 5, .comm = cm});
+    layer_loss = r1.layer_loss;
+    distill::stage2(teacher, student, data, {.steps = 10, .batch = 9, .lr = 1e-3, .kl_weight = 1.0, .seed = 6, .comm = cm});
+    return std::vector<float>(student.params().data, student.params().data + student.param_count());
+  };
+  // Split evaluation: each rank a share of the batches, the sums all-reduced.
+  double eval_loss_diff = 1, eval_acc_diff = 1;
+  index_t eval_count = 0;
+  {
+    model::Model m(model::make_vit<float>(c));
+    m.init(8);
+    const auto whole = train::evaluate(m, data, 4);  // 12 batches: 11 of 4 and one of 1
+    const auto split = train::evaluate_split(m, data, &comm, 4);
+    eval_loss_diff = std::abs(whole.loss - split.loss);
+    eval_acc_diff = std::abs(whole.accuracy - split.accuracy);
+    eval_count = split.count;
+  }
+  std::printf("rank %d: split evaluation: |loss diff| %.3g (bound 1e-6), |accuracy diff| %.3g (must be 0), %ld images\n",
+              rank, eval_loss_diff, eval_acc_diff, long(eval_count));
+
+  std::vector<double> ll_one, ll_dp;
+  const auto d_one = distil(nullptr, ll_one);
+  CountingComm counting(comm);
+  const auto d_dp = distil(&counting, ll_dp);
+  double distil_param_diff = 0, layer_loss_diff = 0;
+  for (std::size_t i = 0; i < d_one.size(); ++i)
+    distil_param_diff = std::max(distil_param_diff, std::abs(double(d_one[i]) - double(d_dp[i])));
+  layer_loss_diff = std::abs(ll_one.at(0) - ll_dp.at(0)) / std::max(1e-12, ll_one.at(0));
+
+  const bool ok = loss_diff <= 1e-4 && param_diff <= 5e-4 && rank_spread == 0.0 && loss_one[19] < loss_one[0] &&
+                  distil_param_diff <= 5e-4 && layer_loss_diff <= 1e-4 &&
+                  counting.calls >= 2 * 20 &&  // gradients and loss, every step of both stages
+                  eval_loss_diff <= 1e-6 && eval_acc_diff == 0.0 && eval_count == 45;
+  std::printf("rank %d: distillation (stage 1 + 2, 10 steps each): max |param diff| %.3g (bound 5e-4), stage-1 layer "
+              "loss %.6f vs %.6f, relative diff %.3g (bound 1e-4), %ld all-reduces (at least 40)\n",
+              rank, distil_param_diff, ll_one.at(0), ll_dp.at(0), layer_loss_diff, counting.calls);
   std::printf("rank %d of %d: %zu parameters, loss %.5f -> %.5f; max |loss 1 rank - loss %d ranks| %.3g (bound 1e-4), "
               "max |param diff| %.3g (bound 5e-4), ranks differ by %.3g (must be 0): %s\n",
               rank, comm.size(), p_one.size(), loss_one[0], loss_one[19], comm.size(), loss_diff, param_diff,

@@ -47,6 +47,9 @@ struct Stage1Options {
   bool free_running = false;      // the student runs end to end (FAR); else teacher-forced
   double label_smoothing = 0.1;
   std::uint64_t seed = 0;
+  // Data parallel over R ranks (train::LoopHooks::comm): each rank runs its slice of every
+  // global batch `batch`; nullptr = one process.
+  train::Communicator* comm = nullptr;
 };
 
 struct Stage2Options {
@@ -61,6 +64,7 @@ struct Stage2Options {
   double kl_weight = 0.0;     // + KL(teacher ‖ student) on logits
   double temperature = 1.0;   // of that KL
   std::uint64_t seed = 0;
+  train::Communicator* comm = nullptr;  // as in Stage1Options
 };
 
 struct StageResult {
@@ -358,7 +362,13 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
   std::vector<std::vector<T>> taps;
   std::vector<double> terms;
   const long tail_from = train::tail_start(o.steps);
+  // Over R ranks each layer term is a mean over this rank's slice: the tail sums weight it by the
+  // slice and are all-reduced at the end (one process keeps the plain mean of the step means).
+  const bool parallel = o.comm != nullptr && o.comm->size() > 1;
+  double tail_images = 0;
   const auto step = [&](long s, const float* images, const std::int32_t* labels, index_t n) {
+    const double w = parallel ? double(n) : 1.0;
+    if (parallel && s >= tail_from) tail_images += double(n);
     teacher.forward(images, n, data.image_numel());
     double total = 0;
     // The student end to end (CE, and free-running: every layer term through one backward);
@@ -377,7 +387,7 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
         detail::untap_layer_terms(student, plan);
         for (std::size_t k = 0; k < terms.size(); ++k) {
           total += o.mse_weight * terms[k];
-          if (s >= tail_from) layer_loss[k] += terms[k];
+          if (s >= tail_from) layer_loss[k] += w * terms[k];
         }
         return total;
       }
@@ -386,13 +396,19 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
       const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
                                              /*backward=*/true);
       total += o.mse_weight * loss;
-      if (s >= tail_from) layer_loss[k] += loss;
+      if (s >= tail_from) layer_loss[k] += w * loss;
     }
     return total;
   };
-  auto res = detail::stage_result(
-      train::run_loop(student, data, detail::loop_options("stage1", o), step, {.mask = mask.data(), .progress = progress}));
-  detail::average_tail(layer_loss, o.steps);
+  auto res = detail::stage_result(train::run_loop(student, data, detail::loop_options("stage1", o), step,
+                                                  {.mask = mask.data(), .progress = progress, .comm = o.comm}));
+  if (parallel) {
+    o.comm->allreduce_sum(layer_loss.data(), layer_loss.size());
+    o.comm->allreduce_sum(&tail_images, 1);
+    for (auto& v : layer_loss) v = tail_images > 0 ? v / tail_images : 0.0;
+  } else {
+    detail::average_tail(layer_loss, o.steps);
+  }
   res.layer_loss = std::move(layer_loss);
   return res;
 }
@@ -488,7 +504,8 @@ StageResult stage2(TM& teacher, SM& student, const io::ImageDataset& data, const
     student.backward(dlogits.data());
     return loss;
   };
-  return detail::stage_result(train::run_loop(student, data, detail::loop_options("stage2", o), step, {.progress = progress}));
+  return detail::stage_result(
+      train::run_loop(student, data, detail::loop_options("stage2", o), step, {.progress = progress, .comm = o.comm}));
 }
 
 }  // namespace seqswap::distill

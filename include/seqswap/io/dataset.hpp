@@ -1,8 +1,11 @@
-// Image classification data: Fashion-MNIST from its gzip IDX files, normalisation, seeded
-// shuffling, augmentation (random crop with padding, horizontal flip), batching.
+// Image classification data held in memory: Fashion-MNIST from its gzip IDX files (image
+// folders: io/image_folder.hpp), normalisation, seeded shuffling, augmentation (random crop with
+// padding, horizontal flip), batching.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <filesystem>
 #include <numeric>
 #include <string>
@@ -12,10 +15,12 @@
 #include "seqswap/core/rng.hpp"
 #include "seqswap/core/tokens.hpp"
 #include "seqswap/io/idx.hpp"
+#include "seqswap/io/normalize.hpp"
 
 namespace seqswap::io {
 
 inline const char* default_fashion_mnist_dir = "/usr/share/datasets/fashion-mnist";
+
 
 struct ImageDataset {
   std::string name;
@@ -23,6 +28,7 @@ struct ImageDataset {
   std::vector<std::uint8_t> pixels;           // (count, channels, size, size)
   std::vector<std::int32_t> labels;           // (count)
   index_t classes = 0;
+  Normalize norm;  // how to feed these pixels to a model (BatchLoader's default)
 
   index_t image_numel() const { return channels * size * size; }
   // The first n images (n <= count): small runs and tests.
@@ -59,28 +65,27 @@ inline ImageDataset load_fashion_mnist(Split split,
   return d;
 }
 
-struct Normalize {
-  double mean = 0.2860;  // Fashion-MNIST training-set pixel mean (of value/255)
-  double std = 0.3530;
-};
 
 struct Augment {
   index_t crop_padding = 0;  // random crop of the image padded by this many pixels; 0 = off
   bool hflip = false;        // horizontal flip with probability 1/2
 };
 
-// Batches over a dataset in a seeded order; writes normalised float images (B, C, S, S).
+// Batches over a dataset in a seeded order; writes normalised float images (B, C, S, S),
+// normalised with `norm`, or the dataset's own `norm` when none is given.
 class BatchLoader {
  public:
   BatchLoader(const ImageDataset& data, index_t batch, bool shuffle, std::uint64_t seed,
-              Normalize norm = {}, Augment aug = {})
-      : data_(&data), batch_(batch), shuffle_(shuffle), rng_(seed), norm_(norm), aug_(aug) {
+              std::optional<Normalize> norm = std::nullopt, Augment aug = {})
+      : data_(&data), batch_(batch), shuffle_(shuffle), rng_(seed), norm_(norm.value_or(data.norm)), aug_(aug) {
     check(batch > 0, "BatchLoader: expected batch > 0, found ", batch);
     check(data.count > 0, "BatchLoader: dataset '", data.name, "' is empty");
+    norm_.check_for(data.channels, "BatchLoader: dataset '" + data.name + "'");
     order_.resize(static_cast<std::size_t>(data.count));
     start_epoch();
   }
   index_t batches_per_epoch() const { return (data_->count + batch_ - 1) / batch_; }
+  index_t image_numel() const { return data_->image_numel(); }
 
   // Reshuffles (when shuffling) and rewinds.
   void start_epoch() {
@@ -114,12 +119,12 @@ class BatchLoader {
  private:
   void write_image(const std::uint8_t* src, float* dst) {
     const index_t C = data_->channels, S = data_->size, P = aug_.crop_padding;
-    const float scale = float(1.0 / (255.0 * norm_.std));
-    const float shift = float(norm_.mean / norm_.std);
     const index_t dy = P > 0 ? index_t(rng_.below(std::uint64_t(2 * P + 1))) - P : 0;
     const index_t dx = P > 0 ? index_t(rng_.below(std::uint64_t(2 * P + 1))) - P : 0;
     const bool flip = aug_.hflip && (rng_.next_u64() & 1);
-    for (index_t c = 0; c < C; ++c)
+    for (index_t c = 0; c < C; ++c) {
+      const float scale = float(1.0 / (255.0 * norm_.std_of(c)));
+      const float shift = float(norm_.mean_of(c) / norm_.std_of(c));
       for (index_t y = 0; y < S; ++y)
         for (index_t x = 0; x < S; ++x) {
           const index_t sy = y + dy, sx0 = (flip ? S - 1 - x : x) + dx;
@@ -129,6 +134,7 @@ class BatchLoader {
                               : 0.0f;
           dst[(c * S + y) * S + x] = v * scale - shift;
         }
+    }
   }
 
   const ImageDataset* data_;

@@ -12,6 +12,7 @@
 
 #include "seqswap/attention/softmax_attention.hpp"
 #include "seqswap/io/json.hpp"
+#include "seqswap/io/normalize.hpp"
 #include "seqswap/layers/classifier_head.hpp"
 #include "seqswap/layers/cls_pos_embed.hpp"
 #include "seqswap/layers/layer_norm.hpp"
@@ -35,6 +36,9 @@ struct VitConfig {
   double mlp_ratio = 4.0;
   index_t classes = 10;
   double eps = 1e-6;  // layer norm
+  // How the model's input pixels are normalised (stored with the config in every checkpoint;
+  // a config without it, as written before it existed, means Fashion-MNIST's statistics).
+  io::Normalize norm;
 
   index_t num_patches() const { return (image_size / patch) * (image_size / patch); }
   index_t tokens() const { return num_patches() + 1; }
@@ -58,13 +62,53 @@ struct VitConfig {
           "classes <= 1000000, mlp_ratio <= 64; found image_size=", image_size, " channels=", channels,
           " width=", width, " depth=", depth, " classes=", classes, " mlp_ratio=", mlp_ratio);
     check(std::isfinite(eps) && eps > 0 && eps < 1, "ViT config: expected layer-norm eps in (0, 1), found ", eps);
+    norm.check_for(channels, "ViT config");
   }
 };
+
+// The ViT/DeiT shapes of timm by name (patch 16, 224 x 224 RGB, 1,000 classes, ImageNet's
+// normalisation, layer-norm eps 1e-6): a timm checkpoint of that model has exactly the tensor
+// names and shapes of make_vit(vit_arch(name)) (tests/test_checkpoint.cpp lists them).
+inline const std::vector<std::string>& vit_arch_names() {
+  static const std::vector<std::string> names = {"deit_tiny_patch16_224", "deit_small_patch16_224",
+                                                 "deit_base_patch16_224", "vit_tiny_patch16_224",
+                                                 "vit_small_patch16_224", "vit_base_patch16_224"};
+  return names;
+}
+inline VitConfig vit_arch(const std::string& name) {
+  VitConfig c;
+  c.image_size = 224;
+  c.channels = 3;
+  c.patch = 16;
+  c.mlp_ratio = 4.0;
+  c.classes = 1000;
+  c.eps = 1e-6;
+  c.depth = 12;
+  c.norm = io::Normalize::imagenet();
+  const std::string size = name.substr(0, name.find("_patch16_224"));
+  if (size == "deit_tiny" || size == "vit_tiny") {
+    c.width = 192, c.heads = 3;
+  } else if (size == "deit_small" || size == "vit_small") {
+    c.width = 384, c.heads = 6;
+  } else if (size == "deit_base" || size == "vit_base") {
+    c.width = 768, c.heads = 12;
+  } else {
+    std::string known;
+    for (const auto& n : vit_arch_names()) known += (known.empty() ? "" : ", ") + n;
+    fail("ViT architecture '", name, "': expected one of ", known);
+  }
+  check(name == size + "_patch16_224", "ViT architecture '", name, "': expected one of the names ending in _patch16_224");
+  // timm's vit_* weights (augreg) use mean = std = 0.5; its deit_* weights use ImageNet's.
+  if (size.rfind("vit_", 0) == 0) c.norm = io::Normalize{{0.5}, {0.5}};
+  c.validate();
+  return c;
+}
 
 inline void to_json(nlohmann::json& j, const VitConfig& c) {
   j = nlohmann::json{{"image_size", c.image_size}, {"channels", c.channels}, {"patch", c.patch},
                      {"width", c.width},           {"depth", c.depth},       {"heads", c.heads},
-                     {"mlp_ratio", c.mlp_ratio},   {"classes", c.classes},   {"eps", c.eps}};
+                     {"mlp_ratio", c.mlp_ratio},   {"classes", c.classes},   {"eps", c.eps},
+                     {"normalize", c.norm}};
 }
 inline void from_json(const nlohmann::json& j, VitConfig& c) {
   const std::string what = "ViT config";
@@ -77,6 +121,16 @@ inline void from_json(const nlohmann::json& j, VitConfig& c) {
   c.mlp_ratio = io::json_value<double>(j, "mlp_ratio", what);
   c.classes = io::json_value<index_t>(j, "classes", what);
   io::json_read_optional(j, "eps", c.eps, what);
+  c.norm = io::Normalize::fashion_mnist();
+  if (j.contains("normalize")) {
+    try {
+      c.norm = j.at("normalize").get<io::Normalize>();
+    } catch (const Error& e) {
+      fail(what, ": ", e.what());
+    } catch (const nlohmann::json::exception& e) {
+      fail(what, ": \"normalize\": ", e.what());
+    }
+  }
   c.validate();
 }
 

@@ -57,4 +57,28 @@ VitModel<T, MixerSlot> load_vit(const std::filesystem::path& path, VitConfig* co
   return m;
 }
 
+// A checkpoint written elsewhere (a timm model's state dict saved as safetensors: the same tensor
+// names and shapes, no seqswap metadata) read as the named architecture (vit_arch). A seqswap
+// checkpoint may be read this way too; its stored config then wins and must have the arch's shapes.
+template <class T = float, class MixerSlot = DefaultMixer<T>>
+VitModel<T, MixerSlot> load_vit_arch(const std::filesystem::path& path, const std::string& arch,
+                                     VitConfig* config = nullptr, bool allow_non_finite = false) {
+  const auto f = io::read_safetensors(path);
+  VitConfig c = vit_arch(arch);
+  if (f.metadata.count("config")) {
+    const VitConfig stored = read_vit_config(f);
+    check(stored.image_size == c.image_size && stored.channels == c.channels && stored.patch == c.patch &&
+              stored.width == c.width && stored.depth == c.depth && stored.heads == c.heads &&
+              stored.classes == c.classes,
+          "checkpoint ", path.string(), ": --arch ", arch, " expects ", nlohmann::json(c).dump(), ", the file's config is ",
+          nlohmann::json(stored).dump());
+    c = stored;
+  }
+  check_tensors_match(f, c);
+  VitModel<T, MixerSlot> m(make_vit<T, MixerSlot>(c));
+  io::load_params(m, f, /*strict=*/true, allow_non_finite);
+  if (config) *config = c;
+  return m;
+}
+
 }  // namespace seqswap::model

@@ -14,7 +14,6 @@ class Communicator {
   // In place: x becomes the element-wise sum of every rank's x (same n on every rank).
   virtual void allreduce_sum(float* x, std::size_t n) = 0;
   virtual void allreduce_sum(double* x, std::size_t n) = 0;
-  virtual void barrier() = 0;
 };
 
 // The rows [lo, hi) of a global batch of n that rank r of R takes (contiguous, sizes differ by

@@ -3,8 +3,10 @@
 #pragma once
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <cstdio>
 #include <string>
 #include <type_traits>
@@ -75,7 +77,7 @@ struct EvalResult {
 // Runs `model` over `data` in fixed order (no augmentation): loss, accuracy, forward time;
 // after_batch(n) (optional) sees each batch's state right after its forward.
 template <class M, class After = std::nullptr_t>
-EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {},
+EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, std::optional<io::Normalize> norm = std::nullopt,
                     After after_batch = nullptr) {
   using T = typename M::T;
   io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
@@ -103,6 +105,40 @@ EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256,
   return e;
 }
 
+// evaluate() over R ranks: rank r runs batches r, r + R, ... of the fixed order and the loss,
+// correct count and image count are summed over the ranks, so every rank returns the whole
+// set's loss and accuracy (the same as one process, up to the summation order of the loss) in
+// about 1/R of the time. ms_per_image is this rank's. comm == nullptr or one rank: evaluate().
+template <class M>
+EvalResult evaluate_split(M& model, const io::ImageDataset& data, Communicator* comm, index_t batch = 256) {
+  const int R = comm ? comm->size() : 1;
+  if (R == 1) return evaluate(model, data, batch);
+  check(batch > 0, "evaluate: expected batch > 0, found ", batch);
+  const index_t batches = (data.count + batch - 1) / batch;
+  io::ImageDataset mine = data;  // this rank's batches, in order
+  mine.pixels.clear();
+  mine.labels.clear();
+  const index_t E = data.image_numel();
+  for (index_t b = comm->rank(); b < batches; b += R) {
+    const index_t lo = b * batch, hi = std::min(data.count, lo + batch);
+    mine.pixels.insert(mine.pixels.end(), data.pixels.begin() + lo * E, data.pixels.begin() + hi * E);
+    mine.labels.insert(mine.labels.end(), data.labels.begin() + lo, data.labels.begin() + hi);
+  }
+  mine.count = index_t(mine.labels.size());
+  EvalResult e;
+  double sums[3] = {0, 0, 0};  // loss * count, correct, count
+  if (mine.count > 0) {
+    e = evaluate(model, mine, batch);
+    sums[0] = e.loss * double(e.count), sums[1] = e.accuracy * double(e.count), sums[2] = double(e.count);
+  }
+  comm->allreduce_sum(sums, 3);
+  check(sums[2] > 0, "evaluate: the dataset '", data.name, "' is empty");
+  e.loss = sums[0] / sums[2];
+  e.accuracy = std::round(sums[1]) / sums[2];
+  e.count = index_t(sums[2]);
+  return e;
+}
+
 // What a halting model does on a dataset: accuracy, and how many tokens each block sees.
 struct HaltingEval : EvalResult {
   std::vector<double> keep;  // (L) mean fraction of patch tokens entering block l
@@ -112,7 +148,7 @@ struct HaltingEval : EvalResult {
 
 // HV: a model::HaltingVit (forward, halter()).
 template <class HV>
-HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch = 256, io::Normalize norm = {}) {
+HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch = 256, std::optional<io::Normalize> norm = std::nullopt) {
   HaltingEval e;
   double ponder_sum = 0;
   static_cast<EvalResult&>(e) = evaluate(hv, data, batch, norm, [&](index_t n) {
@@ -155,6 +191,7 @@ struct LoopResult {
   long steps = 0;
   double seconds = 0;
   double final_loss = 0;  // mean over the last 10% of the steps
+  double comm_seconds = 0;  // of `seconds`, this rank's time in the gradient and loss all-reduces
 };
 
 // The first step of the "last 10%" tail that LoopResult::final_loss averages.
@@ -187,10 +224,20 @@ struct LoopHooks {
   Communicator* comm = nullptr;
 };
 
+// Where the loop's batches come from: io::BatchLoader (an in-memory dataset) or
+// io::ImageFolderLoader (images decoded by worker threads). Batch k must be a function of the
+// source's seed and k alone (every rank draws the same global batch).
+template <class S>
+concept BatchSource = requires(S& s, std::vector<float>& images, std::vector<std::int32_t>& labels) {
+  { s.next_cycling(images, labels) } -> std::convertible_to<index_t>;
+  { s.image_numel() } -> std::convertible_to<index_t>;
+};
+
 // step(s, images, labels, n) -> loss: forward and backward for step s on a batch of n images
-// (B, C*S*S, normalised), its gradients ACCUMULATED into the model's zeroed grads.
-template <class M, class Step>
-LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o, Step&& step, const LoopHooks& h = {}) {
+// (B, C*S*S, normalised), its gradients ACCUMULATED into the model's zeroed grads. The batches
+// come from `loader` (resuming at start_step draws and discards the batches before it).
+template <class M, BatchSource Source, class Step>
+LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step, const LoopHooks& h = {}) {
   using T = typename M::T;
   check(o.steps >= 0, o.label, ": expected steps >= 0, found ", o.steps);
   check(o.start_step >= 0 && o.start_step <= o.steps, o.label, ": expected a start step in [0, ", o.steps,
@@ -198,17 +245,16 @@ LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o
   AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, model.params_info(), model.param_count());
   opt.set_steps(o.start_step);
   const CosineSchedule sched{o.lr, o.min_lr, o.warmup_steps, o.steps};
-  io::BatchLoader loader(data, o.batch, /*shuffle=*/true, o.seed, {}, o.augment);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   const long tail_from = tail_start(o.steps);
   long tail_n = 0, seen = 0;
-  double tail_loss = 0;
+  double tail_loss = 0, comm_seconds = 0;
   const int ranks = h.comm ? h.comm->size() : 1, rank = h.comm ? h.comm->rank() : 0;
   io::Progress local(o.label, o.steps, o.progress_interval_s, o.quiet || h.progress != nullptr || rank != 0);
   for (long s = 0; s < o.start_step; ++s) loader.next_cycling(images, labels);
   local.set_base(o.start_step);
-  const index_t E = data.image_numel();
+  const index_t E = loader.image_numel();
   for (long s = o.start_step; s < o.steps; ++s) {
     const index_t n = loader.next_cycling(images, labels);
     model.zero_grad();
@@ -222,8 +268,10 @@ LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o
       auto g = model.grads();
       if (share != 1.0)
         for (std::size_t i = 0; i < g.size; ++i) g.data[i] = T(double(g.data[i]) * share);
+      const auto t0 = std::chrono::steady_clock::now();
       h.comm->allreduce_sum(g.data, g.size);
       h.comm->allreduce_sum(&loss, 1);  // NaN on any rank is NaN on all: every rank stops alike
+      comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     // A non-finite loss, gradient or parameter stops the run here, before anything is saved
     // from it: the caller's last checkpoint stays the last good one.
@@ -253,8 +301,17 @@ LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o
   LoopResult r;
   r.steps = o.steps;
   r.seconds = local.elapsed();
+  r.comm_seconds = comm_seconds;
   if (tail_n > 0) r.final_loss = tail_loss / double(tail_n);
   return r;
+}
+
+// The same over an in-memory dataset: shuffled (o.seed) batches of o.batch with o.augment,
+// normalised with the dataset's own normalisation.
+template <class M, class Step>
+LoopResult run_loop(M& model, const io::ImageDataset& data, const LoopOptions& o, Step&& step, const LoopHooks& h = {}) {
+  io::BatchLoader loader(data, o.batch, /*shuffle=*/true, o.seed, std::nullopt, o.augment);
+  return run_loop(model, loader, o, std::forward<Step>(step), h);
 }
 
 }  // namespace seqswap::train

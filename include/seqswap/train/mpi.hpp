@@ -59,7 +59,6 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   void allreduce_sum(float* x, std::size_t n) override { reduce(x, n, MPI_FLOAT); }
   void allreduce_sum(double* x, std::size_t n) override { reduce(x, n, MPI_DOUBLE); }
-  void barrier() override { mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
 
  private:
   // In chunks below 2^31 elements (MPI's int counts).
