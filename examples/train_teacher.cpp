@@ -91,6 +91,8 @@ int main(int argc, char** argv) try {
   CLI11_PARSE(app, argc, argv);
   if (!writer) quiet = true;
   if (!arch.empty()) {
+    check(data.folder(), "--arch ", arch, " is a 224x224 RGB shape with patch 16: pass --image-folder "
+          "(Fashion-MNIST is 1x28x28)");
     for (const char* f : {"--width", "--depth", "--heads", "--patch", "--mlp-ratio"})
       check(app.count(f) == 0, "--arch ", arch, " fixes the shape: leave out ", f);
     const index_t size = cfg.image_size, channels = cfg.channels;
