@@ -35,11 +35,8 @@ kill_after() {
   wait "$pid" 2>/dev/null
   no_survivor "$out"
 }
-# The deterministic content of a finished study: every JSON result without wall times.
-digest() {
-  /usr/bin/python3 - "$1" <<'PY'
-import json, sys, os, glob
-root = sys.argv[1]
+# strip(): a result file without its wall times (the part a rerun must reproduce).
+cat >"$work/strip_json.py" <<'PY'
 def strip(x):
     if isinstance(x, dict):
         return {k: strip(v) for k, v in x.items()
@@ -47,6 +44,14 @@ def strip(x):
     if isinstance(x, list):
         return [strip(v) for v in x]
     return x
+PY
+export PYTHONDONTWRITEBYTECODE=1
+# The deterministic content of a finished study: every JSON result without wall times.
+digest() {
+  PYTHONPATH="$work" /usr/bin/python3 - "$1" <<'PY'
+import json, sys, os, glob
+from strip_json import strip
+root = sys.argv[1]
 out = {}
 for f in sorted(glob.glob(os.path.join(root, "*.json")) + glob.glob(os.path.join(root, "runs", "*.json"))):
     name = os.path.relpath(f, root)
@@ -134,16 +139,10 @@ if [ -n "$mpiexec" ]; then
   no_survivor "$mpi_out"
   # Every run file left is whole and equals the uninterrupted run's.
   left=$(ls "$mpi_out/runs"/*.json 2>/dev/null | wc -l)
-  /usr/bin/python3 - "$work/clean" "$mpi_out" <<'PY' || fail "mpi: a finished run was damaged by the kill"
+  PYTHONPATH="$work" /usr/bin/python3 - "$work/clean" "$mpi_out" <<'PY' || fail "mpi: a finished run was damaged by the kill"
 import json, sys, os, glob
+from strip_json import strip
 clean, part = sys.argv[1], sys.argv[2]
-def strip(x):
-    if isinstance(x, dict):
-        return {k: strip(v) for k, v in x.items()
-                if not ("seconds" in k or "elapsed" in k or "latency" in k or "_ms" in k or k.startswith("ms_"))}
-    if isinstance(x, list):
-        return [strip(v) for v in x]
-    return x
 for f in glob.glob(os.path.join(part, "runs", "*.json")):
     name = os.path.basename(f)
     if name == "efficiency.json":

@@ -52,15 +52,20 @@ extern "C" inline void jpeg_error_exit(j_common_ptr cinfo) {
   std::longjmp(e->jump, 1);
 }
 extern "C" inline void jpeg_quiet(j_common_ptr, int) {}  // warnings become errors below
+// Errors longjmp back to the caller's setjmp (which must be in the caller's own frame).
+inline jpeg_error_mgr* jpeg_errors(JpegError& err) {
+  jpeg_error_mgr* m = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_error_exit;
+  err.mgr.emit_message = jpeg_quiet;
+  return m;
+}
 
 // libjpeg reports through longjmp: nothing with a destructor may live between setjmp and the
 // library calls, so the decoder writes into buffers owned by the caller.
 inline bool decode_jpeg_raw(const std::uint8_t* data, std::size_t size, int want, Image& out, char* message) {
   jpeg_decompress_struct cinfo;
   JpegError err;
-  cinfo.err = jpeg_std_error(&err.mgr);
-  err.mgr.error_exit = jpeg_error_exit;
-  err.mgr.emit_message = jpeg_quiet;
+  cinfo.err = jpeg_errors(err);
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     std::snprintf(message, JMSG_LENGTH_MAX, "%s", err.message);
@@ -95,8 +100,7 @@ inline bool decode_jpeg_raw(const std::uint8_t* data, std::size_t size, int want
 inline bool encode_jpeg_raw(const Image& img, int quality, unsigned char** buf, unsigned long* size, char* message) {
   jpeg_compress_struct cinfo;
   JpegError err;
-  cinfo.err = jpeg_std_error(&err.mgr);
-  err.mgr.error_exit = jpeg_error_exit;
+  cinfo.err = jpeg_errors(err);
   if (setjmp(err.jump)) {
     jpeg_destroy_compress(&cinfo);
     std::snprintf(message, JMSG_LENGTH_MAX, "%s", err.message);
