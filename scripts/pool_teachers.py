@@ -12,6 +12,7 @@ size g) and the single-layer sweep of min_gru. Pooled:
     teachers directly: each teacher's layers are on their own scale.
 Standard library only (runs with Debian's python3, no numpy). Prints Markdown.
 """
+import csv
 import json
 import os
 import random
@@ -60,9 +61,19 @@ def load(folder):
         return out
 
     preds["S_ent of the CLS query"] = metric("cls", "entropy_sparsity")
+    preds["Gini"] = metric("all", "gini")
     preds["mean attention distance"] = metric("all", "distance")
     for k in kinds["kinds"]:
         preds[k] = [l["mean"].get(k) for l in kinds["layers"]]
+    # The replacing min_gru's own normalised stage-1 error (free-running), mean over the sweep's seeds.
+    err = {}
+    with open(os.path.join(folder, "sweep.csv")) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        if r["mixer"] == "min_gru" and r["plan"].startswith("single:"):
+            err.setdefault(int(r["layers"]), []).append(float(r["mean_nmse_free"]))
+    preds["min_gru's normalised stage-1 error"] = [sum(err[l]) / len(err[l]) if l in err else None
+                                                   for l in range(len(profile["layer_scores"]))]
     return {
         "name": folder,
         "accuracy": summary.get("teacher_accuracy"),
