@@ -336,6 +336,7 @@ class ImageFolderLoader {
     Batch out;
     const index_t E = image_numel(), C = o_.transform.channels;
     std::vector<std::uint8_t> planar(static_cast<std::size_t>(E));
+    out.images.reserve(ids.size() * std::size_t(E));
     try {
       for (std::size_t j = 0; j < ids.size(); ++j) {
         const auto& s = f_.samples[std::size_t(ids[j])];
