@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ class DataFlags {
   std::string on_corrupt = "fail";
   int workers = 0;
   double crop_pct = 0.875;
+  double crop_scale_min = 0.08;  // stream(): the random resized crop's smallest area share
 
   void add(CLI::App& app) {
     app.add_option("--data-dir", data_dir, "folder with Fashion-MNIST's *-ubyte.gz files");
@@ -46,27 +48,48 @@ class DataFlags {
             cfg.image_size, "x", cfg.image_size, " images; Fashion-MNIST has ", d.channels, "x", d.size, "x", d.size,
             " (pass --image-folder for other images)");
     } else {
-      namespace fs = std::filesystem;
-      const fs::path root(image_folder);
-      fs::path dir = root / "train";
-      if (split == io::Split::test) dir = fs::is_directory(root / "val") ? root / "val" : root / "test";
-      const auto f = io::scan_image_folder(dir, classes_);
-      classes_ = f.classes;
-      io::FolderOptions o;
-      o.transform = {.size = cfg.image_size, .channels = cfg.channels, .crop_pct = crop_pct};
-      o.norm = cfg.norm;
-      o.on_corrupt = io::parse_on_corrupt(on_corrupt);
-      o.workers = workers;
+      const auto f = scan(split);
       index_t skipped = 0;
-      d = io::load_image_folder(f, o, &skipped);
-      std::fprintf(stderr, "image folder %s: %ld images of %ld classes%s\n", dir.string().c_str(), long(d.count),
+      d = io::load_image_folder(f, options(cfg), &skipped);
+      std::fprintf(stderr, "image folder %s: %ld images of %ld classes%s\n", f.root.string().c_str(), long(d.count),
                    long(d.classes), skipped ? (", " + std::to_string(skipped) + " skipped").c_str() : "");
     }
     d.norm = cfg.norm;
     return d;
   }
 
+  // The split as a stream decoded by worker threads (never held in memory): training batches
+  // shuffled and augmented as DeiT's (random resized crop, flip), evaluation in fixed order.
+  std::unique_ptr<seqswap::io::ImageFolderLoader> stream(seqswap::io::Split split, const seqswap::model::VitConfig& cfg,
+                                                        seqswap::index_t batch, std::uint64_t seed, bool train) {
+    auto o = options(cfg);
+    o.transform.train = train;
+    o.transform.scale_min = crop_scale_min;
+    auto f = scan(split);
+    std::fprintf(stderr, "image folder %s: %zu images of %zu classes, streamed\n", f.root.string().c_str(),
+                 f.samples.size(), f.classes.size());
+    return std::make_unique<seqswap::io::ImageFolderLoader>(std::move(f), batch, /*shuffle=*/train, seed, o);
+  }
+
  private:
+  seqswap::io::ImageFolder scan(seqswap::io::Split split) {
+    namespace fs = std::filesystem;
+    const fs::path root(image_folder);
+    fs::path dir = root / "train";
+    if (split == seqswap::io::Split::test) dir = fs::is_directory(root / "val") ? root / "val" : root / "test";
+    auto f = seqswap::io::scan_image_folder(dir, classes_);
+    classes_ = f.classes;
+    return f;
+  }
+  seqswap::io::FolderOptions options(const seqswap::model::VitConfig& cfg) const {
+    seqswap::io::FolderOptions o;
+    o.transform = {.size = cfg.image_size, .channels = cfg.channels, .crop_pct = crop_pct};
+    o.norm = cfg.norm;
+    o.on_corrupt = seqswap::io::parse_on_corrupt(on_corrupt);
+    o.workers = workers;
+    return o;
+  }
+
   std::vector<std::string> classes_;  // the first split's: the second must have the same
 };
 

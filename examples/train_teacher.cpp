@@ -4,6 +4,10 @@
 //   train_teacher --epochs 30 --out models/vit-fmnist.safetensors --csv models/vit-fmnist.csv
 //   train_teacher --image-folder ROOT --arch deit_tiny_patch16_224 --out deit.safetensors
 //   train_teacher --image-folder ROOT --image-size 64 --channels 3 --patch 8 --out small.safetensors
+//   train_teacher --image-folder ROOT --arch deit_tiny_patch16_224 --stream --out deit.safetensors
+//
+// --stream decodes the folder's images on worker threads batch by batch instead of holding them
+// in memory (sets of any size), with DeiT's training augmentation (random resized crop, flip).
 //
 // The checkpoint's config records the input size, channels and pixel normalisation
 // (--normalize; default: Fashion-MNIST's statistics for Fashion-MNIST, ImageNet's for a folder).
@@ -52,7 +56,7 @@ int main(int argc, char** argv) try {
   index_t train_limit = 0, test_limit = 0;
   std::string out = "models/vit-fmnist.safetensors", csv, init, arch, normalize;
   DataFlags data;
-  bool quiet = false, resume = false;
+  bool quiet = false, resume = false, stream = false;
   std::vector<int> keep_epochs;
   app.add_option("--epochs", epochs, "training epochs")->check(flags::FinitePositive);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
@@ -80,6 +84,10 @@ int main(int argc, char** argv) try {
   app.add_option("--channels", cfg.channels, "with --image-folder: 1 (grey) or 3 (RGB)")->check(CLI::IsMember({1, 3}));
   app.add_option("--normalize", normalize, "pixel normalisation: fashion-mnist, imagenet or MEAN[,..]/STD[,..] "
                  "(default: fashion-mnist for Fashion-MNIST, imagenet for an image folder)");
+  app.add_flag("--stream", stream, "with --image-folder: decode batches on worker threads as training goes (any "
+               "size of folder; DeiT's random resized crop and flip) instead of loading the images into memory");
+  app.add_option("--crop-scale-min", data.crop_scale_min, "with --stream: the smallest area share of the random "
+                 "resized crop (DeiT: 0.08)")->check(CLI::Range(0.01, 1.0));
   app.add_option("--init", init, "start from this checkpoint's weights (its config wins; fresh optimizer)");
   app.add_option("--out", out, "checkpoint path (safetensors)");
   app.add_option("--csv", csv, "per-epoch CSV path (default: <out without extension>.csv)");
@@ -123,12 +131,27 @@ int main(int argc, char** argv) try {
   for (int e : keep_epochs)
     check(e <= epochs, "--keep-epochs: expected epochs in 1..", epochs, ", found ", e);
 
-  auto train_set = data.load(io::Split::train, cfg);
-  auto test_set = data.load(io::Split::test, cfg);
-  if (train_limit > 0) train_set = train_set.head(train_limit);
-  if (test_limit > 0) test_set = test_set.head(test_limit);
-  if (!init.empty()) check_classes(train_set, cfg);
-  cfg.classes = train_set.classes;
+  io::ImageDataset train_set, test_set;
+  std::unique_ptr<io::ImageFolderLoader> train_stream, test_stream;  // --stream
+  if (stream) {
+    check(data.folder(), "--stream reads an image folder: pass --image-folder");
+    check(train_limit == 0 && test_limit == 0, "--stream uses whole splits: leave out --train-limit and --test-limit");
+    train_stream = data.stream(io::Split::train, cfg, batch, seed + 1, /*train=*/true);
+    test_stream = data.stream(io::Split::test, cfg, 64, 0, /*train=*/false);
+    check(init.empty() || train_stream->classes() == cfg.classes, "the model has ", cfg.classes,
+          " classes, the folder ", train_stream->classes());
+    cfg.classes = train_stream->classes();
+  } else {
+    train_set = data.load(io::Split::train, cfg);
+    test_set = data.load(io::Split::test, cfg);
+    if (train_limit > 0) train_set = train_set.head(train_limit);
+    if (test_limit > 0) test_set = test_set.head(test_limit);
+    if (!init.empty()) check_classes(train_set, cfg);
+    cfg.classes = train_set.classes;
+  }
+  const index_t train_count = stream ? train_stream->count() : train_set.count;
+  const index_t test_count = stream ? test_stream->count() : test_set.count;
+  const index_t numel = cfg.channels * cfg.image_size * cfg.image_size;
 
   model::Model m(model::make_vit<float>(cfg));
   m.init(seed);
@@ -137,10 +160,10 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "ViT: width %ld depth %ld heads %ld patch %ld tokens %ld, %zu parameters; "
                  "%ld training images, %ld test images, %d thread(s) x %d rank(s)\n",
                  long(cfg.width), long(cfg.depth), long(cfg.heads), long(cfg.patch),
-                 long(cfg.tokens()), m.param_count(), long(train_set.count), long(test_set.count),
+                 long(cfg.tokens()), m.param_count(), long(train_count), long(test_count),
                  host::max_threads(), ranks);
 
-  const long steps_per_epoch = (train_set.count + batch - 1) / batch;
+  const long steps_per_epoch = (train_count + batch - 1) / batch;
   const train::LoopOptions loop{.steps = long(epochs) * steps_per_epoch, .batch = batch, .lr = lr, .min_lr = min_lr,
                                 .warmup_steps = long(warmup_epochs * double(steps_per_epoch)), .weight_decay = wd,
                                 .clip_norm = step.clip_norm, .seed = seed + 1, .augment = aug, .label = "train",
@@ -152,8 +175,12 @@ int main(int argc, char** argv) try {
                         {"lr", lr},              {"min_lr", min_lr},  {"warmup_epochs", warmup_epochs},
                         {"weight_decay", wd},    {"label_smoothing", step.label_smoothing},
                         {"clip", step.clip_norm}, {"crop_padding", aug.crop_padding},
-                        {"hflip", aug.hflip},    {"seed", seed},      {"train_images", train_set.count},
+                        {"hflip", aug.hflip},    {"seed", seed},      {"train_images", train_count},
                         {"init", init}};
+  if (stream) {  // (keys only a streamed run has: states of earlier runs stay resumable)
+    run["stream"] = true;
+    run["crop_scale_min"] = data.crop_scale_min;
+  }
   std::ostringstream table;
   table << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds\n";
   int epoch = 1;
@@ -213,7 +240,7 @@ int main(int argc, char** argv) try {
   index_t correct = 0, seen = 0;
   const io::Progress clock("epoch", 1, 1e9, true);  // wall time per epoch
   const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
-    const auto r = train::classify_step(m, images, labels, n, train_set.image_numel(), step.label_smoothing, dlogits);
+    const auto r = train::classify_step(m, images, labels, n, numel, step.label_smoothing, dlogits);
     loss_sum += r.loss * double(n);
     correct += r.correct;
     seen += n;
@@ -259,7 +286,8 @@ int main(int argc, char** argv) try {
       correct = index_t(sums[1]);
       seen = index_t(sums[2]);
     }
-    const auto ev = train::evaluate_split(m, test_set, comm);  // each rank a share of the batches
+    // Each rank a share of the test batches (a stream: every rank all of them).
+    const auto ev = stream ? train::evaluate_source(m, *test_stream) : train::evaluate_split(m, test_set, comm);
     run["epochs_done"] = epoch;
     run["test_accuracy"] = ev.accuracy;
     if (writer) write_epoch(s, ev, clock.elapsed() - epoch_start);
@@ -269,8 +297,9 @@ int main(int argc, char** argv) try {
     epoch_start = clock.elapsed();
   };
   loop_at.start_step = start_step;
-  const auto trained =
-      train::run_loop(m, train_set, loop_at, step_fn, {.note = note, .after_step = end_of_epoch, .comm = comm});
+  const train::LoopHooks hooks{.note = note, .after_step = end_of_epoch, .comm = comm};
+  const auto trained = stream ? train::run_loop(m, *train_stream, loop_at, step_fn, hooks)
+                              : train::run_loop(m, train_set, loop_at, step_fn, hooks);
   if (!writer) return 0;
   if (comm)  // the gradient all-reduce's share of rank 0's training loop (evaluation included)
     std::fprintf(stderr, "all-reduce: %.2f s of %.1f s in the training loop (%.1f%%), %d ranks\n", trained.comm_seconds,

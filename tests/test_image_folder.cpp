@@ -210,6 +210,19 @@ TEST_CASE("the streaming loader matches the in-memory one and does not depend on
   }
   CHECK(runs[0] == runs[1]);
   CHECK(runs[0][0] != runs[0][5]);  // another epoch, another order and crop
+  {
+    // seek(k) continues the stream at batch k (a resumed run), without the batches before it.
+    train.workers = 2;
+    io::ImageFolderLoader stream(folder, 8, true, 42, train, 3);
+    std::vector<float> x;
+    std::vector<std::int32_t> y;
+    stream.next_cycling(x, y);
+    stream.seek(7);
+    for (int k = 7; k < 12; ++k) {
+      stream.next_cycling(x, y);
+      CHECK(x == runs[0][std::size_t(k)]);
+    }
+  }
   train.on_corrupt = io::OnCorrupt::fail;
   io::ImageFolderLoader strict(folder, 100, false, 0, train);
   std::vector<float> x;

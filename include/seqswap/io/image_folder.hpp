@@ -246,6 +246,7 @@ class ImageFolderLoader {
   index_t image_numel() const { return o_.transform.channels * o_.transform.size * o_.transform.size; }
   index_t batches_per_epoch() const { return (index_t(f_.samples.size()) + batch_ - 1) / batch_; }
   index_t classes() const { return index_t(f_.classes.size()); }
+  index_t count() const { return index_t(f_.samples.size()); }  // files, corrupt ones included
   const Normalize& norm() const { return o_.norm; }
   index_t skipped() const {
     std::lock_guard lock(mu_);
@@ -261,6 +262,18 @@ class ImageFolderLoader {
       if (n > 0) return n;
       check(empty < batches_per_epoch(), "image folder ", f_.root.string(), ": a whole epoch of images was unusable");
     }
+  }
+  // Continues the stream at batch k (a resumed run starts where it stopped, without decoding the
+  // batches before it). Batches decoded ahead for the old position are dropped.
+  void seek(long k) {
+    check(k >= 0, "ImageFolderLoader: expected a batch index >= 0, found ", k);
+    {
+      std::lock_guard lock(mu_);
+      consumed_ = assigned_ = k;
+      ready_.clear();
+      in_epoch_ = index_t(k % long(batches_per_epoch()));
+    }
+    cv_.notify_all();
   }
   // Within one epoch: 0 after its last batch (then the stream moves on to the next epoch).
   index_t next(std::vector<float>& images, std::vector<std::int32_t>& labels) {
@@ -279,8 +292,8 @@ class ImageFolderLoader {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return ready_.count(consumed_) > 0; });
       b = std::move(ready_[consumed_]);
-      ready_.erase(consumed_);
       ++consumed_;
+      ready_.erase(ready_.begin(), ready_.lower_bound(consumed_));  // and any left from before a seek
     }
     cv_.notify_all();
     if (b.error) std::rethrow_exception(b.error);

@@ -74,13 +74,12 @@ struct EvalResult {
   double ms_per_image = 0;  // forward wall time (batch `batch`, this machine, this run)
 };
 
-// Runs `model` over `data` in fixed order (no augmentation): loss, accuracy, forward time;
-// after_batch(n) (optional) sees each batch's state right after its forward.
-template <class M, class After = std::nullptr_t>
-EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, std::optional<io::Normalize> norm = std::nullopt,
-                    After after_batch = nullptr) {
+// Runs `model` over one epoch of `loader` (io::BatchLoader or io::ImageFolderLoader, in their
+// fixed order, no augmentation): loss, accuracy, forward time; after_batch(n) (optional) sees
+// each batch's state right after its forward.
+template <class M, class Source, class After = std::nullptr_t>
+EvalResult evaluate_source(M& model, Source& loader, After after_batch = nullptr) {
   using T = typename M::T;
-  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   std::vector<T> x;
@@ -88,9 +87,9 @@ EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256,
   double loss_sum = 0, secs = 0;
   index_t correct = 0;
   while (index_t n = loader.next(images, labels)) {
-    x.assign(images.begin(), images.end());
+    x.assign(images.begin(), images.begin() + std::ptrdiff_t(n * loader.image_numel()));
     const auto t0 = std::chrono::steady_clock::now();
-    auto logits = model.forward(x.data(), n, data.image_numel());
+    auto logits = model.forward(x.data(), n, loader.image_numel());
     secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto r = cross_entropy<T>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr);
     loss_sum += r.loss * double(n);
@@ -98,11 +97,21 @@ EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256,
     e.count += n;
     if constexpr (!std::is_same_v<After, std::nullptr_t>) after_batch(n);
   }
-  check(e.count > 0, "evaluate: the dataset '", data.name, "' is empty");
+  check(e.count > 0, "evaluate: no images to evaluate");
   e.loss = loss_sum / double(e.count);
   e.accuracy = double(correct) / double(e.count);
   e.ms_per_image = 1e3 * secs / double(e.count);
   return e;
+}
+
+// The same over an in-memory dataset, in batches of `batch`, normalised with `norm` (default:
+// the dataset's own).
+template <class M, class After = std::nullptr_t>
+EvalResult evaluate(M& model, const io::ImageDataset& data, index_t batch = 256, std::optional<io::Normalize> norm = std::nullopt,
+                    After after_batch = nullptr) {
+  check(data.count > 0, "evaluate: the dataset '", data.name, "' is empty");
+  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
+  return evaluate_source(model, loader, std::move(after_batch));
 }
 
 // evaluate() over R ranks: rank r runs batches r, r + R, ... of the fixed order and the loss,
@@ -235,7 +244,8 @@ concept BatchSource = requires(S& s, std::vector<float>& images, std::vector<std
 
 // step(s, images, labels, n) -> loss: forward and backward for step s on a batch of n images
 // (B, C*S*S, normalised), its gradients ACCUMULATED into the model's zeroed grads. The batches
-// come from `loader` (resuming at start_step draws and discards the batches before it).
+// come from `loader` (resuming at start_step seeks there when the loader can, else draws and
+// discards the batches before it). LoopOptions::batch and ::augment are the loader's business.
 template <class M, BatchSource Source, class Step>
 LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step, const LoopHooks& h = {}) {
   using T = typename M::T;
@@ -252,7 +262,10 @@ LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step,
   double tail_loss = 0, comm_seconds = 0;
   const int ranks = h.comm ? h.comm->size() : 1, rank = h.comm ? h.comm->rank() : 0;
   io::Progress local(o.label, o.steps, o.progress_interval_s, o.quiet || h.progress != nullptr || rank != 0);
-  for (long s = 0; s < o.start_step; ++s) loader.next_cycling(images, labels);
+  if constexpr (requires { loader.seek(o.start_step); })
+    loader.seek(o.start_step);  // a stream that can start at any batch (io::ImageFolderLoader)
+  else
+    for (long s = 0; s < o.start_step; ++s) loader.next_cycling(images, labels);
   local.set_base(o.start_step);
   const index_t E = loader.image_numel();
   for (long s = o.start_step; s < o.steps; ++s) {
