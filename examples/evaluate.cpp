@@ -1,7 +1,7 @@
 // evaluate: test-set accuracy of a ViT checkpoint on Fashion-MNIST or an image folder.
 //
 //   evaluate --checkpoint models/vit-fmnist.safetensors [--json out.json]
-//   evaluate --checkpoint deit_tiny.safetensors --arch deit_tiny_patch16_224 --image-folder ROOT
+//   evaluate --checkpoint deit_tiny.safetensors --arch deit_tiny_patch16_224 --image-folder ROOT --stream
 //
 // The images are normalised as the checkpoint's config says (its "normalize"; Fashion-MNIST's
 // statistics for checkpoints that predate it); --arch reads a file without seqswap's metadata
@@ -27,7 +27,7 @@ int main(int argc, char** argv) try {
   std::string checkpoint, json_out, arch;
   DataFlags data;
   index_t limit = 0, batch = 256;
-  bool dense = false, allow_non_finite = false;
+  bool dense = false, allow_non_finite = false, stream = false;
   app.add_option("--checkpoint", checkpoint, "safetensors checkpoint")->required();
   app.add_option("--json", json_out, "also write the result as JSON here");
   data.add(app);
@@ -35,6 +35,8 @@ int main(int argc, char** argv) try {
                  "files without seqswap's metadata, e.g. a timm state dict)");
   app.add_option("--limit", limit, "evaluate only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
+  app.add_flag("--stream", stream, "with --image-folder: decode the test images batch by batch on worker threads "
+               "instead of loading them all into memory (a folder of any size)");
   app.add_flag("--dense", dense, "run a halting teacher without halting");
   app.add_flag("--allow-non-finite", allow_non_finite, "load a checkpoint holding NaN/Inf weights (refused otherwise)");
   CLI11_PARSE(app, argc, argv);
@@ -43,16 +45,26 @@ int main(int argc, char** argv) try {
   model::VitConfig cfg;
   auto m = arch.empty() ? model::load_vit<float>(checkpoint, &cfg, allow_non_finite)
                         : model::load_vit_arch<float>(checkpoint, arch, &cfg, allow_non_finite);
-  auto test_set = data.load(io::Split::test, cfg);
-  check_classes(test_set, cfg);
-  if (limit > 0) test_set = test_set.head(limit);
+  io::ImageDataset test_set;
+  std::unique_ptr<io::ImageFolderLoader> test_stream;
+  if (stream) {
+    check(data.folder(), "--stream reads an image folder: pass --image-folder");
+    check(limit == 0, "--stream evaluates the whole split: leave out --limit");
+    test_stream = data.stream(io::Split::test, cfg, batch, 0, /*train=*/false);
+    check(test_stream->classes() == cfg.classes, "the model has ", cfg.classes, " classes, the folder ",
+          test_stream->classes());
+  } else {
+    test_set = data.load(io::Split::test, cfg);
+    check_classes(test_set, cfg);
+    if (limit > 0) test_set = test_set.head(limit);
+  }
   const auto halting = dense ? std::nullopt : model::read_halting_options(io::read_safetensors(checkpoint));
   nlohmann::json j = {{"checkpoint", checkpoint}, {"model", cfg}, {"parameters", m.param_count()}};
   double accuracy = 0, loss = 0;
   index_t count = 0;
   if (halting) {
     model::HaltingVit hv(m, *halting);
-    const auto e = train::evaluate_halting(hv, test_set, batch);
+    const auto e = stream ? train::evaluate_halting_source(hv, *test_stream) : train::evaluate_halting(hv, test_set, batch);
     accuracy = e.accuracy, loss = e.loss, count = e.count;
     j["halting"] = *halting;
     j["keep_per_layer"] = e.keep;
@@ -61,7 +73,7 @@ int main(int argc, char** argv) try {
     for (double k : e.keep) std::printf(" %.2f", k);
     std::printf("\n");
   } else {
-    const auto e = train::evaluate(m, test_set, batch);
+    const auto e = stream ? train::evaluate_source(m, *test_stream) : train::evaluate(m, test_set, batch);
     accuracy = e.accuracy, loss = e.loss, count = e.count;
   }
   j["images"] = count;

@@ -16,8 +16,10 @@ folder="$work/fmnist"
 
 acc_idx=$("$evaluate" --checkpoint "$ckpt" --limit 500 | awk '/^accuracy:/ {print $2}')
 acc_dir=$("$evaluate" --checkpoint "$ckpt" --image-folder "$folder" --crop-pct 1 | awk '/^accuracy:/ {print $2}')
-echo "shipped teacher: IDX $acc_idx, PNG folder $acc_dir (500 test images)"
-[ -n "$acc_idx" ] && [ "$acc_idx" = "$acc_dir" ] || fail "the folder's accuracy ($acc_dir) differs from the IDX files' ($acc_idx)"
+acc_str=$("$evaluate" --checkpoint "$ckpt" --image-folder "$folder" --crop-pct 1 --stream --workers 2 | awk '/^accuracy:/ {print $2}')
+echo "shipped teacher: IDX $acc_idx, PNG folder $acc_dir, streamed $acc_str (500 test images)"
+[ -n "$acc_idx" ] && [ "$acc_idx" = "$acc_dir" ] && [ "$acc_idx" = "$acc_str" ] ||
+  fail "the folder's accuracy ($acc_dir, streamed $acc_str) differs from the IDX files' ($acc_idx)"
 
 "$train" --image-folder "$folder" --image-size 28 --channels 1 --crop-pct 1 --normalize fashion-mnist \
   --epochs 1 --width 16 --depth 1 --heads 2 --batch 64 --out "$work/t.safetensors" --quiet >"$work/train.log" 2>&1 ||

@@ -155,12 +155,12 @@ struct HaltingEval : EvalResult {
   double ponder = 0;         // mean (layers run + remainder) of the patch tokens
 };
 
-// HV: a model::HaltingVit (forward, halter()).
-template <class HV>
-HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch = 256, std::optional<io::Normalize> norm = std::nullopt) {
+// HV: a model::HaltingVit (forward, halter()); one epoch of `loader` (as evaluate_source).
+template <class HV, class Source>
+HaltingEval evaluate_halting_source(HV& hv, Source& loader) {
   HaltingEval e;
   double ponder_sum = 0;
-  static_cast<EvalResult&>(e) = evaluate(hv, data, batch, norm, [&](index_t n) {
+  static_cast<EvalResult&>(e) = evaluate_source(hv, loader, [&](index_t n) {
     const auto& h = hv.halter();
     e.keep.resize(static_cast<std::size_t>(h.layers()), 0.0);
     for (index_t l = 0; l < h.layers(); ++l) e.keep[l] += h.keep_ratio(l) * double(n);
@@ -170,6 +170,13 @@ HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch
   for (double k : e.keep) e.mean_keep += k / double(e.keep.size());
   e.ponder = ponder_sum / double(e.count);
   return e;
+}
+// The same over an in-memory dataset.
+template <class HV>
+HaltingEval evaluate_halting(HV& hv, const io::ImageDataset& data, index_t batch = 256, std::optional<io::Normalize> norm = std::nullopt) {
+  check(data.count > 0, "evaluate: the dataset '", data.name, "' is empty");
+  io::BatchLoader loader(data, batch, /*shuffle=*/false, 0, norm);
+  return evaluate_halting_source(hv, loader);
 }
 
 // The loop every trainer shares: shuffled batches cycling over epochs, AdamW (decay mask from
