@@ -4,9 +4,12 @@
 // (m = feature width): the N x N attention matrix is never formed. q, k, v come from a qkv
 // Linear laid out exactly like the teacher attention's ([q; k; v] rows, heads contiguous
 // d-blocks), so a student can start from the teacher's Q, K, V and Proj (init_from_attention).
+//
+// A composition (mixers/projected.hpp): LinearAttention<T, Feature> =
+// Projected<LinearAttentionCore<T, Feature>>; the core is qkv, the feature map and the two sums,
+// the projection and the masked-rows tail are Projected's.
 #pragma once
-#include "seqswap/layers/output_projection.hpp"
-#include "seqswap/ops/mask.hpp"
+#include "seqswap/mixers/projected.hpp"
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -77,7 +80,7 @@ struct LinearAttentionOptions {
 };
 
 template <class T = float, class Feature = feature::Elu1>
-class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature>, T> {
+class LinearAttentionCore {
   using Traits = FeatureTraits<Feature>;
   static_assert(sizeof(Traits) > 0);
   static constexpr index_t kExpansion = Traits::expansion;
@@ -88,68 +91,53 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
  public:
   using scalar_type = T;
   using feature_type = Feature;
-  using Input = kind::Tokens;
-  using Output = kind::Tokens;
+  using Options = LinearAttentionOptions;
   template <class B>
   struct Ctx {
-    typename layers::Linear<T>::template Ctx<B> qkv_ctx, proj_ctx;
-    Layout qkv_layout, pre_layout;
+    typename layers::Linear<T>::template Ctx<B> qkv_ctx;
+    Layout qkv_layout;
     Buffer<T> qkv;           // (rows, 3D) [q k v], heads contiguous d-blocks
     Buffer<T> phi_q, phi_k;  // (rows, H m) φ(q), φ(k); masked rows 0 (Hedgehog: scaled, see forward)
     Buffer<T> key_shift;     // (B H, m) Hedgehog: per-feature exponent shift of the keys
     Buffer<T> state;         // (B H, m, d) S per sequence and head
     Buffer<T> norm;          // (B H, m) z per sequence and head
     Buffer<T> den;           // (H, rows) φ(q_i)ᵀ z + eps; 1 on masked rows
-    Buffer<T> pre;           // (rows, D) pre-projection output
-    Buffer<T> dy_masked, dpre, dnum;  // (rows, D) backward scratch
+    const T* out = nullptr;  // (rows, D) the forward's output (the wrapper's pre-projection buffer)
+    Buffer<T> dnum;                   // (rows, D) backward scratch
     Buffer<T> dden;                   // (H, rows)
     Buffer<T> dphi_q, dphi_k;         // (rows, H m)
     Buffer<T> dstate, dnorm;          // (B H, m, d), (B H, m)
     Buffer<T> dqkv;                   // (rows, 3D)
     Buffer<T> dfeature;               // (B H, d, d) Hedgehog: per sequence, summed over b after
     const std::uint8_t* keep = nullptr;
-    const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
     const index_t* offsets = nullptr;
     index_t batch = 0;
-
-    TokensView<const T, B> pre_projection() const {
-      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
-    }
   };
 
-  LinearAttention() = default;
-  explicit LinearAttention(LinearAttentionOptions o) : o_(std::move(o)) {
+  LinearAttentionCore() = default;
+  explicit LinearAttentionCore(LinearAttentionOptions o) : o_(std::move(o)) {
     check(o_.heads > 0 && o_.dim > 0 && o_.dim % o_.heads == 0, "LinearAttention '", o_.name,
           "': expected a positive width divisible by heads, found width ", o_.dim, " and ",
           o_.heads, " heads");
     check(o_.eps >= 0, "LinearAttention '", o_.name, "': expected eps >= 0, found ", o_.eps);
     qkv_ = layers::Linear<T>({.in = o_.dim, .out = 3 * o_.dim, .bias = o_.qkv_bias, .name = "qkv"});
-    proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "proj"});
   }
   const LinearAttentionOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return "linear_attention"; }
   static constexpr const char* feature_name() { return Traits::name; }
 
-  // 3D² (+ 3D qkv bias) + H d² (Hedgehog) + D² + D
-  std::size_t param_count() const {
-    return qkv_.param_count() + feature_count() + proj_.param_count();
-  }
-  // qkv and proj per token, plus per head the state update and read (2·d_φ·d each per token).
+  // 3D² (+ 3D qkv bias) + H d² (Hedgehog); the projection is Projected's
+  std::size_t param_count() const { return qkv_.param_count() + feature_count(); }
+  index_t width() const { return o_.dim; }  // of the pre-projection output
+  // qkv per token, plus per head the state update and read (2·d_φ·d each per token).
   double flops(const Layout& in) const {
     const double d = double(o_.dim / o_.heads), dphi = double(kExpansion) * d;
     return 2.0 * double(param_count()) * double(in.total()) + 4.0 * double(o_.heads) * dphi * d * double(in.total());
   }
-  // Parameters of the output projection (the part a replacement may reuse).
-  std::size_t proj_param_offset() const { return qkv_.param_count() + feature_count(); }
 
-  void plan(const Layout& in, Layout& out) const {
-    check(in.dim == o_.dim, "LinearAttention '", o_.name, "': expected width ", o_.dim,
-          ", found ", in.dim);
-    out = in;
-  }
+  // Names under base ("blocks.3.attn"): qkv, then Hedgehog's feature weight.
   template <class F>
-  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
-    const std::string base = join_name(prefix, o_.name);
+  void visit_params(F&& f, const std::string& base, std::size_t offset) const {
     qkv_.visit_params(f, base, offset);
     if constexpr (kLearnable) {
       const index_t H = o_.heads, d = o_.dim / H;
@@ -158,7 +146,6 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
                   feature_count(), true, Init::custom, 0.0,
                   [H, d](double* w, std::size_t, Rng&) { identity_per_head(w, H, d); }});
     }
-    proj_.visit_params(f, base, offset + proj_param_offset());
   }
 
   // Writes the tensors visit_params reports as Init::custom (Hedgehog: W_h = I for every
@@ -168,9 +155,9 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     if constexpr (kLearnable) identity_per_head(feature_params(p).data, o_.heads, o_.dim / o_.heads);
   }
 
-  // x (rows, D) -> y (rows, D)
+  // x (rows, D) -> pre (rows, D), masked rows 0
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre,
                Ctx<B>& c) const {
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d, rows = x.total();
     const T eps = T(o_.eps);
@@ -178,7 +165,7 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     c.offsets = x.offsets;
     c.batch = x.batch;
     c.qkv_layout = Layout{x.batch, 3 * D, {x.offsets, x.offsets + x.batch + 1}};
-    c.pre_layout = Layout{x.batch, D, c.qkv_layout.offsets};
+    c.out = pre.data;
     const auto BH = static_cast<std::size_t>(x.batch * H);
     c.qkv.resize(static_cast<std::size_t>(rows * 3 * D));
     c.phi_q.resize(static_cast<std::size_t>(rows * H * m));
@@ -187,7 +174,6 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     c.norm.resize(BH * static_cast<std::size_t>(m));
     if constexpr (kLearnable) c.key_shift.resize(BH * static_cast<std::size_t>(m));
     c.den.resize(static_cast<std::size_t>(H * rows));
-    c.pre.resize(static_cast<std::size_t>(rows * D));
 
     qkv_.forward(qkv_params(p), x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
     const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
@@ -208,7 +194,7 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
       host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
       host::StridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
       host::StridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::StridedMap<T> O(c.pre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      host::StridedMap<T> O(pre.data + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
       T* den = c.den.data() + h * rows + t0;  // (n)
       const T* wh = kLearnable ? w + h * d * d : nullptr;
 
@@ -238,17 +224,12 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
         O.row(i) /= den[i];
       }
     }
-
-    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
-                  y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
   }
 
-  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
-  // (through the projection) or from dpre_in (the pre-projection gradient).
+  // dpre (rows, D), zero at masked rows -> dx ASSIGNED (nullable), g ACCUMULATED
   template <class B>
-  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
-                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d;
     const index_t rows = c.qkv_layout.total();
     const auto BH = static_cast<std::size_t>(c.batch * H);
@@ -260,8 +241,6 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
     c.dnorm.resize(BH * static_cast<std::size_t>(m));
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
     if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
-    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre, c.pre_grad);
     const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
 
     const auto BHi = static_cast<index_t>(BH);
@@ -282,8 +261,8 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
       host::CStridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
       host::StridedMap<T> dPq(c.dphi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
       host::StridedMap<T> dPk(c.dphi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::CStridedMap<T> O(c.pre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      host::CStridedMap<T> dO(c.dpre.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      host::CStridedMap<T> O(c.out + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+      host::CStridedMap<T> dO(dpre.data + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
       host::StridedMap<T> dNum(c.dnum.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
       CColMap den(c.den.data() + h * rows + t0, n);
       ColMap dden(c.dden.data() + h * rows + t0, n);
@@ -359,8 +338,6 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
   P qkv_params(P p) const { return p.sub(0, qkv_.param_count()); }
   template <class P>
   P feature_params(P p) const { return p.sub(qkv_.param_count(), feature_count()); }
-  template <class P>
-  P proj_params(P p) const { return p.sub(proj_param_offset(), proj_.param_count()); }
 
  private:
   std::size_t feature_count() const {
@@ -475,8 +452,11 @@ class LinearAttention : public layers::ProjectedMixer<LinearAttention<T, Feature
 
 
   LinearAttentionOptions o_;
-  layers::Linear<T> qkv_, proj_;
+  layers::Linear<T> qkv_;
 };
+
+template <class T = float, class Feature = feature::Elu1>
+using LinearAttention = Projected<LinearAttentionCore<T, Feature>>;
 
 static_assert(Mixer<LinearAttention<float>, backend::Host>);
 static_assert(Mixer<LinearAttention<double>, backend::Host>);
@@ -505,8 +485,10 @@ void init_from_attention(const attention::SoftmaxAttention<T, Policy>& teacher,
   auto copy = [](ParamsView<const T, backend::Host> from, ParamsView<T, backend::Host> to_) {
     std::copy(from.data, from.data + from.size, to_.data);
   };
-  copy(teacher.qkv_params(teacher_params), student.qkv_params(student_params));
-  copy(teacher.proj_params(teacher_params), student.proj_params(student_params));
+  const auto& core = student.core();  // the student's slice: the core's parameters, then proj
+  copy(teacher.qkv_params(teacher_params), core.qkv_params(student_params.sub(0, core.param_count())));
+  copy(teacher.proj_params(teacher_params),
+       student_params.sub(student.proj_param_offset(), student.param_count() - student.proj_param_offset()));
 }
 
 }  // namespace seqswap::mixers
