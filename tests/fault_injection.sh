@@ -124,14 +124,26 @@ if [ -n "$mpiexec" ]; then
   mpi_out="$work/mpi"
   "$mpiexec" --oversubscribe -np 2 "$study" "${study_args[@]}" --out "$mpi_out" >"$work/mpi.log" 2>&1 &
   launcher=$!
-  # Rank 1 is the launcher's child whose environment says OMPI_COMM_WORLD_RANK=1; kill it once
-  # it has finished a run or two (a third of the one-process study's time).
-  sleep "$(( whole / 3 + 1 ))"
-  victim=""
-  for pid in $(pgrep -f -- "--out $mpi_out"); do
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$pid
+  # Rank 1 is the launcher's child whose environment says OMPI_COMM_WORLD_RANK=1. Kill it as soon
+  # as the first run file exists (a run is finished, so the check below has something to verify):
+  # a fixed delay raced against a fast machine, where rank 1 had finished its shard already.
+  # Polled every 0.1 s, for at most three times the one-process study's time.
+  victim="" first=""
+  for ((i = 0; i < whole * 30; i++)); do
+    if [ -z "$victim" ]; then
+      for pid in $(pgrep -f -- "--out $mpi_out"); do
+        tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$pid
+      done
+    fi
+    first=$(ls "$mpi_out/runs"/*.json 2>/dev/null | grep -v efficiency.json | head -1)
+    [ -n "$first" ] && break
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.1
   done
-  [ -n "$victim" ] || { cat "$work/mpi.log"; fail "mpi: rank 1 not found (finished already?)"; }
+  [ -n "$victim" ] || { cat "$work/mpi.log"; fail "mpi: no process with OMPI_COMM_WORLD_RANK=1 was seen"; }
+  [ -n "$first" ] || { cat "$work/mpi.log"; fail "mpi: no run finished within $(( whole * 3 )) s"; }
+  kill -0 "$victim" 2>/dev/null ||
+    { cat "$work/mpi.log"; fail "mpi: rank 1 had exited before the first run file ($first) appeared"; }
   kill -9 "$victim"
   wait "$launcher" && fail "mpi: the job succeeded although rank 1 was killed"
   grep -Eiq "rank 1.*(signal 9|killed)|exited on signal 9" "$work/mpi.log" ||
