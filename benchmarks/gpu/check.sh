@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 start=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 cmake --preset cuda -DSEQSWAP_BUILD_EXAMPLES=OFF > /tmp/seqswap-cuda-configure.log
-cmake --build build/cuda -j "$(nproc)" --target test_cuda_scan test_cuda_link bench_cuda_scan
+cmake --build build/cuda -j "$(nproc)" --target test_cuda_scan test_cuda_link test_cuda_backend bench_cuda_scan
 echo "== device tests"
 ctest --test-dir build/cuda -L cuda --output-on-failure
 echo "== scan bandwidth vs device-to-device copy"

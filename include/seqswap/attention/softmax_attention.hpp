@@ -54,14 +54,14 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
   struct Ctx {
     typename layers::Linear<T>::template Ctx<B> qkv_ctx, proj_ctx;
     Layout qkv_layout, pre_layout;
-    Buffer<T> qkv;                    // (rows, 3D)
-    Buffer<T> probs;                  // Σ_b H n_b²: softmax rows per sequence and head (stored path)
+    Buffer<T, B> qkv;                    // (rows, 3D)
+    Buffer<T, B> probs;                  // Σ_b H n_b²: softmax rows per sequence and head (stored path)
     std::vector<std::size_t> prob_offsets;  // (B+1) into probs; empty after a memory-bounded forward
     bool stored = true;               // which path the last forward took
-    Buffer<T> pre;                    // (rows, D) pre-projection output
-    Buffer<T> dpre, dqkv, dy_masked;  // backward scratch
-    Buffer<T> scratch;                // (threads, 2 · rows · n_max) per-thread scores / dP blocks
-    Buffer<T> select;                 // (threads, n_max) sparse policies' per-row scratch
+    Buffer<T, B> pre;                    // (rows, D) pre-projection output
+    Buffer<T, B> dpre, dqkv, dy_masked;  // backward scratch
+    Buffer<T, B> scratch;                // (threads, 2 · rows · n_max) per-thread scores / dP blocks
+    Buffer<T, B> select;                 // (threads, n_max) sparse policies' per-row scratch
     const std::uint8_t* keep = nullptr;
     const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
     const index_t* offsets = nullptr;

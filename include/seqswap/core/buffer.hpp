@@ -1,5 +1,8 @@
-// Owning, 64-byte aligned host storage. Resizing to a size it already has keeps the memory,
-// which is how training steps after the first allocate nothing.
+// Owning storage, typed by backend. Buffer<T> (= Buffer<T, backend::Host>): 64-byte aligned
+// host memory. Buffer<T, backend::Cuda>: device memory, defined in backend/cuda.hpp (CUDA
+// translation units only), with the same resize / assign / zero / data / size interface.
+// Resizing to a size it already has keeps the memory, which is how training steps after the
+// first allocate nothing.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -7,12 +10,17 @@
 #include <memory>
 #include <new>
 
+#include "seqswap/core/backend.hpp"
+
 namespace seqswap {
 
 inline constexpr std::size_t kAlignBytes = 64;
 
+template <class T, class B = backend::Host>
+class Buffer;
+
 template <class T>
-class Buffer {
+class Buffer<T, backend::Host> {
  public:
   Buffer() = default;
   explicit Buffer(std::size_t n) { resize(n); }

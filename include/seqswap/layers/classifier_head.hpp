@@ -21,8 +21,8 @@ class ClassifierHead {
   using Output = kind::Logits;
   template <class B>
   struct Ctx {
-    Buffer<T> cls;   // (B, D) gathered CLS rows
-    Buffer<T> dcls;  // (B, D) backward scratch
+    Buffer<T, B> cls;   // (B, D) gathered CLS rows
+    Buffer<T, B> dcls;  // (B, D) backward scratch
     Layout cls_layout;
     typename Linear<T>::template Ctx<B> fc;
   };

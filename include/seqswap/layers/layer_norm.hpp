@@ -24,7 +24,7 @@ class LayerNorm {
   struct Ctx {
     const T* x = nullptr;  // (rows, D)
     index_t rows = 0;
-    Buffer<T> mean, rstd;  // (rows)
+    Buffer<T, B> mean, rstd;  // (rows)
   };
 
   LayerNorm() = default;

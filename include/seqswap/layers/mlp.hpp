@@ -25,9 +25,9 @@ class Mlp {
     typename Linear<T>::template Ctx<B> fc1, fc2;
     typename Gelu<T>::template Ctx<B> act;
     Layout hidden_layout;
-    Buffer<T> h;  // (rows, hidden) fc1 output
-    Buffer<T> a;  // (rows, hidden) GELU output
-    Buffer<T> da; // (rows, hidden) backward scratch
+    Buffer<T, B> h;  // (rows, hidden) fc1 output
+    Buffer<T, B> a;  // (rows, hidden) GELU output
+    Buffer<T, B> da; // (rows, hidden) backward scratch
   };
 
   Mlp() = default;

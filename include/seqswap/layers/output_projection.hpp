@@ -17,8 +17,8 @@ namespace seqswap::layers {
 template <class T, class B>
 void projection_backward(const Linear<T>& proj, ParamsView<const T, B> pp, ParamsView<T, B> pg,
                          typename Linear<T>::template Ctx<B>& pctx, const T* dy, const T* dpre_in,
-                         const Layout& pre_layout, const std::uint8_t* keep, index_t D, Buffer<T>& dy_masked,
-                         Buffer<T>& dpre, const T* tap = nullptr) {
+                         const Layout& pre_layout, const std::uint8_t* keep, index_t D, Buffer<T, B>& dy_masked,
+                         Buffer<T, B>& dpre, const T* tap = nullptr) {
   const index_t rows = pre_layout.total(), E = pre_layout.dim;
   dpre.resize(static_cast<std::size_t>(rows * E));
   if (dpre_in) {

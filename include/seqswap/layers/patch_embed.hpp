@@ -24,8 +24,8 @@ class PatchEmbed {
   using Output = kind::Tokens;
   template <class B>
   struct Ctx {
-    Buffer<T> cols;  // (B*P, C*p*p) unfolded patches
-    Buffer<T> dcols; // (B*P, C*p*p) backward scratch
+    Buffer<T, B> cols;  // (B*P, C*p*p) unfolded patches
+    Buffer<T, B> dcols; // (B*P, C*p*p) backward scratch
     Layout cols_layout;
     typename Linear<T>::template Ctx<B> proj;
     index_t batch = 0;

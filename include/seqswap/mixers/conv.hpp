@@ -164,11 +164,11 @@ class ConvCore {
     const T* x = nullptr;                // (rows, D) the forward input
     const std::uint8_t* keep = nullptr;  // (rows) or null
     std::vector<index_t> seq;            // (rows) sequence of each row
-    Buffer<T> wt;     // (K, D) the filters transposed: one row per tap, channels contiguous
-    Buffer<T> mean;   // CLS rule: (B, D) mean of kept patch rows of x
-    Buffer<T> count;  // CLS rule: (B) kept patches
-    Buffer<T> z;      // (rows, D) depthwise output
-    Buffer<T> dz, acc;  // backward; acc: (threads, K + 3, D) per-thread partial sums
+    Buffer<T, B> wt;     // (K, D) the filters transposed: one row per tap, channels contiguous
+    Buffer<T, B> mean;   // CLS rule: (B, D) mean of kept patch rows of x
+    Buffer<T, B> count;  // CLS rule: (B) kept patches
+    Buffer<T, B> z;      // (rows, D) depthwise output
+    Buffer<T, B> dz, acc;  // backward; acc: (threads, K + 3, D) per-thread partial sums
   };
 
   ConvCore() = default;

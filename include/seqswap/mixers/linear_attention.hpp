@@ -96,19 +96,19 @@ class LinearAttentionCore {
   struct Ctx {
     typename layers::Linear<T>::template Ctx<B> qkv_ctx;
     Layout qkv_layout;
-    Buffer<T> qkv;           // (rows, 3D) [q k v], heads contiguous d-blocks
-    Buffer<T> phi_q, phi_k;  // (rows, H m) φ(q), φ(k); masked rows 0 (Hedgehog: scaled, see forward)
-    Buffer<T> key_shift;     // (B H, m) Hedgehog: per-feature exponent shift of the keys
-    Buffer<T> state;         // (B H, m, d) S per sequence and head
-    Buffer<T> norm;          // (B H, m) z per sequence and head
-    Buffer<T> den;           // (H, rows) φ(q_i)ᵀ z + eps; 1 on masked rows
+    Buffer<T, B> qkv;           // (rows, 3D) [q k v], heads contiguous d-blocks
+    Buffer<T, B> phi_q, phi_k;  // (rows, H m) φ(q), φ(k); masked rows 0 (Hedgehog: scaled, see forward)
+    Buffer<T, B> key_shift;     // (B H, m) Hedgehog: per-feature exponent shift of the keys
+    Buffer<T, B> state;         // (B H, m, d) S per sequence and head
+    Buffer<T, B> norm;          // (B H, m) z per sequence and head
+    Buffer<T, B> den;           // (H, rows) φ(q_i)ᵀ z + eps; 1 on masked rows
     const T* out = nullptr;  // (rows, D) the forward's output (the wrapper's pre-projection buffer)
-    Buffer<T> dnum;                   // (rows, D) backward scratch
-    Buffer<T> dden;                   // (H, rows)
-    Buffer<T> dphi_q, dphi_k;         // (rows, H m)
-    Buffer<T> dstate, dnorm;          // (B H, m, d), (B H, m)
-    Buffer<T> dqkv;                   // (rows, 3D)
-    Buffer<T> dfeature;               // (B H, d, d) Hedgehog: per sequence, summed over b after
+    Buffer<T, B> dnum;                   // (rows, D) backward scratch
+    Buffer<T, B> dden;                   // (H, rows)
+    Buffer<T, B> dphi_q, dphi_k;         // (rows, H m)
+    Buffer<T, B> dstate, dnorm;          // (B H, m, d), (B H, m)
+    Buffer<T, B> dqkv;                   // (rows, 3D)
+    Buffer<T, B> dfeature;               // (B H, d, d) Hedgehog: per sequence, summed over b after
     const std::uint8_t* keep = nullptr;
     const index_t* offsets = nullptr;
     index_t batch = 0;

@@ -63,13 +63,13 @@ class MinGruCore {
   struct Ctx {
     std::array<typename layers::Linear<T>::template Ctx<B>, 2> dir_ctx;
     Layout zh_layout;
-    std::array<Buffer<T>, 2> zh;  // (rows, 2E) [u | h̃] per direction
-    std::array<Buffer<T>, 2> a;   // (rows, E) decays σ(-u) (1 at masked)
-    std::array<Buffer<T>, 2> h;   // (rows, E) states
+    std::array<Buffer<T, B>, 2> zh;  // (rows, 2E) [u | h̃] per direction
+    std::array<Buffer<T, B>, 2> a;   // (rows, E) decays σ(-u) (1 at masked)
+    std::array<Buffer<T, B>, 2> h;   // (rows, E) states
     // backward scratch
-    Buffer<T> dh, da, db;         // (rows, E)
-    Buffer<T> dzh;                // (rows, 2E)
-    Buffer<T> dx_dir;             // (rows, D)
+    Buffer<T, B> dh, da, db;         // (rows, E)
+    Buffer<T, B> dzh;                // (rows, 2E)
+    Buffer<T, B> dx_dir;             // (rows, D)
     const std::uint8_t* keep = nullptr;  // (rows); nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;
@@ -136,7 +136,7 @@ class MinGruCore {
         Arr(a + t * E, E) = (-U).logistic();            // 1 - z_t
         Arr(h + t * E, E) = U.logistic() * CArr(hc, E);  // z_t h̃_t
       }
-      ops::linear_scan(a, h, h, x.offsets, x.batch, E, {.chunk = o_.chunk, .reverse = d == 1});
+      ops::linear_scan(B{}, a, h, h, x.offsets, x.batch, E, {.chunk = o_.chunk, .reverse = d == 1});
     }
 
     // pre = keep ∘ (h_fwd + h_bwd)  or  keep ∘ [h_fwd | h_bwd]
@@ -181,7 +181,7 @@ class MinGruCore {
         dh = c.dh.data();
       }
       // h_t = a_t h_{t-1} + b_t  =>  da, db (rows, E)
-      ops::linear_scan_backward(c.a[d].data(), c.h[d].data(), dh, c.da.data(), c.db.data(),
+      ops::linear_scan_backward(B{}, c.a[d].data(), c.h[d].data(), dh, c.da.data(), c.db.data(),
                                 c.offsets, c.batch, E, {.chunk = o_.chunk, .reverse = d == 1});
       const T* zh = c.zh[d].data();
       T* dzh = c.dzh.data();

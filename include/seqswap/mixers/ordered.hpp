@@ -25,7 +25,7 @@ class Ordered {
     typename Core::template Ctx<B> core;
     std::vector<index_t> perm;         // (rows) scan position -> row; empty when identity
     std::vector<std::uint8_t> keep_s;  // (rows) keep in scan order (permuted and masked)
-    Buffer<T> x_s, pre_s, dpre_s, dx_s;  // scan-order copies (permuted only)
+    Buffer<T, B> x_s, pre_s, dpre_s, dx_s;  // scan-order copies (permuted only)
     const T* x_scan = nullptr;           // (rows, D) x_s or the input itself
     const std::uint8_t* keep_scan = nullptr;
   };

@@ -58,9 +58,9 @@ class Projected : public layers::ProjectedMixer<Projected<Core>, typename Core::
     typename Core::template Ctx<B> core;
     typename layers::Linear<T>::template Ctx<B> proj_ctx;
     Layout pre_layout;
-    Buffer<T> pre;        // (rows, E) the core's output, token order
-    Buffer<T> dy_masked;  // (rows, D) backward scratch
-    Buffer<T> dpre;       // (rows, E)
+    Buffer<T, B> pre;        // (rows, E) the core's output, token order
+    Buffer<T, B> dy_masked;  // (rows, D) backward scratch
+    Buffer<T, B> dpre;       // (rows, E)
     const std::uint8_t* keep = nullptr;
     const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
 

@@ -46,8 +46,8 @@ class RetentionCore {
   struct Ctx {
     typename layers::Linear<T>::template Ctx<B> qkv_ctx;
     Layout qkv_layout;
-    Buffer<T> qkv, dqkv;   // (rows, 3D) [q | k | v], q scaled
-    Buffer<T> inv_c;       // (rows, H) 1 / c_t
+    Buffer<T, B> qkv, dqkv;   // (rows, 3D) [q | k | v], q scaled
+    Buffer<T, B> inv_c;       // (rows, H) 1 / c_t
     const std::uint8_t* keep = nullptr;
   };
 

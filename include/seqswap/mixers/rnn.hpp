@@ -83,13 +83,13 @@ class MultiHeadRnnCore {
     typename layers::Linear<T>::template Ctx<B> in_ctx, merge_ctx;
     Layout layout, state_layout;        // (T, D) and (T, dirs·D) with the input's offsets
     const std::uint8_t* keep_s_ptr = nullptr;  // (T) keep; nullable
-    Buffer<T> u;       // (T, D) in_proj output
-    Buffer<T> saved;   // (H, dirs, T, kS·d) per-step cell values
-    Buffer<T> s;       // (T, dirs·D) hidden states [t][h][r][0..d)
-    Buffer<T> zeros;   // (d) the initial state h_{-1} = c_{-1} = 0
-    Buffer<T> scratch;  // (threads, (kG + 2)·d) per-thread step vectors
+    Buffer<T, B> u;       // (T, D) in_proj output
+    Buffer<T, B> saved;   // (H, dirs, T, kS·d) per-step cell values
+    Buffer<T, B> s;       // (T, dirs·D) hidden states [t][h][r][0..d)
+    Buffer<T, B> zeros;   // (d) the initial state h_{-1} = c_{-1} = 0
+    Buffer<T, B> scratch;  // (threads, (kG + 2)·d) per-thread step vectors
     // backward
-    Buffer<T> ds, dgi, dgh, du;
+    Buffer<T, B> ds, dgi, dgh, du;
   };
 
   MultiHeadRnnCore() = default;
@@ -289,10 +289,12 @@ class MultiHeadRnnCore {
   T* saved_of(C& c, index_t hr, index_t rows) const {
     return c.saved.data() + hr * rows * kS * head_dim();
   }
-  T* dgates_of(Buffer<T>& buf, index_t hr, index_t rows) const {
+  template <class B>
+  T* dgates_of(Buffer<T, B>& buf, index_t hr, index_t rows) const {
     return buf.data() + hr * rows * kG * head_dim();
   }
-  const T* dgates_of(const Buffer<T>& buf, index_t hr, index_t rows) const {
+  template <class B>
+  const T* dgates_of(const Buffer<T, B>& buf, index_t hr, index_t rows) const {
     return buf.data() + hr * rows * kG * head_dim();
   }
 

@@ -69,12 +69,12 @@ class DiagonalSsmCore {
   struct Ctx {
     typename layers::Linear<T>::template Ctx<B> in_ctx;
     Layout layout;                      // (rows, D) with the input's offsets
-    Buffer<T> u;                        // (rows, D) in_proj output
-    std::array<Buffer<T>, 2> abar, bbar, phi;  // (D, N_s) Ā, B̄, (Ā - 1)/A per direction
-    std::array<Buffer<T>, 2> h;         // (rows, D·N_s) states per direction
+    Buffer<T, B> u;                        // (rows, D) in_proj output
+    std::array<Buffer<T, B>, 2> abar, bbar, phi;  // (D, N_s) Ā, B̄, (Ā - 1)/A per direction
+    std::array<Buffer<T, B>, 2> h;         // (rows, D·N_s) states per direction
     // backward scratch
-    Buffer<T> du;                       // (rows, D)
-    Buffer<T> scratch;                  // (threads, 3·8·N_s) backward: g, dĀ, dB̄ per block
+    Buffer<T, B> du;                       // (rows, D)
+    Buffer<T, B> scratch;                  // (threads, 3·8·N_s) backward: g, dĀ, dB̄ per block
     const std::uint8_t* keep = nullptr;  // (rows); nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;

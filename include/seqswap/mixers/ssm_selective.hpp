@@ -76,38 +76,39 @@ class SelectiveSsmCore {
 
   // One direction's activations. Rows are in compact storage: kept tokens only, sequence by
   // sequence in scan order (the backward direction walks the same rows from the end).
+  template <class B>
   struct DirCtx {
-    Buffer<T> v;      // (Tk, E) conv output before SiLU
-    Buffer<T> up;     // (Tk, E) u' = SiLU(v)
-    Buffer<T> xdbl;   // (Tk, R + 2S) [δ, B_t, C_t]
-    Buffer<T> dtp;    // (Tk, E) δ W_dtᵀ + b_dt, before softplus
-    Buffer<T> delta;  // (Tk, E) Δ = softplus(dtp)
-    Buffer<T> A;      // (E, S) -exp(A_log)
-    Buffer<T> ckpt;   // fused: (chunks, E, S) state entering each chunk
-    Buffer<T> a, b, h;  // materialized: (Tk, E·S) each
+    Buffer<T, B> v;      // (Tk, E) conv output before SiLU
+    Buffer<T, B> up;     // (Tk, E) u' = SiLU(v)
+    Buffer<T, B> xdbl;   // (Tk, R + 2S) [δ, B_t, C_t]
+    Buffer<T, B> dtp;    // (Tk, E) δ W_dtᵀ + b_dt, before softplus
+    Buffer<T, B> delta;  // (Tk, E) Δ = softplus(dtp)
+    Buffer<T, B> A;      // (E, S) -exp(A_log)
+    Buffer<T, B> ckpt;   // fused: (chunks, E, S) state entering each chunk
+    Buffer<T, B> a, b, h;  // materialized: (Tk, E·S) each
   };
 
   template <class B>
   struct Ctx {
     typename layers::Linear<T>::template Ctx<B> in_ctx;
     Layout xz_layout, pre_layout;
-    Buffer<T> xz;                  // (T, 2E) [u, z]
+    Buffer<T, B> xz;                  // (T, 2E) [u, z]
     std::vector<index_t> perm;     // (Tk) global row of each compact row
     std::vector<index_t> koffs;    // (batch+1) compact offsets per sequence
     std::vector<index_t> ck_offs;  // (batch+1) fused: offsets of each sequence's checkpoints
     std::vector<index_t> key_offsets;      // the offsets perm was built for
     std::vector<std::uint8_t> key_keep;    // the keep-mask perm was built for (empty: none)
     bool key_valid = false;
-    Buffer<T> uc, zc;              // (Tk, E) u and z gathered into compact storage
-    Buffer<T> ysum;                // (Tk, E) y_fwd + y_bwd
-    DirCtx dir[2];
+    Buffer<T, B> uc, zc;              // (Tk, E) u and z gathered into compact storage
+    Buffer<T, B> ysum;                // (Tk, E) y_fwd + y_bwd
+    DirCtx<B> dir[2];
     // backward scratch
-    Buffer<T> dys, dzc, duc, dup, ddtp;  // (Tk, E) each
-    Buffer<T> dxdbl;               // (Tk, R + 2S)
-    Buffer<T> part;                // (groups, Tk, 2S) fused: per channel group dB, dC
-    Buffer<T> pgrad;               // (threads, E·S + E) fused: per thread dA_log, dD
-    Buffer<T> scratch;             // per thread: forward h (S); backward h, a (chunk, S) and g (S)
-    Buffer<T> dxz;                 // (T, 2E)
+    Buffer<T, B> dys, dzc, duc, dup, ddtp;  // (Tk, E) each
+    Buffer<T, B> dxdbl;               // (Tk, R + 2S)
+    Buffer<T, B> part;                // (groups, Tk, 2S) fused: per channel group dB, dC
+    Buffer<T, B> pgrad;               // (threads, E·S + E) fused: per thread dA_log, dD
+    Buffer<T, B> scratch;             // per thread: forward h (S); backward h, a (chunk, S) and g (S)
+    Buffer<T, B> dxz;                 // (T, 2E)
     const std::uint8_t* keep = nullptr;
     const index_t* offsets = nullptr;
     index_t batch = 0;
@@ -344,7 +345,7 @@ class SelectiveSsmCore {
     const index_t E = E_, K = K_, R = R_, S = S_, W = W_, Tk = c.koffs.back();
     const bool rev = d == 1;
     const DirOffsets& q = doff_[d];
-    DirCtx& s = c.dir[d];
+    auto& s = c.dir[d];
     const T* cw = p.data + q.conv_w;  // (E, K)
     const T* cb = p.data + q.conv_b;  // (E)
     s.v.resize(static_cast<std::size_t>(Tk * E));
@@ -396,7 +397,7 @@ class SelectiveSsmCore {
   void scan_fused_forward(ParamsView<const T, B> p, Ctx<B>& c, int d) const {
     const index_t E = E_, R = R_, S = S_, W = W_, chunk = o_.chunk;
     const bool rev = d == 1;
-    DirCtx& s = c.dir[d];
+    auto& s = c.dir[d];
     const T* Dp = p.data + doff_[d].D;  // (E)
     s.ckpt.resize(static_cast<std::size_t>(c.ck_offs.back() * E * S));
     ops::selective_scan_forward<T>({.delta = s.delta.data(), .u = s.up.data(), .bc = s.xdbl.data() + R,
@@ -410,7 +411,7 @@ class SelectiveSsmCore {
   template <class B>
   void scan_materialized_forward(ParamsView<const T, B> p, Ctx<B>& c, int d) const {
     const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back(), ES = E_ * S_;
-    DirCtx& s = c.dir[d];
+    auto& s = c.dir[d];
     const T* Dp = p.data + doff_[d].D;  // (E)
     s.a.resize(static_cast<std::size_t>(Tk * ES));
     s.b.resize(static_cast<std::size_t>(Tk * ES));
@@ -422,7 +423,7 @@ class SelectiveSsmCore {
           s.a[t * ES + e * S + j] = std::exp(dl * s.A[e * S + j]);
           s.b[t * ES + e * S + j] = dl * s.xdbl[t * W + R + j] * s.up[t * E + e];
         }
-    ops::linear_scan(s.a.data(), s.b.data(), s.h.data(), c.koffs.data(), c.batch, ES,
+    ops::linear_scan(B{}, s.a.data(), s.b.data(), s.h.data(), c.koffs.data(), c.batch, ES,
                      {.chunk = o_.chunk, .reverse = d == 1});
     for (index_t t = 0; t < Tk; ++t)
       for (index_t e = 0; e < E; ++e) {
@@ -438,7 +439,7 @@ class SelectiveSsmCore {
     const index_t E = E_, K = K_, R = R_, W = W_, Tk = c.koffs.back();
     const bool rev = d == 1;
     const DirOffsets& q = doff_[d];
-    DirCtx& s = c.dir[d];
+    auto& s = c.dir[d];
     c.dup.resize(static_cast<std::size_t>(Tk * E));
     c.ddtp.resize(static_cast<std::size_t>(Tk * E));
     c.dxdbl.resize(static_cast<std::size_t>(Tk * W));
@@ -507,7 +508,7 @@ class SelectiveSsmCore {
     const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back(), chunk = o_.chunk;
     const bool rev = d == 1;
     const DirOffsets& q = doff_[d];
-    DirCtx& s = c.dir[d];
+    auto& s = c.dir[d];
     const T* Dp = p.data + q.D;  // (E)
     const int threads = host::max_threads();
     const index_t groups = std::clamp<index_t>((threads + c.batch - 1) / std::max<index_t>(c.batch, 1), 1, E);
@@ -605,7 +606,7 @@ class SelectiveSsmCore {
                                   ParamsView<T, B> g) const {
     const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back(), ES = E_ * S_;
     const DirOffsets& q = doff_[d];
-    DirCtx& s = c.dir[d];
+    auto& s = c.dir[d];
     const T* Dp = p.data + q.D;  // (E)
     // scratch: dh, da, db (Tk, E·S) each
     c.scratch.resize(static_cast<std::size_t>(3 * Tk * ES));
@@ -617,7 +618,7 @@ class SelectiveSsmCore {
       for (index_t e = 0; e < E; ++e)
         for (index_t j = 0; j < S; ++j)
           dh[t * ES + e * S + j] = c.dys[t * E + e] * s.xdbl[t * W + R + S + j];
-    ops::linear_scan_backward(s.a.data(), s.h.data(), dh, da, db, c.koffs.data(), c.batch, ES,
+    ops::linear_scan_backward(B{}, s.a.data(), s.h.data(), dh, da, db, c.koffs.data(), c.batch, ES,
                               {.chunk = o_.chunk, .reverse = d == 1});
     for (index_t t = 0; t < Tk; ++t)
       for (index_t j = 0; j < 2 * S; ++j) c.dxdbl[t * W + R + j] = 0;

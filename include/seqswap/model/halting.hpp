@@ -51,10 +51,10 @@ class Halting<Repeat<L>> {
     std::vector<typename L::template Ctx<B>> block;  // (L) block contexts (packed: kept rows only)
     std::vector<Layout> packed_layout;               // (L) ragged layouts of the kept tokens
     std::vector<std::vector<index_t>> packed_rows;   // (L) full-batch row b*N+i of each packed row
-    std::vector<Buffer<T>> t, pin, pout;             // (L) t^l (B*N, D); packed inputs / outputs
+    std::vector<Buffer<T, B>> t, pin, pout;             // (L) t^l (B*N, D); packed inputs / outputs
     Layout full;                                     // the dense (B, N, D) layout
     T* out = nullptr;                                // o of the last forward (the layer's output)
-    Buffer<T> dout, dt, carry, gdy, gdx;             // backward scratch
+    Buffer<T, B> dout, dt, carry, gdy, gdx;             // backward scratch
     std::vector<std::vector<double>> dots, du;
     // Per-call inputs (see the top of this file).
     std::vector<std::vector<std::uint8_t>> external;

@@ -14,6 +14,15 @@ namespace seqswap::model {
 
 // Running a network: the context and output of its last forward, for parameters held elsewhere
 // (a Model's arena, or another model's when a HaltingVit runs it with halting).
+// The backend seam (docs/architecture.md, "Backends"): a Model<Net, backend::Cuda> holds its
+// arena (parameters, gradients, AdamW moments) and every layer context in device memory
+// (Buffer<T, backend::Cuda>), initialised on the host and uploaded; the scan ops dispatch on the
+// backend tag. The layers' forward and backward bodies are host code: running a network on the
+// device is refused at compile time until their device paths exist.
+#define SEQSWAP_NO_DEVICE_PATH                                                                              \
+  "Runner/Model<Net, backend::Cuda>::forward/backward: the layers' device paths are not written yet (the " \
+  "arena, the contexts and the scan ops take the backend; see docs/architecture.md, Backends)"
+
 template <class Net, class Backend = backend::Host>
 class Runner {
  public:
@@ -22,6 +31,7 @@ class Runner {
 
   // x: one row per input (images) -> the network's output (logits), valid until next forward.
   TokensView<const T, Backend> forward(const Net& net, ParamsView<const T, Backend> p, TokensView<const T, Backend> x) {
+    static_assert(backend::is_host<Backend>, SEQSWAP_NO_DEVICE_PATH);
     in_layout_ = Layout{x.batch, x.dim, {x.offsets, x.offsets + x.batch + 1}};
     net.plan(in_layout_, out_layout_);
     out_.resize(out_layout_.size());
@@ -38,6 +48,7 @@ class Runner {
   // dy: gradient w.r.t. the last forward's output; ACCUMULATES into g; dx (nullable) receives
   // the gradient w.r.t. the input.
   void backward(const Net& net, ParamsView<const T, Backend> p, ParamsView<T, Backend> g, const T* dy, T* dx) {
+    static_assert(backend::is_host<Backend>, SEQSWAP_NO_DEVICE_PATH);
     TokensView<const T, Backend> d = view_of<const T, Backend>(dy, out_layout_);
     TokensView<T, Backend> dxv{dx, in_layout_.offsets.data(), in_layout_.batch, in_layout_.dim, nullptr};
     net.backward(p, ctx_, d, dxv, g);
@@ -47,7 +58,7 @@ class Runner {
 
  private:
   Ctx ctx_;
-  Buffer<T> out_;
+  Buffer<T, Backend> out_;
   Layout in_layout_, out_layout_, dense_in_;
 };
 
@@ -68,8 +79,8 @@ class Model {
   ParamsView<T, Backend> params() { return {params_.data(), params_.size()}; }
   ParamsView<const T, Backend> params() const { return {params_.data(), params_.size()}; }
   ParamsView<T, Backend> grads() { return {grads_.data(), grads_.size()}; }
-  Buffer<T>& adam_m() { return m_; }
-  Buffer<T>& adam_v() { return v_; }
+  Buffer<T, Backend>& adam_m() { return m_; }
+  Buffer<T, Backend>& adam_v() { return v_; }
 
   // The parameter tensor `name` (e.g. "blocks.3.attn.qkv.weight"); Error if absent.
   const ParamInfo& info(const std::string& name) const {
@@ -78,6 +89,7 @@ class Model {
     fail("Model: no parameter named '", name, "' (", infos_.size(), " parameters, first '",
          infos_.empty() ? std::string() : infos_.front().name, "')");
   }
+  // (Pointers into the arena: device pointers on a device backend.)
   T* param(const std::string& name) { return params_.data() + info(name).offset; }
   T* grad(const std::string& name) { return grads_.data() + info(name).offset; }
 
@@ -85,7 +97,13 @@ class Model {
   // and optimizer state.
   void init(std::uint64_t seed) {
     Rng rng(seed);
-    for (const auto& i : infos_) init_values(i, rng);
+    if constexpr (backend::is_host<Backend>) {
+      for (const auto& i : infos_) init_values(params_.data(), i, rng);
+    } else {  // the same values, drawn on the host and uploaded
+      Buffer<T> host(params_.size());
+      for (const auto& i : infos_) init_values(host.data(), i, rng);
+      params_.upload(host.data(), host.size());
+    }
     grads_.zero();
     m_.zero();
     v_.zero();
@@ -93,9 +111,11 @@ class Model {
 
   // After re-seating a Slot: lay the arena out anew; tensors whose name and shape survive keep
   // their values and optimizer state, new ones are initialised from `seed`.
-  void relayout(std::uint64_t seed) {
+  void relayout(std::uint64_t seed)
+    requires backend::is_host<Backend>
+  {
     const std::vector<ParamInfo> old_infos = infos_;
-    Buffer<T> old_p = params_, old_m = m_, old_v = v_;
+    Buffer<T, Backend> old_p = params_, old_m = m_, old_v = v_;
     layout();
     std::map<std::string, const ParamInfo*> by_name;
     for (const auto& i : old_infos) by_name[i.name] = &i;
@@ -129,8 +149,10 @@ class Model {
   }
   void zero_grad() { grads_.zero(); }
   // Initialises one tensor as its ParamInfo says (and zeroes its optimizer state).
-  void init_tensor(const ParamInfo& i, Rng& rng) {
-    init_values(i, rng);
+  void init_tensor(const ParamInfo& i, Rng& rng)
+    requires backend::is_host<Backend>
+  {
+    init_values(params_.data(), i, rng);
     std::fill(m_.data() + i.offset, m_.data() + i.offset + i.count, T(0));
     std::fill(v_.data() + i.offset, v_.data() + i.offset + i.count, T(0));
   }
@@ -151,8 +173,8 @@ class Model {
     m_.assign(n, T(0));
     v_.assign(n, T(0));
   }
-  void init_values(const ParamInfo& i, Rng& rng) {
-    T* p = params_.data() + i.offset;
+  static void init_values(T* arena, const ParamInfo& i, Rng& rng) {
+    T* p = arena + i.offset;
     if (i.init == Init::custom) {
       check(static_cast<bool>(i.custom_init), "Model::init: tensor '", i.name,
             "' asks for a custom init but its layer gave no custom_init function");
@@ -175,7 +197,7 @@ class Model {
 
   Net net_;
   std::vector<ParamInfo> infos_;
-  Buffer<T> params_, grads_, m_, v_;
+  Buffer<T, Backend> params_, grads_, m_, v_;
   Runner<Net, Backend> run_;
 };
 

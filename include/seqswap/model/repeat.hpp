@@ -25,8 +25,8 @@ class Repeat {
   struct Ctx {
     std::vector<typename L::template Ctx<B>> ctx;
     std::vector<Layout> layouts;  // (depth+1)
-    std::vector<Buffer<T>> act;   // (depth-1) intermediate outputs
-    Buffer<T> grad[2];
+    std::vector<Buffer<T, B>> act;   // (depth-1) intermediate outputs
+    Buffer<T, B> grad[2];
     const std::uint8_t* keep = nullptr;
   };
 

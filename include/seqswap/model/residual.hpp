@@ -21,8 +21,8 @@ class Residual {
   template <class B>
   struct Ctx {
     typename L::template Ctx<B> inner;
-    Buffer<T> f;      // (rows, D) f(x)
-    Buffer<T> scratch;  // backward: masked dy or dx when the caller wants none
+    Buffer<T, B> f;      // (rows, D) f(x)
+    Buffer<T, B> scratch;  // backward: masked dy or dx when the caller wants none
     const std::uint8_t* keep = nullptr;
     index_t rows = 0, dim = 0;
   };
@@ -83,7 +83,7 @@ class Residual {
       dy_inner.data = c.scratch.data();
     }
     if (!dx.data) {  // the inner layer still needs somewhere to write (parameter gradients)
-      Buffer<T> tmp(size);
+      Buffer<T, B> tmp(size);
       TokensView<T, B> d{tmp.data(), dy.offsets, dy.batch, dy.dim, dy.keep};
       inner_.backward(p, c.inner, dy_inner, d, g);
       return;

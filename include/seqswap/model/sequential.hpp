@@ -51,9 +51,9 @@ class Sequential {
   struct Ctx {
     std::tuple<typename Ls::template Ctx<B>...> ctx;
     std::array<Layout, n + 1> layouts;            // layouts[0] input, layouts[n] output
-    std::array<Buffer<T>, n - 1 + (n == 1)> act;  // intermediate outputs
+    std::array<Buffer<T, B>, n - 1 + (n == 1)> act;  // intermediate outputs
     std::array<const std::uint8_t*, n + 1> keep{};
-    Buffer<T> grad[2];                            // backward ping-pong
+    Buffer<T, B> grad[2];                            // backward ping-pong
   };
 
   Sequential() = default;
@@ -138,7 +138,7 @@ class Sequential {
     if constexpr (I == 0) {
       l.backward(pl, std::get<I>(c.ctx), dy, dx, gl);
     } else {
-      Buffer<T>& buf = c.grad[slot];
+      auto& buf = c.grad[slot];
       buf.resize(c.layouts[I].size());
       auto dxi = view_of<T, B>(buf.data(), c.layouts[I], c.keep[I]);
       l.backward(pl, std::get<I>(c.ctx), dy, dxi, gl);

@@ -18,20 +18,9 @@
 #include <vector>
 
 #include "seqswap/backend/host.hpp"
+#include "seqswap/ops/scan_options.hpp"
 
 namespace seqswap::ops {
-
-enum class ScanPath {
-  automatic,  // channels when batch · ⌈C / 256⌉ >= 2 · threads, else chunked
-  chunked,    // parallel in time (chunks of `chunk` tokens)
-  channels,   // parallel over (sequence, block of 256 channels), one pass in time
-};
-
-struct ScanOptions {
-  index_t chunk = 256;   // tokens per chunk of the parallel form; 0 = sequential reference
-  bool reverse = false;  // scan from the last token of each sequence to the first
-  ScanPath path = ScanPath::automatic;  // ignored when chunk == 0
-};
 
 // Sequential reference. a, b (T_total, C) -> h (T_total, C). h may alias b.
 template <class T>
@@ -195,6 +184,21 @@ void linear_scan_backward(const T* a, const T* h, const T* dh, T* da, T* db,
       for (index_t c = 0; c < C; ++c) da[t * C + c] = k > 0 ? db[t * C + c] * h[prev * C + c] : T(0);
     }
   }
+}
+
+// Backend dispatch: the scanning mixers call the scans with their backend tag. backend::Host
+// runs the forms above; the backend::Cuda overloads (ops/cuda/scan.cuh, CUDA translation units
+// only) run the device kernels on device pointers, offsets included (o.chunk and o.path tune
+// the host forms and are ignored there; o.reverse holds on both).
+template <class T>
+void linear_scan(backend::Host, const T* a, const T* b, T* h, const index_t* offsets, index_t batch, index_t C,
+                 ScanOptions o = {}) {
+  linear_scan(a, b, h, offsets, batch, C, o);
+}
+template <class T>
+void linear_scan_backward(backend::Host, const T* a, const T* h, const T* dh, T* da, T* db, const index_t* offsets,
+                          index_t batch, index_t C, ScanOptions o = {}) {
+  linear_scan_backward(a, h, dh, da, db, offsets, batch, C, o);
 }
 
 }  // namespace seqswap::ops

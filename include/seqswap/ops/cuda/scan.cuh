@@ -14,6 +14,8 @@
 
 #include "seqswap/backend/cuda.hpp"
 #include "seqswap/core/tokens.hpp"
+#include "seqswap/core/backend.hpp"
+#include "seqswap/ops/scan_options.hpp"
 
 namespace seqswap::ops::cuda {
 
@@ -145,3 +147,19 @@ inline void linear_scan_backward(const float* a, const float* h, const float* dh
 }
 
 }  // namespace seqswap::ops::cuda
+
+namespace seqswap::ops {
+
+// The backend::Cuda overloads of the scan ops (the backend::Host ones are in ops/scan.hpp): a
+// mixer calling ops::linear_scan(B{}, ...) reaches the kernels above on the device backend.
+// Device pointers throughout, offsets included; o.chunk and o.path are host tuning (ignored).
+inline void linear_scan(backend::Cuda, const float* a, const float* b, float* h, const index_t* offsets, index_t batch,
+                        index_t C, ScanOptions o = {}) {
+  cuda::linear_scan(a, b, h, offsets, int(batch), int(C), o.reverse);
+}
+inline void linear_scan_backward(backend::Cuda, const float* a, const float* h, const float* dh, float* da, float* db,
+                                 const index_t* offsets, index_t batch, index_t C, ScanOptions o = {}) {
+  cuda::linear_scan_backward(a, h, dh, da, db, offsets, int(batch), int(C), o.reverse);
+}
+
+}  // namespace seqswap::ops
