@@ -97,7 +97,7 @@ Run<Policy> run_attention(const attention::SoftmaxAttentionOptions& o, const Lay
   a.backward(ParamsView<const float, Host>{p.data(), p.size()}, ctx,
              view_of<const float>(dy.data(), l, keep.data()), view_of<float>(r.dx.data(), l, keep.data()),
              ParamsView<float, Host>{r.g.data(), r.g.size()});
-  r.stored = ctx.stored;
+  r.stored = ctx.core.stored;
   return r;
 }
 }  // namespace

@@ -41,7 +41,7 @@ Run<A> run(const A& a, const Layout& l, const std::vector<std::uint8_t>& keep, s
            std::vector<double>(p.size(), 0.0)};
   a.forward(ParamsView<const double, Host>{p.data(), p.size()}, view_of<const double>(x.data(), l, k),
             view_of<double>(r.y.data(), l, k), ctx);
-  r.probs.assign(ctx.probs.begin(), ctx.probs.end());
+  r.probs.assign(ctx.core.probs.begin(), ctx.core.probs.end());
   a.backward(ParamsView<const double, Host>{p.data(), p.size()}, ctx,
              view_of<const double>(dy.data(), l, k), view_of<double>(r.dx.data(), l, k),
              ParamsView<double, Host>{r.g.data(), r.g.size()});
@@ -59,7 +59,7 @@ TEST_CASE("Sparse attention policies are named", "[attention][sparsity]") {
   CHECK(std::string(sparse::RowRule<sparse::Dense>::name) == "dense");
   CHECK(std::string(sparse::RowRule<sparse::TopK>::name) == "top_k");
   CHECK(std::string(sparse::RowRule<sparse::Threshold>::name) == "threshold");
-  CHECK(std::string(Attn<sparse::TopK>::policy_name()) == "top_k");
+  CHECK(std::string(Attn<sparse::TopK>::core_type::policy_name()) == "top_k");
 }
 
 TEST_CASE("Sparse attention options are checked", "[attention][sparsity]") {

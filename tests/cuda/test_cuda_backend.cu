@@ -33,7 +33,8 @@ static_assert(Mixer<Attention, Cuda>);
 static_assert(Mixer<mixers::MinGru<float>, Cuda>);
 static_assert(Mixer<mixers::SelectiveSsm<float>, Cuda>);
 // ...whose contexts and arena live in device memory.
-static_assert(std::is_same_v<decltype(Attention::Ctx<Cuda>{}.qkv), Buffer<float, Cuda>>);
+static_assert(std::is_same_v<decltype(Attention::Ctx<Cuda>{}.core.qkv), Buffer<float, Cuda>>);
+static_assert(std::is_same_v<decltype(Attention::Ctx<Cuda>{}.pre), Buffer<float, Cuda>>);
 static_assert(std::is_same_v<std::remove_cvref_t<decltype(std::declval<model::Model<Hybrid, Cuda>&>().adam_m())>,
                              Buffer<float, Cuda>>);
 static_assert(std::is_same_v<decltype(std::declval<model::Model<Hybrid, Cuda>&>().params()), ParamsView<float, Cuda>>);

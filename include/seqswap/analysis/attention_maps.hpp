@@ -3,9 +3,10 @@
 //
 // Block i's mixer context is reached by name (model::mixer_context, model/vit.hpp); a Slot's
 // context holds the seated mixer's in `.v`.
-// A mixer Ctx counts as attention when it exposes `probs`, `prob_offsets`, `pre_layout`,
-// `keep` and `heads` as SoftmaxAttention's does (any sparsity policy); any other mixer's layer
-// is reported as absent.
+// A mixer Ctx counts as attention when it (or, for a Projected<Core> composition, its core's
+// context `.core`) exposes `probs`, `prob_offsets`, `qkv_layout`, `keep` and `heads` as
+// SoftmaxAttentionCore's does (any sparsity policy); any other mixer's layer is reported as
+// absent.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -44,14 +45,19 @@ struct AttentionMaps {
   const std::uint8_t* keep_of(index_t b) const { return keep ? keep + offsets[b] : nullptr; }
 };
 
-// A mixer context that holds softmax attention probabilities.
+// A (core) context that holds softmax attention probabilities.
 template <class C>
 concept AttentionCtx = requires(const C& c) {
   { c.probs.data() };
   { c.prob_offsets.data() };
-  { c.pre_layout.offsets.data() };
+  { c.qkv_layout.offsets.data() };
   { c.keep };
   { c.heads };
+};
+// A mixer context whose core's context holds them (attention::SoftmaxAttention's).
+template <class C>
+concept ProjectedAttentionCtx = requires(const C& c) {
+  requires AttentionCtx<std::remove_cvref_t<decltype(c.core)>>;
 };
 
 // The maps held by an attention context (after its forward).
@@ -59,21 +65,25 @@ template <AttentionCtx C>
 auto maps_of(const C& c) {
   using T = std::remove_cvref_t<decltype(*c.probs.data())>;
   if constexpr (requires { c.stored; })
-    check(c.stored || c.prob_offsets.size() != 0 || c.pre_layout.batch == 0,
+    check(c.stored || c.prob_offsets.size() != 0 || c.qkv_layout.batch == 0,
           "attention maps: the last forward took the memory-bounded path (a sequence longer than "
           "SoftmaxAttentionOptions::store_probs_up_to), which keeps no probabilities; raise "
           "store_probs_up_to to at least the longest sequence (",
           [&] {
             index_t n = 0;
-            for (index_t b = 0; b < c.pre_layout.batch; ++b) n = std::max(n, c.pre_layout.length(b));
+            for (index_t b = 0; b < c.qkv_layout.batch; ++b) n = std::max(n, c.qkv_layout.length(b));
             return n;
           }(),
           ") to read maps");
-  check(c.prob_offsets.size() == static_cast<std::size_t>(c.pre_layout.batch) + 1,
-        "attention maps: expected a forward first (", c.pre_layout.batch + 1,
+  check(c.prob_offsets.size() == static_cast<std::size_t>(c.qkv_layout.batch) + 1,
+        "attention maps: expected a forward first (", c.qkv_layout.batch + 1,
         " probability offsets), found ", c.prob_offsets.size());
-  return AttentionMaps<T>{c.probs.data(), c.prob_offsets.data(), c.pre_layout.offsets.data(),
-                          c.keep,         c.pre_layout.batch,    c.heads};
+  return AttentionMaps<T>{c.probs.data(), c.prob_offsets.data(), c.qkv_layout.offsets.data(),
+                          c.keep,         c.qkv_layout.batch,    c.heads};
+}
+template <ProjectedAttentionCtx C>
+auto maps_of(const C& c) {
+  return maps_of(c.core);
 }
 
 // Block i's attention maps after `model.forward(...)` of a Model<Vit<T, Slot>>; nullopt when
@@ -94,7 +104,8 @@ auto block_attention(M& model, std::size_t i) {
         ", slot holds ", slot.index(), "); run forward again");
   return std::visit(
       [](const auto& c) {
-        if constexpr (AttentionCtx<std::remove_cvref_t<decltype(c)>>) {
+        using C = std::remove_cvref_t<decltype(c)>;
+        if constexpr (AttentionCtx<C> || ProjectedAttentionCtx<C>) {
           return std::optional<AttentionMaps<T>>(maps_of(c));
         } else {
           return std::optional<AttentionMaps<T>>{};

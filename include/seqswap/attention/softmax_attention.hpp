@@ -3,8 +3,12 @@
 // over ragged token batches. Masked keys are excluded from every softmax; rows of masked
 // queries are zero in the pre-projection output and in the output. The Policy tag
 // (attention/policies.hpp) may drop further keys per row: softmax over the rest.
+//
+// A composition like every mixer: SoftmaxAttention<T, Policy> =
+// layers::Projected<SoftmaxAttentionCore<T, Policy>>. The core is qkv and the attention
+// itself, x -> concat_h P_h V_h (the pre-projection output); the output projection "proj",
+// the masked-rows tail and the two backward entries come from Projected.
 #pragma once
-#include "seqswap/layers/output_projection.hpp"
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -16,6 +20,7 @@
 #include "seqswap/backend/host.hpp"
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/layers/output_projection.hpp"
 #include "seqswap/ops/mask.hpp"
 
 namespace seqswap::attention {
@@ -39,7 +44,7 @@ struct SoftmaxAttentionOptions {
 };
 
 template <class T = float, class Policy = sparse::Dense>
-class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Policy>, T> {
+class SoftmaxAttentionCore {
   using Rule = sparse::RowRule<Policy>;  // the policy's row rule (a delegate class)
   static_assert(sizeof(Rule) > 0);
   static constexpr bool kTopK = std::is_same_v<Policy, sparse::TopK>;
@@ -48,33 +53,29 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
  public:
   using scalar_type = T;
   using policy_type = Policy;
-  using Input = kind::Tokens;
-  using Output = kind::Tokens;
+  using Options = SoftmaxAttentionOptions;
+  // What the attention maps (analysis/attention_maps.hpp) read: probs, prob_offsets, stored,
+  // qkv_layout (the token offsets), keep and heads.
   template <class B>
   struct Ctx {
-    typename layers::Linear<T>::template Ctx<B> qkv_ctx, proj_ctx;
-    Layout qkv_layout, pre_layout;
+    typename layers::Linear<T>::template Ctx<B> qkv_ctx;
+    Layout qkv_layout;
     Buffer<T, B> qkv;                    // (rows, 3D)
     Buffer<T, B> probs;                  // Σ_b H n_b²: softmax rows per sequence and head (stored path)
     std::vector<std::size_t> prob_offsets;  // (B+1) into probs; empty after a memory-bounded forward
     bool stored = true;               // which path the last forward took
-    Buffer<T, B> pre;                    // (rows, D) pre-projection output
-    Buffer<T, B> dpre, dqkv, dy_masked;  // backward scratch
+    const T* pre = nullptr;           // (rows, D) the forward's output (Projected's; not owned)
+    Buffer<T, B> dqkv;                   // backward scratch
     Buffer<T, B> scratch;                // (threads, 2 · rows · n_max) per-thread scores / dP blocks
     Buffer<T, B> select;                 // (threads, n_max) sparse policies' per-row scratch
     const std::uint8_t* keep = nullptr;
-    const T* pre_grad = nullptr;  // (rows, E) added to the pre-projection gradient; not owned
     const index_t* offsets = nullptr;
     index_t batch = 0;
     index_t heads = 0;
-
-    TokensView<const T, B> pre_projection() const {
-      return {pre.data(), pre_layout.offsets.data(), pre_layout.batch, pre_layout.dim, keep};
-    }
   };
 
-  SoftmaxAttention() = default;
-  explicit SoftmaxAttention(SoftmaxAttentionOptions o) : o_(std::move(o)) {
+  SoftmaxAttentionCore() = default;
+  explicit SoftmaxAttentionCore(SoftmaxAttentionOptions o) : o_(std::move(o)) {
     check(o_.heads > 0 && o_.dim % o_.heads == 0, "SoftmaxAttention '", o_.name,
           "': expected width divisible by heads, found width ", o_.dim, " and ", o_.heads,
           " heads");
@@ -91,35 +92,25 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
           "': expected query_block > 0 and store_probs_up_to >= 0, found ", o_.query_block, " and ",
           o_.store_probs_up_to);
     qkv_ = layers::Linear<T>({.in = o_.dim, .out = 3 * o_.dim, .bias = o_.qkv_bias, .name = "qkv"});
-    proj_ = layers::Linear<T>({.in = o_.dim, .out = o_.dim, .bias = true, .name = "proj"});
   }
   const SoftmaxAttentionOptions& options() const { return o_; }
   static constexpr const char* kind_name() { return "softmax_attention"; }
   static constexpr const char* policy_name() { return Rule::name; }
 
-  std::size_t param_count() const { return qkv_.param_count() + proj_.param_count(); }
-  // qkv and proj per token, plus QKᵀ and PV: 2·n²·D each per sequence of n tokens.
+  std::size_t param_count() const { return qkv_.param_count(); }
+  index_t width() const { return o_.dim; }  // of the pre-projection output
+  // qkv per token, plus QKᵀ and PV: 2·n²·D each per sequence of n tokens (proj: Projected's).
   double flops(const Layout& in) const {
     return 2.0 * double(param_count()) * double(in.total()) + 4.0 * double(o_.dim) * in.pair_count();
   }
-  // Parameters of the output projection (the part a replacement may reuse).
-  std::size_t proj_param_offset() const { return qkv_.param_count(); }
-
-  void plan(const Layout& in, Layout& out) const {
-    check(in.dim == o_.dim, "SoftmaxAttention '", o_.name, "': expected width ", o_.dim,
-          ", found ", in.dim);
-    out = in;
-  }
   template <class F>
-  void visit_params(F&& f, const std::string& prefix, std::size_t offset) const {
-    const std::string base = join_name(prefix, o_.name);
+  void visit_params(F&& f, const std::string& base, std::size_t offset) const {
     qkv_.visit_params(f, base, offset);
-    proj_.visit_params(f, base, offset + qkv_.param_count());
   }
 
-  // x (rows, D) -> y (rows, D)
+  // x (rows, D) -> pre (rows, D) = concat_h P_h V_h; rows of masked queries zero
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre,
                Ctx<B>& c) const {
     const index_t D = o_.dim, H = o_.heads, rows = x.total(), d = D / H;
     c.keep = x.keep;
@@ -127,9 +118,8 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     c.batch = x.batch;
     c.heads = H;
     c.qkv_layout = Layout{x.batch, 3 * D, {x.offsets, x.offsets + x.batch + 1}};
-    c.pre_layout = Layout{x.batch, D, c.qkv_layout.offsets};
     c.qkv.resize(static_cast<std::size_t>(rows * 3 * D));
-    c.pre.resize(static_cast<std::size_t>(rows * D));
+    c.pre = pre.data;
     index_t n_max = 0;
     for (index_t b = 0; b < x.batch; ++b) n_max = std::max(n_max, x.length(b));
     c.stored = n_max <= o_.store_probs_up_to;
@@ -148,7 +138,7 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
     }
     if constexpr (Rule::kNeedsScratch) c.select.resize(static_cast<std::size_t>(threads * n_max));
 
-    qkv_.forward(qkv_params(p), x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
+    qkv_.forward(p, x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
 
     // Tasks: (sequence, head, query block); the stored path has one block per sequence.
     const index_t blocks = m > 0 ? (n_max + m - 1) / m : 0;
@@ -165,29 +155,22 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
                        : c.scratch.data() + static_cast<std::size_t>(tid * m * n_max);
       softmax_block(qkv, h, i0, mq, n, x.keep ? x.keep + t0 : nullptr, pr, c, tid, n_max);
       host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::StridedMap<T> O(c.pre.data() + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
+      host::StridedMap<T> O(pre.data + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
       O.noalias() = host::CMatMap<T>(pr, mq, n) * V;
     }
-
-    proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)),
-                  y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, D, x.keep);
   }
 
-  // backward / backward_pre come from layers::ProjectedMixer; both land here, starting from dy
-  // (through the projection) or from dpre_in (the pre-projection gradient).
+  // dpre (rows, D), zero at masked rows -> dx (assigned), g (qkv's, accumulated)
   template <class B>
-  void backward_impl(ParamsView<const T, B> p, Ctx<B>& c, const T* dy_data, const T* dpre_in,
-                     TokensView<T, B> dx, ParamsView<T, B> g) const {
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
     const index_t D = o_.dim, H = o_.heads, d = D / H;
     const index_t rows = c.qkv_layout.total();
     const T scale = T(1) / std::sqrt(T(d));
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
-    layers::projection_backward(proj_, proj_params(p), proj_params(g), c.proj_ctx, dy_data, dpre_in, c.pre_layout,
-                                c.keep, o_.dim, c.dy_masked, c.dpre, c.pre_grad);
 
     index_t n_max = 0;
-    for (index_t b = 0; b < c.batch; ++b) n_max = std::max(n_max, c.pre_layout.length(b));
+    for (index_t b = 0; b < c.batch; ++b) n_max = std::max(n_max, c.qkv_layout.length(b));
     const index_t m = block_rows(c.stored, n_max);
     const int threads = host::max_threads();
     // Per thread: the block's dP / dS, and (memory-bounded path) its recomputed probabilities.
@@ -222,8 +205,8 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
         host::CMatMap<T> P(pr, mq, n);
         host::CStridedMap<T> Qb(qkv + i0 * 3 * D + h * d, mq, d, Eigen::OuterStride<>(3 * D));
         host::StridedMap<T> dQb(dqkv + i0 * 3 * D + h * d, mq, d, Eigen::OuterStride<>(3 * D));
-        host::CStridedMap<T> dOb(c.dpre.data() + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
-        host::CStridedMap<T> Ob(c.pre.data() + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
+        host::CStridedMap<T> dOb(dpre.data + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
+        host::CStridedMap<T> Ob(c.pre + (t0 + i0) * D + h * d, mq, d, Eigen::OuterStride<>(D));
         host::MatMap<T> dS(ds_data, mq, n);
         // O = P V  =>  dV = Pᵀ dO,  dP = dO Vᵀ
         dV.noalias() += P.transpose() * dOb;
@@ -241,15 +224,12 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
         dK.noalias() += dS.transpose() * Qb;
       }
     }
-    qkv_.backward(qkv_params(p), c.qkv_ctx,
-                  TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx,
-                  qkv_params(g));
+    qkv_.backward(p, c.qkv_ctx, TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx, g);
   }
 
+  // The core's slice is qkv's (weight, then bias).
   template <class P>
   P qkv_params(P p) const { return p.sub(0, qkv_.param_count()); }
-  template <class P>
-  P proj_params(P p) const { return p.sub(qkv_.param_count(), proj_.param_count()); }
 
  private:
   // Query rows per block: the whole sequence when the rows are stored, else query_block.
@@ -277,9 +257,13 @@ class SoftmaxAttention : public layers::ProjectedMixer<SoftmaxAttention<T, Polic
   }
 
   SoftmaxAttentionOptions o_;
-  layers::Linear<T> qkv_, proj_;
+  layers::Linear<T> qkv_;
 };
 
+template <class T = float, class Policy = sparse::Dense>
+using SoftmaxAttention = layers::Projected<SoftmaxAttentionCore<T, Policy>>;
+
+static_assert(layers::MixerCore<SoftmaxAttentionCore<double>>);
 static_assert(Mixer<SoftmaxAttention<float>, backend::Host>);
 static_assert(Mixer<SoftmaxAttention<double>, backend::Host>);
 static_assert(Mixer<SoftmaxAttention<double, sparse::TopK>, backend::Host>);

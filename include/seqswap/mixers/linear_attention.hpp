@@ -486,8 +486,10 @@ void init_from_attention(const attention::SoftmaxAttention<T, Policy>& teacher,
     std::copy(from.data, from.data + from.size, to_.data);
   };
   const auto& core = student.core();  // the student's slice: the core's parameters, then proj
-  copy(teacher.qkv_params(teacher_params), core.qkv_params(student_params.sub(0, core.param_count())));
-  copy(teacher.proj_params(teacher_params),
+  const auto& tcore = teacher.core();  // the teacher's too: qkv, then proj
+  copy(tcore.qkv_params(teacher_params.sub(0, tcore.param_count())),
+       core.qkv_params(student_params.sub(0, core.param_count())));
+  copy(teacher_params.sub(teacher.proj_param_offset(), teacher.param_count() - teacher.proj_param_offset()),
        student_params.sub(student.proj_param_offset(), student.param_count() - student.proj_param_offset()));
 }
 
