@@ -26,7 +26,6 @@
 
 #include "flags.hpp"
 #include "ranks.hpp"
-#include "study_config.hpp"
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -38,6 +37,7 @@
 #include "seqswap/analysis/cost.hpp"
 #include "seqswap/analysis/profile.hpp"
 #include "seqswap/analysis/stats.hpp"
+#include "seqswap/analysis/study_report.hpp"
 #include "seqswap/distill/stages.hpp"
 #include "seqswap/zoo/student.hpp"
 #include "seqswap/distill/guided.hpp"
@@ -47,17 +47,13 @@
 using namespace seqswap;
 namespace fs = std::filesystem;
 using nlohmann::json;
-using study::StudyConfig;
-using study::preset;
+using analysis::study::StudyConfig;
+using analysis::study::preset;
+using analysis::study::arm;
+using analysis::study::fmt;
+using analysis::study::std_or_zero;
 
 namespace {
-
-std::string fmt(double x, int prec = 4) {
-  if (!std::isfinite(x)) return "n/a";
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*f", prec, x);
-  return b;
-}
 
 // Progress: one line per stage and per run, with elapsed time and ETA over the runs.
 struct Reporter {
@@ -71,9 +67,6 @@ struct Reporter {
 
 // The keys every replacement run's file must hold (replace_run writes them).
 // ... and every guided run's file (stage 4).
-// A halting teacher is compared with dense teachers whose accuracies bracket its own, or lie
-// within this much of it.
-inline constexpr double kMatchSlack = 0.005;
 inline constexpr std::array<const char*, 6> kHaltingRunKeys{"teacher", "mixer", "teacher_accuracy", "student_accuracy",
                                                             "gap", "agreement"};
 inline constexpr std::array<const char*, 10> kRunKeys{"mixer",       "plan",        "layers", "stage1_accuracy",
@@ -151,7 +144,7 @@ class Study {
       }
       // Keys newer than the folder's config are fine while they hold the preset's defaults.
       // Keys that did not exist when the folder was made take the value runs had then.
-      const json defaults = preset(c_.preset), legacy = study::legacy_values();
+      const json defaults = preset(c_.preset), legacy = analysis::study::legacy_values();
       for (const auto& [k, v] : cur.items())
         if (!old.contains(k)) {
           if (legacy.contains(k)) old[k] = legacy[k];
@@ -251,85 +244,6 @@ class Study {
     });
   }
 
-  // Per-layer predictors of the single-layer drop: the profile's metrics, the kinds, and each
-  // sweep mixer's own normalised stage-1 error. Spearman ρ against the mean drop over seeds, with
-  // a bootstrap interval (pairs of layers resampled) and the exact permutation p-value.
-  std::string predictor_table() const {
-    std::vector<std::pair<std::string, std::vector<double>>> preds;
-    const auto profile_metric = [&](const char* rows, const char* metric) {
-      std::vector<double> v;
-      for (const auto& l : profile_["layer_stats"]) {
-        const auto& x = l.contains("all_heads") ? l["all_heads"]["all_keys"][rows][metric]["mean"] : json();
-        v.push_back(x.is_number() ? x.get<double>() : NAN);
-      }
-      return v;
-    };
-    preds.emplace_back("S_ent (1 − normalised entropy)", scores_);
-    preds.emplace_back("S_ent of the CLS query", profile_metric("cls", "entropy_sparsity"));
-    preds.emplace_back("Gini", profile_metric("all", "gini"));
-    preds.emplace_back("mean attention distance (patches)", profile_metric("all", "distance"));
-    for (const auto& kind : kinds_["kinds"]) {
-      std::vector<double> v;
-      for (const auto& l : kinds_["layers"]) {
-        const auto& x = l["mean"][kind.get<std::string>()];
-        v.push_back(x.is_number() ? x.get<double>() : NAN);
-      }
-      preds.emplace_back(kind.get<std::string>(), v);
-    }
-    std::ostringstream md;
-    md << "### What predicts a layer's single-layer drop\n\nSpearman ρ between a per-layer quantity of the teacher (or "
-          "the stage-1 error of the replacing mixer) and the layer's mean stage-2 drop over seeds; 95% bootstrap interval "
-          "over layers; two-sided permutation p (exact over all orders of " << cfg_.depth << " layers when ≤ 8).\n\n";
-    md << "| predictor |";
-    const auto mixers = sweep_mixers();
-    for (const auto& m : mixers) md << " ρ vs " << m << " drop | interval | p |";
-    md << "\n|---|";
-    for (std::size_t i = 0; i < mixers.size(); ++i) md << "---|---|---|";
-    md << "\n";
-    const auto cells = [&](const std::vector<double>& x, const std::vector<double>& y) {
-      std::vector<double> a, b;
-      for (std::size_t i = 0; i < x.size() && i < y.size(); ++i)
-        if (std::isfinite(x[i]) && std::isfinite(y[i])) {
-          a.push_back(x[i]);
-          b.push_back(y[i]);
-        }
-      const auto ci = analysis::bootstrap_spearman(a, b, 10000, 0.95, c_.seed);
-      return " " + fmt(analysis::spearman(a, b), 2) + " | [" + fmt(ci.lo, 2) + ", " + fmt(ci.hi, 2) + "] | " +
-             fmt(analysis::spearman_permutation_p(a, b, 10000, c_.seed), 3) + " |";
-    };
-    std::vector<std::vector<double>> drop;
-    for (const auto& m : mixers) {
-      std::vector<double> d;
-      for (const auto& v : sweep_drops(m, "drop_stage2")) d.push_back(analysis::mean(v));
-      drop.push_back(d);
-    }
-    for (const auto& [name, x] : preds) {
-      md << "| " << name << " |";
-      for (std::size_t i = 0; i < mixers.size(); ++i) md << cells(x, drop[i]);
-      md << "\n";
-    }
-    // With one replaced layer the two errors are one number (the layer's input is the
-    // teacher's either way): one row then, two when a sweep's runs differ.
-    bool same = true;
-    for (const auto& m : mixers) same = same && sweep_drops(m, "mean_nmse") == sweep_drops(m, "mean_nmse_free");
-    const std::vector<const char*> keys = same ? std::vector<const char*>{"mean_nmse"}
-                                               : std::vector<const char*>{"mean_nmse", "mean_nmse_free"};
-    for (const char* key : keys) {
-      md << "| the mixer's own normalised stage-1 error, "
-         << (same ? "teacher-forced = free-running (one layer)" : std::string(key) == "mean_nmse" ? "teacher-forced" : "free-running")
-         << " |";
-      for (std::size_t i = 0; i < mixers.size(); ++i) {
-        std::vector<double> e;
-        for (const auto& v : sweep_drops(mixers[i], key)) e.push_back(analysis::mean(v));
-        md << cells(e, drop[i]);
-      }
-      md << "\n";
-    }
-    md << "\nA positive ρ means: the larger the quantity, the larger the drop. The kinds are defined in docs/method.md "
-          "(\"Kinds of sparse attention\"); `kinds.json` holds them per layer and head.\n\n";
-    return md.str();
-  }
-
   // One replacement run: the plan's layers get `mixer`, stage 1 (the configured protocol) and
   // stage 2 at `steps` per stage (0 = the configured budgets), training seed k (k = 0 is the
   // study's seed; every k draws its own mixer initialisation and data order).
@@ -378,9 +292,8 @@ class Study {
   }
   bool sharded() const { return shards_ > 1; }
   static std::string seed_suffix(int k) { return k ? "-s" + std::to_string(k) : ""; }
-  std::vector<std::string> sweep_mixers() const {
-    return c_.sweep_mixers.empty() ? std::vector<std::string>{c_.sweep_mixer} : c_.sweep_mixers;
-  }
+  std::vector<std::string> sweep_mixers() const { return analysis::study::sweep_mixers(c_); }
+
 
   // Stage 2: each sweep mixer in one layer at a time, sweep_seeds seeds per layer; ρ between
   // the layer's sparsity and its mean drop, with its permutation p-value.
@@ -433,12 +346,8 @@ class Study {
                     "set xlabel 'layer S_ent (teacher)'\nset ylabel 'accuracy drop (mean over seeds)'\nset key outside\nplot " +
                     plot + "\n", "sparsity_to_simplicity");
   }
-  // drops[l] over the seeds of mixer m's single-layer runs.
   std::vector<std::vector<double>> sweep_drops(const std::string& m, const char* key) const {
-    std::vector<std::vector<double>> d(std::size_t(cfg_.depth));
-    for (const auto& j : sweep_)
-      if (j["mixer"] == m) d[std::size_t(j["layers"][0].get<index_t>())].push_back(j.value(key, double(NAN)));
-    return d;
+    return analysis::study::sweep_drops(sweep_, cfg_.depth, m, key);
   }
 
   // Stage 3: per mixer and group size, the sparsest and densest g layers at `seeds` training
@@ -477,7 +386,7 @@ class Study {
     std::string dat = "# label sparsest_mean sparsest_std random_mean random_std densest_mean densest_std\n";
     for (const auto& m : c_.mixers)
       for (index_t g : c_.group_sizes) {
-        const auto s = group_drops(groups_, m, g);
+        const auto s = analysis::study::group_drops(groups_, m, g);
         dat += "\"" + m + " g=" + std::to_string(g) + "\" " + io::plot_number(analysis::mean(s.sparsest)) + " " +
                io::plot_number(std_or_zero(s.sparsest)) + " " + io::plot_number(analysis::mean(s.random)) + " " +
                io::plot_number(std_or_zero(s.random)) + " " + io::plot_number(analysis::mean(s.densest)) + " " +
@@ -491,13 +400,6 @@ class Study {
                     "plot 'groups.dat' using 2:3:xtic(1) title 'sparsest', '' using 4:5 title 'random', "
                     "'' using 6:7 title 'densest'\n", "sparsity_to_simplicity");
   }
-  // "mean ± std (n)" of one arm's drops.
-  static std::string arm(const std::vector<double>& v) {
-    return fmt(analysis::mean(v)) + (v.size() > 1 ? " ± " + fmt(analysis::sample_std(v)) : std::string()) + " (" +
-           std::to_string(v.size()) + ")";
-  }
-  static double std_or_zero(const std::vector<double>& v) { return v.size() > 1 ? analysis::sample_std(v) : 0.0; }
-
   // Stage 3b: the sparsest/densest cells of long_budget_mixers at long_budget_steps per stage.
   void stage_budget() {
     budget_.clear();
@@ -535,13 +437,7 @@ class Study {
   std::vector<Variant> causal_variants() const {
     return {{"flat", c_.causal_alpha_flat}, {"base", 1.0}, {"sharp", c_.causal_alpha_sharp}};
   }
-  std::vector<index_t> causal_layers() const {
-    if (!c_.causal_layers.empty()) return c_.causal_layers;
-    std::vector<index_t> order(std::size_t(cfg_.depth));
-    std::iota(order.begin(), order.end(), index_t(0));
-    std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) { return scores_[a] > scores_[b]; });
-    return {order.front(), order[order.size() / 2], order.back()};
-  }
+  std::vector<index_t> causal_layers() const { return analysis::study::causal_layers(c_, scores_); }
   // The variant teacher (layer l, v): its checkpoint in causal/ and its record in runs/, made
   // once (by whichever process needs it first: the result is the same) and kept in memory.
   struct VariantTeacher {
@@ -634,53 +530,6 @@ class Study {
           causal_teachers_.push_back(variant_teacher(l, v).info);
     write_table("causal", causal_);
   }
-  // The causal test's report section.
-  std::string causal_section() const {
-    std::ostringstream md;
-    if (c_.causal_mixers.empty()) return "";
-    md << "### Causal test: the same layer, sharper or flatter\n\nLayer l's query weights and bias scaled by α (flat "
-       << fmt(c_.causal_alpha_flat, 2) << ", base 1, sharp " << fmt(c_.causal_alpha_sharp, 2) << "), the rest fine-tuned "
-       << c_.causal_finetune_steps << " steps with layer l's qkv frozen (every variant alike); a variant counts when its "
-          "accuracy is within 0.5 points of the teacher's and its S_ent moved by ≥ 0.08 the intended way.\n\n"
-          "| layer | variant | α | accuracy | S_ent of the layer (teacher " "→ variant) | counts |\n|---|---|---|---|---|---|\n";
-    for (const auto& t : causal_teachers_) {
-      const auto l = std::size_t(t["layer"].get<index_t>());
-      md << "| " << l << " | " << t["variant"].get<std::string>() << " | " << fmt(t["alpha"], 2) << " | "
-         << fmt(t["accuracy"]) << " | " << fmt(scores_[l], 3) << " → " << fmt(t["s_ent_layer"], 3) << " | "
-         << (t["accepted"].get<bool>() ? "yes" : "no") << " |\n";
-    }
-    md << "\nDrop after stage 2 (against each variant's own accuracy), mean ± std over seeds (n); Δ = drop(sharp) − "
-          "drop(flat) with its bootstrap 95% interval, over the layers whose sharp and flat variants both count.\n\n"
-          "| layer | mixer | flat | base | sharp | sharp < base < flat | Δ | 95% interval |\n|---|---|---|---|---|---|---|---|\n";
-    std::vector<analysis::Interval> cells;
-    const auto accepted = [&](index_t l, const char* v) {
-      for (const auto& t : causal_teachers_)
-        if (t["layer"] == l && t["variant"] == v) return t["accepted"].get<bool>();
-      return false;
-    };
-    for (index_t l : causal_layers())
-      for (const auto& m : c_.causal_mixers) {
-        std::map<std::string, std::vector<double>> d;
-        for (const auto& j : causal_)
-          if (j["mixer"] == m && j["layers"][0] == l) d[j["variant"].get<std::string>()].push_back(j["drop_stage2"]);
-        const double f = analysis::mean(d["flat"]), b = analysis::mean(d["base"]), s = analysis::mean(d["sharp"]);
-        const bool counts = accepted(l, "flat") && accepted(l, "sharp");
-        analysis::Interval ci{NAN, NAN};
-        if (counts && d["sharp"].size() >= 2 && d["flat"].size() >= 2)
-          ci = analysis::bootstrap_mean_difference(d["sharp"], d["flat"], 10000, 0.95, c_.seed + std::uint64_t(l));
-        if (counts) cells.push_back(ci);
-        md << "| " << l << " | " << m << " | " << arm(d["flat"]) << " | " << arm(d["base"]) << " | " << arm(d["sharp"])
-           << " | " << (s < b && b < f ? "yes" : s > b && b > f ? "reversed" : "no") << " | " << fmt(s - f) << " | ["
-           << fmt(ci.lo) << ", " << fmt(ci.hi) << "]" << (counts ? "" : " (variants do not count)") << " |\n";
-      }
-    causal_verdict_ = cells.empty() ? "not tested (no layer with both variants counting)"
-                                    : analysis::name(analysis::verdict_from_intervals(cells));
-    md << "\n**Causal verdict: " << causal_verdict_ << "** (rule: holds when the interval of drop(sharp) − drop(flat) lies "
-          "below 0 in at least two thirds of the counting (layer, mixer) cells; reversed when above 0 in at least two "
-          "thirds).\n\n";
-    return md.str();
-  }
-
   // Stage 4: for the dense teacher and each halting teacher, the same layers replaced by each
   // halting mixer at the same budget, halting_seeds seeds each; the dense teacher and the
   // accuracy-matched dense teachers (dense_teachers) go through the same guided pipeline with
@@ -822,7 +671,7 @@ class Study {
     for (std::size_t i = 0; i < c_.halting_mixers.size(); ++i) {
       const auto& m = c_.halting_mixers[i];
       dat += "# " + m + ": sparsity gap gap_own\n";
-      for (const auto& [sp, gap, gap_own] : gap_series(m))
+      for (const auto& [sp, gap, gap_own] : analysis::study::gap_series(halting_, m))
         dat += io::plot_number(sp) + " " + io::plot_number(gap) + " " + io::plot_number(gap_own) + "\n";
       dat += "\n\n";
       plot += std::string(i ? ", " : "") + "'gap.dat' index " + std::to_string(i) + " using 1:2 with linespoints pt 7 title '" +
@@ -830,7 +679,7 @@ class Study {
               " (own halting)'";
       for (const char* role : {"halting", "dense"}) {
         adat += std::string("# ") + m + " " + role + " teachers: accuracy gap\n";
-        for (const auto& c : teacher_cells(m))
+        for (const auto& c : analysis::study::teacher_cells(halting_, m))
           if ((c.role == "halting") == (std::string(role) == "halting"))
             adat += io::plot_number(c.accuracy) + " " + io::plot_number(analysis::mean(c.gaps)) + "\n";
         adat += "\n\n";
@@ -843,68 +692,6 @@ class Study {
     io::run_gnuplot(dir_, "gap.gp", plot + "\n", "sparsity_to_simplicity");
     io::write_file_atomic(dir_ / "gap_acc.dat", adat);
     io::run_gnuplot(dir_, "gap_acc.gp", aplot + "\n", "sparsity_to_simplicity");
-  }
-
-  // The guided runs of one mixer grouped by teacher (group-pipeline rows left out), sorted by
-  // teacher sparsity: its role, accuracy, keep ratio and the per-seed gaps, relative gaps,
-  // top-1 agreements and gaps under the student's own halting.
-  struct TeacherCell {
-    std::string teacher, role;
-    double accuracy = 0, keep = 1;
-    std::vector<double> gaps, relative, agreement, gaps_own;
-  };
-  std::vector<TeacherCell> teacher_cells(const std::string& mixer) const {
-    std::vector<TeacherCell> cells;
-    for (const auto& r : halting_) {
-      if (r["mixer"] != mixer || r.value("pipeline", "guided") != "guided") continue;
-      const std::string t = r["teacher"];
-      auto it = std::find_if(cells.begin(), cells.end(), [&](const TeacherCell& c) { return c.teacher == t; });
-      if (it == cells.end()) {
-        TeacherCell c;
-        c.teacher = t;
-        c.role = r.value("role", "halting");
-        c.accuracy = r["teacher_accuracy"];
-        c.keep = r["teacher_keep"];
-        cells.push_back(std::move(c));
-        it = cells.end() - 1;
-      }
-      it->gaps.push_back(r["gap"]);
-      it->gaps_own.push_back(r["gap_own"]);
-      if (r.contains("relative_gap")) it->relative.push_back(r["relative_gap"]);
-      if (r.contains("agreement")) it->agreement.push_back(r["agreement"]);
-    }
-    std::stable_sort(cells.begin(), cells.end(), [](const TeacherCell& a, const TeacherCell& b) { return a.keep > b.keep; });
-    return cells;
-  }
-
-  // (teacher sparsity, mean gap, mean gap with the student's own halting) for one mixer, by
-  // sparsity: the dense teacher (halting off) and the halting teachers; the accuracy-matched
-  // dense teachers are references, not points of this series.
-  std::vector<std::tuple<double, double, double>> gap_series(const std::string& mixer) const {
-    std::vector<std::tuple<double, double, double>> v;
-    for (const auto& c : teacher_cells(mixer))
-      if (c.role != "dense_matched")
-        v.emplace_back(1.0 - c.keep, analysis::mean(c.gaps), analysis::mean(c.gaps_own));
-    std::sort(v.begin(), v.end());
-    return v;
-  }
-
-  // Stage-2 drops of one (mixer, g) cell over its seeds (random: over its draws).
-  struct GroupDrops {
-    std::vector<double> sparsest, random, densest;
-  };
-  static GroupDrops group_drops(const std::vector<json>& runs, const std::string& mixer, index_t g,
-                                const char* key = "drop_stage2") {
-    GroupDrops r;
-    const std::string gs = std::to_string(g);
-    for (const auto& j : runs) {
-      if (j["mixer"] != mixer) continue;
-      const std::string plan = j["plan"];
-      if (plan == "sparsest:" + gs) r.sparsest.push_back(j[key]);
-      else if (plan == "densest:" + gs) r.densest.push_back(j[key]);
-      else if (plan.rfind("random:" + gs + ":", 0) == 0) r.random.push_back(j[key]);
-    }
-    return r;
   }
 
   void stage_efficiency() {
@@ -1008,275 +795,31 @@ class Study {
     io::write_file_atomic(dir_ / (name + ".json"), json(rows).dump(2) + "\n");
   }
 
+  // report.md and summary.json (analysis/study_report.hpp), from the records in memory and the
+  // FLOPs per image of the models this report describes.
   void write_report() {
-    std::ostringstream md;
-    const bool quick = c_.preset != "full" && c_.preset != "paper";
-    md << "# From sparsity to simplicity: study report\n\n";
-    if (quick)
-      md << "> **" << c_.preset << " preset**: reduced budgets (" << c_.stage1_steps << " + " << c_.stage2_steps
-         << " optimizer steps per run, batch " << c_.batch << ", " << test_.count
-         << " test images). The verdicts below are indicative only; run `--preset full` for meaningful ones.\n\n";
-    md << "Teacher: `" << c_.checkpoint << "` (depth " << cfg_.depth << ", width " << cfg_.width << ", " << cfg_.heads
-       << " heads, " << cfg_.tokens() << " tokens), test accuracy " << fmt(teacher_acc_) << " on " << test_.count
-       << " test images. Configuration: `config.json`. Every table has CSV/JSON beside it.\n\n";
-
-    // Claim 1
-    md << "## 1. Attention sparsity differs from layer to layer\n\n![profile](s_ent_by_layer.png)\n![heads](s_ent_heads.png)\n\n";
-    md << "| layer | S_ent (mean over heads, queries, images) |\n|---|---|\n";
-    double lo = 1e9, hi = -1e9;
-    for (index_t l = 0; l < cfg_.depth; ++l) {
-      const double s = scores_[std::size_t(l)];
-      lo = std::min(lo, s);
-      hi = std::max(hi, s);
-      md << "| " << l << " | " << fmt(s) << " |\n";
-    }
-    const double ratio = hi / std::max(lo, 1e-12);
-    md << "\n**Verdict: " << (ratio >= 1.5 ? "holds" : "does not hold") << "** (rule: the sparsest layer's S_ent is at least "
-       << "1.5x the densest's). Sparsest " << fmt(hi) << ", densest " << fmt(lo) << ", ratio " << fmt(ratio, 2) << ".\n\n";
-
-    // Claim 2
-    md << "## 2. Replacing sparse layers costs less than replacing dense ones\n\n";
-    md << "Stage 1: " << (c_.protocol == "free" ? "free-running (the student end to end)" : "teacher-forced")
-       << ", loss " << fmt(c_.stage1_mse_weight, 2) << " × layer MSE"
-       << (c_.stage1_ce_weight > 0 ? " + " + fmt(c_.stage1_ce_weight, 2) + " × CE" : std::string()) << "; then stage 2 "
-       << "(CE, every parameter). The verdict rules are fixed in docs/method.md (\"Study statistics\").\n\n";
-    md << "### Groups at a fixed budget\n\n![groups](groups.png)\n\n";
-    md << "Stage-2 accuracy drop, mean ± std over training seeds (n); Δ = drop(sparsest) − drop(densest) with its "
-          "bootstrap 95% interval (seeds resampled within each arm).\n\n";
-    md << "| mixer | g | sparsest | densest | random draws | Δ | 95% interval of Δ |\n|---|---|---|---|---|---|---|\n";
-    std::vector<analysis::Interval> cells;
-    json cells_json = json::array();
-    const auto delta_row = [&](const std::vector<json>& runs, const std::string& m, index_t g, std::uint64_t seed) {
-      const auto s = group_drops(runs, m, g);
-      analysis::Interval ci{NAN, NAN};
-      if (s.sparsest.size() >= 2 && s.densest.size() >= 2)  // an interval needs replicates on both arms
-        ci = analysis::bootstrap_mean_difference(s.sparsest, s.densest, 10000, 0.95, seed);
-      const double d = analysis::mean(s.sparsest) - analysis::mean(s.densest);
-      return std::make_tuple(s, d, ci);
-    };
-    for (const auto& m : c_.mixers)
-      for (index_t g : c_.group_sizes) {
-        const auto [s, d, ci] = delta_row(groups_, m, g, c_.seed + std::uint64_t(cells.size()));
-        cells.push_back(ci);
-        cells_json.push_back({{"mixer", m}, {"g", g}, {"sparsest", s.sparsest}, {"densest", s.densest}, {"random", s.random},
-                              {"delta", d}, {"ci", {ci.lo, ci.hi}}});
-        md << "| " << m << " | " << g << " | " << arm(s.sparsest) << " | " << arm(s.densest) << " | " << arm(s.random)
-           << " | " << fmt(d) << " | [" << fmt(ci.lo) << ", " << fmt(ci.hi) << "] |\n";
+    analysis::study::Records r{.config = c_, .vit = cfg_, .test_images = test_.count, .teacher_accuracy = teacher_acc_,
+                               .scores = scores_, .profile = profile_, .kinds = kinds_, .sweep_stats = sweep_stats_,
+                               .sweep_rho = rho_, .sweep = sweep_, .groups = groups_, .budget = budget_,
+                               .causal = causal_, .causal_teachers = causal_teachers_, .halting = halting_,
+                               .halting_teachers = halting_teachers_, .efficiency = eff_};
+    analysis::study::ReportExtras x{.modules = zoo::mixer_names(), .teacher_mflops = model_flops(*teacher_) / 1e6,
+                                    .elapsed_seconds = rep_.elapsed(), .report_only = report_only_,
+                                    .missing = missing_, .out_dir = dir_.string()};
+    if (!report_only_) {
+      const auto half =
+          distill::parse_plan("sparsest:" + std::to_string(std::max<index_t>(1, cfg_.depth / 2)), cfg_.depth, scores_);
+      for (const auto& n : c_.mixers) {
+        auto student = *teacher_;
+        zoo::replace_layers(student, cfg_, half, {.mixer = n});
+        x.student_mflops[n] = model_flops(student) / 1e6;
       }
-    const auto v2v = analysis::verdict_from_intervals(cells);
-    int below = 0, above = 0;
-    for (const auto& ci : cells) {
-      below += ci.hi < 0;
-      above += ci.lo > 0;
+      for (const auto& t : halting_teachers_)
+        if (t.contains("keep_per_layer"))
+          x.halting_mflops[t["teacher"].get<std::string>()] =
+              model_flops(*teacher_, t["keep_per_layer"].get<std::vector<double>>()) / 1e6;
     }
-    const std::string v2 = cells.empty() ? "not tested" : analysis::name(v2v);
-    md << "\n**Verdict: " << v2 << "** (rule: holds when the interval of Δ lies below 0 in at least two thirds of the "
-       << cells.size() << " cells, reversed when above 0 in at least two thirds): below 0 in " << below << ", above 0 in "
-       << above << ".\n\n";
-    if (!budget_.empty()) {
-      md << "### The same cells at " << c_.long_budget_steps << " steps per stage\n\n| mixer | g | sparsest | densest | Δ | "
-            "95% interval | Δ at " << c_.stage1_steps << " steps |\n|---|---|---|---|---|---|---|\n";
-      for (const auto& m : c_.long_budget_mixers)
-        for (index_t g : c_.group_sizes) {
-          const auto [s, d, ci] = delta_row(budget_, m, g, c_.seed + 77);
-          const auto [s0, d0, ci0] = delta_row(groups_, m, g, c_.seed + 78);
-          md << "| " << m << " | " << g << " | " << arm(s.sparsest) << " | " << arm(s.densest) << " | " << fmt(d) << " | ["
-             << fmt(ci.lo) << ", " << fmt(ci.hi) << "] | " << fmt(d0) << " |\n";
-        }
-      md << "\n";
-    }
-    md << "### Single-layer sweep\n\n![sweep](sweep.png)\n\n";
-    const auto mixers = sweep_mixers();
-    md << "| layer | S_ent |";
-    for (const auto& m : mixers) md << " " << m << " drop (mean ± std) | " << m << " normalised error, free |";
-    md << "\n|---|---|";
-    for (std::size_t i = 0; i < mixers.size(); ++i) md << "---|---|";
-    md << "\n";
-    for (index_t l = 0; l < cfg_.depth; ++l) {
-      md << "| " << l << " | " << fmt(scores_[std::size_t(l)]) << " |";
-      for (const auto& m : mixers) {
-        const auto d = sweep_drops(m, "drop_stage2")[std::size_t(l)];
-        const auto e = sweep_drops(m, "mean_nmse_free")[std::size_t(l)];
-        md << " " << arm(d) << " | " << fmt(analysis::mean(e), 3) << " |";
-      }
-      md << "\n";
-    }
-    md << "\n";
-    for (const auto& m : mixers) {
-      const auto& st = sweep_stats_[m];
-      md << "- " << m << ": Spearman ρ(layer S_ent, mean drop) = **" << fmt(st["spearman"].get<double>(), 3)
-         << "**, 95% bootstrap interval [" << fmt(st["ci"][0].is_number() ? st["ci"][0].get<double>() : NAN, 2) << ", "
-         << fmt(st["ci"][1].is_number() ? st["ci"][1].get<double>() : NAN, 2) << "], permutation p = "
-         << fmt(st["p"].is_number() ? st["p"].get<double>() : NAN, 3) << " (negative = sparser layers cost less)\n";
-    }
-    md << "\n" << predictor_table() << causal_section();
-    // Claim 3
-    if (report_only_) {
-      md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\nNot run in this report (--report-only: "
-            "from the finished replacement runs only).\n\n";
-      v3_ = "not run";
-    } else {
-    md << "## 3. A sparser (halting) teacher shrinks the student-teacher gap\n\n![gap](gap_vs_sparsity.png)\n"
-          "![gap vs accuracy](gap_vs_accuracy.png)\n\n";
-    md << "| teacher | role | test accuracy | mean keep ratio | keep per layer |\n|---|---|---|---|---|\n";
-    for (const auto& t : halting_teachers_) {
-      std::string per;
-      if (t.contains("keep_per_layer"))
-        for (const auto& k : t["keep_per_layer"]) per += (per.empty() ? "" : " ") + fmt(k.get<double>(), 2);
-      md << "| " << t["teacher"].get<std::string>() << " | " << t.value("role", "halting") << " | " << fmt(t["accuracy"])
-         << " | " << fmt(t["mean_keep"], 3) << " | " << (per.empty() ? "all tokens" : per) << " |\n";
-    }
-    md << "\nEvery run replaces the same layers (the dense teacher's sparsest) at the same budget; mean ± std over "
-          "seeds (n). Gap = teacher accuracy − student accuracy on the teacher's kept tokens; relative gap = gap / "
-          "teacher accuracy; agreement = the fraction of test images where student and teacher pick the same class.\n\n";
-    md << "| mixer | teacher | role | teacher keep | teacher acc | gap | relative gap | top-1 agreement | gap (own halting) |\n"
-          "|---|---|---|---|---|---|---|---|---|\n";
-    int shrink = 0, grow = 0;
-    std::string rhos;
-    std::vector<analysis::Interval> matched;  // per (halting teacher, mixer): gap − dense gap at equal accuracy
-    std::ostringstream mt;
-    for (const auto& m : c_.halting_mixers) {
-      for (const auto& r : halting_)
-        if (r["mixer"] == m && r.value("pipeline", "guided") == "group")
-          md << "| " << m << " | " << r["teacher"].get<std::string>() << " | group pipeline | 1 | " << fmt(r["teacher_accuracy"])
-             << " | " << fmt(r["gap"]) << " | | | |\n";
-      const auto cells = teacher_cells(m);
-      for (const auto& c : cells)
-        md << "| " << m << " | " << c.teacher << " | " << c.role << " | " << fmt(c.keep, 3) << " | " << fmt(c.accuracy) << " | "
-           << arm(c.gaps) << " | " << (c.relative.empty() ? "n/a" : arm(c.relative)) << " | "
-           << (c.agreement.empty() ? "n/a" : arm(c.agreement)) << " | " << arm(c.gaps_own) << " |\n";
-      const auto series = gap_series(m);
-      std::vector<double> sp, gap;
-      bool dec = series.size() > 1, inc = series.size() > 1;
-      for (std::size_t i = 0; i < series.size(); ++i) {
-        sp.push_back(std::get<0>(series[i]));
-        gap.push_back(std::get<1>(series[i]));
-        if (i > 0) {
-          dec = dec && gap[i] < gap[i - 1];
-          inc = inc && gap[i] > gap[i - 1];
-        }
-      }
-      shrink += dec;
-      grow += inc;
-      rhos += (rhos.empty() ? "" : ", ") + m + " " + fmt(analysis::spearman(sp, gap), 2);
-      // The matched comparison: each halting teacher against the dense teachers (halting off,
-      // the full one and the accuracy-matched ones) interpolated at its accuracy.
-      std::vector<const TeacherCell*> dense;
-      std::vector<double> dense_acc;
-      for (const auto& c : cells)
-        if (c.role != "halting") {
-          dense.push_back(&c);
-          dense_acc.push_back(c.accuracy);
-        }
-      for (const auto& c : cells) {
-        if (c.role != "halting") continue;
-        const auto b = analysis::bracket(dense_acc, c.accuracy, kMatchSlack);
-        analysis::Interval iv = {NAN, NAN};
-        double d = NAN;
-        std::string ref = "no dense teacher within " + fmt(kMatchSlack, 3) + " of its accuracy";
-        if (b) {
-          const auto& lo = *dense[b->lo];
-          const auto& hi = *dense[b->hi];
-          d = analysis::mean(c.gaps) - (b->w * analysis::mean(lo.gaps) + (1 - b->w) * analysis::mean(hi.gaps));
-          iv = analysis::bootstrap_mean_minus_interpolation(c.gaps, lo.gaps, hi.gaps, b->w, 10000, 0.95, c_.seed);
-          ref = b->lo == b->hi ? lo.teacher : fmt(b->w, 2) + " × " + lo.teacher + " + " + fmt(1 - b->w, 2) + " × " + hi.teacher;
-        }
-        matched.push_back(iv);
-        mt << "| " << m << " | " << c.teacher << " | " << fmt(c.accuracy) << " | " << fmt(1 - c.keep, 3) << " | " << ref
-           << " | " << fmt(d) << " | [" << fmt(iv.lo) << ", " << fmt(iv.hi) << "] |\n";
-      }
-    }
-    const int nm = int(c_.halting_mixers.size());
-    v3_ = nm == 0 ? "not tested" : shrink == nm ? "holds" : grow == nm ? "does not hold" : "inconclusive";
-    md << "\n**Verdict: " << v3_ << "** (raw series): the mean gap (on the teacher's kept tokens) shrinks monotonically with teacher "
-       << "sparsity for " << shrink << " of " << nm << " mixers and grows monotonically for " << grow
-       << "; Spearman rho between teacher sparsity and mean gap: " << rhos << " (negative = sparser teachers leave smaller "
-       << "gaps). The halting teachers are also less accurate than the dense one, so this series alone cannot separate "
-          "sparsity from accuracy.\n\n";
-    if (!c_.dense_teachers.empty()) {
-      const auto v = analysis::verdict_from_intervals(matched);
-      v3_matched_ = analysis::name(v);
-      md << "### Against dense teachers of the same accuracy\n\nΔ = mean gap of the halting teacher − the mean gap of the "
-            "dense teachers (halting off) linearly interpolated at its accuracy, with its bootstrap 95% interval (seeds "
-            "resampled within each teacher); a halting teacher more than " << fmt(kMatchSlack, 3)
-         << " outside the dense teachers' accuracies has no interval.\n\n"
-            "| mixer | halting teacher | its accuracy | its sparsity | dense reference | Δ | 95% interval |\n"
-            "|---|---|---|---|---|---|---|\n" << mt.str();
-      md << "\n**Verdict (matched): " << v3_matched_ << "** (rule, docs/method.md: holds when the interval of Δ lies below 0 "
-            "in at least two thirds of the (halting teacher, mixer) cells: sparsity itself, not the lower accuracy, "
-            "shrinks the gap; reversed when above 0 in two thirds).\n\n";
-    }
-    }
-    // Claim 4
-    if (report_only_) {
-      md << "## 4. The replaced model is smaller and faster\n\nNot run in this report (--report-only).\n";
-    } else {
-    md << "## 4. The replaced model is smaller and faster\n\n![latency](latency.png)\n![params](params.png)\n\n";
-    md << "| module | params at D=" << cfg_.width << " | ratio to attention |";
-    for (index_t N : c_.latency_tokens) md << " fwd ms N=" << N << " |";
-    md << "\n|---|---|---|";
-    for (std::size_t i = 0; i < c_.latency_tokens.size(); ++i) md << "---|";
-    md << "\n";
-    const double attn = eff_["modules"]["softmax_attention"]["params"];
-    for (const auto& n : zoo::mixer_names()) {
-      const auto& e = eff_["modules"][n];
-      md << "| " << n << " | " << e["params"].get<std::size_t>() << " | " << fmt(e["params"].get<double>() / attn, 2) << "x |";
-      for (index_t N : c_.latency_tokens) {
-        const std::string k = std::to_string(N);
-        md << " " << (e.contains("forward_ms") && e["forward_ms"].contains(k) ? fmt(e["forward_ms"][k], 3) : "n/a") << " |";
-      }
-      md << "\n";
-    }
-    const auto& ee = eff_["end_to_end"];
-    md << "\nEnd to end (batch " << eff_["end_to_end_batch"] << ", forward, median of " << c_.latency_reps
-       << "): teacher " << ee["teacher"]["params"] << " parameters, " << fmt(ee["teacher"]["forward_ms"], 2) << " ms.\n\n"
-       << "| model | params | forward ms | MFLOP / image | smaller | faster |\n|---|---|---|---|---|---|\n";
-    const auto half = distill::parse_plan("sparsest:" + std::to_string(std::max<index_t>(1, cfg_.depth / 2)), cfg_.depth, scores_);
-    md << "| teacher | " << ee["teacher"]["params"] << " | " << fmt(ee["teacher"]["forward_ms"], 2) << " | "
-       << fmt(model_flops(*teacher_) / 1e6, 2) << " | | |\n";
-    int both = 0;
-    for (const auto& n : c_.mixers) {
-      const bool smaller = ee[n]["params"].get<double>() < ee["teacher"]["params"].get<double>();
-      const bool faster = ee[n]["forward_ms"].get<double>() < ee["teacher"]["forward_ms"].get<double>();
-      both += smaller && faster;
-      auto student = *teacher_;
-      zoo::replace_layers(student, cfg_, half, {.mixer = n});
-      md << "| " << n << " (sparsest half replaced) | " << ee[n]["params"] << " | " << fmt(ee[n]["forward_ms"], 2) << " | "
-         << fmt(model_flops(student) / 1e6, 2) << " | " << (smaller ? "yes" : "no") << " | " << (faster ? "yes" : "no") << " |\n";
-    }
-    int halted_faster = 0, halted_total = 0;
-    for (const auto& t : halting_teachers_)
-      if (t.contains("forward_ms_packed") && t.value("role", "") == "halting") {  // not the dense ones
-        const double h = t["forward_ms_packed"], d = t["forward_ms_dense_teacher"];
-        ++halted_total;
-        halted_faster += h < d;
-        md << "| " << t["teacher"].get<std::string>() << " (halting, packed, keep " << fmt(t["mean_keep"], 2)
-           << ") | " << ee["teacher"]["params"] << " | " << fmt(h, 2) << " (dense teacher " << fmt(d, 2)
-           << " ms in the same measurement: " << fmt(d / h, 2) << "x) | "
-           << fmt(model_flops(*teacher_, t["keep_per_layer"].get<std::vector<double>>()) / 1e6, 2) << " | no | "
-           << (h < d ? "yes" : "no") << " |\n";
-      }
-    md << "\nMFLOP / image is the sum of every layer's own forward count (`flops()`, 2 FLOPs per multiply-add): "
-          "each weight once per token it applies to (each direction of a bidirectional mixer has its own), softmax "
-          "attention 4·N·D per token more (QKᵀ and PV), linear attention 4·D·d_φ, the minGRU and selective-SSM scans "
-          "their recurrences; layer norms count 2 per parameter per token, activations and additions nothing. A halting "
-          "model's blocks cost what they cost on the tokens they see (its mean keep ratio per layer).\n";
-    md << "\n**Verdict: "
-       << (c_.mixers.empty() ? "not tested" : both == int(c_.mixers.size()) ? "holds" : both == 0 ? "does not hold" : "holds for some mixers")
-       << "** (" << both << " of " << c_.mixers.size() << " students both smaller and faster at N = " << cfg_.tokens()
-       << "; " << halted_faster << " of " << halted_total << " halting teachers faster than the dense one, packed, "
-       << "with the same parameters).\n";
-    }
-    md << "\n---\nWall time of this invocation: " << io::Progress::hms(rep_.elapsed()) << " (finished runs are reused).\n";
-    if (report_only_)
-      md << "\n**Partial report** (--report-only): " << missing_ << " replacement runs of this configuration are not finished "
-            "and left out; the halting and efficiency stages were not run. Continue with `scripts/run_study.sh " << c_.preset
-         << " " << dir_.string() << " 2`.\n";
-    io::write_file_atomic(dir_ / "report.md", md.str());
-    json summary = {{"teacher_accuracy", teacher_acc_}, {"layer_scores", scores_}, {"sweep_spearman", rho_},
-                    {"sweep", sweep_stats_}, {"group_cells", cells_json}, {"causal", causal_verdict_},
-                    {"claims", {{"1", ratio >= 1.5 ? "holds" : "does not hold"}, {"2", v2}, {"3", v3_}, {"3_matched", v3_matched_}}}};
-    io::write_file_atomic(dir_ / "summary.json", summary.dump(2) + "\n");
+    analysis::study::Report(std::move(r), std::move(x)).write(dir_);
   }
 
   StudyConfig c_;
@@ -1298,11 +841,8 @@ class Study {
   double teacher_acc_ = 0, rho_ = 0, stage_start_ = 0;
   std::vector<json> sweep_, groups_, budget_, causal_, causal_teachers_, halting_, halting_teachers_;
   std::map<std::string, VariantTeacher> variant_teachers_;
-  mutable std::string causal_verdict_ = "not run";
   json sweep_stats_ = json::object(), kinds_ = json::object(), profile_ = json::object();
   std::size_t run_counter_ = 0;
-  std::string v3_ = "not run";
-  std::string v3_matched_ = "not run";
   json eff_;
 };
 

@@ -7,7 +7,7 @@
 #include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/zoo/registry.hpp"
-#include "study_config.hpp"
+#include "seqswap/analysis/study_config.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
@@ -26,8 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const seqswap::Error&) {
   }
   try {
-    study::StudyConfig s = study::preset("micro");
-    study::apply_json(s, j, "fuzz");
+    seqswap::analysis::study::StudyConfig s = seqswap::analysis::study::preset("micro");
+    seqswap::analysis::study::apply_json(s, j, "fuzz");
   } catch (const seqswap::Error&) {
   }
   try {

@@ -18,6 +18,7 @@
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/ops/cuda/scan.cuh"
+#include "scan_inputs.cuh"
 
 using namespace seqswap;
 using backend::Cuda;
@@ -82,23 +83,14 @@ int main() {
 
   // The scan ops, dispatched on the backend tag.
   std::mt19937 g(3);
-  std::uniform_real_distribution<float> ua(0.5f, 0.99f);
-  std::normal_distribution<float> nb;
   const std::vector<index_t> offsets{0, 1, 130, 130, 300};
   const index_t batch = 4, C = 37, n = offsets.back() * C;
-  std::vector<float> a(n), b(n), dh(n), h(n), hd(n), da(n), db(n), dad(n), dbd(n);
-  for (auto& v : a) v = ua(g);
-  for (auto& v : b) v = nb(g);
-  for (auto& v : dh) v = nb(g);
+  test::ScanInputs in(std::size_t(n), g);
+  const auto &a = in.a, &b = in.b, &dh = in.dh;
+  auto &A = in.A, &Bv = in.B, &H = in.H, &DH = in.DH, &DA = in.DA, &DB = in.DB;
+  std::vector<float> h(n), hd(n), da(n), db(n), dad(n), dbd(n);
   Buffer<index_t, Cuda> d_off;
   d_off.upload(offsets.data(), offsets.size());
-  Buffer<float, Cuda> A, Bv, H, DH, DA, DB;
-  A.upload(a.data(), n);
-  Bv.upload(b.data(), n);
-  DH.upload(dh.data(), n);
-  H.resize(n);
-  DA.resize(n);
-  DB.resize(n);
   for (bool reverse : {false, true}) {
     const ops::ScanOptions o{.chunk = 64, .reverse = reverse};
     ops::linear_scan(backend::Host{}, a.data(), b.data(), h.data(), offsets.data(), batch, C, o);

@@ -8,6 +8,7 @@
 
 #include "seqswap/ops/cuda/scan.cuh"
 #include "seqswap/ops/scan.hpp"
+#include "scan_inputs.cuh"
 
 using namespace seqswap;
 
@@ -34,8 +35,6 @@ int main() {
     return 77;  // ctest SKIP_RETURN_CODE: reported as skipped, never as passed
   }
   std::mt19937 g(1);
-  std::uniform_real_distribution<float> ua(0.5f, 0.99f);
-  std::normal_distribution<float> nb;
   const std::vector<index_t> lengths{1, 5, 127, 128, 129, 1000, 0, 5000, 2};
   std::vector<index_t> offsets{0};
   for (index_t n : lengths) offsets.push_back(offsets.back() + n);
@@ -45,17 +44,10 @@ int main() {
   d_off.upload(offsets.data(), offsets.size());
   for (int C : {1, 31, 33, 200}) {
     const std::size_t n = std::size_t(T) * C;
-    std::vector<float> a(n), b(n), dh(n), h(n), ref(n), da(n), db(n), rda(n), rdb(n);
-    for (auto& v : a) v = ua(g);
-    for (auto& v : b) v = nb(g);
-    for (auto& v : dh) v = nb(g);
-    seqswap::cuda::DeviceBuffer<float> A, Bv, H, DH, DA, DB;
-    A.upload(a.data(), n);
-    Bv.upload(b.data(), n);
-    DH.upload(dh.data(), n);
-    H.resize(n);
-    DA.resize(n);
-    DB.resize(n);
+    test::ScanInputs in(n, g);
+    const auto &a = in.a, &b = in.b, &dh = in.dh;
+    auto &A = in.A, &Bv = in.B, &H = in.H, &DH = in.DH, &DA = in.DA, &DB = in.DB;
+    std::vector<float> h(n), ref(n), da(n), db(n), rda(n), rdb(n);
     for (bool reverse : {false, true}) {
       ops::linear_scan_reference(a.data(), b.data(), ref.data(), offsets.data(), batch, C, reverse);
       ops::cuda::linear_scan(A.data(), Bv.data(), H.data(), d_off.data(), batch, C, reverse);

@@ -1,6 +1,7 @@
-// The study driver's configuration (sparsity_to_simplicity): presets, JSON in and out, read
-// strictly (unknown keys, wrong types, fractions for integers and bad array entries are errors
-// naming the key). Its own header so that the fuzz harness for configs reads it too.
+// The study's configuration (examples/sparsity_to_simplicity, analysis/study_report.hpp):
+// presets, JSON in and out, read strictly (unknown keys, wrong types, fractions for integers and
+// bad array entries are errors naming the key). Its own header so that the fuzz harness for
+// configs reads it too.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -13,11 +14,8 @@
 #include "seqswap/core/tokens.hpp"
 #include "seqswap/io/dataset.hpp"
 
-namespace study {
+namespace seqswap::analysis::study {
 
-using seqswap::check;
-using seqswap::fail;
-using seqswap::index_t;
 using nlohmann::json;
 
 struct StudyConfig {
@@ -191,4 +189,4 @@ inline StudyConfig preset(const std::string& name) {
   fail("--preset: expected quick, full, paper or micro, found '", name, "'");
 }
 
-}  // namespace study
+}  // namespace seqswap::analysis::study
