@@ -1,18 +1,94 @@
 #!/usr/bin/env bash
-# One script for a GPU machine: configure and build the cuda preset, run the device tests,
-# run the device benchmarks, print a summary. Designed to finish in a few minutes on an H200.
-#   bash benchmarks/gpu/check.sh
-# Status: the device code covers the linear-recurrence scan (forward, reverse, backward) and the
-# runtime pieces (errors, buffers, streams); the layers do not run on the device yet, so there
-# is no attention, training-step or PyTorch comparison here (issue #8 lists what remains).
+# The one prepared script for a GPU machine: builds the device tests and benchmarks with nvcc
+# alone (no CMake configure: that machine has none of Debian's packages), from this checkout's
+# headers and a folder staged by benchmarks/gpu/stage.sh; checks that every header came from the
+# checkout, that folder, the CUDA toolkit or the C/C++ system; runs the device tests (exit 77 =
+# skipped, no device) and the scan bandwidth benchmark; writes a summary.
+#
+#   bash benchmarks/gpu/check.sh [DEPS]      (default build/gpu-deps)
+#   NVCC=/path/to/nvcc bash benchmarks/gpu/check.sh   (default: nvcc on PATH, else /usr/local/cuda)
+#
+# Output: build/gpu-check/ (binaries, logs) and summary.txt there, also copied to $OUT when the
+# caller sets it (the device tool's folder that comes back). On a machine without a GPU the
+# build and the header check run and every device step reports "skipped".
+# Status: the device code is the linear-recurrence scan (forward, reverse, backward), the device
+# buffers and the backend seam (a hybrid ViT typed on backend::Cuda, its arena on the device);
+# the layers do not run on the device yet, so no training step or attention is timed here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-cmake --preset cuda -DSEQSWAP_BUILD_EXAMPLES=OFF > /tmp/seqswap-cuda-configure.log
-cmake --build build/cuda -j "$(nproc)" --target test_cuda_scan test_cuda_link test_cuda_backend bench_cuda_scan
-echo "== device tests"
-ctest --test-dir build/cuda -L cuda --output-on-failure
-echo "== scan bandwidth vs device-to-device copy"
-build/cuda/benchmarks/bench_cuda_scan
-echo "== done in $(( $(date +%s) - start )) s"
+deps=${1:-build/gpu-deps}
+work=build/gpu-check
+fail() { echo "check.sh: $*" >&2; exit 1; }
+[ -d "$deps/include/Eigen" ] && [ -d "$deps/include/nlohmann" ] ||
+  { echo "check.sh: expected $deps/include/Eigen and $deps/include/nlohmann (stage them with benchmarks/gpu/stage.sh on a machine with Debian's packages and carry the folder)" >&2; exit 2; }
+nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+[ -x "$nvcc" ] || { echo "check.sh: no nvcc (expected on PATH or at /usr/local/cuda/bin/nvcc; set NVCC)" >&2; exit 2; }
+cuda_root=$(cd "$(dirname "$(readlink -f "$nvcc")")/.." && pwd)
+deps_abs=$(cd "$deps" && pwd)
+mkdir -p "$work"
+summary="$work/summary.txt"
+: >"$summary"
+say() { echo "$*" | tee -a "$summary"; }
+
+say "== seqswap GPU check, $(git rev-parse --short HEAD 2>/dev/null || echo 'no git'), $(date -u +%Y-%m-%dT%H:%MZ)"
+say "nvcc: $("$nvcc" --version | tail -1)"
+say "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'none found')"
+say "deps: $deps ($(head -1 "$deps/MANIFEST" 2>/dev/null || echo 'no MANIFEST'))"
+
+flags=(-std=c++20 -O3 -arch=sm_90 --expt-relaxed-constexpr -Xcudafe=--diag_suppress=20012 -Xcudafe=--diag_suppress=554
+       -Iinclude -Itests/cuda -isystem "$deps_abs/include")
+declare -A sources=(
+  [test_cuda_scan]="tests/cuda/test_cuda_scan.cu"
+  [test_cuda_link]="tests/cuda/link_a.cu tests/cuda/link_b.cu"
+  [test_cuda_backend]="tests/cuda/test_cuda_backend.cu"
+  [bench_cuda_scan]="benchmarks/gpu/bench_cuda_scan.cu"
+)
+names=(test_cuda_scan test_cuda_link test_cuda_backend bench_cuda_scan)
+
+# The header check: every dependency is in the checkout (relative), the staged folder, the CUDA
+# toolkit, or the C/C++ system headers; a Debian package's header (/usr/include/eigen3,
+# /usr/include/nlohmann, ...) would be missing on the GPU machine.
+for n in "${names[@]}"; do
+  for src in ${sources[$n]}; do
+    "$nvcc" "${flags[@]}" -M "$src" 2>"$work/$n.deps.err" | tr ' \\' '\n\n' | grep -v -e '^$' -e ':$' >"$work/$n.deps" ||
+      { cat "$work/$n.deps.err"; fail "listing the headers of $src failed"; }
+    foreign=$(grep '^/' "$work/$n.deps" | xargs -r realpath -m | grep -v -e "^$deps_abs/" -e "^$cuda_root/" -e '^/usr/include/c++/' \
+      -e '^/usr/lib/gcc/' -e '^/usr/include/x86_64-linux-gnu/' -e '^/usr/include/aarch64-linux-gnu/' \
+      -e '^/usr/include/linux/' -e '^/usr/include/asm' -e '^/usr/include/[A-Za-z0-9_-]*\.h$' \
+      -e '^/usr/include/sys/' -e '^/usr/include/bits/' -e '^/usr/include/gnu/' -e "^$PWD/" || true)
+    [ -z "$foreign" ] || fail "$src includes headers outside the checkout, $deps and the toolchain: $(echo $foreign | head -c 400)"
+  done
+done
+say "headers: every one from the checkout, $deps, the CUDA toolkit or the C/C++ system"
+
+# Build all four side by side.
+pids=()
+for n in "${names[@]}"; do
+  # shellcheck disable=SC2086
+  "$nvcc" "${flags[@]}" -o "$work/$n" ${sources[$n]} >"$work/$n.build.log" 2>&1 &
+  pids+=($!)
+done
+for i in "${!names[@]}"; do
+  wait "${pids[$i]}" || { cat "$work/${names[$i]}.build.log"; fail "building ${names[$i]} failed (log: $work/${names[$i]}.build.log)"; }
+done
+say "built: ${names[*]} in $(( $(date +%s) - start )) s"
+
+failed=0
+for n in test_cuda_scan test_cuda_link test_cuda_backend; do
+  set +e
+  "$work/$n" >"$work/$n.log" 2>&1
+  rc=$?
+  set -e
+  case $rc in
+    0) say "test $n: passed ($(tail -1 "$work/$n.log"))" ;;
+    77) say "test $n: skipped ($(tail -1 "$work/$n.log"))" ;;
+    *) say "test $n: FAILED (exit $rc)"; sed 's/^/    /' "$work/$n.log" | tee -a "$summary"; failed=1 ;;
+  esac
+done
+say "== scan bandwidth vs device-to-device copy"
+"$work/bench_cuda_scan" 2>&1 | tee -a "$summary"
+say "== not measured yet: the teacher and student training steps and attention against PyTorch SDPA (the layers have no device paths yet)"
+say "== done in $(( $(date +%s) - start )) s"
+if [ -n "${OUT:-}" ]; then cp "$summary" "$OUT/summary.txt"; cp "$work"/*.log "$OUT/" 2>/dev/null || true; fi
+exit $failed
