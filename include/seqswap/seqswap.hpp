@@ -67,5 +67,6 @@
 #include "seqswap/analysis/study_report.hpp"
 #include "seqswap/distill/guided.hpp"
 #include "seqswap/distill/plan.hpp"
+#include "seqswap/distill/planner.hpp"
 #include "seqswap/distill/stages.hpp"
 #include "seqswap/distill/student.hpp"
