@@ -16,6 +16,7 @@
 #include "flags.hpp"
 #include "ranks.hpp"
 #include <cstdio>
+#include <fstream>
 #include <sstream>
 
 #include "seqswap/analysis/profile.hpp"
@@ -40,7 +41,8 @@ int main(int argc, char** argv) try {
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required();
   app.add_option("--mixer", rep.mixer, "replacement mixer: " + zoo::detail::join(zoo::mixer_names()));
   app.add_option("--mixer-options", mixer_options, "mixer options as a JSON object, e.g. '{\"expand\": 2}'");
-  app.add_option("--plan", plan_spec, "sparsest:g | densest:g | random:g:seed | layers:i,j | single:l");
+  app.add_option("--plan", plan_spec, "sparsest:g | densest:g | random:g:seed | layers:i,j | single:l | "
+                 "file:PLAN.json (a mixer per layer, as the planner writes it; --mixer is then unused)");
   app.add_option("--stage1-steps", s1.steps, "stage-1 optimizer steps (the budget)")->check(flags::FiniteNonNegative);
   app.add_option("--stage2-steps", s2.steps, "stage-2 optimizer steps (the budget)")->check(flags::FiniteNonNegative);
   app.add_option("--batch", batch, "batch size of both stages")->check(flags::FinitePositive);
@@ -92,16 +94,33 @@ int main(int argc, char** argv) try {
     const auto profile = analysis::profile_model(teacher, cfg, test_set.head(profile_images), 250);
     scores = analysis::layer_scores(profile);
   }
-  const auto plan = distill::parse_plan(plan_spec, cfg.depth, scores);
+  // A plan file names a mixer per layer; every other plan one mixer (--mixer) for its layers.
+  std::vector<std::string> per_layer(std::size_t(cfg.depth), rep.mixer);
+  const bool from_file = plan_spec.rfind("file:", 0) == 0;
+  if (from_file) {
+    const std::string path = plan_spec.substr(5);
+    check(std::filesystem::is_regular_file(path), "--plan ", plan_spec, ": expected a plan file, found none at '",
+          path, "'");
+    nlohmann::json pj;
+    try {
+      pj = nlohmann::json::parse(std::ifstream(path));
+    } catch (const nlohmann::json::exception& e) {
+      fail("--plan ", plan_spec, ": expected a JSON plan file, found invalid JSON (", e.what(), ")");
+    }
+    per_layer = distill::read_plan_json(pj, cfg.depth, zoo::mixer_names(), path);
+  }
+  auto student = teacher;
+  const auto plan = from_file ? zoo::replace_layers(student, cfg, per_layer, rep, plan_spec)
+                              : distill::parse_plan(plan_spec, cfg.depth, scores);
   std::ostringstream layers_str;
-  for (index_t l : plan.layers) layers_str << (layers_str.tellp() ? "," : "") << l;
-  if (writer) std::fprintf(stderr, "plan %s -> layers %s, mixer %s\n", plan_spec.c_str(), layers_str.str().c_str(),
-               rep.mixer.c_str());
+  for (index_t l : plan.layers)
+    layers_str << (layers_str.tellp() ? "," : "") << l << (from_file ? ":" + per_layer[std::size_t(l)] : "");
+  if (writer) std::fprintf(stderr, "plan %s -> layers %s%s\n", plan_spec.c_str(), layers_str.str().c_str(),
+               from_file ? "" : (", mixer " + rep.mixer).c_str());
 
   // Each rank evaluates a share of the test batches (the whole set on one process).
   const auto teacher_eval = train::evaluate_split(teacher, test_set, launch.comm());
-  auto student = teacher;
-  zoo::replace_layers(student, cfg, plan, rep);
+  if (!from_file) zoo::replace_layers(student, cfg, plan, rep);
   io::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
   const auto r1 = distill::stage1(teacher, student, plan, train_set, s1, &p1);
   const auto mse = distill::layer_losses(teacher, student, plan, test_set.head(std::min<index_t>(test_set.count, 1000)), 250, s1);
@@ -111,7 +130,8 @@ int main(int argc, char** argv) try {
 
   nlohmann::json j;
   j["checkpoint"] = checkpoint;
-  j["mixer"] = rep.mixer;
+  j["mixer"] = from_file ? "per-layer" : rep.mixer;
+  if (from_file) j["mixer_per_layer"] = per_layer;
   j["mixer_options"] = rep.mixer_options;
   j["plan"] = plan_spec;
   j["layers"] = plan.layers;
@@ -135,12 +155,13 @@ int main(int argc, char** argv) try {
   csv << "layer,mixer,score,layer_loss,params_teacher_layer,params_student_layer\n";
   for (std::size_t k = 0; k < plan.layers.size(); ++k) {
     const index_t l = plan.layers[k];
-    csv << l << ',' << rep.mixer << ',' << (scores.empty() ? 0.0 : scores[std::size_t(l)]) << ',' << mse[k] << ','
+    csv << l << ',' << per_layer[std::size_t(l)] << ',' << (scores.empty() ? 0.0 : scores[std::size_t(l)]) << ',' << mse[k] << ','
         << distill::mixer_params(teacher, l) << ',' << distill::mixer_params(student, l) << '\n';
   }
   io::write_file_atomic(dir / "layers.csv", csv.str());
   io::save_checkpoint(dir / "student.safetensors", student, cfg,
-                      {{"mixers", nlohmann::json(plan.layers).dump()}, {"mixer", rep.mixer}});
+                      {{"mixers", nlohmann::json(plan.layers).dump()},
+                       {"mixer", from_file ? nlohmann::json(per_layer).dump() : rep.mixer}});
   std::printf("teacher %.4f  stage1 %.4f  stage2 %.4f  drop %.4f  params %zu -> %zu\n", teacher_eval.accuracy,
               eval1.accuracy, eval2.accuracy, teacher_eval.accuracy - eval2.accuracy, teacher.param_count(),
               student.param_count());

@@ -210,8 +210,11 @@ inline std::vector<std::string> read_plan_json(const nlohmann::json& j, index_t 
     check(!seen[std::size_t(l)], where, ": layer ", l, " appears twice");
     seen[std::size_t(l)] = true;
     const std::string m = e["mixer"];
-    check(m == kKeepAttention || std::find(known.begin(), known.end(), m) != known.end(), where, ": layer ", l,
-          ": unknown mixer '", m, "' (expected '", kKeepAttention, "' or a registered mixer name)");
+    if (m != kKeepAttention && std::find(known.begin(), known.end(), m) == known.end()) {
+      std::string names;
+      for (const auto& k : known) names += (names.empty() ? "" : ", ") + k;
+      fail(where, ": layer ", l, ": unknown mixer '", m, "' (expected '", kKeepAttention, "' or one of: ", names, ")");
+    }
     mixer[std::size_t(l)] = m;
   }
   return mixer;

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "seqswap/distill/planner.hpp"
 #include "seqswap/distill/student.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/zoo/registry.hpp"
@@ -28,6 +29,25 @@ void replace_layers(StudentModel<T>& student, const model::VitConfig& cfg, const
   distill::replace_layers(
       student, plan, [&](AnyMixer<T>& slot, index_t) { seat_mixer(slot, o.mixer, cfg, o.mixer_options); },
       {.reuse_projection = o.reuse_projection, .reuse_qkv = o.reuse_qkv, .seed = o.seed});
+}
+
+// A mixer per layer (a planner's plan, distill::read_plan_json): layers whose entry is
+// distill::kKeepAttention keep their attention; the others are re-seated with their own mixer
+// (o.mixer is ignored). Returns the plan of the replaced layers.
+template <class T>
+distill::Plan replace_layers(StudentModel<T>& student, const model::VitConfig& cfg,
+                             const std::vector<std::string>& mixer_per_layer, const ReplaceOptions& o,
+                             const std::string& spec = "per-layer") {
+  check(index_t(mixer_per_layer.size()) == cfg.depth, "replace_layers: expected a mixer (or '",
+        distill::kKeepAttention, "') for each of the ", cfg.depth, " layers, found ", mixer_per_layer.size());
+  distill::Plan plan{spec, {}};
+  for (std::size_t l = 0; l < mixer_per_layer.size(); ++l)
+    if (mixer_per_layer[l] != distill::kKeepAttention) plan.layers.push_back(index_t(l));
+  distill::replace_layers(
+      student, plan,
+      [&](AnyMixer<T>& slot, index_t l) { seat_mixer(slot, mixer_per_layer[std::size_t(l)], cfg, o.mixer_options); },
+      {.reuse_projection = o.reuse_projection, .reuse_qkv = o.reuse_qkv, .seed = o.seed});
+  return plan;
 }
 
 }  // namespace seqswap::zoo
