@@ -132,8 +132,8 @@ inline Choice solve(const PlanProblem& p, const std::vector<bool>& pinned = {}) 
 
 // One measured plan of the correction loop.
 struct Attempt {
-  Choice choice;
-  double scale = 1;       // the prediction scale it was solved with
+  Choice choice;          // choice.drop: the scaled prediction it was solved with
+  double scale = 1;       // the prediction scale
   double measured = NAN;  // the oracle's drop
 };
 struct BackOffResult {

@@ -1,0 +1,289 @@
+// plan_replacement: the cheapest student of a teacher within an accuracy budget, planned and
+// verified (issue 18; docs/planner.md).
+//
+//   plan_replacement --checkpoint models/vit-fmnist.safetensors --study docs/results/paper \
+//                    --budget 0.01 --objective flops --tokens 1024 --out results/plan
+//
+// Predictions: every (layer, mixer)'s single-layer drop measured by a study's sweep (its
+// runs/sweep-*.json: the mean over seeds and its standard error); costs: the mixer's parameters
+// or forward FLOPs per sequence at --tokens (default: the teacher's) against attention's. The
+// plan minimises the summed cost subject to the summed predicted drop <= budget (exact DP,
+// distill::solve); then each plan is distilled with the study's protocol and budget (its
+// config.json) and measured on the test set, and the predictions are corrected until a student
+// meets the budget or --max-runs is spent (distill::back_off). Resumable: every measured plan is
+// kept in <out>/runs/ and reused. Writes <out>/plan.json (the last plan; replace_layers --plan
+// file:<out>/plan.json distils it again), <out>/student.safetensors (its student),
+// <out>/result.json and <out>/report.md.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "data.hpp"
+#include "flags.hpp"
+#include "seqswap/analysis/stats.hpp"
+#include "seqswap/analysis/study_config.hpp"
+#include "seqswap/distill/planner.hpp"
+#include "seqswap/distill/stages.hpp"
+#include "seqswap/io/atomic_file.hpp"
+#include "seqswap/io/checkpoint.hpp"
+#include "seqswap/io/progress.hpp"
+#include "seqswap/zoo/student.hpp"
+
+using namespace seqswap;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json read_json(const fs::path& p, const std::string& what) {
+  check(fs::is_regular_file(p), what, ": expected ", p.string(), ", found no such file");
+  try {
+    return json::parse(std::ifstream(p));
+  } catch (const json::exception& e) {
+    fail(what, ": ", p.string(), " is not valid JSON (", e.what(), ")");
+  }
+}
+
+// One mixer's cost of one layer under the objective.
+double mixer_cost(const std::string& mixer, const model::VitConfig& cfg, const std::string& objective, index_t tokens) {
+  zoo::AnyMixer<float> slot;
+  if (mixer == distill::kKeepAttention)
+    slot.emplace<attention::SoftmaxAttention<float>>(
+        attention::SoftmaxAttentionOptions{.dim = cfg.width, .heads = cfg.heads, .name = "attn"});
+  else
+    zoo::seat_mixer(slot, mixer, cfg, json::object());
+  if (objective == "params") return double(slot.param_count());
+  return slot.flops(Layout::dense(1, tokens, cfg.width));  // "flops": one sequence of `tokens`
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  CLI::App app{"Plan and verify the cheapest student within an accuracy budget"};
+  std::string checkpoint, study_dir, out_dir, objective = "flops", mixers_csv;
+  double budget = 0.01;
+  index_t tokens = 0, train_limit = 0, test_limit = 0;
+  int max_runs = 4;
+  bool quiet = false;
+  DataFlags data;
+  app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
+  app.add_option("--study", study_dir, "a finished study's folder (its sweep predicts each layer's drop)")->required();
+  app.add_option("--budget", budget, "accuracy drop allowed, a fraction (0.01 = one point)")->check(CLI::Range(0.0, 0.999));
+  app.add_option("--objective", objective, "what to minimise: flops (per sequence at --tokens) or params")
+      ->check(CLI::IsMember({"flops", "params"}));
+  app.add_option("--mixers", mixers_csv, "comma-separated mixers to consider (default: every mixer the sweep measured)");
+  app.add_option("--tokens", tokens, "sequence length for the FLOPs objective (0 = the teacher's)")->check(flags::FiniteNonNegative);
+  app.add_option("--max-runs", max_runs, "students distilled and measured at most")->check(CLI::Range(1, 100));
+  app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_option("--test-limit", test_limit, "measure on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
+  app.add_option("--out", out_dir, "output folder")->required();
+  app.add_flag("--quiet", quiet, "no progress lines");
+  data.add(app);
+  CLI11_PARSE(app, argc, argv);
+  const fs::path out(out_dir), study(study_dir);
+  for (const char* f : {"plan.json", "result.json", "report.md", "student.safetensors"}) io::check_writable(out / f, "--out");
+  fs::create_directories(out / "runs");
+
+  // The study's protocol and its single-layer measurements.
+  analysis::study::StudyConfig sc = analysis::study::preset("full");
+  analysis::study::apply_json(sc, read_json(study / "config.json", "--study"), (study / "config.json").string());
+  std::map<std::pair<std::string, index_t>, std::vector<double>> sweep;
+  for (const auto& e : fs::directory_iterator(study / "runs")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("sweep-", 0) != 0 || e.path().extension() != ".json") continue;
+    const json r = read_json(e.path(), "--study");
+    sweep[{r.at("mixer").get<std::string>(), r.at("layers").at(0).get<index_t>()}].push_back(r.at("drop_stage2"));
+  }
+  check(!sweep.empty(), "--study: expected single-layer runs (runs/sweep-*.json) in ", study.string(), ", found none");
+
+  model::VitConfig cfg;
+  auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(checkpoint, &cfg);
+  if (tokens == 0) tokens = cfg.tokens();
+  std::vector<std::string> mixers;
+  if (!mixers_csv.empty()) {
+    std::stringstream ss(mixers_csv);
+    for (std::string m; std::getline(ss, m, ',');) mixers.push_back(m);
+  } else {
+    for (const auto& [key, v] : sweep)
+      if (std::find(mixers.begin(), mixers.end(), key.first) == mixers.end()) mixers.push_back(key.first);
+  }
+
+  // The problem: per layer, attention and every mixer with its predicted drop and cost.
+  distill::PlanProblem problem;
+  problem.budget = budget;
+  const double attention_cost = mixer_cost(distill::kKeepAttention, cfg, objective, tokens);
+  for (index_t l = 0; l < cfg.depth; ++l) {
+    std::vector<distill::LayerOption> opts{{distill::kKeepAttention, attention_cost, 0.0, 0.0}};
+    for (const auto& m : mixers) {
+      const auto it = sweep.find({m, l});
+      if (it == sweep.end()) {
+        std::string have;
+        for (const auto& [key, v] : sweep)
+          if (have.find(key.first) == std::string::npos) have += (have.empty() ? "" : ", ") + key.first;
+        fail("--mixers: the study measured no single-layer run of '", m, "' in layer ", l, " (its sweep has: ", have,
+             ")");
+      }
+      const auto& d = it->second;
+      const double se = d.size() > 1 ? analysis::sample_std(d) / std::sqrt(double(d.size())) : 0.0;
+      opts.push_back({m, mixer_cost(m, cfg, objective, tokens), analysis::mean(d), se});
+    }
+    problem.layers.push_back(std::move(opts));
+  }
+
+  auto train_set = data.load(io::Split::train, cfg);
+  auto test_set = data.load(io::Split::test, cfg);
+  if (train_limit > 0) train_set = train_set.head(train_limit);
+  if (test_limit > 0) test_set = test_set.head(test_limit);
+  const double teacher_acc = train::evaluate(teacher, test_set).accuracy;
+  const auto say = [&](const std::string& s) {
+    if (!quiet) std::fprintf(stderr, "plan_replacement: %s\n", s.c_str());
+  };
+  say("teacher " + std::to_string(teacher_acc) + " on " + std::to_string(test_set.count) + " test images; " +
+      std::to_string(mixers.size()) + " mixers x " + std::to_string(cfg.depth) + " layers; budget " +
+      std::to_string(budget) + ", objective " + objective + " at " + std::to_string(tokens) + " tokens");
+
+  // The oracle: distil the plan's student with the study's protocol, measure its drop. Reused
+  // from <out>/runs/ when this plan was measured before (same plan, same protocol).
+  std::optional<zoo::StudentModel<float>> last_student;
+  int run = 0;
+  bool force = false;  // distil even when the plan was measured before (the final student)
+  const auto started = std::chrono::steady_clock::now();
+  const auto measure = [&](const distill::Choice& c) {
+    std::vector<std::string> per_layer;
+    std::string key;
+    for (std::size_t l = 0; l < c.option.size(); ++l) {
+      per_layer.push_back(problem.layers[l][c.option[l]].mixer);
+      key += (key.empty() ? "" : "_") + per_layer.back();
+    }
+    if (!force) ++run;
+    const fs::path rec = out / "runs" / ("plan-" + std::to_string(std::hash<std::string>{}(key) % 1000000007) + ".json");
+    auto student = teacher;
+    const auto plan = zoo::replace_layers(student, cfg, per_layer, {.seed = sc.seed}, "planner");
+    if (!force && fs::exists(rec)) {
+      const json r = read_json(rec, "resume");
+      if (r.value("plan", json()) == json(per_layer)) {
+        say("run " + std::to_string(run) + ": measured before (" + rec.filename().string() + "), drop " +
+            std::to_string(r["drop"].get<double>()));
+        last_student.reset();  // distilled again below only if it is the final plan
+        return r["drop"].get<double>();
+      }
+    }
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    say((force ? std::string("final student") : "run " + std::to_string(run) + " of at most " + std::to_string(max_runs)) + ": distilling " +
+        std::to_string(plan.layers.size()) + " replaced layers (predicted drop " + std::to_string(c.drop) +
+        "), elapsed " + io::Progress::hms(el));
+    const distill::Stage1Options s1{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1,
+                                    .ce_weight = sc.stage1_ce_weight, .mse_weight = sc.stage1_mse_weight,
+                                    .free_running = sc.protocol == "free", .seed = sc.seed + 1};
+    const distill::Stage2Options s2{.steps = sc.stage2_steps, .batch = sc.batch, .lr = sc.lr2, .seed = sc.seed + 2};
+    if (!plan.layers.empty()) {
+      distill::stage1(teacher, student, plan, train_set, s1);
+      distill::stage2(teacher, student, train_set, s2);
+    }
+    const double acc = train::evaluate(student, test_set).accuracy;
+    const json r{{"plan", per_layer}, {"predicted_drop", c.drop}, {"cost", c.cost}, {"accuracy", acc},
+                 {"drop", teacher_acc - acc}, {"params", student.param_count()}};
+    io::write_file_atomic(rec, r.dump(2) + "\n");
+    last_student = std::move(student);
+    say((force ? std::string("final student") : "run " + std::to_string(run)) + ": accuracy " + std::to_string(acc) +
+        ", drop " + std::to_string(teacher_acc - acc));
+    return teacher_acc - acc;
+  };
+  const auto result = distill::back_off(problem, measure, max_runs);
+  const auto& final_plan = result.last().choice;
+
+  // The student of the final plan (distilled again when its measurement was reused).
+  std::vector<std::string> final_mixers;
+  for (std::size_t l = 0; l < final_plan.option.size(); ++l) final_mixers.push_back(problem.layers[l][final_plan.option[l]].mixer);
+  if (!last_student) {
+    say("distilling the final plan's student again (its measurement was reused)");
+    force = true;
+    measure(final_plan);
+  }
+  io::write_file_atomic(out / "plan.json", distill::plan_json(problem, final_plan, objective).dump(2) + "\n");
+  io::save_checkpoint(out / "student.safetensors", *last_student, cfg, {{"mixer", json(final_mixers).dump()}});
+
+  json attempts = json::array();
+  std::ostringstream md;
+  md << "# Replacement plan\n\nTeacher `" << checkpoint << "`, accuracy " << teacher_acc << " on " << test_set.count
+     << " test images. Budget " << budget << " (drop), objective " << objective
+     << (objective == "flops" ? " per sequence of " + std::to_string(tokens) + " tokens" : std::string())
+     << ". Predictions: the single-layer drops of `" << study_dir << "` (mean over seeds); protocol and budget per "
+     << "stage: the study's (" << sc.stage1_steps << " + " << sc.stage2_steps << " steps, batch " << sc.batch << ").\n\n";
+  md << "| run | plan (layer: mixer) | predicted drop (scale) | measured drop | cost / all-attention cost |\n|---|---|---|---|---|\n";
+  const double all_attention = attention_cost * double(cfg.depth);
+  for (std::size_t k = 0; k < result.attempts.size(); ++k) {
+    const auto& a = result.attempts[k];
+    std::string p;
+    for (std::size_t l = 0; l < a.choice.option.size(); ++l) {
+      const auto& m = problem.layers[l][a.choice.option[l]].mixer;
+      if (m != distill::kKeepAttention) p += (p.empty() ? "" : ", ") + std::to_string(l) + ": " + m;
+    }
+    if (p.empty()) p = "(all attention)";
+    md << "| " << k + 1 << " | " << p << " | " << a.choice.drop << " (" << a.scale << ") | " << a.measured
+       << " | " << a.choice.cost / all_attention << " |\n";
+    attempts.push_back({{"plan", p}, {"predicted_drop", a.choice.drop}, {"scale", a.scale}, {"measured_drop", a.measured},
+                        {"cost", a.choice.cost}, {"cost_ratio", a.choice.cost / all_attention}});
+  }
+  md << "\n**" << (result.met ? "Met" : "Not met") << "**: the last plan's measured drop " << result.last().measured
+     << (result.met ? " is within" : " exceeds") << " the budget " << budget << " after " << result.attempts.size()
+     << " measured run(s).\n";
+
+  // Beside the study's fixed plans (one mixer in the sparsest / densest / random g layers): their
+  // mean measured drop over the study's seeds, and their cost under the same objective.
+  std::map<std::pair<std::string, std::string>, std::vector<double>> fixed;
+  std::map<std::pair<std::string, std::string>, std::size_t> fixed_layers;
+  for (const auto& e : fs::directory_iterator(study / "runs")) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("group-", 0) != 0 || e.path().extension() != ".json") continue;
+    const json r = read_json(e.path(), "--study");
+    std::string plan = r.at("plan");
+    if (plan.rfind("random:", 0) == 0) plan = plan.substr(0, plan.rfind(':'));  // random draws pooled per g
+    const std::pair<std::string, std::string> key{r.at("mixer").get<std::string>(), plan};
+    fixed[key].push_back(r.at("drop_stage2"));
+    fixed_layers[key] = r.at("layers").size();
+  }
+  json fixed_json = json::array();
+  double best_fixed = NAN;
+  std::string best_fixed_name;
+  if (!fixed.empty()) {
+    md << "\n### The study's fixed plans\n\nMean stage-2 drop over the study's seeds (n); the planner's runs above are "
+          "one seed each.\n\n| mixer | plan | mean drop (n) | within budget | cost / all-attention cost |\n|---|---|---|---|---|\n";
+    std::map<std::string, double> cost_of;
+    for (const auto& [key, drops] : fixed) {
+      if (!cost_of.count(key.first)) cost_of[key.first] = mixer_cost(key.first, cfg, objective, tokens);
+      const double g = double(fixed_layers[key]);
+      const double ratio = ((double(cfg.depth) - g) * attention_cost + g * cost_of[key.first]) / all_attention;
+      const double d = analysis::mean(drops);
+      const bool within = d <= budget;
+      if (within && !(ratio >= best_fixed)) {
+        best_fixed = ratio;
+        best_fixed_name = key.first + " " + key.second;
+      }
+      md << "| " << key.first << " | " << key.second << " | " << d << " (" << drops.size() << ") | "
+         << (within ? "yes" : "no") << " | " << ratio << " |\n";
+      fixed_json.push_back({{"mixer", key.first}, {"plan", key.second}, {"mean_drop", d}, {"n", drops.size()},
+                            {"cost_ratio", ratio}});
+    }
+    const double mine = final_plan.cost / all_attention;
+    md << "\nCheapest fixed plan within the budget: "
+       << (best_fixed_name.empty() ? std::string("none") : best_fixed_name + ", cost " + std::to_string(best_fixed))
+       << "; the planner's " << (result.met ? "" : "(not met) ") << "plan: cost " << mine << ".\n";
+  }
+  io::write_file_atomic(out / "report.md", md.str());
+  io::write_file_atomic(out / "result.json", json{{"teacher_accuracy", teacher_acc}, {"budget", budget},
+                                                  {"objective", objective}, {"tokens", tokens}, {"met", result.met},
+                                                  {"attempts", attempts}, {"mixers", final_mixers},
+                                                  {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed}}
+                                                .dump(2) + "\n");
+  std::printf("%s: %zu run(s), last drop %.4f (budget %.4f), cost %.3f of all-attention\n", result.met ? "met" : "not met",
+              result.attempts.size(), result.last().measured, budget, final_plan.cost / all_attention);
+  return result.met ? 0 : 3;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "plan_replacement: error: %s\n", e.what());
+  return 1;
+}
