@@ -160,7 +160,9 @@ int main(int argc, char** argv) try {
       key += (key.empty() ? "" : "_") + per_layer.back();
     }
     if (!force) ++run;
-    const fs::path rec = out / "runs" / ("plan-" + std::to_string(std::hash<std::string>{}(key) % 1000000007) + ".json");
+    std::uint64_t h = 1469598103934665603ull;  // FNV-1a: the same name on every machine and build
+    for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
+    const fs::path rec = out / "runs" / ("plan-" + std::to_string(h % 1000000007) + ".json");
     auto student = teacher;
     const auto plan = zoo::replace_layers(student, cfg, per_layer, {.seed = sc.seed}, "planner");
     if (!force && fs::exists(rec)) {
