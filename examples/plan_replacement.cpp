@@ -5,7 +5,8 @@
 //                    --budget 0.01 --objective flops --tokens 1024 --out results/plan
 //
 // Predictions: every (layer, mixer)'s single-layer drop measured by a study's sweep (its
-// runs/sweep-*.json: the mean over seeds and its standard error); costs: the mixer's parameters
+// runs/sweep-*.json: the mean over seeds and its standard error; --study repeated pools the
+// sweeps of studies with the same protocol); costs: the mixer's parameters
 // or forward FLOPs per sequence at --tokens (default: the teacher's) against attention's. The
 // plan minimises the summed cost subject to the summed predicted drop <= budget (exact DP,
 // distill::solve); then each plan is distilled with the study's protocol and budget (its
@@ -64,14 +65,17 @@ double mixer_cost(const std::string& mixer, const model::VitConfig& cfg, const s
 
 int main(int argc, char** argv) try {
   CLI::App app{"Plan and verify the cheapest student within an accuracy budget"};
-  std::string checkpoint, study_dir, out_dir, objective = "flops", mixers_csv;
+  std::string checkpoint, out_dir, objective = "flops", mixers_csv;
+  std::vector<std::string> study_dirs;
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
   int max_runs = 4;
   bool quiet = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
-  app.add_option("--study", study_dir, "a finished study's folder (its sweep predicts each layer's drop)")->required();
+  app.add_option("--study", study_dirs, "a finished study's folder (its sweep predicts each layer's drop); repeat it to "
+                 "pool the sweeps of studies run with the same protocol (the first one's protocol is used)")
+      ->required();
   app.add_option("--budget", budget, "accuracy drop allowed, a fraction (0.01 = one point)")->check(CLI::Range(0.0, 0.999));
   app.add_option("--objective", objective, "what to minimise: flops (per sequence at --tokens) or params")
       ->check(CLI::IsMember({"flops", "params"}));
@@ -84,7 +88,9 @@ int main(int argc, char** argv) try {
   app.add_flag("--quiet", quiet, "no progress lines");
   data.add(app);
   CLI11_PARSE(app, argc, argv);
-  const fs::path out(out_dir), study(study_dir);
+  const fs::path out(out_dir), study(study_dirs.front());
+  std::string study_dir;
+  for (const auto& d : study_dirs) study_dir += (study_dir.empty() ? "" : "`, `") + d;
   for (const char* f : {"plan.json", "result.json", "report.md", "student.safetensors"}) io::check_writable(out / f, "--out");
   fs::create_directories(out / "runs");
 
@@ -92,13 +98,29 @@ int main(int argc, char** argv) try {
   analysis::study::StudyConfig sc = analysis::study::preset("full");
   analysis::study::apply_json(sc, read_json(study / "config.json", "--study"), (study / "config.json").string());
   std::map<std::pair<std::string, index_t>, std::vector<double>> sweep;
-  for (const auto& e : fs::directory_iterator(study / "runs")) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("sweep-", 0) != 0 || e.path().extension() != ".json") continue;
-    const json r = read_json(e.path(), "--study");
-    sweep[{r.at("mixer").get<std::string>(), r.at("layers").at(0).get<index_t>()}].push_back(r.at("drop_stage2"));
+  for (const auto& dir : study_dirs) {
+    if (dir != study_dirs.front()) {  // pooled predictions must come from the same protocol
+      analysis::study::StudyConfig other = analysis::study::preset("full");
+      const fs::path cf = fs::path(dir) / "config.json";
+      analysis::study::apply_json(other, read_json(cf, "--study"), cf.string());
+      check(other.checkpoint == sc.checkpoint && other.protocol == sc.protocol && other.stage1_steps == sc.stage1_steps &&
+                other.stage2_steps == sc.stage2_steps && other.batch == sc.batch && other.lr1 == sc.lr1 &&
+                other.lr2 == sc.lr2 && other.stage1_ce_weight == sc.stage1_ce_weight,
+            "--study: ", dir, " ran another protocol or teacher than ", study_dirs.front(),
+            " (checkpoint, protocol, steps, batch, learning rates and CE weight must agree to pool their sweeps)");
+    }
+    const fs::path runs = fs::path(dir) / "runs";
+    check(fs::is_directory(runs), "--study: expected a study folder with runs/, found none at ", dir);
+    std::size_t found = 0;
+    for (const auto& e : fs::directory_iterator(runs)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("sweep-", 0) != 0 || e.path().extension() != ".json") continue;
+      const json r = read_json(e.path(), "--study");
+      sweep[{r.at("mixer").get<std::string>(), r.at("layers").at(0).get<index_t>()}].push_back(r.at("drop_stage2"));
+      ++found;
+    }
+    check(found > 0, "--study: expected single-layer runs (runs/sweep-*.json) in ", dir, ", found none");
   }
-  check(!sweep.empty(), "--study: expected single-layer runs (runs/sweep-*.json) in ", study.string(), ", found none");
 
   model::VitConfig cfg;
   auto teacher = model::load_vit<float, zoo::AnyMixer<float>>(checkpoint, &cfg);
@@ -239,7 +261,8 @@ int main(int argc, char** argv) try {
   // mean measured drop over the study's seeds, and their cost under the same objective.
   std::map<std::pair<std::string, std::string>, std::vector<double>> fixed;
   std::map<std::pair<std::string, std::string>, std::size_t> fixed_layers;
-  for (const auto& e : fs::directory_iterator(study / "runs")) {
+  for (const auto& dir : study_dirs)
+  for (const auto& e : fs::directory_iterator(fs::path(dir) / "runs")) {
     const std::string name = e.path().filename().string();
     if (name.rfind("group-", 0) != 0 || e.path().extension() != ".json") continue;
     const json r = read_json(e.path(), "--study");

@@ -12,8 +12,6 @@
 
 namespace seqswap::model {
 
-// Running a network: the context and output of its last forward, for parameters held elsewhere
-// (a Model's arena, or another model's when a HaltingVit runs it with halting).
 // The backend seam (docs/architecture.md, "Backends"): a Model<Net, backend::Cuda> holds its
 // arena (parameters, gradients, AdamW moments) and every layer context in device memory
 // (Buffer<T, backend::Cuda>), initialised on the host and uploaded; the scan ops dispatch on the
@@ -23,6 +21,8 @@ namespace seqswap::model {
   "Runner/Model<Net, backend::Cuda>::forward/backward: the layers' device paths are not written yet (the " \
   "arena, the contexts and the scan ops take the backend; see docs/architecture.md, Backends)"
 
+// Running a network: the context and output of its last forward, for parameters held elsewhere
+// (a Model's arena, or another model's when a HaltingVit runs it with halting).
 template <class Net, class Backend = backend::Host>
 class Runner {
  public:
