@@ -6,6 +6,7 @@
 
 #include "seqswap/core/rng.hpp"
 #include "seqswap/ops/scan.hpp"
+#include "seqswap/ops/scan_options.hpp"  // ScanOptions / ScanPath (shared with the device scans)
 #include "seqswap/ops/selective_scan.hpp"
 #include "test_util.hpp"
 

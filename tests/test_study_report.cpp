@@ -1,7 +1,10 @@
 // The study's report (analysis/study_report.hpp) from hand-made records: the record helpers
 // (group arms, teacher cells, the gap series, the causal layers) and the verdicts the report
-// and summary.json state for claims 1 and 2, in both directions.
+// and summary.json state for claims 1 and 2, in both directions; and the study's configuration
+// (analysis/study_config.hpp) read strictly.
 #include "seqswap/analysis/study_report.hpp"
+
+#include "seqswap/analysis/study_config.hpp"
 
 #include <string>
 #include <vector>
@@ -113,4 +116,16 @@ TEST_CASE("study report: claims 1 and 2 decided by the records", "[analysis][rep
     CHECK(rep.summary()["claims"]["2"] == "inconclusive");
     CHECK(md.find("[n/a, n/a]") != std::string::npos);
   }
+}
+
+TEST_CASE("study config: presets and strict JSON", "[analysis][report]") {
+  StudyConfig c = preset("micro");
+  CHECK(c.mixers == std::vector<std::string>{"min_gru"});
+  CHECK(c.stage1_steps == 3);
+  apply_json(c, json{{"mixers", {"linear_attention"}}, {"sweep_seeds", 2}}, "test.json");
+  CHECK(c.mixers == std::vector<std::string>{"linear_attention"});
+  CHECK(c.sweep_seeds == 2);
+  CHECK_THROWS_WITH(apply_json(c, json{{"mixerz", {"min_gru"}}}, "test.json"), Catch::Contains("mixerz"));
+  CHECK_THROWS_WITH(apply_json(c, json{{"sweep_seeds", 1.5}}, "test.json"), Catch::Contains("sweep_seeds"));
+  CHECK_THROWS_WITH(preset("huge"), Catch::Contains("expected quick, full, paper or micro, found 'huge'"));
 }
