@@ -111,7 +111,8 @@ inline Choice solve(const PlanProblem& p, const std::vector<bool>& pinned = {}) 
         if (w > u) continue;
         const double c = o.cost + best[l + 1][std::size_t(u - w)];
         const double d = std::max(0.0, o.drop);
-        if (c < b - 1e-12 * std::abs(b) || (std::abs(c - b) <= 1e-12 * std::abs(b) && d < b_drop)) {
+        const double tol = 1e-12 * std::abs(c);  // equal costs up to rounding: the smaller drop wins
+        if (b == inf || c < b - tol || (c <= b + tol && d < b_drop)) {
           b = c;
           b_drop = d;
           arg = k;
