@@ -51,12 +51,8 @@ json read_json(const fs::path& p, const std::string& what) {
 
 // One mixer's cost of one layer under the objective.
 double mixer_cost(const std::string& mixer, const model::VitConfig& cfg, const std::string& objective, index_t tokens) {
-  zoo::AnyMixer<float> slot;
-  if (mixer == distill::kKeepAttention)
-    slot.emplace<attention::SoftmaxAttention<float>>(
-        attention::SoftmaxAttentionOptions{.dim = cfg.width, .heads = cfg.heads, .name = "attn"});
-  else
-    zoo::seat_mixer(slot, mixer, cfg, json::object());
+  zoo::AnyMixer<float> slot;  // the registry seats attention as the teacher has it
+  zoo::seat_mixer(slot, mixer == distill::kKeepAttention ? "softmax_attention" : mixer, cfg, json::object());
   if (objective == "params") return double(slot.param_count());
   return slot.flops(Layout::dense(1, tokens, cfg.width));  // "flops": one sequence of `tokens`
 }
