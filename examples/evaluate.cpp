@@ -7,8 +7,9 @@
 // statistics for checkpoints that predate it); --arch reads a file without seqswap's metadata
 // (timm's tensor names) as that architecture.
 // A halting teacher (metadata "halting", written by avit_finetune) runs with halting, as it
-// was trained, and also prints its keep ratios; --dense runs it without. The last line printed
-// is `accuracy: 0.xxxx`.
+// was trained, and also prints its keep ratios; --dense runs it without. A student (metadata
+// "student", written by replace_layers and plan_replacement) is rebuilt with its mixers and
+// prints them. The last line printed is `accuracy: 0.xxxx`.
 #include <CLI/CLI.hpp>
 
 #include "data.hpp"
@@ -19,6 +20,7 @@
 #include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
+#include "seqswap/zoo/student.hpp"
 
 using namespace seqswap;
 
@@ -42,39 +44,59 @@ int main(int argc, char** argv) try {
   CLI11_PARSE(app, argc, argv);
   if (!json_out.empty()) io::check_writable(json_out, "--json");
 
+  const auto file = io::read_safetensors(checkpoint);
+  const auto halting = dense ? std::nullopt : model::read_halting_options(file);
+  // A student written by replace_layers or plan_replacement is rebuilt from its metadata.
+  const auto student = arch.empty() ? zoo::read_student_description(file, model::read_vit_config(file).depth) : std::nullopt;
+  check(!(student && halting), "checkpoint ", checkpoint, ": a student with halting metadata is not supported");
   model::VitConfig cfg;
-  auto m = arch.empty() ? model::load_vit<float>(checkpoint, &cfg, allow_non_finite)
-                        : model::load_vit_arch<float>(checkpoint, arch, &cfg, allow_non_finite);
-  io::ImageDataset test_set;
-  std::unique_ptr<io::ImageFolderLoader> test_stream;
-  if (stream) {
-    check(data.folder(), "--stream reads an image folder: pass --image-folder");
-    check(limit == 0, "--stream evaluates the whole split: leave out --limit");
-    test_stream = data.stream(io::Split::test, cfg, batch, 0, /*train=*/false);
-    check(test_stream->classes() == cfg.classes, "the model has ", cfg.classes, " classes, the folder ",
-          test_stream->classes());
-  } else {
-    test_set = data.load(io::Split::test, cfg);
-    check_classes(test_set, cfg);
-    if (limit > 0) test_set = test_set.head(limit);
-  }
-  const auto halting = dense ? std::nullopt : model::read_halting_options(io::read_safetensors(checkpoint));
-  nlohmann::json j = {{"checkpoint", checkpoint}, {"model", cfg}, {"parameters", m.param_count()}};
+  nlohmann::json j = {{"checkpoint", checkpoint}};
   double accuracy = 0, loss = 0;
   index_t count = 0;
-  if (halting) {
-    model::HaltingVit hv(m, *halting);
-    const auto e = stream ? train::evaluate_halting_source(hv, *test_stream) : train::evaluate_halting(hv, test_set, batch);
-    accuracy = e.accuracy, loss = e.loss, count = e.count;
-    j["halting"] = *halting;
-    j["keep_per_layer"] = e.keep;
-    j["mean_keep"] = e.mean_keep;
-    std::printf("halting: mean keep ratio %.3f, per layer", e.mean_keep);
-    for (double k : e.keep) std::printf(" %.2f", k);
-    std::printf("\n");
-  } else {
+  const auto run = [&](auto& m) {
+    j["model"] = cfg;
+    j["parameters"] = m.param_count();
+    io::ImageDataset test_set;
+    std::unique_ptr<io::ImageFolderLoader> test_stream;
+    if (stream) {
+      check(data.folder(), "--stream reads an image folder: pass --image-folder");
+      check(limit == 0, "--stream evaluates the whole split: leave out --limit");
+      test_stream = data.stream(io::Split::test, cfg, batch, 0, /*train=*/false);
+      check(test_stream->classes() == cfg.classes, "the model has ", cfg.classes, " classes, the folder ",
+            test_stream->classes());
+    } else {
+      test_set = data.load(io::Split::test, cfg);
+      check_classes(test_set, cfg);
+      if (limit > 0) test_set = test_set.head(limit);
+    }
+    if constexpr (std::is_same_v<std::decay_t<decltype(m)>, model::VitModel<float>>) {
+      if (halting) {
+        model::HaltingVit hv(m, *halting);
+        const auto e = stream ? train::evaluate_halting_source(hv, *test_stream) : train::evaluate_halting(hv, test_set, batch);
+        accuracy = e.accuracy, loss = e.loss, count = e.count;
+        j["halting"] = *halting;
+        j["keep_per_layer"] = e.keep;
+        j["mean_keep"] = e.mean_keep;
+        std::printf("halting: mean keep ratio %.3f, per layer", e.mean_keep);
+        for (double k : e.keep) std::printf(" %.2f", k);
+        std::printf("\n");
+        return;
+      }
+    }
     const auto e = stream ? train::evaluate_source(m, *test_stream) : train::evaluate(m, test_set, batch);
     accuracy = e.accuracy, loss = e.loss, count = e.count;
+  };
+  if (student) {
+    auto m = zoo::load_student<float>(checkpoint, &cfg, nullptr, allow_non_finite);
+    j["mixer_per_layer"] = student->mixer_per_layer;
+    std::printf("student:");
+    for (std::size_t l = 0; l < student->mixer_per_layer.size(); ++l) std::printf(" %zu:%s", l, student->mixer_per_layer[l].c_str());
+    std::printf("\n");
+    run(m);
+  } else {
+    auto m = arch.empty() ? model::load_vit<float>(checkpoint, &cfg, allow_non_finite)
+                          : model::load_vit_arch<float>(checkpoint, arch, &cfg, allow_non_finite);
+    run(m);
   }
   j["images"] = count;
   j["accuracy"] = accuracy;

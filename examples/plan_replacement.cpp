@@ -2,29 +2,36 @@
 // verified (issue 18; docs/planner.md).
 //
 //   plan_replacement --checkpoint models/vit-fmnist.safetensors --study docs/results/paper \
-//                    --budget 0.01 --objective flops --tokens 1024 --out results/plan
+//                    --budget 0.01 --objective latency --tokens 1024 --out results/plan
 //
 // Predictions: every (layer, mixer)'s single-layer drop measured by a study's sweep (its
 // runs/sweep-*.json: the mean over seeds and its standard error; --study repeated pools the
-// sweeps of studies with the same protocol); costs: the mixer's parameters
-// or forward FLOPs per sequence at --tokens (default: the teacher's) against attention's. The
+// sweeps of studies with the same protocol); costs: the mixer's parameters, forward FLOPs per
+// sequence at --tokens (default: the teacher's), or forward latency measured here on 8
+// sequences of --tokens (analysis::MixerRig, median of --latency-reps; cached in
+// <out>/latency.json for this machine and thread count), against attention's. The
 // plan minimises the summed cost subject to the summed predicted drop <= budget (exact DP,
 // distill::solve); then each plan is distilled with the study's protocol and budget (its
 // config.json) and measured on the test set, and the predictions are corrected until a student
 // meets the budget or --max-runs is spent (distill::back_off). Resumable: every measured plan is
 // kept in <out>/runs/ and reused. Writes <out>/plan.json (the last plan; replace_layers --plan
-// file:<out>/plan.json distils it again), <out>/student.safetensors (its student),
-// <out>/result.json and <out>/report.md.
+// file:<out>/plan.json distils it again), <out>/student.safetensors (its student; `evaluate`
+// rebuilds it from its metadata), <out>/result.json and <out>/report.md: every distilled plan
+// and the study's fixed plans side by side with their parameters and end-to-end forward
+// latency (measured in this run) and which of them lie on the Pareto front.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
 #include "data.hpp"
 #include "flags.hpp"
+#include "seqswap/analysis/cost.hpp"
 #include "seqswap/analysis/stats.hpp"
 #include "seqswap/analysis/study_config.hpp"
 #include "seqswap/distill/planner.hpp"
@@ -49,12 +56,67 @@ json read_json(const fs::path& p, const std::string& what) {
   }
 }
 
-// One mixer's cost of one layer under the objective.
-double mixer_cost(const std::string& mixer, const model::VitConfig& cfg, const std::string& objective, index_t tokens) {
+zoo::AnyMixer<float> seated(const std::string& mixer, const model::VitConfig& cfg) {
   zoo::AnyMixer<float> slot;  // the registry seats attention as the teacher has it
   zoo::seat_mixer(slot, mixer == distill::kKeepAttention ? "softmax_attention" : mixer, cfg, json::object());
+  return slot;
+}
+
+// Forward latency (ms) of every mixer (and attention) at the teacher's width on kLatencyBatch
+// sequences of `tokens`, measured here, or read from <out>/latency.json when it was measured
+// on this machine with these threads, tokens and width before.
+constexpr index_t kLatencyBatch = 8;
+std::map<std::string, double> mixer_latencies(std::vector<std::string> mixers, const model::VitConfig& cfg,
+                                              index_t tokens, int reps, const fs::path& cache,
+                                              const std::function<void(const std::string&)>& say) {
+  mixers.insert(mixers.begin(), distill::kKeepAttention);
+  const json key{{"machine", analysis::machine_name()}, {"tokens", tokens}, {"width", cfg.width},
+                 {"heads", cfg.heads}, {"batch", kLatencyBatch}};
+  json cached = json::object();
+  if (fs::is_regular_file(cache)) {
+    try {
+      cached = json::parse(std::ifstream(cache));
+    } catch (const json::exception&) {
+      say("ignoring " + cache.string() + ": not valid JSON (measuring again)");
+    }
+  }
+  if (!cached.is_object() || cached.value("key", json()) != key) cached = json{{"key", key}, {"forward_ms", json::object()}};
+  std::map<std::string, double> ms;
+  for (const auto& m : mixers) {
+    if (cached["forward_ms"].contains(m)) {
+      ms[m] = cached["forward_ms"][m];
+      continue;
+    }
+    analysis::MixerRig rig(seated(m, cfg), kLatencyBatch, tokens, cfg.width, 1);
+    ms[m] = rig.forward_ms(reps);
+    cached["forward_ms"][m] = ms[m];
+    io::write_file_atomic(cache, cached.dump(2) + "\n");
+    say("latency of " + m + " at " + std::to_string(tokens) + " tokens: " + std::to_string(ms[m]) + " ms per " +
+        std::to_string(kLatencyBatch) + " sequences (" + key["machine"].get<std::string>() + ")");
+  }
+  return ms;
+}
+
+// One mixer's cost of one layer under the objective.
+double mixer_cost(const std::string& mixer, const model::VitConfig& cfg, const std::string& objective, index_t tokens,
+                  const std::map<std::string, double>& latency) {
+  if (objective == "latency") return latency.at(mixer);
+  const auto slot = seated(mixer, cfg);
   if (objective == "params") return double(slot.param_count());
   return slot.flops(Layout::dense(1, tokens, cfg.width));  // "flops": one sequence of `tokens`
+}
+
+// A student's end-to-end forward: median ms over `reps` batches of kE2eBatch images (the weights
+// do not matter for the time, so the plan is seated on a copy of the teacher without training).
+constexpr index_t kE2eBatch = 64;
+double student_forward_ms(const zoo::StudentModel<float>& teacher, const model::VitConfig& cfg,
+                          const std::vector<std::string>& per_layer, int reps) {
+  auto student = teacher;
+  zoo::replace_layers(student, cfg, per_layer, {});
+  const index_t numel = cfg.channels * cfg.image_size * cfg.image_size;
+  std::vector<float> images(std::size_t(kE2eBatch * numel));
+  for (std::size_t i = 0; i < images.size(); ++i) images[i] = float(i % 17) * 0.05f;
+  return analysis::median_ms([&] { student.forward(images.data(), kE2eBatch, numel); }, 1, reps);
 }
 
 }  // namespace
@@ -65,7 +127,7 @@ int main(int argc, char** argv) try {
   std::vector<std::string> study_dirs;
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
-  int max_runs = 4;
+  int max_runs = 4, latency_reps = 5;
   bool quiet = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
@@ -73,10 +135,14 @@ int main(int argc, char** argv) try {
                  "pool the sweeps of studies run with the same protocol (the first one's protocol is used)")
       ->required();
   app.add_option("--budget", budget, "accuracy drop allowed, a fraction (0.01 = one point)")->check(CLI::Range(0.0, 0.999));
-  app.add_option("--objective", objective, "what to minimise: flops (per sequence at --tokens) or params")
-      ->check(CLI::IsMember({"flops", "params"}));
+  app.add_option("--objective", objective, "what to minimise: latency (measured here at --tokens), flops (per "
+                 "sequence at --tokens) or params")
+      ->check(CLI::IsMember({"latency", "flops", "params"}));
   app.add_option("--mixers", mixers_csv, "comma-separated mixers to consider (default: every mixer the sweep measured)");
-  app.add_option("--tokens", tokens, "sequence length for the FLOPs objective (0 = the teacher's)")->check(flags::FiniteNonNegative);
+  app.add_option("--tokens", tokens, "sequence length for the latency and FLOPs objectives (0 = the teacher's)")
+      ->check(flags::FiniteNonNegative);
+  app.add_option("--latency-reps", latency_reps, "timed repetitions per latency (median; also for the report's "
+                 "end-to-end latencies)")->check(CLI::Range(1, 1000));
   app.add_option("--max-runs", max_runs, "students distilled and measured at most")->check(CLI::Range(1, 100));
   app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--test-limit", test_limit, "measure on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
@@ -87,7 +153,8 @@ int main(int argc, char** argv) try {
   const fs::path out(out_dir), study(study_dirs.front());
   std::string study_dir;
   for (const auto& d : study_dirs) study_dir += (study_dir.empty() ? "" : "`, `") + d;
-  for (const char* f : {"plan.json", "result.json", "report.md", "student.safetensors"}) io::check_writable(out / f, "--out");
+  for (const char* f : {"plan.json", "result.json", "report.md", "student.safetensors", "latency.json"})
+    io::check_writable(out / f, "--out");
   fs::create_directories(out / "runs");
 
   // The study's protocol and its single-layer measurements.
@@ -130,10 +197,20 @@ int main(int argc, char** argv) try {
       if (std::find(mixers.begin(), mixers.end(), key.first) == mixers.end()) mixers.push_back(key.first);
   }
 
+  const auto say = [&](const std::string& s) {
+    if (!quiet) std::fprintf(stderr, "plan_replacement: %s\n", s.c_str());
+  };
+  for (const auto& m : mixers)  // before any latency is measured for it
+    check(std::any_of(sweep.begin(), sweep.end(), [&](const auto& kv) { return kv.first.first == m; }),
+          "--mixers: the study measured no single-layer run of '", m, "' in any layer");
+  const auto latency = objective == "latency"
+                           ? mixer_latencies(mixers, cfg, tokens, latency_reps, out / "latency.json", say)
+                           : std::map<std::string, double>{};
+
   // The problem: per layer, attention and every mixer with its predicted drop and cost.
   distill::PlanProblem problem;
   problem.budget = budget;
-  const double attention_cost = mixer_cost(distill::kKeepAttention, cfg, objective, tokens);
+  const double attention_cost = mixer_cost(distill::kKeepAttention, cfg, objective, tokens, latency);
   for (index_t l = 0; l < cfg.depth; ++l) {
     std::vector<distill::LayerOption> opts{{distill::kKeepAttention, attention_cost, 0.0, 0.0}};
     for (const auto& m : mixers) {
@@ -147,7 +224,7 @@ int main(int argc, char** argv) try {
       }
       const auto& d = it->second;
       const double se = d.size() > 1 ? analysis::sample_std(d) / std::sqrt(double(d.size())) : 0.0;
-      opts.push_back({m, mixer_cost(m, cfg, objective, tokens), analysis::mean(d), se});
+      opts.push_back({m, mixer_cost(m, cfg, objective, tokens, latency), analysis::mean(d), se});
     }
     problem.layers.push_back(std::move(opts));
   }
@@ -157,9 +234,6 @@ int main(int argc, char** argv) try {
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
   const double teacher_acc = train::evaluate(teacher, test_set).accuracy;
-  const auto say = [&](const std::string& s) {
-    if (!quiet) std::fprintf(stderr, "plan_replacement: %s\n", s.c_str());
-  };
   say("teacher " + std::to_string(teacher_acc) + " on " + std::to_string(test_set.count) + " test images; " +
       std::to_string(mixers.size()) + " mixers x " + std::to_string(cfg.depth) + " layers; budget " +
       std::to_string(budget) + ", objective " + objective + " at " + std::to_string(tokens) + " tokens");
@@ -170,6 +244,8 @@ int main(int argc, char** argv) try {
   int run = 0;
   bool force = false;  // distil even when the plan was measured before (the final student)
   const auto started = std::chrono::steady_clock::now();
+  double distill_seconds = 0;  // over the runs distilled so far (for the estimate of what is left)
+  int distilled = 0;
   const auto measure = [&](const distill::Choice& c) {
     std::vector<std::string> per_layer;
     std::string key;
@@ -193,18 +269,27 @@ int main(int argc, char** argv) try {
       }
     }
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    say((force ? std::string("final student") : "run " + std::to_string(run) + " of at most " + std::to_string(max_runs)) + ": distilling " +
+    const std::string what = force ? std::string("final student") : "run " + std::to_string(run);
+    say(what + (force ? "" : " of at most " + std::to_string(max_runs)) + ": distilling " +
         std::to_string(plan.layers.size()) + " replaced layers (predicted drop " + std::to_string(c.drop) +
-        "), elapsed " + io::Progress::hms(el));
+        "), elapsed " + io::Progress::hms(el) +
+        (distilled > 0 ? ", about " + io::Progress::hms(distill_seconds / distilled) + " per run" : std::string()) +
+        (distilled > 0 && !force
+             ? ", at most " + io::Progress::hms(distill_seconds / distilled * (max_runs - run + 1)) + " left"
+             : std::string()));
+    const auto run_start = std::chrono::steady_clock::now();
+    io::Progress p1(what + " stage1", sc.stage1_steps, 10.0, quiet), p2(what + " stage2", sc.stage2_steps, 10.0, quiet);
     const distill::Stage1Options s1{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1,
                                     .ce_weight = sc.stage1_ce_weight, .mse_weight = sc.stage1_mse_weight,
                                     .free_running = sc.protocol == "free", .seed = sc.seed + 1};
     const distill::Stage2Options s2{.steps = sc.stage2_steps, .batch = sc.batch, .lr = sc.lr2, .seed = sc.seed + 2};
     if (!plan.layers.empty()) {
-      distill::stage1(teacher, student, plan, train_set, s1);
-      distill::stage2(teacher, student, train_set, s2);
+      distill::stage1(teacher, student, plan, train_set, s1, &p1);
+      distill::stage2(teacher, student, train_set, s2, &p2);
     }
     const double acc = train::evaluate(student, test_set).accuracy;
+    distill_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    ++distilled;
     const json r{{"plan", per_layer}, {"predicted_drop", c.drop}, {"cost", c.cost}, {"accuracy", acc},
                  {"drop", teacher_acc - acc}, {"params", student.param_count()}};
     io::write_file_atomic(rec, r.dump(2) + "\n");
@@ -225,79 +310,145 @@ int main(int argc, char** argv) try {
     measure(final_plan);
   }
   io::write_file_atomic(out / "plan.json", distill::plan_json(problem, final_plan, objective).dump(2) + "\n");
-  io::save_checkpoint(out / "student.safetensors", *last_student, cfg, {{"mixer", json(final_mixers).dump()}});
+  io::save_checkpoint(out / "student.safetensors", *last_student, cfg, zoo::student_metadata(final_mixers));
 
-  json attempts = json::array();
+  // Every student of the report: the planner's measured plans and the study's fixed plans, each
+  // with its parameters and end-to-end forward latency measured here side by side.
+  struct Point {
+    std::string source, plan;  // "planner run k" / "study", human-readable plan
+    std::vector<std::string> per_layer;
+    double drop = 0;           // measured (one seed) or mean over the study's seeds
+    std::size_t n = 1;
+    double cost_ratio = 0;     // objective cost / all-attention cost (mixer part)
+    std::size_t params = 0;
+    double forward_ms = 0;
+    bool pareto = false;
+  };
+  std::vector<Point> points;
+  const double all_attention = attention_cost * double(cfg.depth);
+  const auto describe = [&](const std::vector<std::string>& per_layer) {
+    std::string p;
+    for (std::size_t l = 0; l < per_layer.size(); ++l)
+      if (per_layer[l] != distill::kKeepAttention) p += (p.empty() ? "" : ", ") + std::to_string(l) + ": " + per_layer[l];
+    return p.empty() ? std::string("(all attention)") : p;
+  };
+  const auto student_params = [&](const std::vector<std::string>& per_layer) {
+    auto s = teacher;
+    zoo::replace_layers(s, cfg, per_layer, {});
+    return s.param_count();
+  };
+  for (std::size_t k = 0; k < result.attempts.size(); ++k) {
+    const auto& a = result.attempts[k];
+    Point pt{.source = "planner run " + std::to_string(k + 1), .drop = a.measured, .cost_ratio = a.choice.cost / all_attention};
+    for (std::size_t l = 0; l < a.choice.option.size(); ++l) pt.per_layer.push_back(problem.layers[l][a.choice.option[l]].mixer);
+    pt.plan = describe(pt.per_layer);
+    points.push_back(pt);
+  }
+  // The study's fixed plans (one mixer in the sparsest / densest / random g layers): their mean
+  // measured drop over the study's seeds and their cost under the same objective.
+  std::map<std::pair<std::string, std::string>, std::vector<double>> fixed;
+  std::map<std::pair<std::string, std::string>, std::vector<index_t>> fixed_layers;
+  for (const auto& dir : study_dirs)
+    for (const auto& e : fs::directory_iterator(fs::path(dir) / "runs")) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("group-", 0) != 0 || e.path().extension() != ".json") continue;
+      const json r = read_json(e.path(), "--study");
+      std::string plan = r.at("plan");
+      if (plan.rfind("random:", 0) == 0) plan = plan.substr(0, plan.rfind(':'));  // random draws pooled per g
+      const std::pair<std::string, std::string> key{r.at("mixer").get<std::string>(), plan};
+      fixed[key].push_back(r.at("drop_stage2"));
+      fixed_layers.emplace(key, r.at("layers").get<std::vector<index_t>>());  // a random group: its first draw's layers
+    }
+  const std::size_t first_fixed = points.size();
+  std::map<std::string, double> cost_of;
+  for (const auto& [key, drops] : fixed) {
+    if (!cost_of.count(key.first)) cost_of[key.first] = mixer_cost(key.first, cfg, objective, tokens, latency);
+    const auto& layers = fixed_layers[key];
+    const double g = double(layers.size());
+    Point pt{.source = "study " + key.first + " " + key.second, .drop = analysis::mean(drops), .n = drops.size(),
+             .cost_ratio = ((double(cfg.depth) - g) * attention_cost + g * cost_of[key.first]) / all_attention};
+    pt.per_layer.assign(std::size_t(cfg.depth), distill::kKeepAttention);
+    for (index_t l : layers) pt.per_layer[std::size_t(l)] = key.first;
+    pt.plan = describe(pt.per_layer);
+    points.push_back(pt);
+  }
+  say("timing " + std::to_string(points.size() + 1) + " students end to end (batch " + std::to_string(kE2eBatch) + ")");
+  const double teacher_ms = student_forward_ms(teacher, cfg, std::vector<std::string>(std::size_t(cfg.depth), distill::kKeepAttention), latency_reps);
+  for (auto& pt : points) {
+    pt.params = student_params(pt.per_layer);
+    pt.forward_ms = student_forward_ms(teacher, cfg, pt.per_layer, latency_reps);
+  }
+  // Pareto front over (drop, forward latency, parameters): no other student is at least as good
+  // in all three and better in one.
+  for (auto& p : points) {
+    p.pareto = std::none_of(points.begin(), points.end(), [&](const Point& q) {
+      return q.drop <= p.drop && q.forward_ms <= p.forward_ms && q.params <= p.params &&
+             (q.drop < p.drop || q.forward_ms < p.forward_ms || q.params < p.params);
+    });
+  }
+
+  json attempts = json::array(), fixed_json = json::array();
   std::ostringstream md;
   md << "# Replacement plan\n\nTeacher `" << checkpoint << "`, accuracy " << teacher_acc << " on " << test_set.count
      << " test images. Budget " << budget << " (drop), objective " << objective
-     << (objective == "flops" ? " per sequence of " + std::to_string(tokens) + " tokens" : std::string())
+     << (objective == "params" ? std::string() : " per sequence of " + std::to_string(tokens) + " tokens")
+     << (objective == "latency" ? " (forward, " + std::to_string(kLatencyBatch) + " sequences, measured on " +
+                                      analysis::machine_name() + ")"
+                                : std::string())
      << ". Predictions: the single-layer drops of `" << study_dir << "` (mean over seeds); protocol and budget per "
      << "stage: the study's (" << sc.stage1_steps << " + " << sc.stage2_steps << " steps, batch " << sc.batch << ").\n\n";
   md << "| run | plan (layer: mixer) | predicted drop (scale) | measured drop | cost / all-attention cost |\n|---|---|---|---|---|\n";
-  const double all_attention = attention_cost * double(cfg.depth);
   for (std::size_t k = 0; k < result.attempts.size(); ++k) {
     const auto& a = result.attempts[k];
-    std::string p;
-    for (std::size_t l = 0; l < a.choice.option.size(); ++l) {
-      const auto& m = problem.layers[l][a.choice.option[l]].mixer;
-      if (m != distill::kKeepAttention) p += (p.empty() ? "" : ", ") + std::to_string(l) + ": " + m;
-    }
-    if (p.empty()) p = "(all attention)";
-    md << "| " << k + 1 << " | " << p << " | " << a.choice.drop << " (" << a.scale << ") | " << a.measured
-       << " | " << a.choice.cost / all_attention << " |\n";
-    attempts.push_back({{"plan", p}, {"predicted_drop", a.choice.drop}, {"scale", a.scale}, {"measured_drop", a.measured},
-                        {"cost", a.choice.cost}, {"cost_ratio", a.choice.cost / all_attention}});
+    const auto& pt = points[k];
+    md << "| " << k + 1 << " | " << pt.plan << " | " << a.choice.drop << " (" << a.scale << ") | " << a.measured
+       << " | " << pt.cost_ratio << " |\n";
+    attempts.push_back({{"plan", pt.plan}, {"mixer_per_layer", pt.per_layer}, {"predicted_drop", a.choice.drop},
+                        {"scale", a.scale}, {"measured_drop", a.measured}, {"cost", a.choice.cost},
+                        {"cost_ratio", pt.cost_ratio}, {"params", pt.params}, {"forward_ms", pt.forward_ms},
+                        {"pareto", pt.pareto}});
   }
   md << "\n**" << (result.met ? "Met" : "Not met") << "**: the last plan's measured drop " << result.last().measured
      << (result.met ? " is within" : " exceeds") << " the budget " << budget << " after " << result.attempts.size()
      << " measured run(s).\n";
 
-  // Beside the study's fixed plans (one mixer in the sparsest / densest / random g layers): their
-  // mean measured drop over the study's seeds, and their cost under the same objective.
-  std::map<std::pair<std::string, std::string>, std::vector<double>> fixed;
-  std::map<std::pair<std::string, std::string>, std::size_t> fixed_layers;
-  for (const auto& dir : study_dirs)
-  for (const auto& e : fs::directory_iterator(fs::path(dir) / "runs")) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("group-", 0) != 0 || e.path().extension() != ".json") continue;
-    const json r = read_json(e.path(), "--study");
-    std::string plan = r.at("plan");
-    if (plan.rfind("random:", 0) == 0) plan = plan.substr(0, plan.rfind(':'));  // random draws pooled per g
-    const std::pair<std::string, std::string> key{r.at("mixer").get<std::string>(), plan};
-    fixed[key].push_back(r.at("drop_stage2"));
-    fixed_layers[key] = r.at("layers").size();
-  }
-  json fixed_json = json::array();
-  double best_fixed = NAN;
+  double best_fixed = NAN, best_fixed_ms = NAN;
   std::string best_fixed_name;
-  if (!fixed.empty()) {
-    md << "\n### The study's fixed plans\n\nMean stage-2 drop over the study's seeds (n); the planner's runs above are "
-          "one seed each.\n\n| mixer | plan | mean drop (n) | within budget | cost / all-attention cost |\n|---|---|---|---|---|\n";
-    std::map<std::string, double> cost_of;
-    for (const auto& [key, drops] : fixed) {
-      if (!cost_of.count(key.first)) cost_of[key.first] = mixer_cost(key.first, cfg, objective, tokens);
-      const double g = double(fixed_layers[key]);
-      const double ratio = ((double(cfg.depth) - g) * attention_cost + g * cost_of[key.first]) / all_attention;
-      const double d = analysis::mean(drops);
-      const bool within = d <= budget;
-      if (within && !(ratio >= best_fixed)) {
-        best_fixed = ratio;
-        best_fixed_name = key.first + " " + key.second;
-      }
-      md << "| " << key.first << " | " << key.second << " | " << d << " (" << drops.size() << ") | "
-         << (within ? "yes" : "no") << " | " << ratio << " |\n";
-      fixed_json.push_back({{"mixer", key.first}, {"plan", key.second}, {"mean_drop", d}, {"n", drops.size()},
-                            {"cost_ratio", ratio}});
+  for (std::size_t k = first_fixed; k < points.size(); ++k) {
+    const auto& pt = points[k];
+    const bool within = pt.drop <= budget;
+    if (within && !(pt.cost_ratio >= best_fixed)) {
+      best_fixed = pt.cost_ratio;
+      best_fixed_ms = pt.forward_ms;
+      best_fixed_name = pt.source.substr(6);
     }
-    const double mine = final_plan.cost / all_attention;
-    md << "\nCheapest fixed plan within the budget: "
-       << (best_fixed_name.empty() ? std::string("none") : best_fixed_name + ", cost " + std::to_string(best_fixed))
-       << "; the planner's " << (result.met ? "" : "(not met) ") << "plan: cost " << mine << ".\n";
+    fixed_json.push_back({{"plan", pt.source.substr(6)}, {"layers", pt.plan}, {"mean_drop", pt.drop}, {"n", pt.n},
+                          {"cost_ratio", pt.cost_ratio}, {"params", pt.params}, {"forward_ms", pt.forward_ms},
+                          {"pareto", pt.pareto}});
   }
+  md << "\n### Every student side by side\n\nThe planner's runs (one seed each) and the study's fixed plans (mean "
+        "stage-2 drop over the study's seeds, n). Parameters of the whole student; forward: end-to-end latency of "
+     << kE2eBatch << " images at " << cfg.tokens() << " tokens, median of " << latency_reps
+     << ", measured in this run one after another (the teacher: " << teacher_ms
+     << " ms); Pareto: on the front of (drop, forward latency, parameters).\n\n"
+     << "| student | plan (layer: mixer) | drop (n) | within budget | cost / all-attention | params | forward ms | Pareto |\n"
+     << "|---|---|---|---|---|---|---|---|\n";
+  for (const auto& pt : points)
+    md << "| " << pt.source << " | " << pt.plan << " | " << pt.drop << " (" << pt.n << ") | "
+       << (pt.drop <= budget ? "yes" : "no") << " | " << pt.cost_ratio << " | " << pt.params << " | " << pt.forward_ms
+       << " | " << (pt.pareto ? "yes" : "") << " |\n";
+  const auto& mine = points[result.attempts.size() - 1];
+  if (first_fixed < points.size())
+    md << "\nCheapest fixed plan within the budget: "
+       << (best_fixed_name.empty() ? std::string("none")
+                                   : best_fixed_name + ", cost " + std::to_string(best_fixed) + ", forward " +
+                                         std::to_string(best_fixed_ms) + " ms")
+       << "; the planner's " << (result.met ? "" : "(not met) ") << "plan: cost " << mine.cost_ratio << ", forward "
+       << mine.forward_ms << " ms.\n";
   io::write_file_atomic(out / "report.md", md.str());
   io::write_file_atomic(out / "result.json", json{{"teacher_accuracy", teacher_acc}, {"budget", budget},
                                                   {"objective", objective}, {"tokens", tokens}, {"met", result.met},
+                                                  {"machine", analysis::machine_name()}, {"teacher_forward_ms", teacher_ms},
                                                   {"attempts", attempts}, {"mixers", final_mixers},
                                                   {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed}}
                                                 .dump(2) + "\n");

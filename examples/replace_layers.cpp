@@ -159,9 +159,9 @@ int main(int argc, char** argv) try {
         << distill::mixer_params(teacher, l) << ',' << distill::mixer_params(student, l) << '\n';
   }
   io::write_file_atomic(dir / "layers.csv", csv.str());
-  io::save_checkpoint(dir / "student.safetensors", student, cfg,
-                      {{"mixers", nlohmann::json(plan.layers).dump()},
-                       {"mixer", from_file ? nlohmann::json(per_layer).dump() : rep.mixer}});
+  std::vector<std::string> described(std::size_t(cfg.depth), distill::kKeepAttention);  // evaluate rebuilds it from this
+  for (index_t l : plan.layers) described[std::size_t(l)] = per_layer[std::size_t(l)];
+  io::save_checkpoint(dir / "student.safetensors", student, cfg, zoo::student_metadata(described, rep.mixer_options));
   std::printf("teacher %.4f  stage1 %.4f  stage2 %.4f  drop %.4f  params %zu -> %zu\n", teacher_eval.accuracy,
               eval1.accuracy, eval2.accuracy, teacher_eval.accuracy - eval2.accuracy, teacher.param_count(),
               student.param_count());

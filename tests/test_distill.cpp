@@ -3,6 +3,8 @@
 #include "seqswap/zoo/student.hpp"
 #include "test_util.hpp"
 
+#include <unistd.h>
+
 using namespace seqswap;
 
 namespace {
@@ -233,4 +235,60 @@ TEST_CASE("the normalised error: 1 for each sequence's mean token, 0 for the tar
   REQUIRE(e.sse == Approx(56.0));
   REQUIRE(e.n == 8.0);
   REQUIRE(distill::detail::error_sums(t, t).sse == 0.0);
+}
+
+TEST_CASE("a student checkpoint loads back with its mixers (metadata 'student', and the older form)", "[distill]") {
+  auto teacher = teacher_model(4);
+  const auto cfg = tiny();
+  auto student = teacher;
+  const std::vector<std::string> per_layer{"min_gru", distill::kKeepAttention, "selective_ssm"};
+  const nlohmann::json options{{"expand", 2}};
+  zoo::replace_layers(student, cfg, per_layer, {.mixer_options = options, .seed = 5});
+  student.init(9);  // weights that differ from the teacher's and any fresh initialisation
+  const auto dir = std::filesystem::temp_directory_path() / ("seqswap_student_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto data = synthetic(4, 7);
+  io::BatchLoader loader(data, 4, false, 0);
+  std::vector<float> x;
+  std::vector<std::int32_t> y;
+  loader.next(x, y);
+  const auto s = student.forward(x.data(), 4, 64);
+  const std::vector<float> want(s.data, s.data + 12);
+
+  io::save_checkpoint(dir / "s.safetensors", student, cfg, zoo::student_metadata(per_layer, options));
+  model::VitConfig got_cfg;
+  zoo::StudentDescription d;
+  auto back = zoo::load_student<float>(dir / "s.safetensors", &got_cfg, &d);
+  REQUIRE(d.mixer_per_layer == per_layer);
+  REQUIRE(d.mixer_options == options);
+  REQUIRE(back.param_count() == student.param_count());
+  REQUIRE(back.net().mixer(0).kind_name() == "min_gru");
+  REQUIRE(back.net().mixer(1).kind_name() == "softmax_attention");
+  const auto b = back.forward(x.data(), 4, 64);
+  for (int i = 0; i < 12; ++i) REQUIRE(b.data[i] == want[std::size_t(i)]);
+
+  // The form replace_layers wrote before: "mixers" (replaced layers) + one "mixer" name.
+  auto one = teacher;
+  zoo::replace_layers(one, cfg, distill::parse_plan("layers:0,2", 3), {.mixer = "selective_ssm"});
+  io::save_checkpoint(dir / "old.safetensors", one, cfg, {{"mixers", "[0,2]"}, {"mixer", "selective_ssm"}});
+  auto old = zoo::load_student<float>(dir / "old.safetensors", nullptr, &d);
+  REQUIRE(d.mixer_per_layer == std::vector<std::string>{"selective_ssm", distill::kKeepAttention, "selective_ssm"});
+  REQUIRE(old.param_count() == one.param_count());
+
+  // A plain teacher loads as a student with attention everywhere.
+  io::save_checkpoint(dir / "t.safetensors", teacher, cfg);
+  REQUIRE(zoo::load_student<float>(dir / "t.safetensors").param_count() == teacher.param_count());
+
+  // Metadata that names an unknown mixer, or too few layers, is refused by name.
+  io::save_checkpoint(dir / "bad.safetensors", student, cfg, zoo::student_metadata({"min_gru", "mamba", "attention"}));
+  REQUIRE_THROWS_WITH(zoo::load_student<float>(dir / "bad.safetensors"),
+                      Catch::Contains("unknown mixer 'mamba'") && Catch::Contains("bad.safetensors"));
+  io::save_checkpoint(dir / "short.safetensors", student, cfg, zoo::student_metadata({"min_gru"}));
+  REQUIRE_THROWS_WITH(zoo::load_student<float>(dir / "short.safetensors"),
+                      Catch::Contains("names 1 layers, the config's depth is 3"));
+  // Metadata that disagrees with the tensors fails in the strict load, not silently.
+  io::save_checkpoint(dir / "mismatch.safetensors", student, cfg,
+                      zoo::student_metadata({"selective_ssm", "attention", "min_gru"}, options));
+  REQUIRE_THROWS(zoo::load_student<float>(dir / "mismatch.safetensors"));
+  std::filesystem::remove_all(dir);
 }

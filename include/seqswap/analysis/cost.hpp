@@ -4,9 +4,12 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "seqswap/analysis/stats.hpp"
+#include "seqswap/backend/host.hpp"
 #include "seqswap/core/rng.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
@@ -76,5 +79,21 @@ class MixerRig {
   Layout layout_;
   std::vector<T> x_, dy_, dx_;
 };
+
+// The machine a measured latency belongs to: the CPU's model name (Linux /proc/cpuinfo) and the
+// threads the host backend runs with, e.g. "AMD EPYC 9B14, 2 threads". Latencies cached under
+// one machine's name are not reused on another.
+inline std::string machine_name() {
+  std::string cpu = "unknown CPU";
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const auto colon = line.find(':');
+    if (colon != std::string::npos) cpu = line.substr(line.find_first_not_of(' ', colon + 1));
+    break;
+  }
+  const int threads = host::max_threads();
+  return cpu + ", " + std::to_string(threads) + (threads == 1 ? " thread" : " threads");
+}
 
 }  // namespace seqswap::analysis
