@@ -1,25 +1,37 @@
 #!/usr/bin/python3
-"""seqswap vs PyTorch eager on the same configurations, side by side in one session.
+"""seqswap vs PyTorch on the same configurations, side by side in one session.
 
     /usr/bin/python3 benchmarks/compare_torch.py [--build-dir build/release] [--threads 2]
-        [--rounds 2] [--quick] [--out docs/performance-compare.md] [--plot DIR]
+        [--rounds 2] [--reps 5] [--quick] [--groups teacher,vit_tiny,mixers]
+        [--torch-pypi PYTHON | --no-torch-pypi] [--out F.md] [--json F.json] [--plot DIR]
 
-Runs with Debian's python3-torch (/usr/bin/python3). PyTorch runs at its best thread setting
-on this machine: OPENBLAS_NUM_THREADS=1 (set before torch is imported) and
-torch.set_num_threads(--threads); seqswap runs with OMP_NUM_THREADS=--threads. The groups
-alternate: PyTorch group, seqswap group, next group, and the whole sequence repeats --rounds
-times; each figure is the median over rounds of a median over repetitions after warm-up.
-Ratios are throughput ratios, seqswap / PyTorch (= PyTorch time / seqswap time): 3.42x means
-seqswap does the same work 3.42 times as fast.
+Anchors, each measured by benchmarks/torch_worker.py in a process of its own (two PyTorch
+versions cannot share one interpreter), alternating with seqswap in the same run:
+  torch 1.13    Debian's python3-torch with OpenBLAS, run by /usr/bin/python3, eager mode;
+  eager         a current PyTorch from PyPI (MKL, oneDNN), eager mode;
+  compile       the same PyTorch with the module under torch.compile (inductor's C++ code);
+                compiling happens in the warm-up, is not timed, and its seconds are reported.
+The PyPI interpreter is --torch-pypi, else $SEQSWAP_TORCH_PYPI_VENV/bin/python, else
+~/.cache/seqswap/torch-pypi/bin/python (filled by `cmake/install-deps.sh --with-torch-pypi`);
+when none exists those columns are left out with a note saying so.
+
+Every PyTorch runs at its best thread setting on this machine: intra-op threads = --threads
+(torch.set_num_threads) and OPENBLAS_NUM_THREADS=1 for Debian's OpenBLAS; seqswap runs with
+OMP_NUM_THREADS=--threads. Within a round every group runs each anchor and then seqswap; the
+whole sequence repeats --rounds times. A figure of a round is the median over --reps
+repetitions after warm-up; the table gives the median over rounds and, in brackets, every
+round's own ratio. Ratios are throughput ratios, seqswap / PyTorch (= PyTorch time / seqswap
+time): 3.42x means seqswap does the same work 3.42 times as fast.
 
 The "straightforward PyTorch form" of a scan-based mixer is its recurrence written as a Python
 loop over the tokens (batched over sequences and channels), which is how such a mixer is
 usually first written; the multi-head LSTM/GRU use nn.LSTM/nn.GRU with the heads folded into
-the batch (the same FLOPs; weights shared across heads).
+the batch (the same FLOPs; weights shared across heads). Under torch.compile only the teacher,
+the ViT-Tiny stack and the two attention mixers run (compiling a Python loop over 1024 tokens
+unrolls it token by token).
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -32,24 +44,36 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--rounds", type=int, default=2)
 ap.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (after 2 warm-ups)")
 ap.add_argument("--quick", action="store_true", help="N up to 1024, fewer rows (a few minutes)")
+ap.add_argument("--groups", default="teacher,vit_tiny,mixers", help="comma-separated subset of the groups")
+ap.add_argument("--torch-pypi", help="python of the PyPI PyTorch environment")
+ap.add_argument("--no-torch-pypi", action="store_true", help="measure Debian's PyTorch only")
 ap.add_argument("--out", help="also write the table (markdown) here")
 ap.add_argument("--json", help="also write every figure (JSON) here")
 ap.add_argument("--plot", help="write latency-vs-N data and a gnuplot PNG into this folder")
 args = ap.parse_args()
 
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ["OMP_NUM_THREADS"] = str(args.threads)
-import torch  # noqa: E402  (after the environment is set)
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+ALL_GROUPS = ["teacher", "vit_tiny", "mixers"]
+groups = args.groups.split(",")
+for g in groups:
+    if g not in ALL_GROUPS:
+        sys.exit(f"compare_torch.py: unknown group '{g}' in --groups (expected a subset of {','.join(ALL_GROUPS)})")
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "torch_worker.py")
+NS = [50, 197, 1024] if args.quick else [50, 197, 1024, 4096]
 
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
-_blas = os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")
-if "openblas" not in _blas:
-    print(f"warning: libblas.so.3 is {_blas}, not OpenBLAS: Debian's torch then runs its matrix products in the "
-          "reference BLAS, far from its best (cmake/install-deps.sh --with-torch installs libopenblas0-pthread)",
-          file=sys.stderr)
+anchors = [("torch 1.13", "/usr/bin/python3", "eager")]
+pypi_note = ""
+if not args.no_torch_pypi:
+    venv = os.environ.get("SEQSWAP_TORCH_PYPI_VENV", os.path.expanduser("~/.cache/seqswap/torch-pypi"))
+    pypi = args.torch_pypi or os.path.join(venv, "bin", "python")
+    if os.access(pypi, os.X_OK):
+        anchors += [("eager", pypi, "eager"), ("compile", pypi, "compile")]
+    elif args.torch_pypi:
+        sys.exit(f"compare_torch.py: --torch-pypi {pypi} is not an executable python")
+    else:
+        pypi_note = (f"No PyPI PyTorch at {pypi} (cmake/install-deps.sh --with-torch-pypi installs one): "
+                     "current-PyTorch columns left out.")
+        print("compare_torch.py: " + pypi_note, file=sys.stderr)
 
 BENCH_OPS = os.path.join(args.build_dir, "benchmarks", "bench_ops")
 BENCH_MIXERS = os.path.join(args.build_dir, "benchmarks", "bench_mixers")
@@ -58,159 +82,6 @@ for b in (BENCH_OPS, BENCH_MIXERS):
         sys.exit(f"compare_torch.py: expected the benchmark binary {b}; build it with "
                  f"`cmake --build {args.build_dir} --target bench_ops bench_mixers` or pass --build-dir")
 
-NS = [50, 197, 1024] if args.quick else [50, 197, 1024, 4096]
-LOOP_NS = [50, 197, 1024]  # Python-loop forms: longer sequences take minutes in eager mode
-B, D, H = 8, 192, 3
-
-
-def median_ms(fn, reps=args.reps, warmup=2):
-    for _ in range(warmup):
-        fn()
-    t = []
-    for _ in range(reps):
-        a = time.perf_counter()
-        fn()
-        t.append((time.perf_counter() - a) * 1e3)
-    return statistics.median(t)
-
-
-# ---------------------------------------------------------------- PyTorch modules
-class Attention(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.h, s.qkv, s.proj = h, nn.Linear(d, 3 * d), nn.Linear(d, d)
-
-    def forward(s, x):
-        b, n, d = x.shape
-        q, k, v = s.qkv(x).view(b, n, 3, s.h, d // s.h).permute(2, 0, 3, 1, 4)
-        a = (q @ k.transpose(-1, -2) * (d // s.h) ** -0.5).softmax(-1)
-        return s.proj((a @ v).transpose(1, 2).reshape(b, n, d))
-
-
-class LinearAttention(Attention):  # elu + 1 features, non-causal
-    def forward(s, x):
-        b, n, d = x.shape
-        q, k, v = s.qkv(x).view(b, n, 3, s.h, d // s.h).permute(2, 0, 3, 1, 4)
-        q, k = F.elu(q) + 1, F.elu(k) + 1
-        kv = k.transpose(-1, -2) @ v                     # (b, h, d, d)
-        z = k.sum(2, keepdim=True)                       # (b, h, 1, d)
-        y = (q @ kv) / (q * z).sum(-1, keepdim=True).clamp_min(1e-6)
-        return s.proj(y.transpose(1, 2).reshape(b, n, d))
-
-
-class MinGruLoop(nn.Module):  # bidirectional, expand 1, directions summed
-    def __init__(s, d):
-        super().__init__()
-        s.fwd, s.bwd, s.proj = nn.Linear(d, 2 * d), nn.Linear(d, 2 * d), nn.Linear(d, d)
-
-    def scan(s, lin, x, reverse):
-        u, hc = lin(x).chunk(2, -1)
-        z = torch.sigmoid(u)
-        h = torch.zeros_like(hc[:, 0])
-        out = [None] * x.shape[1]
-        for t in (reversed(range(x.shape[1])) if reverse else range(x.shape[1])):
-            h = (1 - z[:, t]) * h + z[:, t] * hc[:, t]
-            out[t] = h
-        return torch.stack(out, 1)
-
-    def forward(s, x):
-        return s.proj(s.scan(s.fwd, x, False) + s.scan(s.bwd, x, True))
-
-
-class DiagSsmLoop(nn.Module):  # S4D-real, state 16, ZOH, bidirectional
-    def __init__(s, d, ns=16):
-        super().__init__()
-        s.inp, s.proj = nn.Linear(d, d), nn.Linear(d, d)
-        s.A = [-(torch.arange(1, ns + 1).float().repeat(d, 1)) for _ in range(2)]
-        s.Bm = [nn.Parameter(torch.randn(d, ns) * 0.1) for _ in range(2)]
-        s.C = [nn.Parameter(torch.randn(d, ns) * 0.1) for _ in range(2)]
-        s.dt = [nn.Parameter(torch.full((d, 1), 0.01)) for _ in range(2)]
-        s.Dskip = nn.Parameter(torch.ones(d))
-
-    def scan(s, u, i, reverse):
-        Ab = torch.exp(s.dt[i] * s.A[i])                  # (d, ns)
-        Bb = (Ab - 1) / s.A[i] * s.Bm[i]
-        h = torch.zeros(u.shape[0], *Ab.shape)
-        out = [None] * u.shape[1]
-        for t in (reversed(range(u.shape[1])) if reverse else range(u.shape[1])):
-            h = Ab * h + Bb * u[:, t, :, None]
-            out[t] = (h * s.C[i]).sum(-1)
-        return torch.stack(out, 1)
-
-    def forward(s, x):
-        u = s.inp(x)
-        return s.proj(s.scan(u, 0, False) + s.scan(u, 1, True) + s.Dskip * u)
-
-
-class SelectiveLoop(nn.Module):  # Mamba S6, expand 1, state 16, conv 4, bidirectional
-    def __init__(s, d, ns=16, k=4):
-        super().__init__()
-        e, s.r, s.ns = d, math.ceil(d / 16), ns
-        s.inp, s.proj = nn.Linear(d, 2 * e), nn.Linear(e, d)
-        s.conv = nn.ModuleList(nn.Conv1d(e, e, k, padding=k - 1, groups=e) for _ in range(2))
-        s.xproj = nn.ModuleList(nn.Linear(e, s.r + 2 * ns, bias=False) for _ in range(2))
-        s.dtproj = nn.ModuleList(nn.Linear(s.r, e) for _ in range(2))
-        s.A = [-(torch.arange(1, ns + 1).float().repeat(e, 1)) for _ in range(2)]
-        s.Dskip = nn.Parameter(torch.ones(e))
-
-    def direction(s, xi, i):
-        n = xi.shape[1]
-        xc = F.silu(s.conv[i](xi.transpose(1, 2))[..., :n].transpose(1, 2))
-        dt, Bm, C = s.xproj[i](xc).split([s.r, s.ns, s.ns], -1)
-        dt = F.softplus(s.dtproj[i](dt))                  # (b, n, e)
-        h = torch.zeros(xi.shape[0], xi.shape[2], s.ns)
-        out = []
-        for t in range(n):
-            h = torch.exp(dt[:, t, :, None] * s.A[i]) * h + (dt[:, t] * xc[:, t])[..., None] * Bm[:, t, None, :]
-            out.append((h * C[:, t, None, :]).sum(-1) + s.Dskip * xc[:, t])
-        return torch.stack(out, 1)
-
-    def forward(s, x):
-        xi, z = s.inp(x).chunk(2, -1)
-        y = s.direction(xi, 0) + s.direction(xi.flip(1), 1).flip(1)
-        return s.proj(y * F.silu(z))
-
-
-class MultiHeadRnn(nn.Module):  # FAR: pre Linear, per-head bidirectional cell, merge Linear(2D, D)
-    def __init__(s, d, h, cell):
-        super().__init__()
-        s.h = h
-        s.pre, s.merge, s.proj = nn.Linear(d, d), nn.Linear(2 * d, d), nn.Linear(d, d)
-        s.rnn = cell(d // h, d // h, batch_first=True, bidirectional=True)
-
-    def forward(s, x):
-        b, n, d = x.shape
-        u = s.pre(x).view(b, n, s.h, d // s.h).transpose(1, 2).reshape(b * s.h, n, d // s.h)
-        y, _ = s.rnn(u)                                    # (b h, n, 2 d/h)
-        y = y.view(b, s.h, n, 2, d // s.h).permute(0, 2, 3, 1, 4).reshape(b, n, 2 * d)
-        return s.proj(s.merge(y))
-
-
-class Block(nn.Module):
-    def __init__(s, d, h):
-        super().__init__()
-        s.n1, s.attn, s.n2 = nn.LayerNorm(d, eps=1e-6), Attention(d, h), nn.LayerNorm(d, eps=1e-6)
-        s.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(s, x):
-        x = x + s.attn(s.n1(x))
-        return x + s.mlp(s.n2(x))
-
-
-class Vit(nn.Module):  # the shipped teacher's architecture
-    def __init__(s, img=28, patch=4, d=64, depth=8, h=4, classes=10):
-        super().__init__()
-        s.pe = nn.Conv2d(1, d, patch, patch)
-        n = (img // patch) ** 2
-        s.cls, s.pos = nn.Parameter(torch.zeros(1, 1, d)), nn.Parameter(torch.randn(1, n + 1, d) * 0.02)
-        s.blocks = nn.Sequential(*[Block(d, h) for _ in range(depth)])
-        s.norm, s.head = nn.LayerNorm(d, eps=1e-6), nn.Linear(d, classes)
-
-    def forward(s, x):
-        t = s.pe(x).flatten(2).transpose(1, 2)
-        t = torch.cat([s.cls.expand(t.shape[0], -1, -1), t], 1) + s.pos
-        return s.head(s.norm(s.blocks(t))[:, 0])
-
 
 def teacher_flops(batch, n=50, d=64, depth=8, hidden=256, patches=49, k=16, classes=10):
     """Multiply-adds x 2 of one forward; forward + backward counts 3x."""
@@ -218,61 +89,14 @@ def teacher_flops(batch, n=50, d=64, depth=8, hidden=256, patches=49, k=16, clas
     return batch * (2 * patches * k * d + depth * block + 2 * d * classes)
 
 
-# ---------------------------------------------------------------- PyTorch timings
-def torch_fwd(mod, x):
-    with torch.no_grad():
-        return median_ms(lambda: mod(x))
-
-
-def torch_fwd_bwd(mod, x, reps=args.reps):
-    x = x.detach().requires_grad_(True)
-
-    def step():
-        mod.zero_grad(set_to_none=True)
-        x.grad = None
-        mod(x).sum().backward()
-    return median_ms(step, reps=reps)
-
-
-def torch_group(name):
-    r = {}
-    if name == "teacher":
-        vit = Vit()
-        x = torch.randn(128, 1, 28, 28)
-        y = torch.randint(0, 10, (128,))
-        opt = torch.optim.AdamW(vit.parameters(), lr=1e-4, weight_decay=0.05)
-        with torch.no_grad():
-            r["teacher forward (B 128)"] = median_ms(lambda: vit(x))
-
-        def fb():
-            vit.zero_grad(set_to_none=True)
-            F.cross_entropy(vit(x), y, label_smoothing=0.1).backward()
-        r["teacher forward + backward (B 128)"] = median_ms(fb)
-
-        def step():
-            fb()
-            opt.step()
-        r["teacher training step (B 128)"] = median_ms(step)
-    elif name == "vit_tiny":
-        stack = nn.Sequential(*[Block(192, 3) for _ in range(12)])
-        x = torch.randn(8, 197, 192)
-        r["ViT-Tiny stack forward (B 8, N 197)"] = torch_fwd(stack, x)
-        r["ViT-Tiny stack forward + backward"] = torch_fwd_bwd(stack, x)
-    elif name == "mixers":
-        forms = {"softmax_attention": lambda: Attention(D, H), "linear_attention": lambda: LinearAttention(D, H),
-                 "min_gru": lambda: MinGruLoop(D), "diagonal_ssm": lambda: DiagSsmLoop(D),
-                 "selective_ssm": lambda: SelectiveLoop(D),
-                 "multi_head_lstm": lambda: MultiHeadRnn(D, H, nn.LSTM),
-                 "multi_head_gru": lambda: MultiHeadRnn(D, H, nn.GRU)}
-        for m, make in forms.items():
-            mod = make()
-            loop = m in ("min_gru", "diagonal_ssm", "selective_ssm")
-            for n in (LOOP_NS if loop else NS):
-                x = torch.randn(B, n, D)
-                r[f"{m} forward N {n}"] = torch_fwd(mod, x)
-                if m in ("multi_head_lstm", "multi_head_gru", "min_gru", "selective_ssm") and n <= 197:
-                    r[f"{m} forward + backward N {n}"] = torch_fwd_bwd(mod, x, reps=3)
-    return r
+def torch_group(python, mode, group):
+    cmd = [python, WORKER, "--mode", mode, "--group", group, "--threads", str(args.threads), "--reps", str(args.reps)]
+    if args.quick:
+        cmd.append("--quick")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"compare_torch.py: {' '.join(cmd)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- seqswap timings
@@ -321,19 +145,29 @@ def seqswap_group(name):
     return r
 
 
+
 # ---------------------------------------------------------------- run, alternating
-groups = ["teacher", "vit_tiny", "mixers"]
-rounds = {"torch": [], "seqswap": []}
+sides = [a[0] for a in anchors] + ["seqswap"]
+rounds = {s: [] for s in sides}
+info, compile_s = {}, {}
 t0 = time.time()
 for rd in range(args.rounds):
-    tr, sr = {}, {}
+    got = {s: {} for s in sides}
     for g in groups:
-        print(f"[{time.time() - t0:6.0f}s] round {rd + 1}/{args.rounds}: PyTorch {g}", file=sys.stderr, flush=True)
-        tr.update(torch_group(g))
+        for name, python, mode in anchors:
+            print(f"[{time.time() - t0:6.0f}s] round {rd + 1}/{args.rounds}: {name} {g}", file=sys.stderr, flush=True)
+            w = torch_group(python, mode, g)
+            got[name].update(w["figures"])
+            info[name] = w
+            compile_s.setdefault(name, {})[g] = w["compile_s"]
         print(f"[{time.time() - t0:6.0f}s] round {rd + 1}/{args.rounds}: seqswap {g}", file=sys.stderr, flush=True)
-        sr.update(seqswap_group(g))
-    rounds["torch"].append(tr)
-    rounds["seqswap"].append(sr)
+        got["seqswap"].update(seqswap_group(g))
+    for s in sides:
+        rounds[s].append(got[s])
+if info["torch 1.13"]["openblas_missing"]:
+    print(f"warning: libblas.so.3 is {info['torch 1.13']['blas']}, not OpenBLAS: Debian's torch then runs its matrix "
+          "products in the reference BLAS, far from its best (cmake/install-deps.sh --with-torch installs "
+          "libopenblas0-pthread)", file=sys.stderr)
 
 
 def med(side, key):
@@ -341,8 +175,10 @@ def med(side, key):
     return statistics.median(v) if v else float("nan")
 
 
-rows = [k for k in rounds["torch"][0] if k in rounds["seqswap"][0]]
-fma, triad = med("seqswap", "_fma_gflops"), med("seqswap", "_triad_gbs")
+def round_ratios(side, key):
+    return [t[key] / s[key] for t, s in zip(rounds[side], rounds["seqswap"]) if key in t and key in s]
+
+
 def cpu_line():
     info = {}
     try:
@@ -355,43 +191,78 @@ def cpu_line():
     return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {simd})"
 
 
-lines = [f"Machine: {cpu_line()}, {os.cpu_count()} logical CPUs; threads {args.threads} (PyTorch {torch.__version__}, BLAS {_blas}, "
-         f"OPENBLAS_NUM_THREADS=1, torch.set_num_threads({args.threads}); seqswap OMP_NUM_THREADS={args.threads}); "
-         f"{args.rounds} alternating rounds, medians of {args.reps}.",
-         f"Measured in the same run: FMA peak {fma:.0f} GFLOP/s ({args.threads} threads), DRAM triad {triad:.1f} GB/s.", "",
-         "| row | seqswap ms | PyTorch ms | ratio (seqswap throughput / PyTorch) |", "|---|---:|---:|---:|"]
+
+tnames = [a[0] for a in anchors]
+ver = {n: info[n]["version"] for n in tnames}
+label = {n: (f"PyTorch {ver[n]}" if n == "torch 1.13" else f"PyTorch {ver[n]} {n}") for n in tnames}
+fma, triad = med("seqswap", "_fma_gflops"), med("seqswap", "_triad_gbs")
+lines = [f"Machine: {cpu_line()}, {os.cpu_count()} logical CPUs; threads {args.threads}. Anchors: "
+         + "; ".join(f"{label[n]} (BLAS {info[n]['blas']}, oneDNN {'on' if info[n]['mkldnn'] else 'off'})" for n in tnames)
+         + f"; intra-op threads {args.threads}, OPENBLAS_NUM_THREADS=1; seqswap OMP_NUM_THREADS={args.threads}. "
+         f"{args.rounds} alternating rounds, medians of {args.reps}; ratio = median over rounds [each round's].",
+         f"Measured in the same run: FMA peak {fma:.0f} GFLOP/s ({args.threads} threads), DRAM triad {triad:.1f} GB/s."]
+if pypi_note:
+    lines.append(pypi_note)
+if "compile" in compile_s:
+    lines.append("torch.compile's compile time (warm-up, not in the figures), last round: "
+                 + ", ".join(f"{g} {s:.0f} s" for g, s in compile_s["compile"].items()) + ".")
+lines += ["", "| row | seqswap ms | " + " | ".join(f"{label[n]} ms | ratio" for n in tnames) + " |",
+          "|---|---:|" + "---:|---:|" * len(tnames)]
+rows = [k for k in rounds["seqswap"][0] if not k.startswith("_") and any(k in rounds[n][0] for n in tnames)]
 table = {}
 for k in rows:
-    s, t = med("seqswap", k), med("torch", k)
-    table[k] = {"seqswap_ms": s, "torch_ms": t, "ratio": t / s}
-    lines.append(f"| {k} | {s:.3f} | {t:.3f} | {t / s:.2f}x |")
-fl = 3 * teacher_flops(128)
-st = med("seqswap", "teacher forward + backward (B 128)")
-lines += ["", f"Teacher forward + backward: {fl / 1e9:.2f} GFLOP per batch of 128 -> seqswap {fl / st / 1e6:.1f} GFLOP/s "
-          f"= {100 * fl / st / 1e6 / fma:.0f}% of the measured FMA peak; PyTorch "
-          f"{fl / med('torch', 'teacher forward + backward (B 128)') / 1e6:.1f} GFLOP/s."]
-gemm = med("seqswap", "_gemm_gflops")
-lines[-1] += (f" The fastest single GEMM (y = x Wᵀ + b at ViT shapes) ran at {gemm:.1f} GFLOP/s in the same run: "
-              f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it.")
-lines += ["", f"Plain recurrence h_t = a_t h_(t-1) + b_t over T 4096 x C 3072 floats in memory (bytes: read a, b, write h): "
-          + ", ".join(f"{n} {med('seqswap', f'_scan_{n}_gbs'):.1f} GB/s ({100 * med('seqswap', f'_scan_{n}_gbs') / triad:.0f}% "
-                      f"of the triad)" for n in ("channels", "chunked", "reference")) + ".",
-          f"Fused selective scan alone (one direction, B 8 x N 1024, E 384, S 16): "
-          f"{med('seqswap', '_selective_scan_ktok'):.0f}k tokens/s ({args.threads} threads)."]
-# Where each mixer's forward overtakes softmax attention's (first N in the table where it is faster).
-cross = []
-for m in ("linear_attention", "min_gru", "diagonal_ssm", "selective_ssm", "multi_head_lstm", "multi_head_gru"):
-    prev, hit = None, None
-    for n in NS:
-        a, k = table.get(f"softmax_attention forward N {n}"), table.get(f"{m} forward N {n}")
-        if a and k:
-            if k["seqswap_ms"] < a["seqswap_ms"]:
-                hit = n
-                break
-            prev = n
-    cross.append(f"{m}: " + (f"N <= {hit}" if hit and prev is None else f"between N = {prev} and {hit}" if hit
-                             else f"not up to N = {prev}"))
-lines += ["", "Where each mixer's forward (seqswap) becomes faster than softmax attention's: " + "; ".join(cross) + "."]
+    s = med("seqswap", k)
+    table[k] = {"seqswap_ms": s}
+    cells = [f"{s:.3f}"]
+    for n in tnames:
+        t = med(n, k)
+        if t != t:  # not measured by this anchor
+            cells += ["-", "-"]
+            continue
+        rr = round_ratios(n, k)
+        table[k][n] = {"ms": t, "ratio": t / s, "round_ratios": rr}
+        cells += [f"{t:.3f}", f"{t / s:.2f}x [" + ", ".join(f"{r:.2f}" for r in rr) + "]"]
+    lines.append(f"| {k} | " + " | ".join(cells) + " |")
+
+if "teacher" in groups:
+    fl = 3 * teacher_flops(128)
+    st = med("seqswap", "teacher forward + backward (B 128)")
+    gemm = med("seqswap", "_gemm_gflops")
+    lines += ["", f"Teacher forward + backward: {fl / 1e9:.2f} GFLOP per batch of 128 -> seqswap {fl / st / 1e6:.1f} GFLOP/s "
+              f"= {100 * fl / st / 1e6 / fma:.0f}% of the measured FMA peak; "
+              + ", ".join(f"{label[n]} {fl / med(n, 'teacher forward + backward (B 128)') / 1e6:.1f} GFLOP/s" for n in tnames)
+              + f". The fastest single GEMM (y = x Wᵀ + b at ViT shapes) ran at {gemm:.1f} GFLOP/s in the same run: "
+              f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it."]
+    key = "teacher training step (B 128)"
+    if len(tnames) > 1:  # against the faster of current eager and compile, round by round
+        best = [min(r[k2][key] for k2 in tnames[1:] if key in r[k2]) for r in
+                [{n: rounds[n][i] for n in tnames} for i in range(args.rounds)]]
+        rr = [b / s[key] for b, s in zip(best, rounds["seqswap"])]
+        lines.append(f"Training step against the faster of PyTorch {ver[tnames[1]]} eager and compile, per round: "
+                     + ", ".join(f"{r:.2f}x" for r in rr) + ".")
+        table[key]["best_current_round_ratios"] = rr
+    lines.append(f"Training step against PyTorch {ver['torch 1.13']}, per round: "
+                 + ", ".join(f"{r:.2f}x" for r in round_ratios("torch 1.13", key)) + ".")
+    lines += ["", f"Plain recurrence h_t = a_t h_(t-1) + b_t over T 4096 x C 3072 floats in memory (bytes: read a, b, write h): "
+              + ", ".join(f"{n} {med('seqswap', f'_scan_{n}_gbs'):.1f} GB/s ({100 * med('seqswap', f'_scan_{n}_gbs') / triad:.0f}% "
+                          f"of the triad)" for n in ("channels", "chunked", "reference")) + ".",
+              f"Fused selective scan alone (one direction, B 8 x N 1024, E 384, S 16): "
+              f"{med('seqswap', '_selective_scan_ktok'):.0f}k tokens/s ({args.threads} threads)."]
+if "mixers" in groups:
+    # Where each mixer's forward overtakes softmax attention's (first N in the table where it is faster).
+    cross = []
+    for m in ("linear_attention", "min_gru", "diagonal_ssm", "selective_ssm", "multi_head_lstm", "multi_head_gru"):
+        prev, hit = None, None
+        for n in NS:
+            a, k = table.get(f"softmax_attention forward N {n}"), table.get(f"{m} forward N {n}")
+            if a and k:
+                if k["seqswap_ms"] < a["seqswap_ms"]:
+                    hit = n
+                    break
+                prev = n
+        cross.append(f"{m}: " + (f"N <= {hit}" if hit and prev is None else f"between N = {prev} and {hit}" if hit
+                                 else f"not up to N = {prev}"))
+    lines += ["", "Where each mixer's forward (seqswap) becomes faster than softmax attention's: " + "; ".join(cross) + "."]
 text = "\n".join(lines)
 print(text)
 if args.out:
@@ -400,9 +271,10 @@ if args.out:
     os.replace(args.out + ".tmp", args.out)
 if args.json:
     with open(args.json + ".tmp", "w") as f:
-        json.dump({"rows": table, "fma_gflops": fma, "triad_gbs": triad, "gemm_gflops": gemm, "rounds": rounds}, f, indent=1)
+        json.dump({"rows": table, "anchors": {n: {k: v for k, v in info[n].items() if k != "figures"} for n in tnames},
+                   "fma_gflops": fma, "triad_gbs": triad, "rounds": rounds}, f, indent=1)
     os.replace(args.json + ".tmp", args.json)
-if args.plot:
+if args.plot and "mixers" in groups:
     os.makedirs(args.plot, exist_ok=True)
     mixers = ["softmax_attention", "linear_attention", "min_gru", "selective_ssm", "multi_head_gru"]
     with open(os.path.join(args.plot, "latency_vs_n.dat"), "w") as f:
@@ -411,10 +283,10 @@ if args.plot:
             for n in NS:
                 k = f"{m} forward N {n}"
                 if k in table:
-                    f.write(f"{n} {table[k]['seqswap_ms']} {table[k]['torch_ms']}\n")
+                    f.write(f"{n} {table[k]['seqswap_ms']} {table[k]['torch 1.13']['ms']}\n")
             f.write("\n\n")
     plot = ("set terminal pngcairo size 900,560 noenhanced\nset output 'latency_vs_n.png'\nset logscale xy\n"
-            f"set title 'Forward latency vs N (B {B}, D {D}): seqswap (solid) vs PyTorch eager (dashed)'\n"
+            f"set title 'Forward latency vs N (B {B}, D {D}): seqswap (solid) vs PyTorch 1.13 eager (dashed)'\n"
             "set xlabel 'tokens N'\nset ylabel 'ms'\nset key outside\nplot " +
             ", ".join(f"'latency_vs_n.dat' index {i} using 1:2 with linespoints lc {i + 1} title '{m}', "
                       f"'' index {i} using 1:3 with linespoints dt 2 lc {i + 1} title '{m} (torch)'"

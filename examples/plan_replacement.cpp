@@ -62,45 +62,51 @@ zoo::AnyMixer<float> seated(const std::string& mixer, const model::VitConfig& cf
   return slot;
 }
 
-// Forward latency (ms) of every mixer (and attention) at the teacher's width on kLatencyBatch
-// sequences of `tokens`, measured here, or read from <out>/latency.json when it was measured
-// on this machine with these threads, tokens and width before.
+// Forward latency (ms) of a mixer (or attention) at the teacher's width on kLatencyBatch
+// sequences of `tokens`, measured here when first asked for, or read from <out>/latency.json
+// when it was measured on this machine with these threads, tokens and width before.
 constexpr index_t kLatencyBatch = 8;
-std::map<std::string, double> mixer_latencies(std::vector<std::string> mixers, const model::VitConfig& cfg,
-                                              index_t tokens, int reps, const fs::path& cache,
-                                              const std::function<void(const std::string&)>& say) {
-  mixers.insert(mixers.begin(), distill::kKeepAttention);
-  const json key{{"machine", analysis::machine_name()}, {"tokens", tokens}, {"width", cfg.width},
-                 {"heads", cfg.heads}, {"batch", kLatencyBatch}};
-  json cached = json::object();
-  if (fs::is_regular_file(cache)) {
-    try {
-      cached = json::parse(std::ifstream(cache));
-    } catch (const json::exception&) {
-      say("ignoring " + cache.string() + ": not valid JSON (measuring again)");
+class LatencyCache {
+ public:
+  LatencyCache(const model::VitConfig& cfg, index_t tokens, int reps, fs::path file,
+               std::function<void(const std::string&)> say)
+      : cfg_(cfg), tokens_(tokens), reps_(reps), file_(std::move(file)), say_(std::move(say)),
+        key_{{"machine", analysis::machine_name()}, {"tokens", tokens}, {"width", cfg.width},
+             {"heads", cfg.heads}, {"batch", kLatencyBatch}} {
+    if (fs::is_regular_file(file_)) {
+      try {
+        cached_ = json::parse(std::ifstream(file_));
+      } catch (const json::exception&) {
+        say_("ignoring " + file_.string() + ": not valid JSON (measuring again)");
+      }
     }
+    if (!cached_.is_object() || cached_.value("key", json()) != key_)
+      cached_ = json{{"key", key_}, {"forward_ms", json::object()}};
   }
-  if (!cached.is_object() || cached.value("key", json()) != key) cached = json{{"key", key}, {"forward_ms", json::object()}};
-  std::map<std::string, double> ms;
-  for (const auto& m : mixers) {
-    if (cached["forward_ms"].contains(m)) {
-      ms[m] = cached["forward_ms"][m];
-      continue;
-    }
-    analysis::MixerRig rig(seated(m, cfg), kLatencyBatch, tokens, cfg.width, 1);
-    ms[m] = rig.forward_ms(reps);
-    cached["forward_ms"][m] = ms[m];
-    io::write_file_atomic(cache, cached.dump(2) + "\n");
-    say("latency of " + m + " at " + std::to_string(tokens) + " tokens: " + std::to_string(ms[m]) + " ms per " +
-        std::to_string(kLatencyBatch) + " sequences (" + key["machine"].get<std::string>() + ")");
+  double operator()(const std::string& m) {
+    if (cached_["forward_ms"].contains(m)) return cached_["forward_ms"][m];
+    analysis::MixerRig rig(seated(m, cfg_), kLatencyBatch, tokens_, cfg_.width, 1);
+    const double ms = rig.forward_ms(reps_);
+    cached_["forward_ms"][m] = ms;
+    io::write_file_atomic(file_, cached_.dump(2) + "\n");
+    say_("latency of " + m + " at " + std::to_string(tokens_) + " tokens: " + std::to_string(ms) + " ms per " +
+         std::to_string(kLatencyBatch) + " sequences (" + key_["machine"].get<std::string>() + ")");
+    return ms;
   }
-  return ms;
-}
+
+ private:
+  model::VitConfig cfg_;
+  index_t tokens_;
+  int reps_;
+  fs::path file_;
+  std::function<void(const std::string&)> say_;
+  json key_, cached_;
+};
 
 // One mixer's cost of one layer under the objective.
 double mixer_cost(const std::string& mixer, const model::VitConfig& cfg, const std::string& objective, index_t tokens,
-                  const std::map<std::string, double>& latency) {
-  if (objective == "latency") return latency.at(mixer);
+                  LatencyCache& latency) {
+  if (objective == "latency") return latency(mixer);
   const auto slot = seated(mixer, cfg);
   if (objective == "params") return double(slot.param_count());
   return slot.flops(Layout::dense(1, tokens, cfg.width));  // "flops": one sequence of `tokens`
@@ -127,7 +133,7 @@ int main(int argc, char** argv) try {
   std::vector<std::string> study_dirs;
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
-  int max_runs = 4, latency_reps = 5;
+  int max_runs = 4, latency_reps = 21;
   bool quiet = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
@@ -203,9 +209,7 @@ int main(int argc, char** argv) try {
   for (const auto& m : mixers)  // before any latency is measured for it
     check(std::any_of(sweep.begin(), sweep.end(), [&](const auto& kv) { return kv.first.first == m; }),
           "--mixers: the study measured no single-layer run of '", m, "' in any layer");
-  const auto latency = objective == "latency"
-                           ? mixer_latencies(mixers, cfg, tokens, latency_reps, out / "latency.json", say)
-                           : std::map<std::string, double>{};
+  LatencyCache latency(cfg, tokens, latency_reps, out / "latency.json", say);
 
   // The problem: per layer, attention and every mixer with its predicted drop and cost.
   distill::PlanProblem problem;
@@ -372,11 +376,23 @@ int main(int argc, char** argv) try {
     pt.plan = describe(pt.per_layer);
     points.push_back(pt);
   }
-  say("timing " + std::to_string(points.size() + 1) + " students end to end (batch " + std::to_string(kE2eBatch) + ")");
-  const double teacher_ms = student_forward_ms(teacher, cfg, std::vector<std::string>(std::size_t(cfg.depth), distill::kKeepAttention), latency_reps);
-  for (auto& pt : points) {
-    pt.params = student_params(pt.per_layer);
-    pt.forward_ms = student_forward_ms(teacher, cfg, pt.per_layer, latency_reps);
+  // Interleaved rounds (teacher, every student, again ...) so that drift on a shared machine
+  // falls on all of them; each figure is the median of its rounds' medians.
+  constexpr int kRounds = 3;
+  const int per_round = std::max(1, latency_reps / kRounds);
+  say("timing " + std::to_string(points.size() + 1) + " students end to end (batch " + std::to_string(kE2eBatch) +
+      ", " + std::to_string(kRounds) + " interleaved rounds of " + std::to_string(per_round) + ")");
+  const std::vector<std::string> all_attention_plan(std::size_t(cfg.depth), distill::kKeepAttention);
+  std::vector<std::vector<double>> rounds(points.size() + 1);
+  for (int r = 0; r < kRounds; ++r) {
+    rounds[0].push_back(student_forward_ms(teacher, cfg, all_attention_plan, per_round));
+    for (std::size_t k = 0; k < points.size(); ++k)
+      rounds[k + 1].push_back(student_forward_ms(teacher, cfg, points[k].per_layer, per_round));
+  }
+  const double teacher_ms = analysis::percentile(rounds[0], 0.5);
+  for (std::size_t k = 0; k < points.size(); ++k) {
+    points[k].params = student_params(points[k].per_layer);
+    points[k].forward_ms = analysis::percentile(rounds[k + 1], 0.5);
   }
   // Pareto front over (drop, forward latency, parameters): no other student is at least as good
   // in all three and better in one.
@@ -428,8 +444,9 @@ int main(int argc, char** argv) try {
   }
   md << "\n### Every student side by side\n\nThe planner's runs (one seed each) and the study's fixed plans (mean "
         "stage-2 drop over the study's seeds, n). Parameters of the whole student; forward: end-to-end latency of "
-     << kE2eBatch << " images at " << cfg.tokens() << " tokens, median of " << latency_reps
-     << ", measured in this run one after another (the teacher: " << teacher_ms
+     << kE2eBatch << " images at " << cfg.tokens() << " tokens on " << analysis::machine_name() << ", measured in this run in "
+     << kRounds << " interleaved rounds (teacher, every student, again), the median of the rounds' medians of "
+     << per_round << " (the teacher: " << teacher_ms
      << " ms); Pareto: on the front of (drop, forward latency, parameters).\n\n"
      << "| student | plan (layer: mixer) | drop (n) | within budget | cost / all-attention | params | forward ms | Pareto |\n"
      << "|---|---|---|---|---|---|---|---|\n";

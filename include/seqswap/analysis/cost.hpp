@@ -80,20 +80,29 @@ class MixerRig {
   std::vector<T> x_, dy_, dx_;
 };
 
-// The machine a measured latency belongs to: the CPU's model name (Linux /proc/cpuinfo) and the
-// threads the host backend runs with, e.g. "AMD EPYC 9B14, 2 threads". Latencies cached under
-// one machine's name are not reused on another.
+// The machine a measured latency belongs to: the CPU's model name, family and model (Linux
+// /proc/cpuinfo; one name can cover several generations) and the threads the host backend runs
+// with, e.g. "AMD EPYC (family 26, model 2), 2 threads". Latencies cached under one machine's
+// name are not reused on another.
 inline std::string machine_name() {
-  std::string cpu = "unknown CPU";
+  std::string name = "unknown CPU", family, model;
   std::ifstream in("/proc/cpuinfo");
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) != 0) continue;
     const auto colon = line.find(':');
-    if (colon != std::string::npos) cpu = line.substr(line.find_first_not_of(' ', colon + 1));
-    break;
+    if (colon == std::string::npos) continue;
+    const auto value = [&] {
+      const auto b = line.find_first_not_of(' ', colon + 1);
+      return b == std::string::npos ? std::string() : line.substr(b);
+    };
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    if (key == "model name" && name == "unknown CPU") name = value();
+    else if (key == "cpu family" && family.empty()) family = value();
+    else if (key == "model" && model.empty()) model = value();
+    if (name != "unknown CPU" && !family.empty() && !model.empty()) break;
   }
+  if (!family.empty()) name += " (family " + family + ", model " + model + ")";
   const int threads = host::max_threads();
-  return cpu + ", " + std::to_string(threads) + (threads == 1 ? " thread" : " threads");
+  return name + ", " + std::to_string(threads) + (threads == 1 ? " thread" : " threads");
 }
 
 }  // namespace seqswap::analysis

@@ -9,12 +9,35 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "seqswap/core/backend.hpp"
 
 namespace seqswap {
 
 inline constexpr std::size_t kAlignBytes = 64;
+
+// Keeps freed heap memory in the process, once per process (glibc; called by the first host
+// Buffer allocation). Eigen allocates and frees its GEMM packing buffers on every product; with
+// glibc's defaults those blocks are mmap'd and unmapped, or the heap top is trimmed, on every
+// step, and the next step faults in fresh zeroed pages: 27,000 page faults and a third of the
+// CPU time in the kernel per teacher training step, measured with `perf stat -e page-faults`
+// (docs/performance.md). Large blocks then come from the heap (mmap threshold at glibc's
+// maximum, 32 MiB) and the heap top is returned to the system only beyond 1 GiB free. The cost:
+// a process keeps its peak heap. Define SEQSWAP_KEEP_MALLOC_DEFAULTS to leave the allocator
+// as it is.
+inline void keep_heap_resident() {
+#if defined(__GLIBC__) && !defined(SEQSWAP_KEEP_MALLOC_DEFAULTS)
+  static const bool done = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)done;
+#endif
+}
 
 template <class T, class B = backend::Host>
 class Buffer;
@@ -38,6 +61,7 @@ class Buffer<T, backend::Host> {
   // Grows the capacity when needed (contents are then lost); never shrinks the allocation.
   void resize(std::size_t n) {
     if (n > capacity_) {
+      keep_heap_resident();
       std::size_t bytes = (n * sizeof(T) + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
       void* p = std::aligned_alloc(kAlignBytes, bytes);
       if (!p) throw std::bad_alloc();

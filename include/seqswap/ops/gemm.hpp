@@ -11,8 +11,12 @@ void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b
   host::CMatMap<T> X(x, rows, in);
   host::CMatMap<T> W(w, out, in);
   host::MatMap<T> Y(y, rows, out);
-  Y.noalias() = X * W.transpose();
-  if (b) Y.rowwise() += host::CVecMap<T>(b, out);
+  if (b) {  // the bias first, the product accumulated onto it: one pass over y fewer than y = xWᵀ; y += b
+    Y.rowwise() = host::CVecMap<T>(b, out);
+    Y.noalias() += X * W.transpose();
+  } else {
+    Y.noalias() = X * W.transpose();
+  }
 }
 
 // Backward of y = x Wᵀ + b.
