@@ -43,6 +43,15 @@ std::vector<std::tuple<std::string, bool, bool>> moved_params(const M& student, 
   }
   return v;
 }
+// The first n images of synthetic(n, seed), as one batch of floats.
+std::vector<float> synthetic_batch(index_t n, std::uint64_t seed) {
+  const auto data = synthetic(n, seed);
+  io::BatchLoader loader(data, n, false, 0);
+  std::vector<float> x;
+  std::vector<std::int32_t> y;
+  loader.next(x, y);
+  return x;
+}
 zoo::StudentModel<float> teacher_model(std::uint64_t seed) {
   zoo::StudentModel<float> t(model::make_vit<float, zoo::AnyMixer<float>>(tiny()));
   t.init(seed);
@@ -81,11 +90,7 @@ TEST_CASE("a student whose mixers are copies of the teacher's attention reproduc
   auto student = teacher;
   zoo::replace_layers(student, cfg, distill::parse_plan("layers:0,1,2", 3), {.mixer = "softmax_attention"});
   REQUIRE(student.param_count() == teacher.param_count());
-  const auto data = synthetic(5, 3);
-  io::BatchLoader loader(data, 5, false, 0);
-  std::vector<float> x;
-  std::vector<std::int32_t> y;
-  loader.next(x, y);
+  const auto x = synthetic_batch(5, 3);
   const auto t = teacher.forward(x.data(), 5, 64);
   std::vector<float> tl(t.data, t.data + 15);
   const auto s = student.forward(x.data(), 5, 64);
@@ -247,11 +252,7 @@ TEST_CASE("a student checkpoint loads back with its mixers (metadata 'student', 
   student.init(9);  // weights that differ from the teacher's and any fresh initialisation
   const auto dir = std::filesystem::temp_directory_path() / ("seqswap_student_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  const auto data = synthetic(4, 7);
-  io::BatchLoader loader(data, 4, false, 0);
-  std::vector<float> x;
-  std::vector<std::int32_t> y;
-  loader.next(x, y);
+  const auto x = synthetic_batch(4, 7);
   const auto s = student.forward(x.data(), 4, 64);
   const std::vector<float> want(s.data, s.data + 12);
 
