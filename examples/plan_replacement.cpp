@@ -6,7 +6,14 @@
 //
 // Predictions: every (layer, mixer)'s single-layer drop measured by a study's sweep (its
 // runs/sweep-*.json: the mean over seeds and its standard error; --study repeated pools the
-// sweeps of studies with the same protocol); costs: the mixer's parameters, forward FLOPs per
+// sweeps of studies with the same protocol), and where the sweep has no measurement, the drop
+// model d(l, m) = s_m · e_l fitted to the sweep (analysis/drop_model.hpp): a mixer the sweep never
+// ran is first distilled alone in --probe-layers layers to fit its scale; a layer no mixer was
+// measured in gets its effect from the study's per-layer attention statistic (--layer-feature).
+// The model is validated on the sweep's cells held out in turn (predictor.json, report.md;
+// --validate-only stops there, before any data is loaded). A halting teacher (A-ViT checkpoint)
+// scales each layer's costs to the tokens it keeps and distils its students with guided
+// distillation (distill/guided.hpp), measured with their own halting. Costs: the mixer's parameters, forward FLOPs per
 // sequence at --tokens (default: the teacher's), or forward latency measured here on 8
 // sequences of --tokens (analysis::MixerRig, median of --latency-reps; cached in
 // <out>/latency.json for this machine and thread count), against attention's. The
@@ -32,8 +39,10 @@
 #include "data.hpp"
 #include "flags.hpp"
 #include "seqswap/analysis/cost.hpp"
+#include "seqswap/analysis/drop_model.hpp"
 #include "seqswap/analysis/stats.hpp"
 #include "seqswap/analysis/study_config.hpp"
+#include "seqswap/distill/guided.hpp"
 #include "seqswap/distill/planner.hpp"
 #include "seqswap/distill/stages.hpp"
 #include "seqswap/io/atomic_file.hpp"
@@ -129,12 +138,12 @@ double student_forward_ms(const zoo::StudentModel<float>& teacher, const model::
 
 int main(int argc, char** argv) try {
   CLI::App app{"Plan and verify the cheapest student within an accuracy budget"};
-  std::string checkpoint, out_dir, objective = "flops", mixers_csv;
+  std::string checkpoint, out_dir, objective = "flops", mixers_csv, predictions = "sweep", layer_feature = "local_mass";
   std::vector<std::string> study_dirs;
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
-  int max_runs = 4, latency_reps = 21;
-  bool quiet = false;
+  int max_runs = 4, latency_reps = 21, probes_per_mixer = 2;
+  bool quiet = false, validate_only = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
   app.add_option("--study", study_dirs, "a finished study's folder (its sweep predicts each layer's drop); repeat it to "
@@ -144,7 +153,17 @@ int main(int argc, char** argv) try {
   app.add_option("--objective", objective, "what to minimise: latency (measured here at --tokens), flops (per "
                  "sequence at --tokens) or params")
       ->check(CLI::IsMember({"latency", "flops", "params"}));
-  app.add_option("--mixers", mixers_csv, "comma-separated mixers to consider (default: every mixer the sweep measured)");
+  app.add_option("--mixers", mixers_csv, "comma-separated mixers to consider (default: every mixer the sweep measured); "
+                 "a mixer the sweep did not measure is probed in --probe-layers layers");
+  app.add_option("--predictions", predictions, "a layer's predicted drop: sweep (the sweep's mean where it measured "
+                 "the (layer, mixer) cell, the fitted model d = s_mixer * e_layer elsewhere) or model (the model "
+                 "everywhere)")->check(CLI::IsMember({"sweep", "model"}));
+  app.add_option("--probe-layers", probes_per_mixer, "single-layer students distilled per mixer the sweep did not "
+                 "measure, to fit its scale")->check(CLI::Range(1, 64));
+  app.add_option("--layer-feature", layer_feature, "the per-layer attention statistic (the study's runs/kinds.json) "
+                 "that predicts the effect of a layer no mixer was measured in, or none")
+      ->check(CLI::IsMember({"self_mass", "local_mass", "cls_mass", "marginal_entropy", "mutual_information",
+                             "background_mass", "none"}));
   app.add_option("--tokens", tokens, "sequence length for the latency and FLOPs objectives (0 = the teacher's)")
       ->check(flags::FiniteNonNegative);
   app.add_option("--latency-reps", latency_reps, "timed repetitions per latency (median; also for the report's "
@@ -154,12 +173,14 @@ int main(int argc, char** argv) try {
   app.add_option("--test-limit", test_limit, "measure on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--out", out_dir, "output folder")->required();
   app.add_flag("--quiet", quiet, "no progress lines");
+  app.add_flag("--validate-only", validate_only, "fit the drop model to the sweep, validate it on held-out cells, "
+               "write <out>/predictor.json and stop (no training, no data needed)");
   data.add(app);
   CLI11_PARSE(app, argc, argv);
   const fs::path out(out_dir), study(study_dirs.front());
   std::string study_dir;
   for (const auto& d : study_dirs) study_dir += (study_dir.empty() ? "" : "`, `") + d;
-  for (const char* f : {"plan.json", "result.json", "report.md", "student.safetensors", "latency.json"})
+  for (const char* f : {"plan.json", "result.json", "report.md", "student.safetensors", "latency.json", "predictor.json"})
     io::check_writable(out / f, "--out");
   fs::create_directories(out / "runs");
 
@@ -197,59 +218,229 @@ int main(int argc, char** argv) try {
   std::vector<std::string> mixers;
   if (!mixers_csv.empty()) {
     std::stringstream ss(mixers_csv);
-    for (std::string m; std::getline(ss, m, ',');) mixers.push_back(m);
+    for (std::string m; std::getline(ss, m, ',');) {
+      check(std::find(zoo::mixer_names().begin(), zoo::mixer_names().end(), m) != zoo::mixer_names().end(),
+            "--mixers: unknown mixer '", m, "'; known: ", zoo::detail::join(zoo::mixer_names()));
+      if (std::find(mixers.begin(), mixers.end(), m) == mixers.end()) mixers.push_back(m);
+    }
   } else {
     for (const auto& [key, v] : sweep)
       if (std::find(mixers.begin(), mixers.end(), key.first) == mixers.end()) mixers.push_back(key.first);
   }
+  for (const auto& [key, v] : sweep)
+    check(key.second < cfg.depth, "--study: a single-layer run of layer ", key.second, " for a teacher of depth ",
+          cfg.depth, " (", checkpoint, ")");
 
   const auto say = [&](const std::string& s) {
     if (!quiet) std::fprintf(stderr, "plan_replacement: %s\n", s.c_str());
   };
-  for (const auto& m : mixers)  // before any latency is measured for it
-    check(std::any_of(sweep.begin(), sweep.end(), [&](const auto& kv) { return kv.first.first == m; }),
-          "--mixers: the study measured no single-layer run of '", m, "' in any layer");
-  LatencyCache latency(cfg, tokens, latency_reps, out / "latency.json", say);
 
-  // The problem: per layer, attention and every mixer with its predicted drop and cost.
-  distill::PlanProblem problem;
-  problem.budget = budget;
-  const double attention_cost = mixer_cost(distill::kKeepAttention, cfg, objective, tokens, latency);
-  for (index_t l = 0; l < cfg.depth; ++l) {
-    std::vector<distill::LayerOption> opts{{distill::kKeepAttention, attention_cost, 0.0, 0.0}};
-    for (const auto& m : mixers) {
-      const auto it = sweep.find({m, l});
-      if (it == sweep.end()) {
-        std::string have;
-        for (const auto& [key, v] : sweep)
-          if (have.find(key.first) == std::string::npos) have += (have.empty() ? "" : ", ") + key.first;
-        fail("--mixers: the study measured no single-layer run of '", m, "' in layer ", l, " (its sweep has: ", have,
-             ")");
-      }
-      const auto& d = it->second;
-      const double se = d.size() > 1 ? analysis::sample_std(d) / std::sqrt(double(d.size())) : 0.0;
-      opts.push_back({m, mixer_cost(m, cfg, objective, tokens, latency), analysis::mean(d), se});
+  // The sweep's cells for the drop model, and the layer feature from the study's attention kinds.
+  std::vector<analysis::DropCell> cells;
+  for (const auto& [key, d] : sweep) cells.push_back({std::size_t(key.second), key.first, analysis::mean(d), d.size()});
+  std::vector<double> feature;
+  if (layer_feature != "none") {
+    const fs::path kf = study / "runs" / "kinds.json";
+    if (fs::is_regular_file(kf)) {
+      const json k = read_json(kf, "--study");
+      for (const auto& layer : k.at("layers")) feature.push_back(layer.at("mean").at(layer_feature).get<double>());
+      check(feature.size() == std::size_t(cfg.depth), "--study: ", kf.string(), " describes ", feature.size(),
+            " layers, the teacher has ", cfg.depth);
+    } else {
+      say("no " + kf.string() + ": layers no mixer was measured in cannot be predicted");
     }
-    problem.layers.push_back(std::move(opts));
+  }
+  const std::size_t depth = std::size_t(cfg.depth);
+  const auto sweep_model = analysis::DropModel::fit(depth, cells, feature);
+  for (std::size_t l = 0; l < depth; ++l)
+    check(sweep_model.knows_layer(l), "--study: no mixer was measured in layer ", l, " and no layer feature (",
+          layer_feature, " in runs/kinds.json) predicts it");
+
+  // The predictors' validation on the sweep's own cells (each refit without what it predicts).
+  const auto v_cell = analysis::validate_leave_one_cell_out(depth, cells);
+  const auto v_mixer = analysis::validate_held_out_mixer(depth, cells, std::size_t(probes_per_mixer));
+  const auto v_layer = feature.empty() ? analysis::DropValidation{} : analysis::validate_leave_one_layer_out(depth, cells, feature);
+  json predictor{{"predictions", predictions}, {"layer_feature", layer_feature}, {"model", sweep_model.to_json()},
+                 {"probes", json::array()}, {"validation", json::array()}};
+  for (const auto* v : {&v_cell, &v_mixer, &v_layer})
+    if (!v->cases.empty()) {
+      predictor["validation"].push_back(v->to_json());
+      char line[320];
+      std::snprintf(line, sizeof line, "predictor, %s: MAE %.5f vs %.5f (%s), 95%% interval covers %.0f%% of %zu",
+                    v->scheme.c_str(), v->mae, v->baseline_mae, v->baseline.c_str(), 100 * v->coverage95, v->cases.size());
+      std::printf("%s\n", line);
+    }
+  if (validate_only) {
+    io::write_file_atomic(out / "predictor.json", predictor.dump(2) + "\n");
+    std::printf("predictor: d(l, m) = s_m * e_l over %zu cells, residual sigma %.5f; wrote %s\n", cells.size(),
+                sweep_model.sigma(), (out / "predictor.json").string().c_str());
+    return 0;
   }
 
   auto train_set = data.load(io::Split::train, cfg);
   auto test_set = data.load(io::Split::test, cfg);
   if (train_limit > 0) train_set = train_set.head(train_limit);
   if (test_limit > 0) test_set = test_set.head(test_limit);
-  const double teacher_acc = train::evaluate(teacher, test_set).accuracy;
+  // A halting teacher (A-ViT, metadata 'halting'): its accuracy with halting, and the fraction of
+  // tokens each layer keeps, which scales that layer's costs.
+  const auto halting_opts = model::read_halting_options(io::read_safetensors(checkpoint));
+  std::vector<double> keep(depth, 1.0);
+  double teacher_acc = 0;
+  if (halting_opts) {
+    model::HaltingVit<float, zoo::AnyMixer<float>> hv(teacher, *halting_opts);
+    const auto e = train::evaluate_halting(hv, test_set);
+    teacher_acc = e.accuracy;
+    keep = e.keep;
+    std::string k;
+    for (double v : keep) k += (k.empty() ? "" : " ") + std::to_string(v).substr(0, 5);
+    say("halting teacher: keeps " + k + " of the tokens per layer; costs at those token counts, students distilled "
+        "with guided distillation (distill/guided.hpp)");
+  } else {
+    teacher_acc = train::evaluate(teacher, test_set).accuracy;
+  }
+  const bool study_of_this_teacher = fs::path(sc.checkpoint).lexically_normal() == fs::path(checkpoint).lexically_normal();
+  if (!study_of_this_teacher)
+    say("the study distilled students of " + sc.checkpoint + ", not of " + checkpoint +
+        ": its drops predict this teacher's only as far as the correction loop confirms them");
   say("teacher " + std::to_string(teacher_acc) + " on " + std::to_string(test_set.count) + " test images; " +
       std::to_string(mixers.size()) + " mixers x " + std::to_string(cfg.depth) + " layers; budget " +
       std::to_string(budget) + ", objective " + objective + " at " + std::to_string(tokens) + " tokens");
 
+  // Distil one student with the study's protocol and measure its drop; the record `rec` keeps
+  // the measurement (reused when it holds the same plan, unless `force`). Used by the probes and
+  // by the correction loop's oracle.
+  std::optional<zoo::StudentModel<float>> last_student;
+  const auto started = std::chrono::steady_clock::now();
+  double distill_seconds = 0;  // over the students distilled so far (for the estimate of what is left)
+  int distilled = 0;
+  const auto distil = [&](const std::vector<std::string>& per_layer, const fs::path& rec, const std::string& what,
+                          int left_after, bool force, const json& extra) -> double {
+    auto student = teacher;
+    const auto plan = zoo::replace_layers(student, cfg, per_layer, {.seed = sc.seed}, "planner");
+    if (!force && fs::exists(rec)) {
+      const json r = read_json(rec, "resume");
+      if (r.value("plan", json()) == json(per_layer)) {
+        say(what + ": measured before (" + rec.filename().string() + "), drop " + std::to_string(r["drop"].get<double>()));
+        last_student.reset();
+        return r["drop"].get<double>();
+      }
+    }
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    say(what + ": distilling " + std::to_string(plan.layers.size()) + " replaced layer(s), elapsed " + io::Progress::hms(el) +
+        (distilled > 0 ? ", about " + io::Progress::hms(distill_seconds / distilled) + " per student" : std::string()) +
+        (distilled > 0 && left_after >= 0
+             ? ", at most " + io::Progress::hms(distill_seconds / distilled * (left_after + 1)) + " left"
+             : std::string()));
+    const auto run_start = std::chrono::steady_clock::now();
+    io::Progress p1(what + " stage1", sc.stage1_steps, 10.0, quiet), p2(what + " stage2", sc.stage2_steps, 10.0, quiet);
+    const distill::Stage1Options s1{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1,
+                                    .ce_weight = sc.stage1_ce_weight, .mse_weight = sc.stage1_mse_weight,
+                                    .free_running = sc.protocol == "free", .seed = sc.seed + 1};
+    const distill::Stage2Options s2{.steps = sc.stage2_steps, .batch = sc.batch, .lr = sc.lr2, .seed = sc.seed + 2};
+    double acc = 0;
+    if (halting_opts) {  // the student keeps the teacher's halting; stage 1 on the tokens the teacher keeps
+      const distill::Stage1Options s1h{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1, .seed = sc.seed + 1};
+      if (!plan.layers.empty()) {
+        distill::guided_stage1(teacher, *halting_opts, student, plan, train_set, s1h, {}, &p1);
+        distill::guided_stage2(teacher, *halting_opts, student, train_set, s2, {}, &p2);
+      }
+      model::HaltingVit<float, zoo::AnyMixer<float>> own(student, *halting_opts);
+      acc = train::evaluate_halting(own, test_set).accuracy;
+    } else {
+      if (!plan.layers.empty()) {
+        distill::stage1(teacher, student, plan, train_set, s1, &p1);
+        distill::stage2(teacher, student, train_set, s2, &p2);
+      }
+      acc = train::evaluate(student, test_set).accuracy;
+    }
+    distill_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    ++distilled;
+    json r{{"plan", per_layer}, {"accuracy", acc}, {"drop", teacher_acc - acc}, {"params", student.param_count()}};
+    r.update(extra);
+    io::write_file_atomic(rec, r.dump(2) + "\n");
+    last_student = std::move(student);
+    say(what + ": accuracy " + std::to_string(acc) + ", drop " + std::to_string(teacher_acc - acc));
+    return teacher_acc - acc;
+  };
+
+  // Probes: a mixer the sweep did not measure is distilled alone in a few layers spread over the
+  // layers' effects; those drops fit its scale s_m.
+  std::vector<analysis::DropCell> probe_cells;
+  std::vector<std::pair<std::string, std::size_t>> probes_todo;
+  for (const auto& m : mixers)
+    if (!sweep_model.knows_mixer(m))
+      for (std::size_t l : analysis::probe_layers(sweep_model, std::size_t(std::min<int>(probes_per_mixer, cfg.depth))))
+        probes_todo.push_back({m, l});
+  if (!probes_todo.empty()) fs::create_directories(out / "probes");
+  if (!probes_todo.empty())
+    say(std::to_string(probes_todo.size()) + " probe student(s) for the mixers the sweep did not measure");
+  for (std::size_t i = 0; i < probes_todo.size(); ++i) {
+    const auto& [m, l] = probes_todo[i];
+    std::vector<std::string> per_layer(depth, distill::kKeepAttention);
+    per_layer[l] = m;
+    const double d = distil(per_layer, out / "probes" / ("probe-" + m + "-l" + std::to_string(l) + ".json"),
+                            "probe " + std::to_string(i + 1) + "/" + std::to_string(probes_todo.size()) + " (" + m +
+                                " in layer " + std::to_string(l) + ")",
+                            int(probes_todo.size() - i - 1), false, json{{"probe", {{"mixer", m}, {"layer", l}}}});
+    probe_cells.push_back({l, m, d, 1});
+  }
+  std::vector<analysis::DropCell> all_cells = cells;
+  all_cells.insert(all_cells.end(), probe_cells.begin(), probe_cells.end());
+  const auto drop_model = analysis::DropModel::fit(depth, all_cells, feature);
+
+  predictor["model"] = drop_model.to_json();
+  for (const auto& c : probe_cells) predictor["probes"].push_back({{"mixer", c.mixer}, {"layer", c.layer}, {"drop", c.drop}});
+  io::write_file_atomic(out / "predictor.json", predictor.dump(2) + "\n");
+
+  // Costs per (layer, option): at --tokens, or for a halting teacher at the tokens that layer
+  // keeps, round(keep_l · tokens) (latencies cached per token count: latency.json at --tokens,
+  // latency-<N>.json at others).
+  std::vector<index_t> layer_tokens(depth);
+  for (std::size_t l = 0; l < depth; ++l)
+    layer_tokens[l] = std::max<index_t>(1, index_t(std::lround(keep[l] * double(tokens))));
+  std::map<index_t, LatencyCache> latency_caches;
+  std::map<std::pair<std::string, std::size_t>, double> cost_memo;
+  const auto layer_cost = [&](std::size_t l, const std::string& m) {
+    const auto key = std::make_pair(m, l);
+    if (const auto it = cost_memo.find(key); it != cost_memo.end()) return it->second;
+    const index_t t = layer_tokens[l];
+    auto it = latency_caches.find(t);
+    if (it == latency_caches.end())
+      it = latency_caches.try_emplace(t, cfg, t, latency_reps,
+                                      out / (t == tokens ? std::string("latency.json")
+                                                         : "latency-" + std::to_string(t) + ".json"), say).first;
+    return cost_memo[key] = mixer_cost(m, cfg, objective, t, it->second);
+  };
+
+  // The problem: per layer, attention and every mixer with its predicted drop and cost.
+  distill::PlanProblem problem;
+  problem.budget = budget;
+  std::map<std::pair<std::string, std::size_t>, std::string> predicted_by;  // "sweep" or "model"
+  double all_attention = 0;
+  for (std::size_t l = 0; l < depth; ++l) all_attention += layer_cost(l, distill::kKeepAttention);
+  for (std::size_t l = 0; l < depth; ++l) {
+    std::vector<distill::LayerOption> opts{{distill::kKeepAttention, layer_cost(l, distill::kKeepAttention), 0.0, 0.0}};
+    for (const auto& m : mixers) {
+      const double cost = layer_cost(l, m);
+      const auto it = sweep.find({m, index_t(l)});
+      if (predictions == "sweep" && it != sweep.end()) {
+        const auto& d = it->second;
+        const double se = d.size() > 1 ? analysis::sample_std(d) / std::sqrt(double(d.size())) : 0.0;
+        opts.push_back({m, cost, analysis::mean(d), se});
+        predicted_by[{m, l}] = "sweep";
+      } else {
+        const auto p = drop_model.predict(l, m);
+        opts.push_back({m, cost, p.drop, std::isfinite(p.se) ? p.se : 0.0});
+        predicted_by[{m, l}] = "model";
+      }
+    }
+    problem.layers.push_back(std::move(opts));
+  }
+
   // The oracle: distil the plan's student with the study's protocol, measure its drop. Reused
   // from <out>/runs/ when this plan was measured before (same plan, same protocol).
-  std::optional<zoo::StudentModel<float>> last_student;
   int run = 0;
   bool force = false;  // distil even when the plan was measured before (the final student)
-  const auto started = std::chrono::steady_clock::now();
-  double distill_seconds = 0;  // over the runs distilled so far (for the estimate of what is left)
-  int distilled = 0;
   const auto measure = [&](const distill::Choice& c) {
     std::vector<std::string> per_layer;
     std::string key;
@@ -261,46 +452,11 @@ int main(int argc, char** argv) try {
     std::uint64_t h = 1469598103934665603ull;  // FNV-1a: the same name on every machine and build
     for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
     const fs::path rec = out / "runs" / ("plan-" + std::to_string(h % 1000000007) + ".json");
-    auto student = teacher;
-    const auto plan = zoo::replace_layers(student, cfg, per_layer, {.seed = sc.seed}, "planner");
-    if (!force && fs::exists(rec)) {
-      const json r = read_json(rec, "resume");
-      if (r.value("plan", json()) == json(per_layer)) {
-        say("run " + std::to_string(run) + ": measured before (" + rec.filename().string() + "), drop " +
-            std::to_string(r["drop"].get<double>()));
-        last_student.reset();  // distilled again below only if it is the final plan
-        return r["drop"].get<double>();
-      }
-    }
-    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    const std::string what = force ? std::string("final student") : "run " + std::to_string(run);
-    say(what + (force ? "" : " of at most " + std::to_string(max_runs)) + ": distilling " +
-        std::to_string(plan.layers.size()) + " replaced layers (predicted drop " + std::to_string(c.drop) +
-        "), elapsed " + io::Progress::hms(el) +
-        (distilled > 0 ? ", about " + io::Progress::hms(distill_seconds / distilled) + " per run" : std::string()) +
-        (distilled > 0 && !force
-             ? ", at most " + io::Progress::hms(distill_seconds / distilled * (max_runs - run + 1)) + " left"
-             : std::string()));
-    const auto run_start = std::chrono::steady_clock::now();
-    io::Progress p1(what + " stage1", sc.stage1_steps, 10.0, quiet), p2(what + " stage2", sc.stage2_steps, 10.0, quiet);
-    const distill::Stage1Options s1{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1,
-                                    .ce_weight = sc.stage1_ce_weight, .mse_weight = sc.stage1_mse_weight,
-                                    .free_running = sc.protocol == "free", .seed = sc.seed + 1};
-    const distill::Stage2Options s2{.steps = sc.stage2_steps, .batch = sc.batch, .lr = sc.lr2, .seed = sc.seed + 2};
-    if (!plan.layers.empty()) {
-      distill::stage1(teacher, student, plan, train_set, s1, &p1);
-      distill::stage2(teacher, student, train_set, s2, &p2);
-    }
-    const double acc = train::evaluate(student, test_set).accuracy;
-    distill_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    ++distilled;
-    const json r{{"plan", per_layer}, {"predicted_drop", c.drop}, {"cost", c.cost}, {"accuracy", acc},
-                 {"drop", teacher_acc - acc}, {"params", student.param_count()}};
-    io::write_file_atomic(rec, r.dump(2) + "\n");
-    last_student = std::move(student);
-    say((force ? std::string("final student") : "run " + std::to_string(run)) + ": accuracy " + std::to_string(acc) +
-        ", drop " + std::to_string(teacher_acc - acc));
-    return teacher_acc - acc;
+    const std::string what = force ? std::string("final student")
+                                   : "run " + std::to_string(run) + " of at most " + std::to_string(max_runs) +
+                                         " (predicted drop " + std::to_string(c.drop) + ")";
+    return distil(per_layer, rec, what, force ? -1 : max_runs - run, force,
+                  json{{"predicted_drop", c.drop}, {"cost", c.cost}});
   };
   const auto result = distill::back_off(problem, measure, max_runs);
   const auto& final_plan = result.last().choice;
@@ -329,7 +485,6 @@ int main(int argc, char** argv) try {
     bool pareto = false;
   };
   std::vector<Point> points;
-  const double all_attention = attention_cost * double(cfg.depth);
   const auto describe = [&](const std::vector<std::string>& per_layer) {
     std::string p;
     for (std::size_t l = 0; l < per_layer.size(); ++l)
@@ -349,10 +504,12 @@ int main(int argc, char** argv) try {
     points.push_back(pt);
   }
   // The study's fixed plans (one mixer in the sparsest / densest / random g layers): their mean
-  // measured drop over the study's seeds and their cost under the same objective.
+  // measured drop over the study's seeds and their cost under the same objective; only when the
+  // study distilled them from this teacher the way the planner does (dense).
   std::map<std::pair<std::string, std::string>, std::vector<double>> fixed;
   std::map<std::pair<std::string, std::string>, std::vector<index_t>> fixed_layers;
-  for (const auto& dir : study_dirs)
+  const bool fixed_comparable = study_of_this_teacher && !halting_opts;
+  for (const auto& dir : fixed_comparable ? study_dirs : std::vector<std::string>{})
     for (const auto& e : fs::directory_iterator(fs::path(dir) / "runs")) {
       const std::string name = e.path().filename().string();
       if (name.rfind("group-", 0) != 0 || e.path().extension() != ".json") continue;
@@ -364,15 +521,12 @@ int main(int argc, char** argv) try {
       fixed_layers.emplace(key, r.at("layers").get<std::vector<index_t>>());  // a random group: its first draw's layers
     }
   const std::size_t first_fixed = points.size();
-  std::map<std::string, double> cost_of;
   for (const auto& [key, drops] : fixed) {
-    if (!cost_of.count(key.first)) cost_of[key.first] = mixer_cost(key.first, cfg, objective, tokens, latency);
     const auto& layers = fixed_layers[key];
-    const double g = double(layers.size());
-    Point pt{.source = "study " + key.first + " " + key.second, .drop = analysis::mean(drops), .n = drops.size(),
-             .cost_ratio = ((double(cfg.depth) - g) * attention_cost + g * cost_of[key.first]) / all_attention};
+    Point pt{.source = "study " + key.first + " " + key.second, .drop = analysis::mean(drops), .n = drops.size()};
     pt.per_layer.assign(std::size_t(cfg.depth), distill::kKeepAttention);
     for (index_t l : layers) pt.per_layer[std::size_t(l)] = key.first;
+    for (std::size_t l = 0; l < depth; ++l) pt.cost_ratio += layer_cost(l, pt.per_layer[l]) / all_attention;
     pt.plan = describe(pt.per_layer);
     points.push_back(pt);
   }
@@ -411,8 +565,48 @@ int main(int argc, char** argv) try {
      << (objective == "latency" ? " (forward, " + std::to_string(kLatencyBatch) + " sequences, measured on " +
                                       analysis::machine_name() + ")"
                                 : std::string())
-     << ". Predictions: the single-layer drops of `" << study_dir << "` (mean over seeds); protocol and budget per "
-     << "stage: the study's (" << sc.stage1_steps << " + " << sc.stage2_steps << " steps, batch " << sc.batch << ").\n\n";
+     << ". Protocol and budget per stage: the study's (" << sc.stage1_steps << " + " << sc.stage2_steps
+     << " steps, batch " << sc.batch << ").\n\n";
+  if (halting_opts) {
+    md << "**Halting teacher**: it keeps";
+    for (std::size_t l = 0; l < depth; ++l) md << " " << keep[l];
+    md << " of the tokens per layer (on the test images); each layer's costs are taken at round(keep · " << tokens
+       << ") tokens (";
+    for (std::size_t l = 0; l < depth; ++l) md << (l ? ", " : "") << layer_tokens[l];
+    md << "). Students are distilled with guided distillation (stage 1 on the tokens the teacher keeps, MSE; stage 2 "
+          "with the halting distillation loss) and measured with their own halting. The end-to-end forward below is "
+          "the dense pipeline (halting off): untrained mixers would halt differently from the distilled ones.\n\n";
+  }
+  if (!fixed_comparable)
+    md << "The study's fixed plans are not listed: " << (study_of_this_teacher ? "they were distilled without halting"
+                                                                               : "they are students of " + sc.checkpoint)
+       << ".\n\n";
+  {
+    std::size_t from_sweep = 0;
+    for (const auto& [key, by] : predicted_by) from_sweep += by == "sweep";
+    md << "### Predictions\n\nSingle-layer drops measured by `" << study_dir << "` (" << cells.size()
+       << " (layer, mixer) cells, mean over seeds)" << (probe_cells.empty() ? "" : " and the probes below")
+       << ", fitted by d(l, m) = s_m · e_l (predictor.json). " << from_sweep << " of " << predicted_by.size()
+       << " predictions are the sweep's means, the rest the model's (`--predictions " << predictions
+       << "`). Residual σ " << drop_model.sigma() << " over " << drop_model.cells() << " cells. Mixer scales:";
+    for (const auto& m : mixers) md << " " << m << " " << drop_model.scale(m) << ";";
+    md << " layer effects:";
+    for (std::size_t l = 0; l < depth; ++l) md << " " << drop_model.layer_effect(l) << (drop_model.layer_measured(l) ? "" : "*");
+    md << " (* from the layer feature " << layer_feature << ").\n\n";
+    if (!probe_cells.empty()) {
+      md << "Probes (single-layer students of mixers the sweep did not measure):";
+      for (const auto& c : probe_cells) md << " " << c.mixer << " in layer " << c.layer << ": " << c.drop << ";";
+      md << "\n\n";
+    }
+    md << "Validation on the sweep's cells (each refit without what it predicts):\n\n"
+       << "| held out | cases | MAE | baseline MAE (baseline) | Spearman ρ (baseline's) | 95% interval coverage |\n"
+       << "|---|---|---|---|---|---|\n";
+    for (const auto* v : {&v_cell, &v_mixer, &v_layer})
+      if (!v->cases.empty())
+        md << "| " << v->scheme << " | " << v->cases.size() << " | " << v->mae << " | " << v->baseline_mae << " ("
+           << v->baseline << ") | " << v->spearman << " (" << v->baseline_spearman << ") | " << v->coverage95 << " |\n";
+    md << "\n";
+  }
   md << "| run | plan (layer: mixer) | predicted drop (scale) | measured drop | cost / all-attention cost |\n|---|---|---|---|---|\n";
   for (std::size_t k = 0; k < result.attempts.size(); ++k) {
     const auto& a = result.attempts[k];
@@ -432,7 +626,7 @@ int main(int argc, char** argv) try {
   std::string best_fixed_name;
   for (std::size_t k = first_fixed; k < points.size(); ++k) {
     const auto& pt = points[k];
-    const bool within = pt.drop <= budget;
+    const bool within = distill::within_budget(pt.drop, budget);
     if (within && !(pt.cost_ratio >= best_fixed)) {
       best_fixed = pt.cost_ratio;
       best_fixed_ms = pt.forward_ms;
@@ -452,7 +646,7 @@ int main(int argc, char** argv) try {
      << "|---|---|---|---|---|---|---|---|\n";
   for (const auto& pt : points)
     md << "| " << pt.source << " | " << pt.plan << " | " << pt.drop << " (" << pt.n << ") | "
-       << (pt.drop <= budget ? "yes" : "no") << " | " << pt.cost_ratio << " | " << pt.params << " | " << pt.forward_ms
+       << (distill::within_budget(pt.drop, budget) ? "yes" : "no") << " | " << pt.cost_ratio << " | " << pt.params << " | " << pt.forward_ms
        << " | " << (pt.pareto ? "yes" : "") << " |\n";
   const auto& mine = points[result.attempts.size() - 1];
   if (first_fixed < points.size())
@@ -467,7 +661,9 @@ int main(int argc, char** argv) try {
                                                   {"objective", objective}, {"tokens", tokens}, {"met", result.met},
                                                   {"machine", analysis::machine_name()}, {"teacher_forward_ms", teacher_ms},
                                                   {"attempts", attempts}, {"mixers", final_mixers},
-                                                  {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed}}
+                                                  {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed},
+                                                  {"predictor", predictor}, {"halting", bool(halting_opts)},
+                                                  {"keep_per_layer", keep}, {"layer_tokens", layer_tokens}}
                                                 .dump(2) + "\n");
   std::printf("%s: %zu run(s), last drop %.4f (budget %.4f), cost %.3f of all-attention\n", result.met ? "met" : "not met",
               result.attempts.size(), result.last().measured, budget, final_plan.cost / all_attention);

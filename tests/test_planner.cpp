@@ -132,6 +132,15 @@ TEST_CASE("planner: the correction loop on fake oracles", "[planner]") {
     for (std::size_t l = 0; l < 8; ++l) replaced += p.layers[l][r.last().choice.option[l]].mixer != kKeepAttention;
     CHECK(replaced <= 2);
   }
+  SECTION("a drop equal to the budget, up to the rounding of a difference of accuracies, meets it") {
+    const double drop = 0.8965 - 0.8865;  // 100 of 10,000 images: 0.010000000000000009 in double
+    REQUIRE(drop > 0.01);
+    CHECK(within_budget(drop, 0.01));
+    CHECK_FALSE(within_budget(0.0101, 0.01));
+    const auto r = back_off(p, [&](const Choice&) { return drop; }, 4);
+    CHECK(r.met);
+    CHECK(r.attempts.size() == 1);
+  }
   SECTION("an unreachable budget: the run budget ends the loop, not met") {
     const auto r = back_off(p, [&](const Choice&) { return 0.5; }, 4);
     CHECK_FALSE(r.met);
