@@ -143,7 +143,7 @@ int main(int argc, char** argv) try {
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
   int max_runs = 4, latency_reps = 21, probes_per_mixer = 2;
-  bool quiet = false, validate_only = false;
+  bool quiet = false, validate_only = false, stop_at_first = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
   app.add_option("--study", study_dirs, "a finished study's folder (its sweep predicts each layer's drop); repeat it to "
@@ -172,6 +172,9 @@ int main(int argc, char** argv) try {
   app.add_option("--train-limit", train_limit, "use only the first N training images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--test-limit", test_limit, "measure on the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   app.add_option("--out", out_dir, "output folder")->required();
+  app.add_flag("--stop-at-first", stop_at_first, "stop at the first plan that meets the budget (default: when it "
+               "meets it with room to spare, scale the predictions down and try the cheaper plan they allow, within "
+               "--max-runs; the answer is the cheapest plan that met the budget)");
   app.add_flag("--quiet", quiet, "no progress lines");
   app.add_flag("--validate-only", validate_only, "fit the drop model to the sweep, validate it on held-out cells, "
                "write <out>/predictor.json and stop (no training, no data needed)");
@@ -458,13 +461,13 @@ int main(int argc, char** argv) try {
     return distil(per_layer, rec, what, force ? -1 : max_runs - run, force,
                   json{{"predicted_drop", c.drop}, {"cost", c.cost}});
   };
-  const auto result = distill::back_off(problem, measure, max_runs);
-  const auto& final_plan = result.last().choice;
+  const auto result = distill::back_off(problem, measure, max_runs, !stop_at_first);
+  const auto& final_plan = result.answer().choice;
 
   // The student of the final plan (distilled again when its measurement was reused).
   std::vector<std::string> final_mixers;
   for (std::size_t l = 0; l < final_plan.option.size(); ++l) final_mixers.push_back(problem.layers[l][final_plan.option[l]].mixer);
-  if (!last_student) {
+  if (!last_student || result.chosen + 1 != result.attempts.size()) {
     say("distilling the final plan's student again (its measurement was reused)");
     force = true;
     measure(final_plan);
@@ -618,9 +621,10 @@ int main(int argc, char** argv) try {
                         {"cost_ratio", pt.cost_ratio}, {"params", pt.params}, {"forward_ms", pt.forward_ms},
                         {"pareto", pt.pareto}});
   }
-  md << "\n**" << (result.met ? "Met" : "Not met") << "**: the last plan's measured drop " << result.last().measured
-     << (result.met ? " is within" : " exceeds") << " the budget " << budget << " after " << result.attempts.size()
-     << " measured run(s).\n";
+  md << "\n**" << (result.met ? "Met" : "Not met") << "**: the chosen plan (run " << result.chosen + 1
+     << (result.met ? ", the cheapest that met the budget" : ", the last") << ") measured a drop of "
+     << result.answer().measured << (result.met ? ", within" : ", over") << " the budget " << budget << "; "
+     << result.attempts.size() << " measured run(s)" << (stop_at_first ? " (--stop-at-first)" : "") << ".\n";
 
   double best_fixed = NAN, best_fixed_ms = NAN;
   std::string best_fixed_name;
@@ -648,7 +652,7 @@ int main(int argc, char** argv) try {
     md << "| " << pt.source << " | " << pt.plan << " | " << pt.drop << " (" << pt.n << ") | "
        << (distill::within_budget(pt.drop, budget) ? "yes" : "no") << " | " << pt.cost_ratio << " | " << pt.params << " | " << pt.forward_ms
        << " | " << (pt.pareto ? "yes" : "") << " |\n";
-  const auto& mine = points[result.attempts.size() - 1];
+  const auto& mine = points[result.chosen];
   if (first_fixed < points.size())
     md << "\nCheapest fixed plan within the budget: "
        << (best_fixed_name.empty() ? std::string("none")
@@ -659,14 +663,16 @@ int main(int argc, char** argv) try {
   io::write_file_atomic(out / "report.md", md.str());
   io::write_file_atomic(out / "result.json", json{{"teacher_accuracy", teacher_acc}, {"budget", budget},
                                                   {"objective", objective}, {"tokens", tokens}, {"met", result.met},
+                                                  {"chosen_run", result.chosen + 1},
                                                   {"machine", analysis::machine_name()}, {"teacher_forward_ms", teacher_ms},
                                                   {"attempts", attempts}, {"mixers", final_mixers},
                                                   {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed},
                                                   {"predictor", predictor}, {"halting", bool(halting_opts)},
                                                   {"keep_per_layer", keep}, {"layer_tokens", layer_tokens}}
                                                 .dump(2) + "\n");
-  std::printf("%s: %zu run(s), last drop %.4f (budget %.4f), cost %.3f of all-attention\n", result.met ? "met" : "not met",
-              result.attempts.size(), result.last().measured, budget, final_plan.cost / all_attention);
+  std::printf("%s: %zu run(s), chosen run %zu: drop %.4f (budget %.4f), cost %.3f of all-attention\n",
+              result.met ? "met" : "not met", result.attempts.size(), result.chosen + 1, result.answer().measured, budget,
+              final_plan.cost / all_attention);
   return result.met ? 0 : 3;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "plan_replacement: error: %s\n", e.what());

@@ -35,7 +35,10 @@ import json, sys
 r, lat = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert 1 <= len(r["attempts"]) <= 3, r["attempts"]
 assert r["met"] == (sys.argv[3] == "0")
-assert (r["attempts"][-1]["measured_drop"] <= r["budget"] + 1e-9) == r["met"]
+chosen = r["attempts"][r["chosen_run"] - 1]
+assert (chosen["measured_drop"] <= r["budget"] + 1e-9) == r["met"]
+met = [a for a in r["attempts"] if a["measured_drop"] <= r["budget"] + 1e-9]
+assert not met or chosen["cost"] == min(a["cost"] for a in met), r["attempts"]
 assert set(lat["forward_ms"]) >= {"attention", "min_gru"} and all(v > 0 for v in lat["forward_ms"].values()), lat
 assert lat["key"]["tokens"] == 197 and r["objective"] == "latency"
 pts = r["attempts"] + r["fixed_plans"]
@@ -49,7 +52,7 @@ grep -q "^student: .*min_gru" "$work/eval.out" || fail "evaluate did not rebuild
 import json, sys
 r = json.load(open(sys.argv[1]))
 acc = float(open(sys.argv[2]).read().split("accuracy:")[-1])
-want = r["teacher_accuracy"] - r["attempts"][-1]["measured_drop"]
+want = r["teacher_accuracy"] - r["attempts"][r["chosen_run"] - 1]["measured_drop"]
 assert abs(acc - want) < 1e-3, (acc, want)
 PY
 # A second run resumes: the measured plans and the latencies are reused, not redone.

@@ -132,6 +132,39 @@ TEST_CASE("planner: the correction loop on fake oracles", "[planner]") {
     for (std::size_t l = 0; l < 8; ++l) replaced += p.layers[l][r.last().choice.option[l]].mixer != kKeepAttention;
     CHECK(replaced <= 2);
   }
+  SECTION("a pessimistic model: without slack the first plan is kept, with slack a cheaper one is found") {
+    const auto truth = [&](const Choice& c) { return true_drop(c, 0.4, 0.0); };
+    const auto first = back_off(p, truth, 6);
+    REQUIRE(first.met);
+    CHECK(first.attempts.size() == 1);
+    CHECK(first.chosen == 0);
+    const auto slack = back_off(p, truth, 6, true);
+    REQUIRE(slack.met);
+    CHECK(slack.attempts.size() >= 2);
+    CHECK(slack.attempts.size() <= 6);
+    CHECK(slack.attempts[0].choice == first.answer().choice);
+    CHECK(slack.answer().choice.cost < first.answer().choice.cost);
+    CHECK(within_budget(slack.answer().measured, p.budget));
+    // The answer is the cheapest attempt that met the budget, and no plan was measured twice.
+    for (std::size_t i = 0; i < slack.attempts.size(); ++i) {
+      const auto& a = slack.attempts[i];
+      if (within_budget(a.measured, p.budget)) CHECK(a.choice.cost >= slack.answer().choice.cost);
+      for (std::size_t j = 0; j < i; ++j) CHECK_FALSE(slack.attempts[j].choice == a.choice);
+    }
+  }
+  SECTION("with slack, an exact model stops after one run") {
+    const auto r = back_off(p, [&](const Choice& c) { return true_drop(c, 1.0, 0.0); }, 5, true);
+    REQUIRE(r.met);
+    CHECK(r.attempts.size() == 1);
+  }
+  SECTION("with slack, a cheaper plan that fails leaves the met one as the answer") {
+    // Pessimistic alone, but replacing three or more layers costs 0.05 more: the cheaper plans fail.
+    const auto r = back_off(p, [&](const Choice& c) { return true_drop(c, 0.4, 0.05); }, 12, true);
+    REQUIRE(r.met);
+    CHECK(within_budget(r.answer().measured, p.budget));
+    for (const auto& a : r.attempts)
+      if (within_budget(a.measured, p.budget)) CHECK(a.choice.cost >= r.answer().choice.cost);
+  }
   SECTION("a drop equal to the budget, up to the rounding of a difference of accuracies, meets it") {
     const double drop = 0.8965 - 0.8865;  // 100 of 10,000 images: 0.010000000000000009 in double
     REQUIRE(drop > 0.01);

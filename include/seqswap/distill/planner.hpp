@@ -144,12 +144,20 @@ struct Attempt {
 };
 struct BackOffResult {
   std::vector<Attempt> attempts;  // in order
-  bool met = false;               // the last attempt meets the budget
+  bool met = false;               // some attempt meets the budget
+  std::size_t chosen = 0;         // the answer: the cheapest attempt that meets it (none: the last)
   const Attempt& last() const { return attempts.back(); }
+  const Attempt& answer() const { return attempts[chosen]; }
 };
 
 // The correction loop: measure(choice) -> the student's measured drop. At most `max_runs` calls.
-inline BackOffResult back_off(const PlanProblem& p, const std::function<double(const Choice&)>& measure, int max_runs) {
+// With `use_slack`, a plan that meets the budget does not end the loop when its measured drop is
+// below its prediction: the predictions are scaled down to that measurement (scale ← measured /
+// predicted, at least one unit over the prediction) and the cheaper plan they allow is measured
+// too; the loop ends when the model offers a plan already measured, or the runs are spent, and
+// the answer is the cheapest plan that met the budget.
+inline BackOffResult back_off(const PlanProblem& p, const std::function<double(const Choice&)>& measure, int max_runs,
+                              bool use_slack = false) {
   check(max_runs >= 1, "planner: expected at least one correction run, found ", max_runs);
   BackOffResult r;
   std::vector<bool> pinned(p.layers.size(), false);
@@ -159,6 +167,7 @@ inline BackOffResult back_off(const PlanProblem& p, const std::function<double(c
     for (std::size_t l = 0; l < p.layers.size(); ++l)
       for (std::size_t k = 0; k < p.layers[l].size(); ++k) scaled.layers[l][k].drop = p.layers[l][k].drop * scale;
     Choice c = solve(scaled, pinned);
+    if (!r.attempts.empty() && c == r.last().choice && within_budget(r.last().measured, p.budget)) break;  // converged
     if (!r.attempts.empty() && c == r.last().choice) {
       // The calibrated model still picks the plan that failed: keep the replaced layer with the
       // largest scaled prediction, and solve again.
@@ -175,16 +184,21 @@ inline BackOffResult back_off(const PlanProblem& p, const std::function<double(c
       pinned[worst] = true;
       c = solve(scaled, pinned);
     }
+    if (std::any_of(r.attempts.begin(), r.attempts.end(), [&](const Attempt& a) { return a.choice == c; })) break;
     const double m = measure(c);
     check(std::isfinite(m), "planner: the measured drop of a plan is not finite (", m, ")");
     r.attempts.push_back({c, scale, m});
-    if (within_budget(m, p.budget)) {
-      r.met = true;
-      return r;
-    }
     const double predicted = totals(p, c.option).drop;
+    if (within_budget(m, p.budget)) {
+      if (!r.met || c.cost < r.answer().choice.cost) r.chosen = r.attempts.size() - 1;
+      r.met = true;
+      if (!use_slack || predicted <= 0 || std::max(m, p.unit) / predicted >= scale) break;  // no slack to use
+      scale = std::max(m, p.unit) / predicted;
+      continue;
+    }
     if (predicted > 0) scale = std::max(scale, m / predicted);  // scaled predictions then equal this measurement
   }
+  if (!r.met) r.chosen = r.attempts.size() - 1;
   return r;
 }
 
