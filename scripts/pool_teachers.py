@@ -5,7 +5,9 @@
 
 For every folder (one teacher each): the group cells (sparsest vs densest, per mixer and group
 size g) and the single-layer sweep of min_gru. Pooled:
-  - groups: how many cells go each way, and the mean Δ per g with a sign-flip test over teachers;
+  - groups: how many cells go each way, and the mean Δ per group size with a sign-flip test over
+    teachers; cells are pooled by g / depth (a 12-layer teacher's g = 3 joins an 8-layer
+    teacher's g = 2: a quarter of the layers);
   - single layers: for each per-layer predictor, the mean over teachers of the within-teacher
     Spearman ρ with the layer's mean drop, and a stratified permutation p (drops permuted within
     each teacher, 100,000 draws; two-sided on the mean ρ). Layers are never pooled across
@@ -13,6 +15,7 @@ size g) and the single-layer sweep of min_gru. Pooled:
 Standard library only (runs with Debian's python3, no numpy). Prints Markdown.
 """
 import csv
+from fractions import Fraction
 import json
 import os
 import random
@@ -79,6 +82,7 @@ def load(folder):
         "accuracy": summary.get("teacher_accuracy"),
         "cells": summary.get("group_cells", []),
         "drop": sweep["mean_drop"] if sweep else None,
+        "depth": len(profile["layer_scores"]),
         "preds": preds,
     }
 
@@ -98,9 +102,11 @@ def main(folders):
             print("| %s | %.4f | %s | %d | %+.4f | [%+.4f, %+.4f] | %s |"
                   % (os.path.basename(t["name"]), t["accuracy"], c["mixer"], c["g"], c["delta"], lo, hi, verdict))
             if c["mixer"] == "min_gru":
-                by_g.setdefault(c["g"], []).append(c["delta"])
+                # Pooled by the fraction of the depth replaced, exact as a fraction.
+                by_g.setdefault(Fraction(c["g"], t["depth"]), []).append((os.path.basename(t["name"]), c["g"], c["delta"]))
     print()
-    for g, ds in sorted(by_g.items()):
+    for frac, cells in sorted(by_g.items()):
+        ds = [d for _, _, d in cells]
         # Exact sign-flip test over teachers: under H0 each teacher's Δ is as likely negated.
         n = len(ds)
         obs = abs(sum(ds))
@@ -108,8 +114,9 @@ def main(folders):
         for mask in range(1 << n):
             s = sum(-d if mask >> i & 1 else d for i, d in enumerate(ds))
             count += abs(s) >= obs - 1e-15
-        print("- min_gru, g = %d: mean Δ over %d teachers %+.4f (%s); sign-flip p = %.3f (%d of %d sign patterns)"
-              % (g, n, sum(ds) / n, ", ".join("%+.4f" % d for d in ds), count / (1 << n), count, 1 << n))
+        print("- min_gru, g / depth = %s: mean Δ over %d teachers %+.4f (%s); sign-flip p = %.3f (%d of %d sign patterns)"
+              % (frac, n, sum(ds) / n, ", ".join("%s g=%d %+.4f" % c for c in cells),
+                 count / (1 << n), count, 1 << n))
     print()
     with_sweep = [t for t in teachers if t["drop"]]
     print("### Single layers: what predicts the min_gru drop, within each teacher and pooled\n")
