@@ -11,9 +11,11 @@
 # Output: build/gpu-check/ (binaries, logs) and summary.txt there, also copied to $OUT when the
 # caller sets it (the device tool's folder that comes back). On a machine without a GPU the
 # build and the header check run and every device step reports "skipped".
-# Status: the device code is the linear-recurrence scan (forward, reverse, backward), the device
-# buffers and the backend seam (a hybrid ViT typed on backend::Cuda, its arena on the device);
-# the layers do not run on the device yet, so no training step or attention is timed here.
+# Status: the device code is the linear-recurrence scan (forward, reverse, backward), the
+# streamed masked softmax attention (forward and backward, every policy; one thread per row,
+# not yet tiled), the device buffers and the backend seam (a hybrid ViT typed on backend::Cuda,
+# its arena on the device); the layers do not run on the device yet, so no training step is
+# timed here. The attention forward is timed beside PyTorch's SDPA when torch imports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -42,9 +44,11 @@ declare -A sources=(
   [test_cuda_scan]="tests/cuda/test_cuda_scan.cu"
   [test_cuda_link]="tests/cuda/link_a.cu tests/cuda/link_b.cu"
   [test_cuda_backend]="tests/cuda/test_cuda_backend.cu"
+  [test_cuda_attention]="tests/cuda/test_cuda_attention.cu"
   [bench_cuda_scan]="benchmarks/gpu/bench_cuda_scan.cu"
+  [bench_cuda_attention]="benchmarks/gpu/bench_cuda_attention.cu"
 )
-names=(test_cuda_scan test_cuda_link test_cuda_backend bench_cuda_scan)
+names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention bench_cuda_scan bench_cuda_attention)
 
 # The header check: every dependency is in the checkout (relative), the staged folder, the CUDA
 # toolkit, or the C/C++ system headers; a Debian package's header (/usr/include/eigen3,
@@ -62,7 +66,7 @@ for n in "${names[@]}"; do
 done
 say "headers: every one from the checkout, $deps, the CUDA toolkit or the C/C++ system"
 
-# Build all four side by side.
+# Build them all side by side.
 pids=()
 for n in "${names[@]}"; do
   # shellcheck disable=SC2086
@@ -75,7 +79,7 @@ done
 say "built: ${names[*]} in $(( $(date +%s) - start )) s"
 
 failed=0
-for n in test_cuda_scan test_cuda_link test_cuda_backend; do
+for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention; do
   set +e
   "$work/$n" >"$work/$n.log" 2>&1
   rc=$?
@@ -88,7 +92,27 @@ for n in test_cuda_scan test_cuda_link test_cuda_backend; do
 done
 say "== scan bandwidth vs device-to-device copy"
 "$work/bench_cuda_scan" 2>&1 | tee -a "$summary"
-say "== not measured yet: the teacher and student training steps and attention against PyTorch SDPA (the layers have no device paths yet)"
+say "== attention forward vs PyTorch scaled_dot_product_attention (same shapes, float32)"
+"$work/bench_cuda_attention" 2>&1 | tee -a "$summary"
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  python3 - <<'PY' 2>&1 | tee -a "$summary"
+import torch, torch.nn.functional as F
+torch.backends.cuda.matmul.allow_tf32 = False
+for N, B in ((197, 64), (1024, 8), (4096, 1)):
+    q, k, v = (torch.randn(B, 6, N, 64, device="cuda") for _ in range(3))
+    F.scaled_dot_product_attention(q, k, v); torch.cuda.synchronize()
+    ms = []
+    for _ in range(7):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record(); F.scaled_dot_product_attention(q, k, v); e1.record(); torch.cuda.synchronize()
+        ms.append(e0.elapsed_time(e1))
+    ms.sort()
+    print(f"attention forward B {B} H 6 N {N} d 64: torch {torch.__version__} SDPA {ms[3]:.3f} ms (median of 7)")
+PY
+else
+  say "PyTorch with CUDA not importable here: SDPA not timed"
+fi
+say "== not measured yet: the teacher and student training steps (the layers have no device paths yet)"
 say "== done in $(( $(date +%s) - start )) s"
 if [ -n "${OUT:-}" ]; then cp "$summary" "$OUT/summary.txt"; cp "$work"/*.log "$OUT/" 2>/dev/null || true; fi
 exit $failed
