@@ -13,7 +13,8 @@
 # build and the header check run and every device step reports "skipped".
 # Status: the device code is the linear-recurrence scan (forward, reverse, backward), the
 # streamed masked softmax attention (forward and backward, every policy; one thread per row,
-# not yet tiled), the device buffers and the backend seam (a hybrid ViT typed on backend::Cuda,
+# not yet tiled), layer norm, GELU, softmax cross-entropy, AdamW, the linear maps through
+# cuBLAS, the device buffers and the backend seam (a hybrid ViT typed on backend::Cuda,
 # its arena on the device); the layers do not run on the device yet, so no training step is
 # timed here. The attention forward is timed beside PyTorch's SDPA when torch imports.
 set -euo pipefail
@@ -45,10 +46,12 @@ declare -A sources=(
   [test_cuda_link]="tests/cuda/link_a.cu tests/cuda/link_b.cu"
   [test_cuda_backend]="tests/cuda/test_cuda_backend.cu"
   [test_cuda_attention]="tests/cuda/test_cuda_attention.cu"
+  [test_cuda_rows]="tests/cuda/test_cuda_rows.cu"
+  [test_cuda_gemm]="tests/cuda/test_cuda_gemm.cu"
   [bench_cuda_scan]="benchmarks/gpu/bench_cuda_scan.cu"
   [bench_cuda_attention]="benchmarks/gpu/bench_cuda_attention.cu"
 )
-names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention bench_cuda_scan bench_cuda_attention)
+names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm bench_cuda_scan bench_cuda_attention)
 
 # The header check: every dependency is in the checkout (relative), the staged folder, the CUDA
 # toolkit, or the C/C++ system headers; a Debian package's header (/usr/include/eigen3,
@@ -70,7 +73,7 @@ say "headers: every one from the checkout, $deps, the CUDA toolkit or the C/C++ 
 pids=()
 for n in "${names[@]}"; do
   # shellcheck disable=SC2086
-  "$nvcc" "${flags[@]}" -o "$work/$n" ${sources[$n]} >"$work/$n.build.log" 2>&1 &
+  "$nvcc" "${flags[@]}" -o "$work/$n" ${sources[$n]} -lcublas >"$work/$n.build.log" 2>&1 &
   pids+=($!)
 done
 for i in "${!names[@]}"; do
@@ -79,7 +82,7 @@ done
 say "built: ${names[*]} in $(( $(date +%s) - start )) s"
 
 failed=0
-for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention; do
+for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm; do
   set +e
   "$work/$n" >"$work/$n.log" 2>&1
   rc=$?

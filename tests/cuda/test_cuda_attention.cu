@@ -11,36 +11,14 @@
 
 #include "seqswap/ops/cuda/attention.cuh"
 #include "seqswap/ops/flash_attention.hpp"
+#include "device_check.cuh"
 
 using namespace seqswap;
 namespace flash = seqswap::ops::flash;
 
-namespace {
-int failures = 0;
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const char* what,
-                  const char* rule, bool masked) {
-  double num = 0, den = 0;
-  bool finite = true;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    finite = finite && std::isfinite(got[i]);
-    num = std::max(num, std::abs(double(got[i]) - double(want[i])));
-    den = std::max(den, std::abs(double(want[i])));
-  }
-  const double rel = num / std::max(den, 1e-30);
-  if (!finite || !(rel <= tol)) {
-    std::printf("FAILED: %s (%s, mask %d): relative error %.3g > %.1g%s\n", what, rule, int(masked), rel, tol,
-                finite ? "" : ", non-finite values");
-    ++failures;
-  }
-}
-}  // namespace
 
 int main() {
-  if (!seqswap::cuda::device_available()) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;  // ctest SKIP_RETURN_CODE: reported as skipped, never as passed
-  }
+  seqswap::test::skip_without_device();
   std::mt19937 g(3);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const std::vector<flash::idx> lengths{5, 0, 1, 197, 33, 1};
@@ -95,10 +73,9 @@ int main() {
       std::vector<float> got_pre(pre.size()), got_dqkv(dqkv.size());
       d_pre.download(got_pre.data(), got_pre.size());
       d_dqkv.download(got_dqkv.data(), got_dqkv.size());
-      expect_close(got_pre, pre, 1e-5, "pre", c.name, masked);
-      expect_close(got_dqkv, dqkv, 1e-4, "dqkv", c.name, masked);
+      const std::string where = std::string(" (") + c.name + (masked ? ", masked)" : ")");
+      seqswap::test::expect_close(got_pre, pre, 1e-5, "pre" + where);
+      seqswap::test::expect_close(got_dqkv, dqkv, 1e-4, "dqkv" + where);
     }
-  if (failures) return 1;
-  std::printf("device attention: every policy matches the host executor\n");
-  return 0;
+  return seqswap::test::finish("device attention: every policy matches the host executor");
 }

@@ -9,31 +9,20 @@
 #include "seqswap/ops/cuda/scan.cuh"
 #include "seqswap/ops/scan.hpp"
 #include "scan_inputs.cuh"
+#include "device_check.cuh"
 
 using namespace seqswap;
 
 namespace {
-int failures = 0;
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, const char* what,
                   int C, bool reverse) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    num = std::max(num, std::abs(double(got[i]) - double(want[i])));
-    den = std::max(den, std::abs(double(want[i])));
-  }
-  const double rel = num / std::max(den, 1e-30);
-  if (!(rel <= tol)) {
-    std::printf("FAILED: %s (C %d, reverse %d): relative error %.3g > %.1g\n", what, C, int(reverse), rel, tol);
-    ++failures;
-  }
+  seqswap::test::expect_close(got, want, tol,
+                              std::string(what) + " (C " + std::to_string(C) + ", reverse " + std::to_string(int(reverse)) + ")");
 }
 }  // namespace
 
 int main() {
-  if (!seqswap::cuda::device_available()) {
-    std::printf("no CUDA device: skipped\n");
-    return 77;  // ctest SKIP_RETURN_CODE: reported as skipped, never as passed
-  }
+  seqswap::test::skip_without_device();
   std::mt19937 g(1);
   const std::vector<index_t> lengths{1, 5, 127, 128, 129, 1000, 0, 5000, 2};
   std::vector<index_t> offsets{0};
@@ -67,13 +56,12 @@ int main() {
   try {
     seqswap::cuda::DeviceBuffer<float> huge(std::size_t(1) << 50);
     std::printf("FAILED: a 4 PB cudaMalloc did not throw\n");
-    ++failures;
+    ++seqswap::test::failures;
   } catch (const seqswap::Error& e) {
     if (std::string(e.what()).find("cudaMalloc") == std::string::npos) {
       std::printf("FAILED: the error does not name the call: %s\n", e.what());
-      ++failures;
+      ++seqswap::test::failures;
     }
   }
-  std::printf(failures ? "%d failure(s)\n" : "device scan matches the host reference\n", failures);
-  return failures ? 1 : 0;
+  return seqswap::test::finish("device scan matches the host reference");
 }

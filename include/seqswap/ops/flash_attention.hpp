@@ -24,7 +24,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "seqswap/core/hd.hpp"
+#include "seqswap/config.hpp"  // SEQSWAP_HD
 
 namespace seqswap::ops::flash {
 
@@ -60,7 +60,7 @@ struct RowStats {
 
 // The sequence holding global row t (offsets non-decreasing, offsets[0] = 0 ≤ t < offsets[batch]):
 // binary search; empty sequences are skipped.
-SEQSWAP_HD inline idx sequence_of(const idx* offsets, idx batch, idx t) {
+SEQSWAP_HD idx sequence_of(const idx* offsets, idx batch, idx t) {
   idx lo = 0, hi = batch - 1;  // invariant: offsets[lo] ≤ t < offsets[hi + 1]
   while (lo < hi) {
     const idx mid = (lo + hi + 1) / 2;
@@ -74,7 +74,7 @@ SEQSWAP_HD inline idx sequence_of(const idx* offsets, idx batch, idx t) {
 template <class T>
 using OrderedBits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
 template <class T>
-SEQSWAP_HD inline OrderedBits<T> bits_of(T v) {
+SEQSWAP_HD OrderedBits<T> bits_of(T v) {
 #if defined(__CUDA_ARCH__)
   if constexpr (sizeof(T) == 4) return __float_as_uint(v);
   else return static_cast<std::uint64_t>(__double_as_longlong(v));
@@ -85,7 +85,7 @@ SEQSWAP_HD inline OrderedBits<T> bits_of(T v) {
 #endif
 }
 template <class T>
-SEQSWAP_HD inline T value_of(OrderedBits<T> u) {
+SEQSWAP_HD T value_of(OrderedBits<T> u) {
 #if defined(__CUDA_ARCH__)
   if constexpr (sizeof(T) == 4) return __uint_as_float(u);
   else return __longlong_as_double(static_cast<long long>(u));
@@ -96,14 +96,14 @@ SEQSWAP_HD inline T value_of(OrderedBits<T> u) {
 #endif
 }
 template <class T>
-SEQSWAP_HD inline OrderedBits<T> ordered(T v) {
+SEQSWAP_HD OrderedBits<T> ordered(T v) {
   using U = OrderedBits<T>;
   constexpr U sign = U(1) << (8 * sizeof(T) - 1);
   const U u = bits_of(v);
   return (u & sign) ? U(~u) : U(u | sign);
 }
 template <class T>
-SEQSWAP_HD inline T from_ordered(OrderedBits<T> u) {
+SEQSWAP_HD T from_ordered(OrderedBits<T> u) {
   using U = OrderedBits<T>;
   constexpr U sign = U(1) << (8 * sizeof(T) - 1);
   return value_of<T>((u & sign) ? U(u & ~sign) : U(~u));
@@ -130,7 +130,7 @@ struct Seq {
 };
 
 template <class T>
-SEQSWAP_HD inline Seq<T> sequence(const Problem<T>& p, idx b, idx h) {
+SEQSWAP_HD Seq<T> sequence(const Problem<T>& p, idx b, idx h) {
   const idx t0 = p.offsets[b], d = p.dim / p.heads;
   return {p.qkv + t0 * 3 * p.dim, p.keep ? p.keep + t0 : nullptr, p.offsets[b + 1] - t0, p.dim, d, h,
           T(1) / std::sqrt(T(d))};
@@ -138,7 +138,7 @@ SEQSWAP_HD inline Seq<T> sequence(const Problem<T>& p, idx b, idx h) {
 
 // Is key j in query i's selection (key j kept; s = its logit)?
 template <class T>
-SEQSWAP_HD inline bool selected(const Seq<T>& sq, const RowStats<T>& st, idx i, idx j, T s) {
+SEQSWAP_HD bool selected(const Seq<T>& sq, const RowStats<T>& st, idx i, idx j, T s) {
   if (st.mode == 1) {
     if (s != st.kth) return s > st.kth;
     idx before = 0;  // ties broken by key index, as the host's selection does
@@ -152,7 +152,7 @@ SEQSWAP_HD inline bool selected(const Seq<T>& sq, const RowStats<T>& st, idx i, 
 
 // Query row i of head h: out (d values, the row's slice of pre) and its stats.
 template <class T>
-SEQSWAP_HD inline void forward_row(const Problem<T>& p, const Seq<T>& sq, idx i, T* out, RowStats<T>& st) {
+SEQSWAP_HD void forward_row(const Problem<T>& p, const Seq<T>& sq, idx i, T* out, RowStats<T>& st) {
   st = RowStats<T>{};
   if (!sq.kept(i)) {
     for (idx e = 0; e < sq.d; ++e) out[e] = T(0);
@@ -229,7 +229,7 @@ SEQSWAP_HD inline void forward_row(const Problem<T>& p, const Seq<T>& sq, idx i,
 
 // delta_i = dO_i · O_i (Σ_j p_ij dP_ij) of query row i, head h.
 template <class T>
-SEQSWAP_HD inline T row_delta(const T* dout, const T* out, idx d) {
+SEQSWAP_HD T row_delta(const T* dout, const T* out, idx d) {
   T s = 0;
   for (idx e = 0; e < d; ++e) s += dout[e] * out[e];
   return s;
@@ -237,7 +237,7 @@ SEQSWAP_HD inline T row_delta(const T* dout, const T* out, idx d) {
 
 // dQ_i (d values): Σ_j dS_ij K_j with dS_ij = p_ij (dO_i·V_j − delta_i) · scale.
 template <class T>
-SEQSWAP_HD inline void dq_row(const Seq<T>& sq, const RowStats<T>& st, idx i, const T* dout, T delta, T* dq) {
+SEQSWAP_HD void dq_row(const Seq<T>& sq, const RowStats<T>& st, idx i, const T* dout, T delta, T* dq) {
   for (idx e = 0; e < sq.d; ++e) dq[e] = T(0);
   if (!sq.kept(i) || st.l == T(0)) return;
   const T inv = T(1) / st.l;
@@ -258,7 +258,7 @@ SEQSWAP_HD inline void dq_row(const Seq<T>& sq, const RowStats<T>& st, idx i, co
 // dK_j, dV_j (d values each) of key row j: Σ_i dS_ij Q_i and Σ_i p_ij dO_i. dout(i), stats(i),
 // delta(i): the sequence's query rows' (callables, so the host and the device index alike).
 template <class T, class DOut, class Stats, class Delta>
-SEQSWAP_HD inline void dkv_row(const Seq<T>& sq, idx j, DOut dout, Stats stats, Delta delta, T* dk, T* dv) {
+SEQSWAP_HD void dkv_row(const Seq<T>& sq, idx j, DOut dout, Stats stats, Delta delta, T* dk, T* dv) {
   for (idx e = 0; e < sq.d; ++e) dk[e] = dv[e] = T(0);
   if (!sq.kept(j)) return;
   const T* vj = sq.v(j);

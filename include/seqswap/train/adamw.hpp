@@ -7,6 +7,7 @@
 
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/params.hpp"
+#include "seqswap/ops/rows.hpp"
 
 namespace seqswap::train {
 
@@ -37,27 +38,25 @@ class AdamW {
             const std::uint8_t* trainable = nullptr) {
     check(n == decay_.size(), "AdamW: arena has ", n, " values, the optimizer was built for ",
           decay_.size(), " (re-create it after a relayout)");
-    ++t_;
-    const double bc1 = 1.0 - std::pow(o_.beta1, double(t_));
-    const double bc2 = 1.0 - std::pow(o_.beta2, double(t_));
-    const T b1 = T(o_.beta1), b2 = T(o_.beta2);
-    const T step_size = T(lr / bc1);
-    const T inv_sqrt_bc2 = T(1.0 / std::sqrt(bc2));
-    const T eps = T(o_.eps);
-    const T decay = T(1.0 - lr * o_.weight_decay);
+    const ops::rows::AdamWCoefs<T> k = next_step(lr);
     const std::uint8_t* dm = decay_.data();
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (std::size_t i = 0; i < n; ++i) {
       if (trainable && !trainable[i]) continue;
-      const T gi = g[i];
-      const T mi = b1 * m[i] + (T(1) - b1) * gi;
-      const T vi = b2 * v[i] + (T(1) - b2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      T pi = dm[i] ? p[i] * decay : p[i];
-      p[i] = pi - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+      ops::rows::adamw_element(p[i], g[i], m[i], v[i], dm[i] != 0, k);
     }
   }
+
+  // Counts a step and returns its coefficients: what step() applies on the host and the device
+  // kernel (ops/cuda/rows.cuh) takes.
+  ops::rows::AdamWCoefs<T> next_step(double lr) {
+    ++t_;
+    const double bc1 = 1.0 - std::pow(o_.beta1, double(t_));
+    const double bc2 = 1.0 - std::pow(o_.beta2, double(t_));
+    return {T(o_.beta1), T(o_.beta2), T(lr / bc1), T(1.0 / std::sqrt(bc2)), T(o_.eps), T(1.0 - lr * o_.weight_decay)};
+  }
+  // The decay mask per arena element (1: decayed), for a device copy.
+  const std::vector<std::uint8_t>& decay_mask() const { return decay_; }
 
  private:
   AdamWOptions o_;

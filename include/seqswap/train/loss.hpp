@@ -8,6 +8,7 @@
 
 #include "seqswap/core/error.hpp"
 #include "seqswap/core/tokens.hpp"
+#include "seqswap/ops/rows.hpp"
 
 namespace seqswap::train {
 
@@ -28,19 +29,9 @@ LossResult cross_entropy(const T* logits, const std::int32_t* labels, index_t B,
     const std::int32_t y = labels[b];
     check(y >= 0 && y < C, "cross_entropy: expected labels in [0, ", C, "), found ", y,
           " at batch index ", b);
-    const T mx = *std::max_element(z, z + C);
-    double sum = 0;
-    for (index_t c = 0; c < C; ++c) sum += std::exp(double(z[c] - mx));
-    const double log_sum = std::log(sum) + double(mx);
-    double l = 0;
-    for (index_t c = 0; c < C; ++c) {
-      const double q = (c == y ? 1.0 - smoothing : 0.0) + smoothing / double(C);
-      const double logp = double(z[c]) - log_sum;
-      l -= q * logp;
-      if (dlogits) dlogits[b * C + c] = T((std::exp(logp) - q) / double(B));
-    }
-    r.loss += l / double(B);
-    if (std::max_element(z, z + C) - z == y) ++r.correct;
+    const auto row = ops::rows::cross_entropy_row(z, C, y, smoothing, B, dlogits ? dlogits + b * C : nullptr);
+    r.loss += row.loss / double(B);
+    r.correct += row.correct;
   }
   return r;
 }
