@@ -142,7 +142,7 @@ int main(int argc, char** argv) try {
   std::vector<std::string> study_dirs;
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
-  int max_runs = 4, latency_reps = 21, probes_per_mixer = 2;
+  int max_runs = 4, latency_reps = 21, probes_per_mixer = 2, replicate_seeds = 0;
   bool quiet = false, validate_only = false, stop_at_first = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
@@ -175,6 +175,9 @@ int main(int argc, char** argv) try {
   app.add_flag("--stop-at-first", stop_at_first, "stop at the first plan that meets the budget (default: when it "
                "meets it with room to spare, scale the predictions down and try the cheaper plan they allow, within "
                "--max-runs; the answer is the cheapest plan that met the budget)");
+  app.add_option("--replicate-seeds", replicate_seeds, "distil the chosen plan again with this many more training "
+                 "seeds (the study's seed + 1000 k: the new mixers' initialisation and the data order) and report "
+                 "the drops' mean, standard deviation and how many meet the budget")->check(CLI::Range(0, 20));
   app.add_flag("--quiet", quiet, "no progress lines");
   app.add_flag("--validate-only", validate_only, "fit the drop model to the sweep, validate it on held-out cells, "
                "write <out>/predictor.json and stop (no training, no data needed)");
@@ -317,9 +320,9 @@ int main(int argc, char** argv) try {
   double distill_seconds = 0;  // over the students distilled so far (for the estimate of what is left)
   int distilled = 0;
   const auto distil = [&](const std::vector<std::string>& per_layer, const fs::path& rec, const std::string& what,
-                          int left_after, bool force, const json& extra) -> double {
+                          int left_after, bool force, const json& extra, std::uint64_t seed) -> double {
     auto student = teacher;
-    const auto plan = zoo::replace_layers(student, cfg, per_layer, {.seed = sc.seed}, "planner");
+    const auto plan = zoo::replace_layers(student, cfg, per_layer, {.seed = seed}, "planner");
     if (!force && fs::exists(rec)) {
       const json r = read_json(rec, "resume");
       if (r.value("plan", json()) == json(per_layer)) {
@@ -338,11 +341,11 @@ int main(int argc, char** argv) try {
     io::Progress p1(what + " stage1", sc.stage1_steps, 10.0, quiet), p2(what + " stage2", sc.stage2_steps, 10.0, quiet);
     const distill::Stage1Options s1{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1,
                                     .ce_weight = sc.stage1_ce_weight, .mse_weight = sc.stage1_mse_weight,
-                                    .free_running = sc.protocol == "free", .seed = sc.seed + 1};
-    const distill::Stage2Options s2{.steps = sc.stage2_steps, .batch = sc.batch, .lr = sc.lr2, .seed = sc.seed + 2};
+                                    .free_running = sc.protocol == "free", .seed = seed + 1};
+    const distill::Stage2Options s2{.steps = sc.stage2_steps, .batch = sc.batch, .lr = sc.lr2, .seed = seed + 2};
     double acc = 0;
     if (halting_opts) {  // the student keeps the teacher's halting; stage 1 on the tokens the teacher keeps
-      const distill::Stage1Options s1h{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1, .seed = sc.seed + 1};
+      const distill::Stage1Options s1h{.steps = sc.stage1_steps, .batch = sc.batch, .lr = sc.lr1, .seed = seed + 1};
       if (!plan.layers.empty()) {
         distill::guided_stage1(teacher, *halting_opts, student, plan, train_set, s1h, {}, &p1);
         distill::guided_stage2(teacher, *halting_opts, student, train_set, s2, {}, &p2);
@@ -384,7 +387,7 @@ int main(int argc, char** argv) try {
     const double d = distil(per_layer, out / "probes" / ("probe-" + m + "-l" + std::to_string(l) + ".json"),
                             "probe " + std::to_string(i + 1) + "/" + std::to_string(probes_todo.size()) + " (" + m +
                                 " in layer " + std::to_string(l) + ")",
-                            int(probes_todo.size() - i - 1), false, json{{"probe", {{"mixer", m}, {"layer", l}}}});
+                            int(probes_todo.size() - i - 1), false, json{{"probe", {{"mixer", m}, {"layer", l}}}}, sc.seed);
     probe_cells.push_back({l, m, d, 1});
   }
   std::vector<analysis::DropCell> all_cells = cells;
@@ -444,22 +447,24 @@ int main(int argc, char** argv) try {
   // from <out>/runs/ when this plan was measured before (same plan, same protocol).
   int run = 0;
   bool force = false;  // distil even when the plan was measured before (the final student)
+  // A plan's record name: FNV-1a of its mixers, the same on every machine and build.
+  const auto plan_key = [](const std::vector<std::string>& per_layer) {
+    std::string key;
+    for (const auto& m : per_layer) key += (key.empty() ? "" : "_") + m;
+    std::uint64_t h = 1469598103934665603ull;
+    for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
+    return std::to_string(h % 1000000007);
+  };
   const auto measure = [&](const distill::Choice& c) {
     std::vector<std::string> per_layer;
-    std::string key;
-    for (std::size_t l = 0; l < c.option.size(); ++l) {
-      per_layer.push_back(problem.layers[l][c.option[l]].mixer);
-      key += (key.empty() ? "" : "_") + per_layer.back();
-    }
+    for (std::size_t l = 0; l < c.option.size(); ++l) per_layer.push_back(problem.layers[l][c.option[l]].mixer);
     if (!force) ++run;
-    std::uint64_t h = 1469598103934665603ull;  // FNV-1a: the same name on every machine and build
-    for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
-    const fs::path rec = out / "runs" / ("plan-" + std::to_string(h % 1000000007) + ".json");
+    const fs::path rec = out / "runs" / ("plan-" + plan_key(per_layer) + ".json");
     const std::string what = force ? std::string("final student")
                                    : "run " + std::to_string(run) + " of at most " + std::to_string(max_runs) +
                                          " (predicted drop " + std::to_string(c.drop) + ")";
     return distil(per_layer, rec, what, force ? -1 : max_runs - run, force,
-                  json{{"predicted_drop", c.drop}, {"cost", c.cost}});
+                  json{{"predicted_drop", c.drop}, {"cost", c.cost}}, sc.seed);
   };
   const auto result = distill::back_off(problem, measure, max_runs, !stop_at_first);
   const auto& final_plan = result.answer().choice;
@@ -474,6 +479,17 @@ int main(int argc, char** argv) try {
   }
   io::write_file_atomic(out / "plan.json", distill::plan_json(problem, final_plan, objective).dump(2) + "\n");
   io::save_checkpoint(out / "student.safetensors", *last_student, cfg, zoo::student_metadata(final_mixers));
+
+  // Seed replicates of the chosen plan: the same plan distilled with other training seeds.
+  std::vector<double> replicate_drops{result.answer().measured};
+  for (int k = 1; k <= replicate_seeds; ++k) {
+    const std::uint64_t seed = sc.seed + 1000u * std::uint64_t(k);
+    replicate_drops.push_back(distil(final_mixers,
+                                     out / "runs" / ("replicate-" + plan_key(final_mixers) + "-seed" + std::to_string(seed) + ".json"),
+                                     "seed replicate " + std::to_string(k) + "/" + std::to_string(replicate_seeds) +
+                                         " of the chosen plan (seed " + std::to_string(seed) + ")",
+                                     replicate_seeds - k, false, json{{"seed", seed}}, seed));
+  }
 
   // Every student of the report: the planner's measured plans and the study's fixed plans, each
   // with its parameters and end-to-end forward latency measured here side by side.
@@ -625,6 +641,27 @@ int main(int argc, char** argv) try {
      << (result.met ? ", the cheapest that met the budget" : ", the last") << ") measured a drop of "
      << result.answer().measured << (result.met ? ", within" : ", over") << " the budget " << budget << "; "
      << result.attempts.size() << " measured run(s)" << (stop_at_first ? " (--stop-at-first)" : "") << ".\n";
+  json replicates = json::array();
+  if (replicate_seeds > 0) {
+    const double n = double(replicate_drops.size());
+    double mean = 0, ss = 0;
+    int within = 0;
+    for (double d : replicate_drops) {
+      mean += d / n;
+      within += distill::within_budget(d, budget);
+    }
+    for (double d : replicate_drops) ss += (d - mean) * (d - mean);
+    const double sd = std::sqrt(ss / (n - 1));
+    md << "\n### Seed replicates of the chosen plan\n\nThe chosen plan distilled with " << replicate_drops.size()
+       << " training seeds (the study's seed " << sc.seed << ", then + 1000 k; the new mixers' initialisation and the "
+       << "data order): drops";
+    for (std::size_t k = 0; k < replicate_drops.size(); ++k) {
+      md << (k ? ", " : " ") << replicate_drops[k];
+      replicates.push_back({{"seed", sc.seed + 1000u * std::uint64_t(k)}, {"drop", replicate_drops[k]}});
+    }
+    md << "; mean " << mean << ", standard deviation " << sd << "; within the budget in " << within << " of "
+       << replicate_drops.size() << ".\n";
+  }
 
   double best_fixed = NAN, best_fixed_ms = NAN;
   std::string best_fixed_name;
@@ -668,7 +705,8 @@ int main(int argc, char** argv) try {
                                                   {"attempts", attempts}, {"mixers", final_mixers},
                                                   {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed},
                                                   {"predictor", predictor}, {"halting", bool(halting_opts)},
-                                                  {"keep_per_layer", keep}, {"layer_tokens", layer_tokens}}
+                                                  {"keep_per_layer", keep}, {"layer_tokens", layer_tokens},
+                                                  {"replicates", replicates}}
                                                 .dump(2) + "\n");
   std::printf("%s: %zu run(s), chosen run %zu: drop %.4f (budget %.4f), cost %.3f of all-attention\n",
               result.met ? "met" : "not met", result.attempts.size(), result.chosen + 1, result.answer().measured, budget,

@@ -105,10 +105,11 @@ grep -q "probe 1/1 (linear_attention in layer [0-9]*): measured before" "$work/p
   fail "the rerun did not reuse the probe: $(grep probe "$work/probe.err" | head -3)"
 # A halting teacher: its keep ratios scale each layer's costs, its students are distilled with
 # guided distillation and measured with their own halting; the dense study's fixed plans are not
-# listed beside them.
+# listed beside them. One seed replicate of the chosen plan: distilled again with another seed,
+# recorded and reported.
 set +e
 "$planner" --checkpoint "$halting" --study "$work/study" --budget 0.05 --objective flops --train-limit 256 \
-  --test-limit 256 --max-runs 1 --out "$work/halting" >"$work/halting.out" 2>"$work/halting.err"
+  --test-limit 256 --max-runs 1 --replicate-seeds 1 --out "$work/halting" >"$work/halting.out" 2>"$work/halting.err"
 rc=$?
 set -e
 [ $rc -eq 0 ] || [ $rc -eq 3 ] || { cat "$work/halting.err"; fail "the planner on a halting teacher failed (exit $rc)"; }
@@ -120,7 +121,12 @@ r = json.load(open(sys.argv[1]))
 assert r["halting"] is True and len(r["keep_per_layer"]) == len(r["layer_tokens"]), r
 assert r["layer_tokens"][0] == r["tokens"] and min(r["layer_tokens"]) < r["tokens"], r["layer_tokens"]
 assert r["fixed_plans"] == [], r["fixed_plans"]
+reps = r["replicates"]
+assert len(reps) == 2 and reps[0]["seed"] != reps[1]["seed"], reps
+assert reps[0]["drop"] == r["attempts"][r["chosen_run"] - 1]["measured_drop"], (reps, r["attempts"])
 PY
+ls "$work/halting/runs/"replicate-*-seed*.json >/dev/null 2>&1 || fail "no seed replicate record: $(ls "$work/halting/runs")"
+grep -q "^### Seed replicates of the chosen plan" "$work/halting/report.md" || fail "report.md has no seed replicates"
 # Refusals (a non-zero exit), each naming what it refuses.
 ! "$planner" --checkpoint "$teacher" --study "$work/study" --budget 1.5 --out "$work/bad" >"$work/bad1" 2>&1 ||
   fail "a budget of 1.5 was accepted"
