@@ -14,7 +14,7 @@
 # Status: the device code is the linear-recurrence scan (forward, reverse, backward), the
 # streamed masked softmax attention (forward and backward, every policy; one thread per row,
 # not yet tiled), layer norm, GELU, softmax cross-entropy, AdamW, the linear maps through
-# cuBLAS, the device buffers and the backend seam (a hybrid ViT typed on backend::Cuda,
+# cuBLAS, halting's row gather/scatter, the device buffers and the backend seam (a hybrid ViT typed on backend::Cuda,
 # its arena on the device); the layers do not run on the device yet, so no training step is
 # timed here. The attention forward is timed beside PyTorch's SDPA when torch imports.
 set -euo pipefail
@@ -48,10 +48,11 @@ declare -A sources=(
   [test_cuda_attention]="tests/cuda/test_cuda_attention.cu"
   [test_cuda_rows]="tests/cuda/test_cuda_rows.cu"
   [test_cuda_gemm]="tests/cuda/test_cuda_gemm.cu"
+  [test_cuda_pack]="tests/cuda/test_cuda_pack.cu"
   [bench_cuda_scan]="benchmarks/gpu/bench_cuda_scan.cu"
   [bench_cuda_attention]="benchmarks/gpu/bench_cuda_attention.cu"
 )
-names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm bench_cuda_scan bench_cuda_attention)
+names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack bench_cuda_scan bench_cuda_attention)
 
 # The header check: every dependency is in the checkout (relative), the staged folder, the CUDA
 # toolkit, or the C/C++ system headers; a Debian package's header (/usr/include/eigen3,
@@ -82,7 +83,7 @@ done
 say "built: ${names[*]} in $(( $(date +%s) - start )) s"
 
 failed=0
-for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm; do
+for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack; do
   set +e
   "$work/$n" >"$work/$n.log" 2>&1
   rc=$?
