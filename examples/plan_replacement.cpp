@@ -142,7 +142,7 @@ int main(int argc, char** argv) try {
   std::vector<std::string> study_dirs;
   double budget = 0.01;
   index_t tokens = 0, train_limit = 0, test_limit = 0;
-  int max_runs = 4, latency_reps = 21, probes_per_mixer = 2, replicate_seeds = 0;
+  int max_runs = 4, latency_reps = 21, probes_per_mixer = 2, replicate_seeds = 0, seeds_per_run = 1;
   bool quiet = false, validate_only = false, stop_at_first = false;
   DataFlags data;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
@@ -178,6 +178,9 @@ int main(int argc, char** argv) try {
   app.add_option("--replicate-seeds", replicate_seeds, "distil the chosen plan again with this many more training "
                  "seeds (the study's seed + 1000 k: the new mixers' initialisation and the data order) and report "
                  "the drops' mean, standard deviation and how many meet the budget")->check(CLI::Range(0, 20));
+  app.add_option("--seeds-per-run", seeds_per_run, "training seeds per measured plan: the correction loop judges a "
+                 "plan by its mean drop over these seeds (the study's seed + 1000 k), so that meeting the budget "
+                 "does not hang on one seed's luck (each run costs this many distillations)")->check(CLI::Range(1, 10));
   app.add_flag("--quiet", quiet, "no progress lines");
   app.add_flag("--validate-only", validate_only, "fit the drop model to the sweep, validate it on held-out cells, "
                "write <out>/predictor.json and stop (no training, no data needed)");
@@ -455,16 +458,30 @@ int main(int argc, char** argv) try {
     for (unsigned char ch : key) h = (h ^ ch) * 1099511628211ull;
     return std::to_string(h % 1000000007);
   };
+  // The record of a plan distilled with another seed than the study's (the loop's extra seeds
+  // and the replicates share it).
+  const auto seed_record = [&](const std::string& key, std::uint64_t seed) {
+    return out / "runs" / ("plan-" + key + "-seed" + std::to_string(seed) + ".json");
+  };
   const auto measure = [&](const distill::Choice& c) {
     std::vector<std::string> per_layer;
     for (std::size_t l = 0; l < c.option.size(); ++l) per_layer.push_back(problem.layers[l][c.option[l]].mixer);
     if (!force) ++run;
-    const fs::path rec = out / "runs" / ("plan-" + plan_key(per_layer) + ".json");
+    const std::string key = plan_key(per_layer);
     const std::string what = force ? std::string("final student")
                                    : "run " + std::to_string(run) + " of at most " + std::to_string(max_runs) +
                                          " (predicted drop " + std::to_string(c.drop) + ")";
-    return distil(per_layer, rec, what, force ? -1 : max_runs - run, force,
-                  json{{"predicted_drop", c.drop}, {"cost", c.cost}}, sc.seed);
+    const json extra{{"predicted_drop", c.drop}, {"cost", c.cost}};
+    // The other seeds first (never forced: their records serve the final student's rerun too),
+    // the study's seed last, so that last_student is that seed's student.
+    double sum = 0;
+    for (int k = 1; k < seeds_per_run; ++k) {
+      const std::uint64_t seed = sc.seed + 1000u * std::uint64_t(k);
+      sum += distil(per_layer, seed_record(key, seed), what + ", seed " + std::to_string(seed), -1, false, extra, seed);
+    }
+    sum += distil(per_layer, out / "runs" / ("plan-" + key + ".json"), what, force ? -1 : max_runs - run, force, extra,
+                  sc.seed);
+    return sum / seeds_per_run;
   };
   const auto result = distill::back_off(problem, measure, max_runs, !stop_at_first);
   const auto& final_plan = result.answer().choice;
@@ -481,11 +498,11 @@ int main(int argc, char** argv) try {
   io::save_checkpoint(out / "student.safetensors", *last_student, cfg, zoo::student_metadata(final_mixers));
 
   // Seed replicates of the chosen plan: the same plan distilled with other training seeds.
-  std::vector<double> replicate_drops{result.answer().measured};
+  std::vector<double> replicate_drops{read_json(out / "runs" / ("plan-" + plan_key(final_mixers) + ".json"), "the final "
+                                                "plan's record")["drop"].get<double>()};
   for (int k = 1; k <= replicate_seeds; ++k) {
     const std::uint64_t seed = sc.seed + 1000u * std::uint64_t(k);
-    replicate_drops.push_back(distil(final_mixers,
-                                     out / "runs" / ("replicate-" + plan_key(final_mixers) + "-seed" + std::to_string(seed) + ".json"),
+    replicate_drops.push_back(distil(final_mixers, seed_record(plan_key(final_mixers), seed),
                                      "seed replicate " + std::to_string(k) + "/" + std::to_string(replicate_seeds) +
                                          " of the chosen plan (seed " + std::to_string(seed) + ")",
                                      replicate_seeds - k, false, json{{"seed", seed}}, seed));
@@ -626,7 +643,9 @@ int main(int argc, char** argv) try {
            << v->baseline << ") | " << v->spearman << " (" << v->baseline_spearman << ") | " << v->coverage95 << " |\n";
     md << "\n";
   }
-  md << "| run | plan (layer: mixer) | predicted drop (scale) | measured drop | cost / all-attention cost |\n|---|---|---|---|---|\n";
+  md << "| run | plan (layer: mixer) | predicted drop (scale) | measured drop"
+     << (seeds_per_run > 1 ? " (mean of " + std::to_string(seeds_per_run) + " seeds)" : std::string())
+     << " | cost / all-attention cost |\n|---|---|---|---|---|\n";
   for (std::size_t k = 0; k < result.attempts.size(); ++k) {
     const auto& a = result.attempts[k];
     const auto& pt = points[k];
@@ -706,7 +725,7 @@ int main(int argc, char** argv) try {
                                                   {"fixed_plans", fixed_json}, {"best_fixed_cost_ratio", best_fixed},
                                                   {"predictor", predictor}, {"halting", bool(halting_opts)},
                                                   {"keep_per_layer", keep}, {"layer_tokens", layer_tokens},
-                                                  {"replicates", replicates}}
+                                                  {"replicates", replicates}, {"seeds_per_run", seeds_per_run}}
                                                 .dump(2) + "\n");
   std::printf("%s: %zu run(s), chosen run %zu: drop %.4f (budget %.4f), cost %.3f of all-attention\n",
               result.met ? "met" : "not met", result.attempts.size(), result.chosen + 1, result.answer().measured, budget,

@@ -105,11 +105,12 @@ grep -q "probe 1/1 (linear_attention in layer [0-9]*): measured before" "$work/p
   fail "the rerun did not reuse the probe: $(grep probe "$work/probe.err" | head -3)"
 # A halting teacher: its keep ratios scale each layer's costs, its students are distilled with
 # guided distillation and measured with their own halting; the dense study's fixed plans are not
-# listed beside them. One seed replicate of the chosen plan: distilled again with another seed,
-# recorded and reported.
+# listed beside them. Two seeds per run (the loop judges the mean) and two seed replicates of
+# the chosen plan: the first replicate is the run's second seed, reused; the second is distilled.
 set +e
 "$planner" --checkpoint "$halting" --study "$work/study" --budget 0.05 --objective flops --train-limit 256 \
-  --test-limit 256 --max-runs 1 --replicate-seeds 1 --out "$work/halting" >"$work/halting.out" 2>"$work/halting.err"
+  --test-limit 256 --max-runs 1 --seeds-per-run 2 --replicate-seeds 2 --out "$work/halting" \
+  >"$work/halting.out" 2>"$work/halting.err"
 rc=$?
 set -e
 [ $rc -eq 0 ] || [ $rc -eq 3 ] || { cat "$work/halting.err"; fail "the planner on a halting teacher failed (exit $rc)"; }
@@ -122,10 +123,15 @@ assert r["halting"] is True and len(r["keep_per_layer"]) == len(r["layer_tokens"
 assert r["layer_tokens"][0] == r["tokens"] and min(r["layer_tokens"]) < r["tokens"], r["layer_tokens"]
 assert r["fixed_plans"] == [], r["fixed_plans"]
 reps = r["replicates"]
-assert len(reps) == 2 and reps[0]["seed"] != reps[1]["seed"], reps
-assert reps[0]["drop"] == r["attempts"][r["chosen_run"] - 1]["measured_drop"], (reps, r["attempts"])
+assert len(reps) == 3 and len({x["seed"] for x in reps}) == 3, reps
+measured = r["attempts"][r["chosen_run"] - 1]["measured_drop"]
+assert abs(measured - (reps[0]["drop"] + reps[1]["drop"]) / 2) < 1e-12, (reps, measured)
+assert r["seeds_per_run"] == 2, r["seeds_per_run"]
 PY
-ls "$work/halting/runs/"replicate-*-seed*.json >/dev/null 2>&1 || fail "no seed replicate record: $(ls "$work/halting/runs")"
+ls "$work/halting/runs/"plan-*-seed1000.json "$work/halting/runs/"plan-*-seed2000.json >/dev/null 2>&1 ||
+  fail "no record of the other seeds: $(ls "$work/halting/runs")"
+grep -q "seed replicate 1/2 .*measured before" "$work/halting.err" ||
+  fail "the first replicate did not reuse the run's second seed: $(grep replicate "$work/halting.err" | head -2)"
 grep -q "^### Seed replicates of the chosen plan" "$work/halting/report.md" || fail "report.md has no seed replicates"
 # Refusals (a non-zero exit), each naming what it refuses.
 ! "$planner" --checkpoint "$teacher" --study "$work/study" --budget 1.5 --out "$work/bad" >"$work/bad1" 2>&1 ||
