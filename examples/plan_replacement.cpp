@@ -479,7 +479,7 @@ int main(int argc, char** argv) try {
       const std::uint64_t seed = sc.seed + 1000u * std::uint64_t(k);
       sum += distil(per_layer, seed_record(key, seed), what + ", seed " + std::to_string(seed), -1, false, extra, seed);
     }
-    sum += distil(per_layer, out / "runs" / ("plan-" + key + ".json"), what, force ? -1 : max_runs - run, force, extra,
+    sum += distil(per_layer, out / "runs" / ("plan-" + key + ".json"), what, force ? -1 : (max_runs - run) * seeds_per_run, force, extra,
                   sc.seed);
     return sum / seeds_per_run;
   };
