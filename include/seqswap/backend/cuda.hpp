@@ -21,6 +21,11 @@ inline void check_call(cudaError_t e, const char* call, const char* file, int li
     fail("CUDA: ", call, " failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ") at ", file, ":", line);
 }
 
+// Blocks of `threads` threads covering n work items (one thread each): the grid of a 1-D launch.
+inline unsigned blocks_for(long long n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
 // True when a CUDA device can be used here (tests skip otherwise).
 inline bool device_available() {
   int n = 0;

@@ -62,9 +62,6 @@ __global__ void flash_dkv_kernel(flash::Problem<T> p, const flash::RowStats<T>* 
   flash::dkv_row(sq, t - t0, dout, st, dl, row + D + h * d, row + 2 * D + h * d);
 }
 
-inline unsigned attn_blocks(flash::idx work) {
-  return static_cast<unsigned>((work + kAttnThreads - 1) / kAttnThreads);
-}
 }  // namespace detail
 
 // pre (rows, D) and stats (rows · heads) from p (device pointers; `rows` = offsets[batch], read
@@ -76,7 +73,7 @@ void flash_attention_forward(const flash::Problem<T>& p, flash::idx rows, T* pre
   check(*why == '\0', "flash_attention_forward: ", why, " (width ", p.dim, ", heads ", p.heads, ")");
   const flash::idx work = rows * p.heads;
   if (work == 0) return;
-  detail::flash_forward_kernel<T><<<detail::attn_blocks(work), detail::kAttnThreads, 0, s>>>(p, pre, stats);
+  detail::flash_forward_kernel<T><<<seqswap::cuda::blocks_for(work, detail::kAttnThreads), detail::kAttnThreads, 0, s>>>(p, pre, stats);
   SEQSWAP_CUDA_LAUNCHED("flash_forward_kernel");
 }
 
@@ -88,10 +85,10 @@ void flash_attention_backward(const flash::Problem<T>& p, flash::idx rows, const
   check(*why == '\0', "flash_attention_backward: ", why, " (width ", p.dim, ", heads ", p.heads, ")");
   const flash::idx work = rows * p.heads;
   if (work == 0) return;
-  detail::flash_delta_dq_kernel<T><<<detail::attn_blocks(work), detail::kAttnThreads, 0, s>>>(p, stats, pre, dpre,
+  detail::flash_delta_dq_kernel<T><<<seqswap::cuda::blocks_for(work, detail::kAttnThreads), detail::kAttnThreads, 0, s>>>(p, stats, pre, dpre,
                                                                                               delta, dqkv);
   SEQSWAP_CUDA_LAUNCHED("flash_delta_dq_kernel");
-  detail::flash_dkv_kernel<T><<<detail::attn_blocks(work), detail::kAttnThreads, 0, s>>>(p, stats, dpre, delta, dqkv);
+  detail::flash_dkv_kernel<T><<<seqswap::cuda::blocks_for(work, detail::kAttnThreads), detail::kAttnThreads, 0, s>>>(p, stats, dpre, delta, dqkv);
   SEQSWAP_CUDA_LAUNCHED("flash_dkv_kernel");
 }
 

@@ -81,7 +81,6 @@ __global__ void column_sum_kernel(const T* dy, long long rows, long long out, T*
   for (long long r = 0; r < rows; ++r) s += dy[r * out + j];
   db[j] = s;
 }
-inline unsigned blocks_of(long long n) { return static_cast<unsigned>((n + 255) / 256); }
 inline int dim_of(long long v, const char* what) {
   check(v >= 0 && v <= 0x7fffffffLL, "device GEMM: ", what, " = ", v, " does not fit cuBLAS's 32-bit sizes");
   return static_cast<int>(v);
@@ -95,7 +94,7 @@ void linear_forward(const seqswap::cuda::Blas& blas, const T* x, long long rows,
   if (rows == 0 || out == 0) return;
   const int m = detail::dim_of(out, "out"), n = detail::dim_of(rows, "rows"), k = detail::dim_of(in, "in");
   if (b) {
-    detail::broadcast_rows_kernel<T><<<detail::blocks_of(rows * out), 256, 0, blas.stream()>>>(b, rows, out, y);
+    detail::broadcast_rows_kernel<T><<<seqswap::cuda::blocks_for(rows * out, 256), 256, 0, blas.stream()>>>(b, rows, out, y);
     SEQSWAP_CUDA_LAUNCHED("broadcast_rows_kernel");
   }
   detail::gemm<T>(blas.get(), CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, T(1), w, k, x, k, b ? T(1) : T(0), y, m);
@@ -110,7 +109,7 @@ void linear_backward(const seqswap::cuda::Blas& blas, const T* x, long long rows
   if (dx) detail::gemm<T>(blas.get(), CUBLAS_OP_N, CUBLAS_OP_N, i, r, o, T(1), w, i, dy, o, T(0), dx, i);
   if (dw) detail::gemm<T>(blas.get(), CUBLAS_OP_N, CUBLAS_OP_T, i, o, r, T(1), x, i, dy, o, T(1), dw, i);
   if (db) {
-    detail::column_sum_kernel<T><<<detail::blocks_of(out), 256, 0, blas.stream()>>>(dy, rows, out, db);
+    detail::column_sum_kernel<T><<<seqswap::cuda::blocks_for(out, 256), 256, 0, blas.stream()>>>(dy, rows, out, db);
     SEQSWAP_CUDA_LAUNCHED("column_sum_kernel");
   }
 }

@@ -27,21 +27,20 @@ __global__ void scatter_rows_kernel(const T* packed, const std::int64_t* idx, lo
   const long long r = k / D, j = k % D;
   full[idx[r] * D + j] = packed[k];
 }
-inline unsigned pack_blocks(long long n) { return static_cast<unsigned>((n + 255) / 256); }
 }  // namespace detail
 
 // packed (rows, D) <- full rows idx[0..rows).
 template <class T>
 void gather_rows(const T* full, const std::int64_t* idx, long long rows, long long D, T* packed, cudaStream_t s = nullptr) {
   if (rows * D == 0) return;
-  detail::gather_rows_kernel<T><<<detail::pack_blocks(rows * D), 256, 0, s>>>(full, idx, rows, D, packed);
+  detail::gather_rows_kernel<T><<<seqswap::cuda::blocks_for(rows * D, 256), 256, 0, s>>>(full, idx, rows, D, packed);
   SEQSWAP_CUDA_LAUNCHED("gather_rows_kernel");
 }
 // full rows idx[0..rows) <- packed (rows, D); the other rows of full are left as they are.
 template <class T>
 void scatter_rows(const T* packed, const std::int64_t* idx, long long rows, long long D, T* full, cudaStream_t s = nullptr) {
   if (rows * D == 0) return;
-  detail::scatter_rows_kernel<T><<<detail::pack_blocks(rows * D), 256, 0, s>>>(packed, idx, rows, D, full);
+  detail::scatter_rows_kernel<T><<<seqswap::cuda::blocks_for(rows * D, 256), 256, 0, s>>>(packed, idx, rows, D, full);
   SEQSWAP_CUDA_LAUNCHED("scatter_rows_kernel");
 }
 

@@ -13,7 +13,6 @@ namespace seqswap::ops::cuda {
 
 namespace detail {
 constexpr int kRowThreads = 256;
-inline unsigned row_blocks(long long n) { return static_cast<unsigned>((n + kRowThreads - 1) / kRowThreads); }
 
 template <class T>
 __global__ void layer_norm_forward_kernel(const T* x, long long rows, long long D, const T* gamma, const T* beta,
@@ -74,7 +73,7 @@ template <class T>
 void layer_norm_forward(const T* x, long long rows, long long D, const T* gamma, const T* beta, T eps, T* y, T* mean,
                         T* rstd, cudaStream_t s = nullptr) {
   if (rows == 0) return;
-  detail::layer_norm_forward_kernel<T><<<detail::row_blocks(rows), detail::kRowThreads, 0, s>>>(x, rows, D, gamma,
+  detail::layer_norm_forward_kernel<T><<<seqswap::cuda::blocks_for(rows, detail::kRowThreads), detail::kRowThreads, 0, s>>>(x, rows, D, gamma,
                                                                                                 beta, eps, y, mean, rstd);
   SEQSWAP_CUDA_LAUNCHED("layer_norm_forward_kernel");
 }
@@ -84,11 +83,11 @@ void layer_norm_backward(const T* x, long long rows, long long D, const T* gamma
                          const T* dy, T* dx, T* dgamma, T* dbeta, cudaStream_t s = nullptr) {
   if (rows == 0) return;
   if (dx) {
-    detail::layer_norm_dx_kernel<T><<<detail::row_blocks(rows), detail::kRowThreads, 0, s>>>(x, rows, D, gamma, mean,
+    detail::layer_norm_dx_kernel<T><<<seqswap::cuda::blocks_for(rows, detail::kRowThreads), detail::kRowThreads, 0, s>>>(x, rows, D, gamma, mean,
                                                                                              rstd, dy, dx);
     SEQSWAP_CUDA_LAUNCHED("layer_norm_dx_kernel");
   }
-  detail::layer_norm_params_kernel<T><<<detail::row_blocks(D), detail::kRowThreads, 0, s>>>(x, rows, D, mean, rstd, dy,
+  detail::layer_norm_params_kernel<T><<<seqswap::cuda::blocks_for(D, detail::kRowThreads), detail::kRowThreads, 0, s>>>(x, rows, D, mean, rstd, dy,
                                                                                             dgamma, dbeta);
   SEQSWAP_CUDA_LAUNCHED("layer_norm_params_kernel");
 }
@@ -96,13 +95,13 @@ void layer_norm_backward(const T* x, long long rows, long long D, const T* gamma
 template <class T>
 void gelu_forward(const T* x, long long n, T* y, cudaStream_t s = nullptr) {
   if (n == 0) return;
-  detail::gelu_forward_kernel<T><<<detail::row_blocks(n), detail::kRowThreads, 0, s>>>(x, n, y);
+  detail::gelu_forward_kernel<T><<<seqswap::cuda::blocks_for(n, detail::kRowThreads), detail::kRowThreads, 0, s>>>(x, n, y);
   SEQSWAP_CUDA_LAUNCHED("gelu_forward_kernel");
 }
 template <class T>
 void gelu_backward(const T* x, const T* dy, long long n, T* dx, cudaStream_t s = nullptr) {
   if (n == 0) return;
-  detail::gelu_backward_kernel<T><<<detail::row_blocks(n), detail::kRowThreads, 0, s>>>(x, dy, n, dx);
+  detail::gelu_backward_kernel<T><<<seqswap::cuda::blocks_for(n, detail::kRowThreads), detail::kRowThreads, 0, s>>>(x, dy, n, dx);
   SEQSWAP_CUDA_LAUNCHED("gelu_backward_kernel");
 }
 // As train::cross_entropy, per row: loss (B, double) and correct (B) written on the device,
@@ -111,7 +110,7 @@ template <class T>
 void cross_entropy(const T* logits, const std::int32_t* labels, long long B, long long C, double smoothing,
                    T* dlogits, double* loss, std::uint8_t* correct, cudaStream_t s = nullptr) {
   if (B == 0) return;
-  detail::cross_entropy_kernel<T><<<detail::row_blocks(B), detail::kRowThreads, 0, s>>>(logits, labels, B, C, smoothing,
+  detail::cross_entropy_kernel<T><<<seqswap::cuda::blocks_for(B, detail::kRowThreads), detail::kRowThreads, 0, s>>>(logits, labels, B, C, smoothing,
                                                                                         dlogits, loss, correct);
   SEQSWAP_CUDA_LAUNCHED("cross_entropy_kernel");
 }
@@ -121,7 +120,7 @@ template <class T>
 void adamw_step(T* p, const T* g, T* m, T* v, long long n, const std::uint8_t* decay, const std::uint8_t* trainable,
                 const ops::rows::AdamWCoefs<T>& k, cudaStream_t s = nullptr) {
   if (n == 0) return;
-  detail::adamw_kernel<T><<<detail::row_blocks(n), detail::kRowThreads, 0, s>>>(p, g, m, v, n, decay, trainable, k);
+  detail::adamw_kernel<T><<<seqswap::cuda::blocks_for(n, detail::kRowThreads), detail::kRowThreads, 0, s>>>(p, g, m, v, n, decay, trainable, k);
   SEQSWAP_CUDA_LAUNCHED("adamw_kernel");
 }
 
