@@ -9,6 +9,11 @@
 // Data parallel under mpirun/srun (built with MPI): each rank takes its slice of every global
 // batch (--batch), gradients are all-reduced, and rank 0 alone prints and writes. The halting
 // losses are means over the slice, so their share-weighted sum is the global batch's mean.
+//
+// --device cuda fine-tunes on the GPU: the binary avit_finetune_cuda (this file compiled by
+// nvcc, built when nvcc is found). The model, its gradients, AdamW state and the halting blocks
+// run on the device (the Halter's arithmetic on the host); the weights come back at the end,
+// where evaluation and the files are done on the host as on the CPU.
 #include <CLI/CLI.hpp>
 
 #include "data.hpp"
@@ -37,6 +42,7 @@ int main(int argc, char** argv) try {
   double lr = 2e-4, min_lr = 1e-5, wd = 0.05;
   std::uint64_t seed = 0;
   bool quiet = false;
+  std::string device = "cpu";
   train::StepOptions step;
   io::Augment aug{.crop_padding = 2, .hflip = true};
   app.add_option("--checkpoint", checkpoint, "the dense teacher to start from")->check(CLI::ExistingFile);
@@ -56,7 +62,15 @@ int main(int argc, char** argv) try {
   app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   data.add(app);
   app.add_flag("--quiet", quiet, "no progress lines");
+  app.add_option("--device", device, "cpu, or cuda: fine-tune on the GPU (the binary avit_finetune_cuda, built when "
+                 "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
   CLI11_PARSE(app, argc, argv);
+#if !defined(SEQSWAP_DEVICE_DRIVER)
+  check(device == "cpu", "--device cuda: this avit_finetune is the CPU build; run avit_finetune_cuda (built beside "
+        "it when nvcc is found at configure time) on a machine with a CUDA GPU");
+#endif
+  check(device == "cpu" || !launch.comm() || launch.comm()->size() == 1,
+        "--device cuda: one process (data-parallel training on the device is not supported yet)");
   if (!writer) quiet = true;
   ho.validate();
   io::check_writable(out, "--out");  // before the fine-tune, not after it
@@ -86,21 +100,46 @@ int main(int argc, char** argv) try {
   std::vector<float> dlogits;
   double ponder_sum = 0, keep_sum = 0;
   long window = 0;
-  const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
-    const auto r = train::classify_step(hv, images, labels, n, train_set.image_numel(), step.label_smoothing, dlogits);
+  const halting::Halter* halter = &hv.halter();  // the one the training runs (host or device model)
+  const auto tally = [&](const train::StepResult& r) {
     if (window >= 100) ponder_sum = keep_sum = 0, window = 0;  // means over the last <= 100 steps
-    ponder_sum += hv.halter().ponder();
-    keep_sum += hv.halter().mean_keep_ratio();
+    ponder_sum += halter->ponder();
+    keep_sum += halter->mean_keep_ratio();
     ++window;
     return r.loss;
+  };
+  const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+    return tally(train::classify_step(hv, images, labels, n, train_set.image_numel(), step.label_smoothing, dlogits));
   };
   const auto note = [&] {
     char extra[96];
     std::snprintf(extra, sizeof extra, "ponder %.3f keep %.3f prior %.4f", ponder_sum / double(window),
-                  keep_sum / double(window), hv.halter().prior());
+                  keep_sum / double(window), halter->prior());
     return std::string(extra);
   };
-  const auto trained = train::run_loop(hv, train_set, loop, step_fn, {.note = note, .comm = launch.comm()});
+  train::LoopResult trained;
+  if (device == "cpu") {
+    trained = train::run_loop(hv, train_set, loop, step_fn, {.note = note, .comm = launch.comm()});
+  } else {
+#if defined(SEQSWAP_DEVICE_DRIVER)
+    // The teacher goes to the device once and comes back after the last step.
+    model::Model<typename decltype(m)::NetType, backend::Cuda> dm(m.net());
+    const std::size_t n = m.param_count();
+    using DevBuf = Buffer<float, backend::Cuda>;
+    DevBuf::upload_to(m.params().data, dm.params().data, n);
+    model::HaltingVit hvd(dm, ho);
+    halter = &hvd.halter();
+    train::DeviceStepScratch<float> scratch;
+    const auto device_step = [&](long, const float* images, const std::int32_t* labels, index_t k) {
+      return tally(
+          train::classify_step_device(hvd, images, labels, k, train_set.image_numel(), step.label_smoothing, scratch));
+    };
+    if (writer) std::fprintf(stderr, "fine-tuning on the CUDA device (evaluation on the host afterwards)\n");
+    trained = train::run_loop(hvd, train_set, loop, device_step, {.note = note});
+    DevBuf::download_from(dm.params().data, m.params().data, n);
+    halter = &hv.halter();
+#endif
+  }
 
   const auto after = train::evaluate_halting(hv, test_set);
   // Forward time per image: dense teacher vs this teacher packed (same batches, same run).

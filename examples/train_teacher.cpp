@@ -11,6 +11,12 @@
 //
 // The checkpoint's config records the input size, channels and pixel normalisation
 // (--normalize; default: Fashion-MNIST's statistics for Fashion-MNIST, ImageNet's for a folder).
+//
+// --device cuda trains on the GPU: the binary train_teacher_cuda (this file compiled by nvcc,
+// built when nvcc is found; examples/cuda/train_teacher.cu). The model, its gradients and AdamW
+// state stay in device memory; each batch is uploaded, and only the per-image losses come back.
+// At the end of each epoch the weights and moments are copied to the host, where the test set
+// is evaluated and the checkpoint and resume state are written as on the CPU.
 // Per epoch: a CSV row (train loss/accuracy, test loss/accuracy, lr, seconds); the checkpoint
 // is rewritten atomically after every epoch, so an interrupted run keeps the last one. With
 // --resume, the run also keeps its whole state (weights, AdamW moments, step, CSV) beside the
@@ -57,6 +63,7 @@ int main(int argc, char** argv) try {
   std::string out = "models/vit-fmnist.safetensors", csv, init, arch, normalize;
   DataFlags data;
   bool quiet = false, resume = false, stream = false;
+  std::string device = "cpu";
   std::vector<int> keep_epochs;
   app.add_option("--epochs", epochs, "training epochs")->check(flags::FinitePositive);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
@@ -96,7 +103,15 @@ int main(int argc, char** argv) try {
   app.add_option("--keep-epochs", keep_epochs, "also keep the checkpoint of these epochs as <out>-epochE.safetensors")
       ->check(flags::FinitePositive)->delimiter(',');
   app.add_flag("--quiet", quiet, "no progress lines");
+  app.add_option("--device", device, "cpu, or cuda: train on the GPU (the binary train_teacher_cuda, built when "
+                 "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
   CLI11_PARSE(app, argc, argv);
+#if !defined(SEQSWAP_DEVICE_DRIVER)
+  check(device == "cpu", "--device cuda: this train_teacher is the CPU build; run train_teacher_cuda (built beside "
+        "it when nvcc is found at configure time) on a machine with a CUDA GPU");
+#endif
+  check(device == "cpu" || ranks == 1, "--device cuda: one process (data-parallel training on the device is not "
+        "supported yet), found ", ranks, " ranks");
   if (!writer) quiet = true;
   if (!arch.empty()) {
     check(data.folder(), "--arch ", arch, " is a 224x224 RGB shape with patch 16: pass --image-folder "
@@ -239,12 +254,14 @@ int main(int argc, char** argv) try {
   double loss_sum = 0, epoch_start = 0;
   index_t correct = 0, seen = 0;
   const io::Progress clock("epoch", 1, 1e9, true);  // wall time per epoch
-  const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
-    const auto r = train::classify_step(m, images, labels, n, numel, step.label_smoothing, dlogits);
+  const auto tally = [&](const train::StepResult& r, index_t n) {  // the epoch's training loss and accuracy
     loss_sum += r.loss * double(n);
     correct += r.correct;
     seen += n;
     return r.loss;
+  };
+  const auto step_fn = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+    return tally(train::classify_step(m, images, labels, n, numel, step.label_smoothing, dlogits), n);
   };
   const auto note = [&] {
     char extra[96];
@@ -297,9 +314,39 @@ int main(int argc, char** argv) try {
     epoch_start = clock.elapsed();
   };
   loop_at.start_step = start_step;
-  const train::LoopHooks hooks{.note = note, .after_step = end_of_epoch, .comm = comm};
-  const auto trained = stream ? train::run_loop(m, *train_stream, loop_at, step_fn, hooks)
-                              : train::run_loop(m, train_set, loop_at, step_fn, hooks);
+  train::LoopResult trained;
+  if (device == "cpu") {
+    const train::LoopHooks hooks{.note = note, .after_step = end_of_epoch, .comm = comm};
+    trained = stream ? train::run_loop(m, *train_stream, loop_at, step_fn, hooks)
+                     : train::run_loop(m, train_set, loop_at, step_fn, hooks);
+  } else {
+#if defined(SEQSWAP_DEVICE_DRIVER)
+    // The host model's state (initialised, --init or --resume) goes to the device once; the
+    // device's comes back at the end of each epoch, before evaluation and the files.
+    model::Model<typename decltype(m)::NetType, backend::Cuda> dm(model::make_vit<float>(cfg));
+    const std::size_t n = m.param_count();
+    using DevBuf = Buffer<float, backend::Cuda>;
+    DevBuf::upload_to(m.params().data, dm.params().data, n);
+    dm.adam_m().upload(m.adam_m().data(), n);
+    dm.adam_v().upload(m.adam_v().data(), n);
+    train::DeviceStepScratch<float> scratch;
+    const auto device_step = [&](long, const float* images, const std::int32_t* labels, index_t k) {
+      return tally(train::classify_step_device(dm, images, labels, k, numel, step.label_smoothing, scratch), k);
+    };
+    const auto device_end_of_epoch = [&](long s) {
+      if ((s + 1) % steps_per_epoch == 0) {
+        DevBuf::download_from(dm.params().data, m.params().data, n);
+        dm.adam_m().download(m.adam_m().data(), n);
+        dm.adam_v().download(m.adam_v().data(), n);
+      }
+      end_of_epoch(s);
+    };
+    if (writer) std::fprintf(stderr, "training on the CUDA device (evaluation on the host after each epoch)\n");
+    const train::LoopHooks hooks{.note = note, .after_step = device_end_of_epoch};
+    trained = stream ? train::run_loop(dm, *train_stream, loop_at, device_step, hooks)
+                     : train::run_loop(dm, train_set, loop_at, device_step, hooks);
+#endif
+  }
   if (!writer) return 0;
   if (comm)  // the gradient all-reduce's share of rank 0's training loop (evaluation included)
     std::fprintf(stderr, "all-reduce: %.2f s of %.1f s in the training loop (%.1f%%), %d ranks\n", trained.comm_seconds,

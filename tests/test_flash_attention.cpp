@@ -58,11 +58,7 @@ void check_against_core(const Layout& l, index_t heads, const std::vector<std::u
   core.backward(ParamsView<const T, Host>{p.data(), p.size()}, c, view_of<const T>(dpre.data(), l, kp),
                 view_of<T>(dx.data(), l, kp), ParamsView<T, Host>{g.data(), g.size()});
 
-  flash::Problem<T> fp{.qkv = c.qkv.data(), .offsets = l.offsets.data(), .keep = kp, .batch = l.batch,
-                       .dim = l.dim, .heads = heads, .rule = flash::Rule::dense, .top_k = top_k,
-                       .threshold = threshold};
-  if constexpr (std::is_same_v<Policy, sparse::TopK>) fp.rule = flash::Rule::top_k;
-  if constexpr (std::is_same_v<Policy, sparse::Threshold>) fp.rule = flash::Rule::threshold;
+  const flash::Problem<T> fp = core.flash_problem(c.qkv.data(), l.offsets.data(), kp, l.batch);
   REQUIRE(std::string(flash::unsupported(fp)).empty());
   std::vector<T> fpre(l.size(), std::numeric_limits<T>::quiet_NaN());  // sentinels: every value written
   std::vector<flash::RowStats<T>> stats(static_cast<std::size_t>(l.total() * heads));

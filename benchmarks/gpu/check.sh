@@ -14,9 +14,10 @@
 # Status: the device code is the linear-recurrence scan (forward, reverse, backward), the
 # streamed masked softmax attention (forward and backward, every policy; one thread per row,
 # not yet tiled), layer norm, GELU, softmax cross-entropy, AdamW, the linear maps through
-# cuBLAS, halting's row gather/scatter, the device buffers and the backend seam (a hybrid ViT typed on backend::Cuda,
-# its arena on the device); the layers do not run on the device yet, so no training step is
-# timed here. The attention forward is timed beside PyTorch's SDPA when torch imports.
+# cuBLAS, halting's row gather/scatter, the embeddings, and the softmax-attention ViT's layers
+# on backend::Cuda (test_cuda_vit: the teacher's logits, gradients and training steps against
+# the host). Timed: the scans against a device copy, the attention forward beside PyTorch's SDPA
+# and the teacher's training step beside PyTorch eager's (both when torch imports with CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -49,10 +50,13 @@ declare -A sources=(
   [test_cuda_rows]="tests/cuda/test_cuda_rows.cu"
   [test_cuda_gemm]="tests/cuda/test_cuda_gemm.cu"
   [test_cuda_pack]="tests/cuda/test_cuda_pack.cu"
+  [test_cuda_vit]="tests/cuda/test_cuda_vit.cu"
+  [bench_cuda_teacher]="benchmarks/gpu/bench_cuda_teacher.cu"
   [bench_cuda_scan]="benchmarks/gpu/bench_cuda_scan.cu"
   [bench_cuda_attention]="benchmarks/gpu/bench_cuda_attention.cu"
 )
-names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack bench_cuda_scan bench_cuda_attention)
+names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack
+       test_cuda_vit bench_cuda_scan bench_cuda_attention bench_cuda_teacher)
 
 # The header check: every dependency is in the checkout (relative), the staged folder, the CUDA
 # toolkit, or the C/C++ system headers; a Debian package's header (/usr/include/eigen3,
@@ -83,7 +87,8 @@ done
 say "built: ${names[*]} in $(( $(date +%s) - start )) s"
 
 failed=0
-for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack; do
+for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack \
+         test_cuda_vit; do
   set +e
   "$work/$n" >"$work/$n.log" 2>&1
   rc=$?
@@ -116,7 +121,57 @@ PY
 else
   say "PyTorch with CUDA not importable here: SDPA not timed"
 fi
-say "== not measured yet: the teacher and student training steps (the layers have no device paths yet)"
+say "== teacher training step (forward, cross-entropy, backward, clip, AdamW; FP32) vs PyTorch eager"
+"$work/bench_cuda_teacher" 2>&1 | tee -a "$summary"
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  python3 - <<'PY' 2>&1 | tee -a "$summary"
+import torch, torch.nn as nn, torch.nn.functional as F
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+class Block(nn.Module):  # timm's pre-norm block: qkv attention (SDPA), GELU MLP
+    def __init__(s, d, h, r=4):
+        super().__init__()
+        s.h, s.n1, s.qkv, s.proj = h, nn.LayerNorm(d, eps=1e-6), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        s.n2, s.mlp = nn.LayerNorm(d, eps=1e-6), nn.Sequential(nn.Linear(d, r * d), nn.GELU(), nn.Linear(r * d, d))
+    def forward(s, x):
+        B, N, D = x.shape
+        q, k, v = s.qkv(s.n1(x)).view(B, N, 3, s.h, D // s.h).permute(2, 0, 3, 1, 4)
+        x = x + s.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D))
+        return x + s.mlp(s.n2(x))
+class Vit(nn.Module):
+    def __init__(s, img, ch, patch, d, depth, h, classes):
+        super().__init__()
+        s.pe = nn.Conv2d(ch, d, patch, patch)
+        s.cls, s.pos = nn.Parameter(torch.zeros(1, 1, d)), nn.Parameter(torch.zeros(1, (img // patch) ** 2 + 1, d))
+        s.blocks = nn.Sequential(*[Block(d, h) for _ in range(depth)])
+        s.norm, s.head = nn.LayerNorm(d, eps=1e-6), nn.Linear(d, classes)
+    def forward(s, x):
+        t = s.pe(x).flatten(2).transpose(1, 2)
+        t = torch.cat([s.cls.expand(t.shape[0], -1, -1), t], 1) + s.pos
+        return s.head(s.norm(s.blocks(t))[:, 0])
+for name, shape, B in (("fmnist", (28, 1, 4, 64, 8, 4, 10), 128), ("deit_tiny", (224, 3, 16, 192, 12, 3, 1000), 64)):
+    m = Vit(*shape).cuda()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.05, foreach=True)
+    x = torch.randn(B, shape[1], shape[0], shape[0], device="cuda")
+    y = torch.arange(B, device="cuda") % shape[6]
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x), y, label_smoothing=0.1).backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+    for _ in range(3): step()
+    torch.cuda.synchronize()
+    ms = []
+    for _ in range(15):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record(); step(); e1.record(); torch.cuda.synchronize()
+        ms.append(e0.elapsed_time(e1))
+    ms.sort()
+    print(f"teacher training step {name} B {B}: torch {torch.__version__} eager {ms[7]:.3f} ms (median of 15; min {ms[0]:.3f}, max {ms[-1]:.3f})")
+PY
+else
+  say "PyTorch with CUDA not importable here: the eager training step not timed"
+fi
 say "== done in $(( $(date +%s) - start )) s"
 if [ -n "${OUT:-}" ]; then cp "$summary" "$OUT/summary.txt"; cp "$work"/*.log "$OUT/" 2>/dev/null || true; fi
 exit $failed

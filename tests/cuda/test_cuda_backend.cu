@@ -17,6 +17,7 @@
 #include "seqswap/mixers/ssm_selective.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
+#include "seqswap/ops/cuda/device_ops.cuh"
 #include "seqswap/ops/cuda/scan.cuh"
 #include "scan_inputs.cuh"
 

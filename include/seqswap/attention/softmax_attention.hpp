@@ -21,6 +21,8 @@
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/layers/linear.hpp"
 #include "seqswap/layers/output_projection.hpp"
+#include "seqswap/ops/device.hpp"
+#include "seqswap/ops/flash_attention.hpp"
 #include "seqswap/ops/mask.hpp"
 
 namespace seqswap::attention {
@@ -72,6 +74,11 @@ class SoftmaxAttentionCore {
     const index_t* offsets = nullptr;
     index_t batch = 0;
     index_t heads = 0;
+    // backend::Cuda (the streamed kernels of ops/flash_attention.hpp; nothing quadratic kept):
+    Buffer<ops::flash::RowStats<T>, B> stats;  // (rows · heads) each row's max and normaliser
+    Buffer<T, B> delta;                         // (rows · heads) backward scratch
+    Buffer<index_t, B> dev_offsets;             // the token offsets on the device
+    Offsets dev_offsets_of;
   };
 
   SoftmaxAttentionCore() = default;
@@ -112,7 +119,7 @@ class SoftmaxAttentionCore {
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre,
                Ctx<B>& c) const {
-    const index_t D = o_.dim, H = o_.heads, rows = x.total(), d = D / H;
+    const index_t D = o_.dim, H = o_.heads, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
     c.batch = x.batch;
@@ -120,6 +127,56 @@ class SoftmaxAttentionCore {
     c.qkv_layout = Layout{x.batch, 3 * D, {x.offsets, x.offsets + x.batch + 1}};
     c.qkv.resize(static_cast<std::size_t>(rows * 3 * D));
     c.pre = pre.data;
+    if constexpr (backend::is_cuda<B>) {  // streamed: no probabilities kept, so no attention maps
+      c.stored = false;
+      c.prob_offsets.clear();
+      qkv_.forward(p, x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
+      c.stats.resize(static_cast<std::size_t>(rows * H));
+      const auto fp = flash_problem(c.qkv.data(), ops::device::device_offsets(c.qkv_layout.offsets.data(), c.batch,
+                                                                             c.dev_offsets, c.dev_offsets_of),
+                                    c.keep, c.batch);
+      ops::device::attention_forward(fp, rows, pre.data, c.stats.data());
+    } else {
+      forward_host(p, x, pre, c);
+    }
+  }
+
+  // dpre (rows, D), zero at masked rows -> dx (assigned), g (qkv's, accumulated)
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>) {
+      const index_t rows = c.qkv_layout.total();
+      c.dqkv.resize(static_cast<std::size_t>(rows * 3 * o_.dim));
+      c.delta.resize(static_cast<std::size_t>(rows * o_.heads));
+      const auto fp = flash_problem(c.qkv.data(), c.dev_offsets.data(), c.keep, c.batch);
+      ops::device::attention_backward(fp, rows, c.stats.data(), c.pre, dpre.data, c.delta.data(), c.dqkv.data());
+      qkv_.backward(p, c.qkv_ctx, TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx, g);
+    } else {
+      backward_host(p, c, dpre, dx, g);
+    }
+  }
+
+  // The streamed kernels' problem (ops/flash_attention.hpp) for this layer's options and policy.
+  ops::flash::Problem<T> flash_problem(const T* qkv, const index_t* offsets, const std::uint8_t* keep,
+                                       index_t batch) const {
+    ops::flash::Problem<T> fp{.qkv = qkv, .offsets = offsets, .keep = keep, .batch = batch, .dim = o_.dim,
+                              .heads = o_.heads, .rule = ops::flash::Rule::dense, .top_k = o_.top_k,
+                              .threshold = o_.threshold};
+    if constexpr (kTopK) fp.rule = ops::flash::Rule::top_k;
+    if constexpr (kThreshold) fp.rule = ops::flash::Rule::threshold;
+    return fp;
+  }
+
+  // The core's slice is qkv's (weight, then bias).
+  template <class P>
+  P qkv_params(P p) const { return p.sub(0, qkv_.param_count()); }
+
+ private:
+  // The host forward: the softmax rows of each (sequence, head, query block) through Eigen.
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = o_.dim, H = o_.heads, d = D / H;
     index_t n_max = 0;
     for (index_t b = 0; b < x.batch; ++b) n_max = std::max(n_max, x.length(b));
     c.stored = n_max <= o_.store_probs_up_to;
@@ -160,10 +217,9 @@ class SoftmaxAttentionCore {
     }
   }
 
-  // dpre (rows, D), zero at masked rows -> dx (assigned), g (qkv's, accumulated)
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                     ParamsView<T, B> g) const {
     const index_t D = o_.dim, H = o_.heads, d = D / H;
     const index_t rows = c.qkv_layout.total();
     const T scale = T(1) / std::sqrt(T(d));
@@ -227,11 +283,6 @@ class SoftmaxAttentionCore {
     qkv_.backward(p, c.qkv_ctx, TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx, g);
   }
 
-  // The core's slice is qkv's (weight, then bias).
-  template <class P>
-  P qkv_params(P p) const { return p.sub(0, qkv_.param_count()); }
-
- private:
   // Query rows per block: the whole sequence when the rows are stored, else query_block.
   index_t block_rows(bool stored, index_t n_max) const {
     return stored ? n_max : std::min(o_.query_block, n_max);

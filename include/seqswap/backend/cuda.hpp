@@ -104,6 +104,13 @@ class Buffer<T, backend::Cuda> {
     SEQSWAP_CUDA_CHECK(cudaMemcpyAsync(host, p_, n * sizeof(T), cudaMemcpyDeviceToHost, s));
     SEQSWAP_CUDA_CHECK(cudaStreamSynchronize(s));
   }
+  // n values from the host to any device pointer (e.g. a view into a model's arena), and back.
+  static void upload_to(const T* host, T* device, std::size_t n) {
+    if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(device, host, n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  static void download_from(const T* device, T* host, std::size_t n) {
+    if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(host, device, n * sizeof(T), cudaMemcpyDeviceToHost));
+  }
   T* data() { return p_; }
   const T* data() const { return p_; }
   std::size_t size() const { return n_; }
@@ -129,10 +136,11 @@ namespace seqswap::cuda {
 template <class T>
 using DeviceBuffer = Buffer<T, backend::Cuda>;
 
-// An owned stream.
+// An owned stream. cudaStreamNonBlocking (the default here) does not wait for the legacy default
+// stream; cudaStreamDefault does (the device context's stream: see ops/cuda/device_ops.cuh).
 class Stream {
  public:
-  Stream() { SEQSWAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  explicit Stream(unsigned flags = cudaStreamNonBlocking) { SEQSWAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, flags)); }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
   ~Stream() { cudaStreamDestroy(s_); }

@@ -18,3 +18,10 @@ namespace seqswap {
 template <class...>
 inline constexpr bool dependent_false = false;
 }  // namespace seqswap
+
+// A layer whose device path is not written yet says so at compile time in its forward and
+// backward: instantiating it on backend::Cuda is an error naming the layer, never a host loop
+// over device pointers.
+#define SEQSWAP_HOST_ONLY(B, what)                                                                     \
+  static_assert(::seqswap::backend::is_host<B>, what ": no device path yet (backend::Cuda runs "       \
+                "softmax attention and minGRU ViTs; see docs/architecture.md, Backends)")

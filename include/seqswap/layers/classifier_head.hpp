@@ -25,6 +25,8 @@ class ClassifierHead {
     Buffer<T, B> dcls;  // (B, D) backward scratch
     Layout cls_layout;
     typename Linear<T>::template Ctx<B> fc;
+    Buffer<index_t, B> dev_offsets;  // backend::Cuda: the input's offsets (its CLS rows) on the device
+    Offsets dev_offsets_of;
   };
 
   ClassifierHead() = default;
@@ -52,9 +54,14 @@ class ClassifierHead {
                Ctx<B>& c) const {
     const index_t D = o_.dim;
     c.cls.resize(static_cast<std::size_t>(x.batch * D));
-    for (index_t b = 0; b < x.batch; ++b) {
-      const T* src = x.row(x.begin(b));
-      std::copy(src, src + D, c.cls.data() + b * D);
+    if constexpr (backend::is_cuda<B>) {
+      const index_t* first = ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of);
+      ops::device::gather_rows(x.data, first, x.batch, D, c.cls.data());
+    } else {
+      for (index_t b = 0; b < x.batch; ++b) {
+        const T* src = x.row(x.begin(b));
+        std::copy(src, src + D, c.cls.data() + b * D);
+      }
     }
     c.cls_layout = Layout::dense(x.batch, 1, D);
     fc_.forward(p, TokensView<const T, B>(view_of<T, B>(c.cls.data(), c.cls_layout)), y, c.fc);
@@ -70,7 +77,11 @@ class ClassifierHead {
       dcls = view_of<T, B>(c.dcls.data(), c.cls_layout);
     }
     fc_.backward(p, c.fc, dy, dcls, g);
-    if (dx.data) {
+    if (!dx.data) return;
+    if constexpr (backend::is_cuda<B>) {
+      ops::device::fill_zero(dx.data, dx.total() * D);
+      ops::device::scatter_rows(c.dcls.data(), c.dev_offsets.data(), dx.batch, D, dx.data);
+    } else {
       std::fill(dx.data, dx.data + dx.total() * D, T(0));
       for (index_t b = 0; b < dx.batch; ++b)
         std::copy(c.dcls.data() + b * D, c.dcls.data() + (b + 1) * D, dx.row(dx.begin(b)));

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "seqswap/core/concepts.hpp"
+#include "seqswap/ops/device.hpp"
 
 namespace seqswap::layers {
 
@@ -56,12 +57,16 @@ class ClsPosEmbed {
     const T* cls = p.data;
     const T* pos = p.data + D;
     c.batch = x.batch;
+    if constexpr (backend::is_cuda<B>) {
+      ops::device::cls_pos_forward(x.data, x.batch, P, D, cls, pos, y.data);
+    } else {
 #pragma omp parallel for schedule(static) if (x.batch > 8)
-    for (index_t b = 0; b < x.batch; ++b) {
-      T* yb = y.data + b * (P + 1) * D;
-      const T* xb = x.data + b * P * D;
-      for (index_t j = 0; j < D; ++j) yb[j] = cls[j] + pos[j];
-      for (index_t t = 0; t < P * D; ++t) yb[D + t] = xb[t] + pos[D + t];
+      for (index_t b = 0; b < x.batch; ++b) {
+        T* yb = y.data + b * (P + 1) * D;
+        const T* xb = x.data + b * P * D;
+        for (index_t j = 0; j < D; ++j) yb[j] = cls[j] + pos[j];
+        for (index_t t = 0; t < P * D; ++t) yb[D + t] = xb[t] + pos[D + t];
+      }
     }
   }
 
@@ -71,13 +76,17 @@ class ClsPosEmbed {
     const index_t D = o_.dim, P = o_.num_patches;
     T* dcls = g.data;
     T* dpos = g.data + D;
-    for (index_t b = 0; b < c.batch; ++b) {
-      const T* dyb = dy.data + b * (P + 1) * D;
-      for (index_t j = 0; j < D; ++j) dcls[j] += dyb[j];
-      for (index_t t = 0; t < (P + 1) * D; ++t) dpos[t] += dyb[t];
-      if (dx.data) {
-        T* dxb = dx.data + b * P * D;
-        for (index_t t = 0; t < P * D; ++t) dxb[t] = dyb[D + t];
+    if constexpr (backend::is_cuda<B>) {
+      ops::device::cls_pos_backward(dy.data, c.batch, P, D, dcls, dpos, dx.data);
+    } else {
+      for (index_t b = 0; b < c.batch; ++b) {
+        const T* dyb = dy.data + b * (P + 1) * D;
+        for (index_t j = 0; j < D; ++j) dcls[j] += dyb[j];
+        for (index_t t = 0; t < (P + 1) * D; ++t) dpos[t] += dyb[t];
+        if (dx.data) {
+          T* dxb = dx.data + b * P * D;
+          for (index_t t = 0; t < P * D; ++t) dxb[t] = dyb[D + t];
+        }
       }
     }
   }

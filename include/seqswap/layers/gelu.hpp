@@ -1,6 +1,7 @@
 // GELU (erf form) as a parameter-free layer.
 #pragma once
 #include "seqswap/core/concepts.hpp"
+#include "seqswap/ops/device.hpp"
 #include "seqswap/ops/gelu.hpp"
 
 namespace seqswap::layers {
@@ -28,12 +29,19 @@ class Gelu {
                Ctx<B>& c) const {
     c.x = x.data;
     c.n = static_cast<std::size_t>(x.total() * x.dim);
-    ops::gelu_forward(x.data, c.n, y.data);
+    if constexpr (backend::is_cuda<B>)
+      ops::device::gelu_forward(x.data, index_t(c.n), y.data);
+    else
+      ops::gelu_forward(x.data, c.n, y.data);
   }
   template <class B>
   void backward(ParamsView<const T, B>, Ctx<B>& c, TokensView<const T, B> dy, TokensView<T, B> dx,
                 ParamsView<T, B>) const {
-    if (dx.data) ops::gelu_backward(c.x, dy.data, c.n, dx.data);
+    if (!dx.data) return;
+    if constexpr (backend::is_cuda<B>)
+      ops::device::gelu_backward(c.x, dy.data, index_t(c.n), dx.data);
+    else
+      ops::gelu_backward(c.x, dy.data, c.n, dx.data);
   }
 };
 

@@ -4,6 +4,7 @@
 
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/concepts.hpp"
+#include "seqswap/ops/device.hpp"
 #include "seqswap/ops/layer_norm.hpp"
 
 namespace seqswap::layers {
@@ -56,15 +57,23 @@ class LayerNorm {
     c.rows = x.total();
     c.mean.resize(static_cast<std::size_t>(c.rows));
     c.rstd.resize(static_cast<std::size_t>(c.rows));
-    ops::layer_norm_forward(x.data, c.rows, o_.dim, p.data, p.data + o_.dim, T(o_.eps), y.data,
-                            c.mean.data(), c.rstd.data());
+    if constexpr (backend::is_cuda<B>)
+      ops::device::layer_norm_forward(x.data, c.rows, o_.dim, p.data, p.data + o_.dim, T(o_.eps), y.data,
+                                      c.mean.data(), c.rstd.data());
+    else
+      ops::layer_norm_forward(x.data, c.rows, o_.dim, p.data, p.data + o_.dim, T(o_.eps), y.data,
+                              c.mean.data(), c.rstd.data());
   }
 
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
                 TokensView<T, B> dx, ParamsView<T, B> g) const {
-    ops::layer_norm_backward(c.x, c.rows, o_.dim, p.data, c.mean.data(), c.rstd.data(), dy.data,
-                             dx.data, g.data, g.data + o_.dim);
+    if constexpr (backend::is_cuda<B>)
+      ops::device::layer_norm_backward(c.x, c.rows, o_.dim, p.data, c.mean.data(), c.rstd.data(), dy.data,
+                                       dx.data, g.data, g.data + o_.dim);
+    else
+      ops::layer_norm_backward(c.x, c.rows, o_.dim, p.data, c.mean.data(), c.rstd.data(), dy.data,
+                               dx.data, g.data, g.data + o_.dim);
   }
 
  private:

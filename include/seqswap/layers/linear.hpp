@@ -4,6 +4,7 @@
 
 #include "seqswap/core/concepts.hpp"
 #include "seqswap/core/error.hpp"
+#include "seqswap/ops/device.hpp"
 #include "seqswap/ops/gemm.hpp"
 
 namespace seqswap::layers {
@@ -64,20 +65,22 @@ class Linear {
                Ctx<B>& c) const {
     c.x = x.data;
     c.rows = x.total();
-    ops::linear_forward(x.data, c.rows, o_.in, weight(p), bias(p), o_.out, y.data);
+    const T* b = o_.bias ? p.data + o_.out * o_.in : nullptr;
+    if constexpr (backend::is_cuda<B>)
+      ops::device::linear_forward(x.data, c.rows, o_.in, p.data, b, o_.out, y.data);
+    else
+      ops::linear_forward(x.data, c.rows, o_.in, p.data, b, o_.out, y.data);
   }
 
   // Backward of `y = x Wᵀ + b`: dx = dy W (assign), dW += dyᵀ x, db += Σ_rows dy.
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
                 TokensView<T, B> dx, ParamsView<T, B> g) const {
-    ops::linear_backward(c.x, c.rows, o_.in, weight(p), o_.out, dy.data, dx.data, g.data,
-                         o_.bias ? g.data + o_.out * o_.in : nullptr);
-  }
-
-  const T* weight(ParamsView<const T, backend::Host> p) const { return p.data; }
-  const T* bias(ParamsView<const T, backend::Host> p) const {
-    return o_.bias ? p.data + o_.out * o_.in : nullptr;
+    T* db = o_.bias ? g.data + o_.out * o_.in : nullptr;
+    if constexpr (backend::is_cuda<B>)
+      ops::device::linear_backward(c.x, c.rows, o_.in, p.data, o_.out, dy.data, dx.data, g.data, db);
+    else
+      ops::linear_backward(c.x, c.rows, o_.in, p.data, o_.out, dy.data, dx.data, g.data, db);
   }
 
  private:

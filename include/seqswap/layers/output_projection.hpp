@@ -23,6 +23,7 @@
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/concepts.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/ops/device.hpp"
 #include "seqswap/ops/mask.hpp"
 
 namespace seqswap::layers {
@@ -41,22 +42,32 @@ void projection_backward(const Linear<T>& proj, ParamsView<const T, B> pp, Param
                          Buffer<T, B>& dpre, const T* tap = nullptr) {
   const index_t rows = pre_layout.total(), E = pre_layout.dim;
   dpre.resize(static_cast<std::size_t>(rows * E));
+  const auto copy_kept = [&](const T* src, T* dst, index_t width) {
+    if constexpr (backend::is_cuda<B>)
+      ops::device::copy_kept_rows(src, dst, rows, width, keep);
+    else
+      ops::copy_kept_rows(src, dst, rows, width, keep);
+  };
   if (dpre_in) {
-    ops::copy_kept_rows(dpre_in, dpre.data(), rows, E, keep);
+    copy_kept(dpre_in, dpre.data(), E);
   } else {
     const T* d = dy;  // (T, D)
     if (keep) {
       dy_masked.resize(static_cast<std::size_t>(rows * D));
-      ops::copy_kept_rows(dy, dy_masked.data(), rows, D, keep);
+      copy_kept(dy, dy_masked.data(), D);
       d = dy_masked.data();
     }
     proj.backward(pp, pctx, TokensView<const T, B>{d, pre_layout.offsets.data(), pre_layout.batch, D, keep},
                   view_of<T, B>(dpre.data(), pre_layout), pg);
   }
-  if (tap)
+  if (!tap) return;
+  if constexpr (backend::is_cuda<B>) {
+    ops::device::add_kept_rows(dpre.data(), tap, rows, E, keep);
+  } else {
     for (index_t t = 0; t < rows; ++t)
       if (!keep || keep[t])
         for (index_t j = 0; j < E; ++j) dpre.data()[t * E + j] += tap[t * E + j];
+  }
 }
 
 
@@ -147,7 +158,10 @@ class Projected {
     c.pre.resize(c.pre_layout.size());
     core_.forward(core_params(p), x, view_of<T, B>(c.pre.data(), c.pre_layout, x.keep), c.core);
     proj_.forward(proj_params(p), TokensView<const T, B>(view_of<T, B>(c.pre.data(), c.pre_layout)), y, c.proj_ctx);
-    if (x.keep) ops::zero_masked_rows(y.data, rows, options().dim, x.keep);
+    if constexpr (backend::is_cuda<B>)
+      ops::device::zero_masked_rows(y.data, rows, options().dim, x.keep);
+    else
+      ops::zero_masked_rows(y.data, rows, options().dim, x.keep);
   }
 
   // dx = J_xᵀ dy (assigned), g += J_pᵀ dy (accumulated), through the projection.

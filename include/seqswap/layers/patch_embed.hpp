@@ -72,7 +72,10 @@ class PatchEmbed {
     const index_t K = o_.channels * o_.patch * o_.patch, P = num_patches();
     c.batch = x.batch;
     c.cols.resize(static_cast<std::size_t>(x.batch * P * K));
-    unfold(x.data, x.batch, c.cols.data());
+    if constexpr (backend::is_cuda<B>)
+      ops::device::patch_unfold(x.data, x.batch, o_.channels, o_.image_size, o_.patch, c.cols.data());
+    else
+      unfold(x.data, x.batch, c.cols.data());
     c.cols_layout = Layout::dense(x.batch, P, K);
     proj_.forward(p, TokensView<const T, B>(view_of<T, B>(c.cols.data(), c.cols_layout)), y,
                   c.proj);
@@ -88,7 +91,11 @@ class PatchEmbed {
       dcols = view_of<T, B>(c.dcols.data(), c.cols_layout);
     }
     proj_.backward(p, c.proj, dy, dcols, g);
-    if (dx.data) fold(c.dcols.data(), c.batch, dx.data);
+    if (!dx.data) return;
+    if constexpr (backend::is_cuda<B>)
+      ops::device::patch_fold(c.dcols.data(), c.batch, o_.channels, o_.image_size, o_.patch, dx.data);
+    else
+      fold(c.dcols.data(), c.batch, dx.data);
   }
 
  private:

@@ -205,6 +205,7 @@ class ConvCore {
 
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/conv.hpp");
     const index_t D = o_.dim, K = taps(), rows = x.total();
     c.x = x.data;
     c.keep = x.keep;
@@ -268,6 +269,7 @@ class ConvCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/conv.hpp");
     const index_t D = o_.dim, K = taps(), rows = c.layout.total();
     const index_t* offsets = c.layout.offsets.data();
     const std::uint8_t* keep = c.keep;

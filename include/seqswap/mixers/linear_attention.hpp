@@ -159,6 +159,7 @@ class LinearAttentionCore {
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre,
                Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/linear_attention.hpp");
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d, rows = x.total();
     const T eps = T(o_.eps);
     c.keep = x.keep;
@@ -230,6 +231,7 @@ class LinearAttentionCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/linear_attention.hpp");
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d;
     const index_t rows = c.qkv_layout.total();
     const auto BH = static_cast<std::size_t>(c.batch * H);

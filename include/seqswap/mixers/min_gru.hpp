@@ -73,6 +73,10 @@ class MinGruCore {
     const std::uint8_t* keep = nullptr;  // (rows); nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;
+    // backend::Cuda: the scan's inputs b (rows, E) apart from its output, and the offsets there
+    Buffer<T, B> b;
+    Buffer<index_t, B> dev_offsets;
+    Offsets dev_offsets_of;
   };
 
   MinGruCore() = default;
@@ -107,6 +111,84 @@ class MinGruCore {
   // x (rows, D) -> pre (rows, E_total), both in scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre_out, Ctx<B>& c) const {
+    if constexpr (backend::is_cuda<B>)
+      forward_device(p, x, pre_out, c);
+    else
+      forward_host(p, x, pre_out, c);
+  }
+
+  // dpre (rows, E_total), zero at masked rows (the gradient of pre = keep ∘ h) -> dx, g
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(p, c, dpre_v, dx, g);
+    else
+      backward_host(p, c, dpre_v, dx, g);
+  }
+
+  template <class P>
+  P dir_params(P p, int d) const {
+    return p.sub(static_cast<std::size_t>(d) * dir_[0].param_count(), dir_[0].param_count());
+  }
+
+ private:
+  // The device path: the same steps through ops/device.hpp (gates per element, the device scan).
+  template <class B>
+  void forward_device(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t E = hidden(), rows = x.total();
+    c.keep = x.keep;
+    c.offsets = x.offsets;
+    c.batch = x.batch;
+    c.zh_layout = Layout{x.batch, 2 * E, {x.offsets, x.offsets + x.batch + 1}};
+    const index_t* offsets = ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of);
+    c.b.resize(static_cast<std::size_t>(rows * E));
+    for (int d = 0; d < directions(); ++d) {
+      c.zh[d].resize(static_cast<std::size_t>(rows * 2 * E));
+      c.a[d].resize(static_cast<std::size_t>(rows * E));
+      c.h[d].resize(static_cast<std::size_t>(rows * E));
+      dir_[d].forward(dir_params(p, d), x, view_of<T, B>(c.zh[d].data(), c.zh_layout), c.dir_ctx[d]);
+      ops::device::min_gru_gates(c.zh[d].data(), x.keep, rows, E, c.a[d].data(), c.b.data());
+      ops::device::linear_scan(c.a[d].data(), c.b.data(), c.h[d].data(), offsets, x.batch, E, d == 1);
+    }
+    ops::device::combine_directions(c.h[0].data(), o_.bidirectional ? c.h[1].data() : nullptr, x.keep, rows, E,
+                                    concat(), pre.data);
+  }
+  template <class B>
+  void backward_device(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                       ParamsView<T, B> g) const {
+    const index_t D = o_.dim, E = hidden(), Et = width(), rows = dpre.total();
+    c.da.resize(static_cast<std::size_t>(rows * E));
+    c.db.resize(static_cast<std::size_t>(rows * E));
+    c.dzh.resize(static_cast<std::size_t>(rows * 2 * E));
+    for (int d = 0; d < directions(); ++d) {
+      const T* dh = dpre.data;
+      if (concat()) {
+        c.dh.resize(static_cast<std::size_t>(rows * E));
+        ops::device::copy_columns(dpre.data, rows, Et, d * E, E, c.dh.data());
+        dh = c.dh.data();
+      }
+      ops::device::linear_scan_backward(c.a[d].data(), c.h[d].data(), dh, c.da.data(), c.db.data(),
+                                        c.dev_offsets.data(), c.batch, E, d == 1);
+      ops::device::min_gru_gates_backward(c.zh[d].data(), c.da.data(), c.db.data(), c.keep, rows, E, c.dzh.data());
+      T* dx_dir = nullptr;
+      if (dx.data) {
+        if (d == 0) {
+          dx_dir = dx.data;
+        } else {
+          c.dx_dir.resize(static_cast<std::size_t>(rows * D));
+          dx_dir = c.dx_dir.data();
+        }
+      }
+      dir_[d].backward(dir_params(p, d), c.dir_ctx[d], TokensView<const T, B>(view_of<T, B>(c.dzh.data(), c.zh_layout)),
+                       TokensView<T, B>{dx_dir, c.offsets, c.batch, D, c.keep}, dir_params(g, d));
+      if (dx.data && d == 1) ops::device::add_into(dx.data, dx_dir, rows * D);
+    }
+  }
+
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre_out, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/min_gru.hpp (host path)");
     const index_t E = hidden(), Et = width(), rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
@@ -160,10 +242,10 @@ class MinGruCore {
     }
   }
 
-  // dpre (rows, E_total), zero at masked rows (the gradient of pre = keep ∘ h) -> dx, g
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
+                     ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/min_gru.hpp (host path)");
     const index_t D = o_.dim, E = hidden(), Et = width(), rows = dpre_v.total();
     const T* dpre = dpre_v.data;
     const bool want_dx = dx.data != nullptr;
@@ -218,12 +300,6 @@ class MinGruCore {
     }
   }
 
-  template <class P>
-  P dir_params(P p, int d) const {
-    return p.sub(static_cast<std::size_t>(d) * dir_[0].param_count(), dir_[0].param_count());
-  }
-
- private:
   bool concat() const { return o_.bidirectional && o_.combine == MinGruOptions::Combine::concat; }
   // 1 / (1 + e^{-u}): e^{-u} overflowing to inf gives exactly 0, never NaN.
   using Arr = host::ArrMap<T>;

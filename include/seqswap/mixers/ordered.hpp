@@ -28,6 +28,10 @@ class Ordered {
     Buffer<T, B> x_s, pre_s, dpre_s, dx_s;  // scan-order copies (permuted only)
     const T* x_scan = nullptr;           // (rows, D) x_s or the input itself
     const std::uint8_t* keep_scan = nullptr;
+    // backend::Cuda: the permutation on the device (uploaded when it changed) and keep in scan order
+    Buffer<index_t, B> dev_perm;
+    std::vector<index_t> dev_perm_of;
+    Buffer<std::uint8_t, B> dev_keep_s;
   };
 
   Ordered() = default;
@@ -59,6 +63,74 @@ class Ordered {
   // x (rows, D) token order -> pre (rows, E) token order; the core sees scan order.
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    if constexpr (backend::is_cuda<B>)
+      forward_device(p, x, pre, c);
+    else
+      forward_host(p, x, pre, c);
+  }
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(p, c, dpre, dx, g);
+    else
+      backward_host(p, c, dpre, dx, g);
+  }
+
+ private:
+  // The device path: the permutation is built on the host (from the offsets) and applied on the
+  // device with the row gather / scatter; the keep-mask is gathered there too.
+  template <class B>
+  void forward_device(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = x.dim, E = width(), rows = x.total();
+    c.perm.clear();
+    c.x_scan = x.data;
+    c.keep_scan = x.keep;
+    if (!options().order.is_identity()) order::batch_permutation(options().order, x.offsets, x.batch, c.perm);
+    const bool permuted = !c.perm.empty();
+    if (permuted) {
+      if (c.dev_perm_of != c.perm) {
+        c.dev_perm.upload(c.perm.data(), c.perm.size());
+        c.dev_perm_of = c.perm;
+      }
+      c.x_s.resize(static_cast<std::size_t>(rows * D));
+      ops::device::gather_rows(x.data, c.dev_perm.data(), rows, D, c.x_s.data());
+      c.x_scan = c.x_s.data();
+      if (x.keep) {
+        c.dev_keep_s.resize(static_cast<std::size_t>(rows));
+        ops::device::gather_rows(x.keep, c.dev_perm.data(), rows, index_t(1), c.dev_keep_s.data());
+        c.keep_scan = c.dev_keep_s.data();
+      }
+      c.pre_s.resize(static_cast<std::size_t>(rows * E));
+    }
+    core_.forward(p, TokensView<const T, B>{c.x_scan, x.offsets, x.batch, D, c.keep_scan},
+                  TokensView<T, B>{permuted ? c.pre_s.data() : pre.data, x.offsets, x.batch, E, c.keep_scan}, c.core);
+    if (permuted) ops::device::scatter_rows(c.pre_s.data(), c.dev_perm.data(), rows, E, pre.data);
+  }
+  template <class B>
+  void backward_device(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                       ParamsView<T, B> g) const {
+    const index_t E = width(), D = options().dim, rows = dpre.total();
+    const bool permuted = !c.perm.empty();
+    const T* dpre_s = dpre.data;
+    if (permuted) {
+      c.dpre_s.resize(static_cast<std::size_t>(rows * E));
+      ops::device::gather_rows(dpre.data, c.dev_perm.data(), rows, E, c.dpre_s.data());
+      dpre_s = c.dpre_s.data();
+    }
+    T* dx_s = dx.data;
+    if (dx.data && permuted) {
+      c.dx_s.resize(static_cast<std::size_t>(rows * D));
+      dx_s = c.dx_s.data();
+    }
+    core_.backward(p, c.core, TokensView<const T, B>{dpre_s, dpre.offsets, dpre.batch, E, c.keep_scan},
+                   TokensView<T, B>{dx_s, dpre.offsets, dpre.batch, D, c.keep_scan}, g);
+    if (dx.data && permuted) ops::device::scatter_rows(dx_s, c.dev_perm.data(), rows, D, dx.data);
+  }
+
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/ordered.hpp (host path)");
     const index_t D = x.dim, E = width();
     order::gather_scan_input(options().order, x.data, x.keep, x.offsets, x.batch, D, c.perm, c.x_s, c.keep_s,
                              c.x_scan, c.keep_scan);
@@ -70,8 +142,9 @@ class Ordered {
   }
 
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                     ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/ordered.hpp (host path)");
     const index_t E = width(), D = options().dim, rows = dpre.total();
     const bool permuted = !c.perm.empty();
     const T* dpre_s = dpre.data;  // (rows, E) scan order
@@ -90,7 +163,6 @@ class Ordered {
     if (dx.data && permuted) order::scatter_rows(dx_s, c.perm, D, dx.data);
   }
 
- private:
   Core core_;
 };
 

@@ -74,6 +74,7 @@ class RetentionCore {
   // x (rows, D) -> pre (rows, D), scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/retention.hpp");
     const index_t D = o_.dim, H = o_.heads, d = D / H, rows = x.total();
     c.keep = x.keep;
     c.qkv_layout = Layout{x.batch, 3 * D, {x.offsets, x.offsets + x.batch + 1}};
@@ -106,6 +107,7 @@ class RetentionCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/retention.hpp");
     const index_t D = o_.dim, H = o_.heads, d = D / H, rows = dpre.total();
     c.dqkv.assign(c.qkv_layout.size(), T(0));
     const T* qkv = c.qkv.data();

@@ -133,6 +133,7 @@ class MultiHeadRnnCore {
   // x (T, D) -> pre (T, D), both in scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/rnn.hpp");
     const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs(), rows = x.total();
     c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
     c.state_layout = Layout{x.batch, R * D, c.layout.offsets};
@@ -181,6 +182,7 @@ class MultiHeadRnnCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/rnn.hpp");
     const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs();
     const index_t rows = c.layout.total(), batch = c.layout.batch;
     const index_t* offsets = c.layout.offsets.data();

@@ -148,6 +148,7 @@ class DiagonalSsmCore {
   // x (rows, D) -> pre (rows, D), both in scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/ssm_diag.hpp");
     const index_t D = o_.dim, N = o_.state, DN = D * N, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
@@ -214,6 +215,7 @@ class DiagonalSsmCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/ssm_diag.hpp");
     const index_t D = o_.dim, N = o_.state, DN = D * N, rows = c.layout.total();
     const T* dpre = dpre_v.data;  // (rows, D)
     const std::uint8_t* keep = c.keep;

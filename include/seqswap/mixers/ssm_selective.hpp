@@ -224,6 +224,7 @@ class SelectiveSsmCore {
   // x (T, D) -> pre (T, E)
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/ssm_selective.hpp");
     const index_t E = E_, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
@@ -260,6 +261,7 @@ class SelectiveSsmCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/ssm_selective.hpp");
     const index_t E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
 
     // pre = ysum ⊙ SiLU(z)  =>  dy_dir = dpre ⊙ SiLU(z) (both directions), dz = dpre ⊙ ysum ⊙ SiLU'(z)

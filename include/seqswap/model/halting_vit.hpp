@@ -30,17 +30,17 @@ HaltingVitNet<T, M> with_halting(const Vit<T, M>& vit, const halting::HaltingOpt
 // training loop and train::evaluate use (forward, backward, zero_grad, grads, params, ...),
 // so the same loop fine-tunes a halting teacher; backward adds the ponder and prior gradients.
 // Build it after the model's mixers are seated: it copies the layers at construction.
-template <class Scalar, class M = DefaultMixer<Scalar>>
+// On backend::Cuda (a device model) images, logits, gradients and block outputs are device
+// memory; the Halter (halter()) is on the host either way.
+template <class Scalar, class M = DefaultMixer<Scalar>, class Backend = backend::Host>
 class HaltingVit {
  public:
   using T = Scalar;
-
- private:
- public:
   using Net = HaltingVitNet<T, M>;
-  using ModelType = Model<Vit<T, M>>;
+  using ModelType = Model<Vit<T, M>, Backend>;
   using scalar_type = T;
-  using B = backend::Host;
+  using B = Backend;
+  using backend_type = Backend;
 
   HaltingVit(ModelType& m, const halting::HaltingOptions& o) : m_(m), net_(with_halting<Scalar, M>(m.net(), o)) {}
 
@@ -77,13 +77,13 @@ class HaltingVit {
   std::size_t param_count() const { return m_.param_count(); }
   auto grads() { return m_.grads(); }
   auto params() { return m_.params(); }
-  Buffer<T>& adam_m() { return m_.adam_m(); }
-  Buffer<T>& adam_v() { return m_.adam_v(); }
+  Buffer<T, B>& adam_m() { return m_.adam_m(); }
+  Buffer<T, B>& adam_v() { return m_.adam_v(); }
 
   const halting::Halter& halter() { return halting().halter; }
   // The block outputs t^l (B*N*D; rows of tokens inactive at l are zero in the packed path)
   // and the halting-weighted output o of the last forward.
-  const Buffer<T>& block_output(index_t l) { return halting().t.at(l); }
+  const Buffer<T, B>& block_output(index_t l) { return halting().t.at(l); }
   std::span<const T> output() { return halting().output(); }
   index_t tokens() { return halting().tokens(); }
   index_t width() { return halting().full.dim; }
@@ -100,9 +100,9 @@ class HaltingVit {
 };
 
 // HaltingVit hv(model, options): the scalar and mixer types come from the model's ViT.
-template <class Net>
-HaltingVit(Model<Net>&, const halting::HaltingOptions&)
-    -> HaltingVit<typename Net::scalar_type, typename Net::BodyType::LayerType::MixerType>;
+template <class Net, class Backend>
+HaltingVit(Model<Net, Backend>&, const halting::HaltingOptions&)
+    -> HaltingVit<typename Net::scalar_type, typename Net::BodyType::LayerType::MixerType, Backend>;
 
 }  // namespace seqswap::model
 

@@ -14,12 +14,11 @@ namespace seqswap::model {
 
 // The backend seam (docs/architecture.md, "Backends"): a Model<Net, backend::Cuda> holds its
 // arena (parameters, gradients, AdamW moments) and every layer context in device memory
-// (Buffer<T, backend::Cuda>), initialised on the host and uploaded; the scan ops dispatch on the
-// backend tag. The layers' forward and backward bodies are host code: running a network on the
-// device is refused at compile time until their device paths exist.
-#define SEQSWAP_NO_DEVICE_PATH                                                                              \
-  "Runner/Model<Net, backend::Cuda>::forward/backward: the layers' device paths are not written yet (the " \
-  "arena, the contexts and the scan ops take the backend; see docs/architecture.md, Backends)"
+// (Buffer<T, backend::Cuda>), initialised on the host and uploaded. Its forward and backward
+// take device pointers for the data and keep a token view's offsets on the host (layouts are
+// planned there); each layer runs its device ops (ops/device.hpp, defined in
+// ops/cuda/device_ops.cuh, which the CUDA translation unit includes) on the calling thread's
+// stream. Layers without a device path refuse backend::Cuda at compile time (SEQSWAP_HOST_ONLY).
 
 // Running a network: the context and output of its last forward, for parameters held elsewhere
 // (a Model's arena, or another model's when a HaltingVit runs it with halting).
@@ -31,7 +30,6 @@ class Runner {
 
   // x: one row per input (images) -> the network's output (logits), valid until next forward.
   TokensView<const T, Backend> forward(const Net& net, ParamsView<const T, Backend> p, TokensView<const T, Backend> x) {
-    static_assert(backend::is_host<Backend>, SEQSWAP_NO_DEVICE_PATH);
     in_layout_ = Layout{x.batch, x.dim, {x.offsets, x.offsets + x.batch + 1}};
     net.plan(in_layout_, out_layout_);
     out_.resize(out_layout_.size());
@@ -48,7 +46,6 @@ class Runner {
   // dy: gradient w.r.t. the last forward's output; ACCUMULATES into g; dx (nullable) receives
   // the gradient w.r.t. the input.
   void backward(const Net& net, ParamsView<const T, Backend> p, ParamsView<T, Backend> g, const T* dy, T* dx) {
-    static_assert(backend::is_host<Backend>, SEQSWAP_NO_DEVICE_PATH);
     TokensView<const T, Backend> d = view_of<const T, Backend>(dy, out_layout_);
     TokensView<T, Backend> dxv{dx, in_layout_.offsets.data(), in_layout_.batch, in_layout_.dim, nullptr};
     net.backward(p, ctx_, d, dxv, g);
@@ -68,6 +65,7 @@ class Model {
   using T = typename Net::scalar_type;
   using Ctx = typename Net::template Ctx<Backend>;
   using NetType = Net;
+  using backend_type = Backend;
 
   explicit Model(Net net) : net_(std::move(net)) { layout(); }
 

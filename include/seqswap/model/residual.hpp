@@ -2,6 +2,7 @@
 #pragma once
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/concepts.hpp"
+#include "seqswap/ops/device.hpp"
 
 namespace seqswap::model {
 
@@ -59,7 +60,9 @@ class Residual {
     const T* xs = x.data;
     const T* fs = c.f.data();
     T* ys = y.data;
-    if (!x.keep) {
+    if constexpr (backend::is_cuda<B>) {
+      ops::device::residual_add(xs, fs, x.keep, c.rows, c.dim, ys);
+    } else if (!x.keep) {
 #pragma omp parallel for schedule(static) if (size > 65536)
       for (std::size_t i = 0; i < size; ++i) ys[i] = xs[i] + fs[i];
     } else {
@@ -77,9 +80,13 @@ class Residual {
     TokensView<const T, B> dy_inner = dy;
     if (c.keep) {
       c.scratch.resize(size);
-      std::copy(dy.data, dy.data + size, c.scratch.data());
-      for (index_t t = 0; t < c.rows; ++t)
-        if (!c.keep[t]) std::fill(c.scratch.data() + t * c.dim, c.scratch.data() + (t + 1) * c.dim, T(0));
+      if constexpr (backend::is_cuda<B>) {
+        ops::device::copy_kept_rows(dy.data, c.scratch.data(), c.rows, c.dim, c.keep);
+      } else {
+        std::copy(dy.data, dy.data + size, c.scratch.data());
+        for (index_t t = 0; t < c.rows; ++t)
+          if (!c.keep[t]) std::fill(c.scratch.data() + t * c.dim, c.scratch.data() + (t + 1) * c.dim, T(0));
+      }
       dy_inner.data = c.scratch.data();
     }
     if (!dx.data) {  // the inner layer still needs somewhere to write (parameter gradients)
@@ -91,8 +98,12 @@ class Residual {
     inner_.backward(p, c.inner, dy_inner, dx, g);
     const T* dys = dy.data;
     T* dxs = dx.data;
+    if constexpr (backend::is_cuda<B>) {
+      ops::device::add_into(dxs, dys, index_t(size));
+    } else {
 #pragma omp parallel for schedule(static) if (size > 65536)
-    for (std::size_t i = 0; i < size; ++i) dxs[i] += dys[i];
+      for (std::size_t i = 0; i < size; ++i) dxs[i] += dys[i];
+    }
   }
 
  private:

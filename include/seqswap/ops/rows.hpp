@@ -102,4 +102,27 @@ SEQSWAP_HD void adamw_element(T& p, T g, T& m, T& v, bool decayed, const AdamWCo
   p = pi - k.step_size * mi / (std::sqrt(vi) * k.inv_sqrt_bc2 + k.eps);
 }
 
+// σ(v) without overflow (exp of a non-positive number only), as ops::sigmoid (ops/mask.hpp).
+template <class T>
+SEQSWAP_HD T sigmoid(T v) {
+  if (v >= T(0)) return T(1) / (T(1) + std::exp(-v));
+  const T e = std::exp(v);
+  return e / (T(1) + e);
+}
+
+// minGRU's gate of one channel (mixers/min_gru.hpp; the host runs the same formulas through
+// Eigen's vectorised logistic): decay a = σ(−u), input b = σ(u) h̃; a masked token is the
+// identity step (a = 1, b = 0). Backward: du = σ(u) σ(−u) (db h̃ − da), dh̃ = db σ(u).
+template <class T>
+SEQSWAP_HD void min_gru_gate(T u, T hc, bool kept, T& a, T& b) {
+  a = kept ? sigmoid(-u) : T(1);
+  b = kept ? sigmoid(u) * hc : T(0);
+}
+template <class T>
+SEQSWAP_HD void min_gru_gate_backward(T u, T hc, T da, T db, bool kept, T& du, T& dhc) {
+  const T s = sigmoid(u);
+  du = kept ? s * sigmoid(-u) * (db * hc - da) : T(0);
+  dhc = kept ? db * s : T(0);
+}
+
 }  // namespace seqswap::ops::rows

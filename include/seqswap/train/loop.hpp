@@ -12,7 +12,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "seqswap/core/buffer.hpp"
 #include "seqswap/train/adamw.hpp"
+#include "seqswap/train/device_step.hpp"
 #include "seqswap/train/comm.hpp"
 #include "seqswap/io/dataset.hpp"
 #include "seqswap/io/progress.hpp"
@@ -24,12 +26,6 @@ namespace seqswap::train {
 struct StepOptions {
   double label_smoothing = 0.1;
   double clip_norm = 1.0;  // global gradient norm; 0 = off
-};
-
-struct StepResult {
-  double loss = 0;
-  index_t correct = 0;
-  double grad_norm = 0;
 };
 
 // After backward: clips the global gradient norm (0 = off) and takes one AdamW step at `lr`
@@ -227,6 +223,21 @@ std::string first_non_finite(const M& model, const V& v) {
   return "";
 }
 
+// first_non_finite for any model: a device arena is reduced on the device first and copied to
+// the host only when it holds a non-finite value (to name it).
+template <class M, class V>
+std::string first_non_finite_any(const M& model, const V& v) {
+  if constexpr (on_device<M>()) {
+    if (std::isfinite(ops::device::sum_squares(v.data, static_cast<index_t>(v.size)))) return "";
+    using T = typename M::T;
+    std::vector<T> host(v.size);
+    Buffer<T, backend::Cuda>::download_from(v.data, host.data(), host.size());
+    return first_non_finite(model, ParamsView<const T, backend::Host>{host.data(), host.size()});
+  } else {
+    return first_non_finite(model, v);
+  }
+}
+
 // What a trainer adds to the loop (all optional).
 struct LoopHooks {
   const std::uint8_t* mask = nullptr;       // one per parameter: 0 freezes it (and leaves it out of the clip)
@@ -261,6 +272,15 @@ LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step,
         "], found ", o.start_step);
   AdamW<T> opt({.lr = o.lr, .weight_decay = o.weight_decay}, model.params_info(), model.param_count());
   opt.set_steps(o.start_step);
+  // A device model (on_device<M>) keeps its arena on the device: the batches are uploaded by
+  // `step`, and the checks, the clip and AdamW run there (its decay mask uploaded once).
+  constexpr bool device = on_device<M>();
+  Buffer<std::uint8_t, std::conditional_t<device, backend::Cuda, backend::Host>> decay;
+  if constexpr (device) {
+    check(!h.comm || h.comm->size() == 1, o.label, ": data-parallel training of a device model is not supported yet");
+    check(!h.mask, o.label, ": a trainable mask with a device model is not supported yet");
+    decay.upload(opt.decay_mask().data(), opt.decay_mask().size());
+  }
   const CosineSchedule sched{o.lr, o.min_lr, o.warmup_steps, o.steps};
   std::vector<float> images;
   std::vector<std::int32_t> labels;
@@ -297,15 +317,19 @@ LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step,
     // from it: the caller's last checkpoint stays the last good one.
     check(std::isfinite(loss), o.label, ": step ", s + 1, " of ", o.steps, ": the loss is not finite (", loss,
           "); check the learning rate and the data");
-    if (const auto bad = first_non_finite(model, model.grads()); !bad.empty())
+    if (const auto bad = first_non_finite_any(model, model.grads()); !bad.empty())
       fail(o.label, ": step ", s + 1, " of ", o.steps, ": a gradient is not finite: ", bad);
-    if (h.mask) {
-      auto g = model.grads();
-      for (std::size_t i = 0; i < g.size; ++i)
-        if (!h.mask[i]) g.data[i] = T(0);
+    if constexpr (device) {
+      clip_and_step_device(model, opt, decay.data(), sched.at(s), o.clip_norm);
+    } else {
+      if (h.mask) {
+        auto g = model.grads();
+        for (std::size_t i = 0; i < g.size; ++i)
+          if (!h.mask[i]) g.data[i] = T(0);
+      }
+      clip_and_step(model, opt, sched.at(s), o.clip_norm, h.mask);
     }
-    clip_and_step(model, opt, sched.at(s), o.clip_norm, h.mask);
-    if (const auto bad = first_non_finite(model, model.params()); !bad.empty())
+    if (const auto bad = first_non_finite_any(model, model.params()); !bad.empty())
       fail(o.label, ": step ", s + 1, " of ", o.steps, ": the optimizer step left a parameter not finite: ", bad,
            " (learning rate ", sched.at(s), ", weight decay ", o.weight_decay, ")");
     if (s >= tail_from) {

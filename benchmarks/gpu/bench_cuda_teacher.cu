@@ -1,0 +1,87 @@
+// The teacher's training step on the device: Model<Vit<float>, backend::Cuda>, one step =
+// zero_grad, forward, softmax cross-entropy (label smoothing 0.1), backward, global-norm clip
+// and AdamW (train::clip_and_step_device), the batch already on the device. Two shapes:
+//   fmnist    the shipped teacher (28 × 28 × 1, patch 4, width 64, depth 8, 4 heads), batch 128
+//   deit_tiny timm's deit_tiny_patch16_224 (224 × 224 × 3, patch 16, width 192, depth 12, 3 heads,
+//             1,000 classes), batch 64
+// Prints the median over 15 timed steps after 3 warm-up steps (CUDA events around each step),
+// in the format benchmarks/gpu/check.sh puts beside PyTorch eager's step on the same shapes.
+// FP32 GEMMs (cuBLAS pedantic: no TF32). Without a device it prints "skipped" and exits 0.
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "seqswap/model/model.hpp"
+#include "seqswap/model/vit.hpp"
+#include "seqswap/ops/cuda/device_ops.cuh"
+#include "seqswap/train/device_step.hpp"
+
+using namespace seqswap;
+
+namespace {
+
+void time_step(const char* name, const model::VitConfig& cfg, index_t B) {
+  model::Model<model::Vit<float>, backend::Cuda> m(model::make_vit<float>(cfg));
+  m.init(0);
+  const index_t numel = cfg.channels * cfg.image_size * cfg.image_size;
+  std::mt19937 g(1);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> images(std::size_t(B * numel));
+  for (auto& v : images) v = nd(g);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(B));
+  for (index_t b = 0; b < B; ++b) labels[std::size_t(b)] = std::int32_t(b % cfg.classes);
+  Buffer<float, backend::Cuda> d_images, d_dlogits;
+  Buffer<std::int32_t, backend::Cuda> d_labels;
+  Buffer<double, backend::Cuda> d_loss;
+  Buffer<std::uint8_t, backend::Cuda> d_correct, d_decay;
+  d_images.upload(images.data(), images.size());
+  d_labels.upload(labels.data(), labels.size());
+  train::AdamW<float> opt({.lr = 1e-4}, m.params_info(), m.param_count());
+  d_decay.upload(opt.decay_mask().data(), opt.decay_mask().size());
+  const auto step = [&] {
+    m.zero_grad();
+    const auto logits = m.forward(d_images.data(), B, numel);
+    d_dlogits.resize(std::size_t(B * logits.dim));
+    d_loss.resize(std::size_t(B));
+    d_correct.resize(std::size_t(B));
+    ops::device::cross_entropy(logits.data, d_labels.data(), B, logits.dim, 0.1, d_dlogits.data(), d_loss.data(),
+                               d_correct.data());
+    m.backward(d_dlogits.data());
+    train::clip_and_step_device(m, opt, d_decay.data(), 1e-4, 1.0);
+  };
+  for (int w = 0; w < 3; ++w) step();
+  SEQSWAP_CUDA_CHECK(cudaDeviceSynchronize());
+  cudaEvent_t e0, e1;
+  SEQSWAP_CUDA_CHECK(cudaEventCreate(&e0));
+  SEQSWAP_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  const cudaStream_t s = seqswap::cuda::context().stream();
+  for (int r = 0; r < 15; ++r) {
+    SEQSWAP_CUDA_CHECK(cudaEventRecord(e0, s));
+    step();
+    SEQSWAP_CUDA_CHECK(cudaEventRecord(e1, s));
+    SEQSWAP_CUDA_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    SEQSWAP_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("teacher training step %s B %lld: seqswap %.3f ms (median of 15; min %.3f, max %.3f), %.0f images/s\n",
+              name, (long long)B, ms[7], ms.front(), ms.back(), double(B) / (ms[7] * 1e-3));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+}  // namespace
+
+int main() {
+  if (!seqswap::cuda::device_available()) {
+    std::printf("bench_cuda_teacher: no CUDA device: skipped\n");
+    return 0;
+  }
+  time_step("fmnist", model::VitConfig{}, 128);
+  time_step("deit_tiny", model::vit_arch("deit_tiny_patch16_224"), 64);
+  return 0;
+}

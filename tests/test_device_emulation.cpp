@@ -1,0 +1,70 @@
+// The layers' device paths run on the CPU: the checks of tests/device_model_checks.hpp (the
+// teacher, attention and minGRU blocks, a student: Model<Net, backend::Cuda> against
+// Model<Net, backend::Host>) with the CUDA backend emulated by tests/device_emulation.hpp. The
+// same checks run on a GPU in cuda.test_cuda_vit. A machine without a GPU thus still executes
+// every layer's backend::Cuda branch (its ops, pointers, sizes, offsets and contexts) and the
+// training loop's device step; only the kernels themselves need the GPU.
+#include "device_emulation.hpp"  // first: Buffer<T, backend::Cuda> and the device ops
+
+#include "device_model_checks.hpp"
+#include "test_util.hpp"
+
+TEST_CASE("device paths, emulated on the CPU, equal the host paths", "[device]") {
+  seqswap::test::failures = 0;
+  seqswap::test::device_checks::run_all();
+  REQUIRE(seqswap::test::failures == 0);
+}
+
+#include "seqswap/train/loop.hpp"
+
+// train::run_loop with a device model: batches uploaded by the step, the finiteness checks,
+// the clip and AdamW on the device; the same run on the host model gives the same parameters
+// and AdamW moments (6 steps, warm-up and cosine schedule, clip at 1).
+TEST_CASE("the training loop keeps a device model on the device and matches the host run", "[device]") {
+  using namespace seqswap;
+  const auto cfg = test::device_checks::small_config();
+  io::ImageDataset data;
+  data.name = "synthetic";
+  data.count = 40;
+  data.channels = cfg.channels;
+  data.size = cfg.image_size;
+  data.classes = cfg.classes;
+  data.norm = cfg.norm;
+  std::mt19937 g(5);
+  data.pixels.resize(static_cast<std::size_t>(data.count * data.image_numel()));
+  for (auto& p : data.pixels) p = std::uint8_t(g() % 256);
+  for (index_t i = 0; i < data.count; ++i) data.labels.push_back(std::int32_t(i % data.classes));
+
+  model::Model<model::Vit<float>, backend::Host> host(model::make_vit<float>(cfg));
+  model::Model<model::Vit<float>, backend::Cuda> dev(model::make_vit<float>(cfg));
+  host.init(2);
+  dev.init(2);
+  const index_t numel = data.image_numel();
+  const train::LoopOptions o{.steps = 6, .batch = 8, .lr = 1e-3, .min_lr = 1e-4, .warmup_steps = 2, .clip_norm = 1.0,
+                             .seed = 3, .quiet = true};
+  std::vector<float> dlogits;
+  const auto rh = train::run_loop(host, data, o, [&](long, const float* im, const std::int32_t* lab, index_t n) {
+    return train::classify_step(host, im, lab, n, numel, 0.1, dlogits).loss;
+  });
+  train::DeviceStepScratch<float> scratch;
+  const auto rd = train::run_loop(dev, data, o, [&](long, const float* im, const std::int32_t* lab, index_t n) {
+    return train::classify_step_device(dev, im, lab, n, numel, 0.1, scratch).loss;
+  });
+  CHECK(rd.final_loss == Approx(rh.final_loss).epsilon(1e-4));
+  const std::size_t n = host.param_count();
+  test::failures = 0;
+  test::expect_close(test::down(dev.params().data, n), std::vector<float>(host.params().data, host.params().data + n),
+                     1e-4, "parameters after 6 steps");
+  test::expect_close(test::down(dev.adam_m()), std::vector<float>(host.adam_m().data(), host.adam_m().data() + n), 1e-3,
+                     "AdamW m after 6 steps");
+  REQUIRE(test::failures == 0);
+
+  // A NaN parameter stops the device run at the loss, as on the host.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Buffer<float, backend::Cuda>::upload_to(&nan, dev.param("head.weight"), 1);
+  REQUIRE_THROWS_WITH(train::run_loop(dev, data, o,
+                                      [&](long, const float* im, const std::int32_t* lab, index_t k) {
+                                        return train::classify_step_device(dev, im, lab, k, numel, 0.1, scratch).loss;
+                                      }),
+                      Catch::Contains("the loss is not finite"));
+}
