@@ -15,8 +15,9 @@
 // --device cuda trains on the GPU: the binary train_teacher_cuda (this file compiled by nvcc,
 // built when nvcc is found; examples/cuda/train_teacher.cu). The model, its gradients and AdamW
 // state stay in device memory; each batch is uploaded, and only the per-image losses come back.
-// At the end of each epoch the weights and moments are copied to the host, where the test set
-// is evaluated and the checkpoint and resume state are written as on the CPU.
+// The test set is evaluated on the device (only logits come back); at the end of each epoch the
+// weights and moments are copied to the host, where the checkpoint and resume state are written
+// as on the CPU.
 // Per epoch: a CSV row (train loss/accuracy, test loss/accuracy, lr, seconds); the checkpoint
 // is rewritten atomically after every epoch, so an interrupted run keeps the last one. With
 // --resume, the run also keeps its whole state (weights, AdamW moments, step, CSV) beside the
@@ -34,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <span>
 #include <fstream>
 #include <sstream>
@@ -294,6 +296,11 @@ int main(int argc, char** argv) try {
                           {{"run", options.dump()}, {"epochs_done", std::to_string(epoch)}, {"csv", table.str()},
                            {"test_accuracy", nlohmann::json(ev.accuracy).dump()}});
   };
+  // The test-set evaluation after each epoch: the host model's (the device path points it at
+  // the device model).
+  std::function<train::EvalResult()> evaluate_test = [&] {
+    return stream ? train::evaluate_source(m, *test_stream) : train::evaluate_split(m, test_set, comm);
+  };
   const auto end_of_epoch = [&](long s) {
     if ((s + 1) % steps_per_epoch != 0) return;
     if (comm) {  // the epoch's training loss and accuracy over every rank's slices
@@ -304,7 +311,7 @@ int main(int argc, char** argv) try {
       seen = index_t(sums[2]);
     }
     // Each rank a share of the test batches (a stream: every rank all of them).
-    const auto ev = stream ? train::evaluate_source(m, *test_stream) : train::evaluate_split(m, test_set, comm);
+    const auto ev = evaluate_test();
     run["epochs_done"] = epoch;
     run["test_accuracy"] = ev.accuracy;
     if (writer) write_epoch(s, ev, clock.elapsed() - epoch_start);
@@ -341,7 +348,10 @@ int main(int argc, char** argv) try {
       }
       end_of_epoch(s);
     };
-    if (writer) std::fprintf(stderr, "training on the CUDA device (evaluation on the host after each epoch)\n");
+    evaluate_test = [&] {
+      return stream ? train::evaluate_source(dm, *test_stream) : train::evaluate(dm, test_set);
+    };
+    if (writer) std::fprintf(stderr, "training on the CUDA device\n");
     const train::LoopHooks hooks{.note = note, .after_step = device_end_of_epoch};
     trained = stream ? train::run_loop(dm, *train_stream, loop_at, device_step, hooks)
                      : train::run_loop(dm, train_set, loop_at, device_step, hooks);

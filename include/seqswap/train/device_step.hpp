@@ -32,16 +32,19 @@ constexpr bool on_device() {
 }
 
 // clip_and_step on a device model: the norm is reduced on the device, the clip scales there and
-// the AdamW step runs there with the optimizer's coefficients; decay: its decay mask on the device.
+// the AdamW step runs there with the optimizer's coefficients; decay: its decay mask on the
+// device; trainable (nullable, on the device): entries that are 0 do not move (their gradients
+// must already be zero, so that they stay out of the norm, as on the host).
 template <class M, class T = typename M::T>
-double clip_and_step_device(M& model, AdamW<T>& opt, const std::uint8_t* decay, double lr, double clip_norm) {
+double clip_and_step_device(M& model, AdamW<T>& opt, const std::uint8_t* decay, double lr, double clip_norm,
+                            const std::uint8_t* trainable = nullptr) {
   auto g = model.grads();
   const auto n = static_cast<index_t>(g.size);
   const double norm = std::sqrt(ops::device::sum_squares(g.data, n));
   if (clip_norm > 0 && norm > clip_norm) ops::device::scale(g.data, n, T(clip_norm / (norm + 1e-6)));
   auto p = model.params();
-  ops::device::adamw_step(p.data, g.data, model.adam_m().data(), model.adam_v().data(), n, decay,
-                          static_cast<const std::uint8_t*>(nullptr), opt.next_step(lr));
+  ops::device::adamw_step(p.data, g.data, model.adam_m().data(), model.adam_v().data(), n, decay, trainable,
+                          opt.next_step(lr));
   return norm;
 }
 

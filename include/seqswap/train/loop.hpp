@@ -72,22 +72,37 @@ struct EvalResult {
 
 // Runs `model` over one epoch of `loader` (io::BatchLoader or io::ImageFolderLoader, in their
 // fixed order, no augmentation): loss, accuracy, forward time; after_batch(n) (optional) sees
-// each batch's state right after its forward.
+// each batch's state right after its forward. A device model (on_device<M>) evaluates on the
+// device: each batch goes up and only its logits come back (the forward time includes both).
 template <class M, class Source, class After = std::nullptr_t>
 EvalResult evaluate_source(M& model, Source& loader, After after_batch = nullptr) {
   using T = typename M::T;
   std::vector<float> images;
   std::vector<std::int32_t> labels;
-  std::vector<T> x;
+  std::vector<T> x, host_logits;
+  Buffer<T, std::conditional_t<on_device<M>(), backend::Cuda, backend::Host>> device_x;
   EvalResult e;
   double loss_sum = 0, secs = 0;
   index_t correct = 0;
   while (index_t n = loader.next(images, labels)) {
     x.assign(images.begin(), images.begin() + std::ptrdiff_t(n * loader.image_numel()));
     const auto t0 = std::chrono::steady_clock::now();
-    auto logits = model.forward(x.data(), n, loader.image_numel());
+    const T* z = nullptr;  // the logits on the host
+    index_t C = 0;
+    if constexpr (on_device<M>()) {
+      device_x.upload(x.data(), x.size());
+      auto logits = model.forward(device_x.data(), n, loader.image_numel());
+      C = logits.dim;
+      host_logits.resize(static_cast<std::size_t>(n * C));
+      Buffer<T, backend::Cuda>::download_from(logits.data, host_logits.data(), host_logits.size());
+      z = host_logits.data();
+    } else {
+      auto logits = model.forward(x.data(), n, loader.image_numel());
+      C = logits.dim;
+      z = logits.data;
+    }
     secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const auto r = cross_entropy<T>(logits.data, labels.data(), n, logits.dim, 0.0, nullptr);
+    const auto r = cross_entropy<T>(z, labels.data(), n, C, 0.0, nullptr);
     loss_sum += r.loss * double(n);
     correct += r.correct;
     e.count += n;
@@ -240,7 +255,7 @@ std::string first_non_finite_any(const M& model, const V& v) {
 
 // What a trainer adds to the loop (all optional).
 struct LoopHooks {
-  const std::uint8_t* mask = nullptr;       // one per parameter: 0 freezes it (and leaves it out of the clip)
+  const std::uint8_t* mask = nullptr;       // one per parameter (host memory): 0 freezes it (and leaves it out of the clip)
   io::Progress* progress = nullptr;              // an outer meter (else the loop's own, labelled o.label)
   std::function<std::string()> note;         // appended to the progress line
   std::function<void(long)> after_step;      // after optimizer step s (evaluation, checkpoints)
@@ -275,11 +290,11 @@ LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step,
   // A device model (on_device<M>) keeps its arena on the device: the batches are uploaded by
   // `step`, and the checks, the clip and AdamW run there (its decay mask uploaded once).
   constexpr bool device = on_device<M>();
-  Buffer<std::uint8_t, std::conditional_t<device, backend::Cuda, backend::Host>> decay;
+  Buffer<std::uint8_t, std::conditional_t<device, backend::Cuda, backend::Host>> decay, trainable;
   if constexpr (device) {
     check(!h.comm || h.comm->size() == 1, o.label, ": data-parallel training of a device model is not supported yet");
-    check(!h.mask, o.label, ": a trainable mask with a device model is not supported yet");
     decay.upload(opt.decay_mask().data(), opt.decay_mask().size());
+    if (h.mask) trainable.upload(h.mask, model.param_count());  // a host mask, copied once
   }
   const CosineSchedule sched{o.lr, o.min_lr, o.warmup_steps, o.steps};
   std::vector<float> images;
@@ -320,7 +335,10 @@ LoopResult run_loop(M& model, Source& loader, const LoopOptions& o, Step&& step,
     if (const auto bad = first_non_finite_any(model, model.grads()); !bad.empty())
       fail(o.label, ": step ", s + 1, " of ", o.steps, ": a gradient is not finite: ", bad);
     if constexpr (device) {
-      clip_and_step_device(model, opt, decay.data(), sched.at(s), o.clip_norm);
+      const std::uint8_t* mask = h.mask ? trainable.data() : nullptr;
+      auto g = model.grads();
+      if (mask) ops::device::copy_kept_rows(g.data, g.data, static_cast<index_t>(g.size), index_t(1), mask);
+      clip_and_step_device(model, opt, decay.data(), sched.at(s), o.clip_norm, mask);
     } else {
       if (h.mask) {
         auto g = model.grads();
