@@ -30,6 +30,7 @@
 #include "seqswap/ops/layer_norm.hpp"
 #include "seqswap/ops/rows.hpp"
 #include "seqswap/ops/scan.hpp"
+#include "seqswap/ops/ssm_rows.hpp"
 
 namespace seqswap {
 
@@ -95,6 +96,11 @@ void for_each(long long n, const F& f) {
   for (long long i = 0; i < n; ++i) f(i);
 }
 }  // namespace emulated
+
+template <class F>
+void for_each(index_t n, const F& f, const char*) {
+  emulated::for_each(n, f);
+}
 
 template <class T>
 void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b, index_t out, T* y) {
@@ -211,6 +217,80 @@ template <class T>
 void copy_columns(const T* src, index_t rows, index_t width, index_t off, index_t E, T* dst) {
   emulated::for_each(rows * E, elementwise::CopyColumns<T>{src, width, off, E, dst});
 }
+template <class T>
+void copy_block(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst, index_t ld_dst) {
+  emulated::for_each(rows * cols, ssm::CopyBlock<T>{src, ld_src, cols, dst, ld_dst});
+}
+template <class T>
+void neg_exp(const T* x, index_t n, T* y) {
+  emulated::for_each(n, ssm::NegExp<T>{x, y});
+}
+template <class T>
+void softplus(const T* x, index_t n, T* y) {
+  emulated::for_each(n, ssm::Softplus<T>{x, y});
+}
+template <class T>
+void silu_gate(const T* ys, const T* z, index_t n, T* out) {
+  emulated::for_each(n, ssm::Gate<T>{ys, z, out});
+}
+template <class T>
+void silu_gate_backward(const T* dp, const T* z, const T* ys, index_t n, T* dys, T* dz) {
+  emulated::for_each(n, ssm::GateBackward<T>{dp, z, ys, dys, dz});
+}
+template <class T>
+void silu_backward(const T* v, index_t n, T* d) {
+  emulated::for_each(n, ssm::SiluBackward<T>{v, d});
+}
+template <class T>
+void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up) {
+  emulated::for_each(rows * c.E, ssm::ConvForward<T>{c, v, up});
+}
+template <class T>
+void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du) {
+  emulated::for_each(c.batch * c.E, ssm::ConvBackward<T>{c, dv, partial, du});
+  emulated::for_each(c.E * (c.K + 1), ssm::ConvReduce<T>{partial, c.batch, c.E, c.K, gw, gb});
+}
+// The scans: the kernels' item functions, with the kernels' choice of state-vector size; the
+// backward's per-group dB, dC sums added channel by channel (a warp's shuffle tree on the GPU).
+namespace emulated {
+template <class T, class F>
+void by_state_size(index_t S, F&& f) {
+  if (S == 16) f.template operator()<16, true>();
+  else if (S < 16) f.template operator()<16, false>();
+  else f.template operator()<int(ssm::kDeviceMaxState), false>();
+}
+}  // namespace emulated
+template <class T>
+void ssm_scan_forward(const ssm::Scan<T>& a, T* y, bool accumulate, T* ckpt) {
+  check(a.S > 0 && a.S <= ssm::kDeviceMaxState && a.chunk > 0 && a.chunk <= ssm::kDeviceChunk,
+        "ssm_scan_forward (emulated): state ", a.S, ", chunk ", a.chunk, " out of range");
+  emulated::by_state_size<T>(a.S, [&]<int kS, bool exact>() {
+    for (index_t i = 0; i < a.batch * a.E; ++i) ssm::scan_forward_item<kS, exact>(a, i / a.E, i % a.E, y, accumulate, ckpt);
+  });
+}
+template <class T>
+void ssm_scan_backward(const ssm::Scan<T>& a, const ssm::ScanGrads<T>& g, index_t rows, T* dxdbl, index_t ld,
+                       index_t R, T* gA_log, T* gD) {
+  check(a.S > 0 && a.S <= ssm::kDeviceMaxState && a.chunk > 0 && a.chunk <= ssm::kDeviceChunk,
+        "ssm_scan_backward (emulated): state ", a.S, ", chunk ", a.chunk, " out of range");
+  const index_t groups = ssm::groups(a.E), S = a.S;
+  std::fill(g.part, g.part + groups * rows * 2 * S, T(0));
+  emulated::by_state_size<T>(a.S, [&]<int kS, bool exact>() {
+    for (index_t b = 0; b < a.batch; ++b)
+      for (index_t e = 0; e < a.E; ++e) {
+        T* out = g.part + (e / ssm::kGroup) * rows * 2 * S;
+        ssm::scan_backward_item<kS, exact>(a, g, b, e, true, [&](index_t t, const T* dB, const T* dC) {
+          for (index_t j = 0; j < S; ++j) {
+            out[t * 2 * S + j] += dB[j];
+            out[t * 2 * S + S + j] += dC[j];
+          }
+        });
+      }
+  });
+  emulated::for_each(rows * 2 * S, ssm::ReduceBC<T>{g.part, groups, rows, S, dxdbl, ld, R});
+  emulated::for_each(a.E * (S + 1), ssm::ReduceParams<T>{g.pgrad, a.batch, a.E, S, gA_log, gD});
+}
+
 template <class T>
 void add_weighted_rows(T* y, const T* w, const T* t, index_t rows, index_t D) {
   emulated::for_each(rows * D, elementwise::AddWeightedRows<T>{y, w, t, D});

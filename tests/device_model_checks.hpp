@@ -9,9 +9,13 @@
 //     third allocating no device memory;
 //   - pre-norm blocks on a ragged batch with a keep-mask (an empty and a one-token sequence):
 //     attention with the three policies (dense, top-k, threshold), minGRU summed and
-//     concatenated, one direction, raster and snake scan orders: outputs (masked tokens passed
-//     through exactly), input and parameter gradients;
-//   - a student with an attention block and a minGRU block, end to end;
+//     concatenated, one direction, raster and snake scan orders; the selective SSM both ways
+//     with several checkpoint chunks, 48 channels (a partial second warp of channels), state
+//     sizes 16, 5 and 20 (the device's three state-vector paths); the diagonal SSM both ways and
+//     one way in snake order; linear attention with the elu+1, relu and Hedgehog features:
+//     outputs (masked tokens passed through exactly), input and parameter gradients (each
+//     tensor by name);
+//   - students with an attention block and a minGRU or a selective-SSM block, end to end;
 //   - the A-ViT halting ViT, packed and masked: the same tokens halt, logits and gradients.
 // Odd sizes throughout (3 channels, 12 × 12 images, width 24 in 3 heads, 5 classes, batch 7).
 // Device outputs start as NaN sentinels. The includer defines Buffer<T, backend::Cuda> and the
@@ -25,7 +29,10 @@
 #include <vector>
 
 #include "check_common.hpp"
+#include "seqswap/mixers/linear_attention.hpp"
 #include "seqswap/mixers/min_gru.hpp"
+#include "seqswap/mixers/ssm_diag.hpp"
+#include "seqswap/mixers/ssm_selective.hpp"
 #include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
@@ -60,6 +67,18 @@ inline model::VitConfig small_config() {
   return c;
 }
 
+// Per parameter tensor, each relative to its own largest value: a wrong slice, or a small
+// tensor's gradient lost beside the large ones, shows by name.
+template <class Infos>
+void expect_tensors_close(const std::vector<float>& got, const std::vector<float>& want, const Infos& infos, double tol,
+                          const std::string& what) {
+  for (const auto& info : infos) {
+    const auto from = long(info.offset), to = long(info.offset + info.count);
+    expect_close(std::vector<float>(got.begin() + from, got.begin() + to),
+                 std::vector<float>(want.begin() + from, want.begin() + to), tol, what + ": gradient of " + info.name);
+  }
+}
+
 inline void teacher() {
   using Net = model::Vit<float>;
   const auto cfg = small_config();
@@ -91,11 +110,7 @@ inline void teacher() {
   const auto got_g = down(dev.grads().data, n);
   const std::vector<float> want_g(host.grads().data, host.grads().data + n);
   expect_close(got_g, want_g, 1e-4, "teacher parameter gradients (whole arena)");
-  for (const auto& info : host.params_info()) {  // per tensor: a wrong slice shows by name
-    const std::vector<float> w(want_g.begin() + long(info.offset), want_g.begin() + long(info.offset + info.count));
-    const std::vector<float> g(got_g.begin() + long(info.offset), got_g.begin() + long(info.offset + info.count));
-    expect_close(g, w, 2e-4, "gradient of " + info.name);
-  }
+  expect_tensors_close(got_g, want_g, host.params_info(), 2e-4, "teacher");
   expect_close(down(d_dx), dx, 1e-4, "teacher input gradient");
 
   // Training steps: cross-entropy (smoothing 0.1) and AdamW, host and device side by side.
@@ -192,8 +207,9 @@ void block(const std::string& name, const typename Mix::Options& mixer_options) 
   dev.backward(d_dy.data(), d_dx.data());
   const std::size_t n = host.param_count();
   const auto got_g = down(dev.grads().data, n);
-  expect_close(got_g, std::vector<float>(host.grads().data, host.grads().data + n), 2e-4,
-               name + " block parameter gradients");
+  const std::vector<float> want_g(host.grads().data, host.grads().data + n);
+  expect_close(got_g, want_g, 2e-4, name + " block parameter gradients");
+  expect_tensors_close(got_g, want_g, host.params_info(), 2e-4, name + " block");
   expect_close(down(d_dx), dx, 1e-4, name + " block input gradient");
 }
 
@@ -222,21 +238,23 @@ void compare_gradients(HM& host, DM& dev, const std::vector<float>& dy, const st
                what + " parameter gradients");
 }
 
-// A student: attention in block 0, minGRU in block 1 (Chain of Repeats), logits and gradients.
-inline void student() {
+// A student: attention in block 0, the mixer Mix in block 1 (Chain of Repeats), logits and
+// gradients.
+template <class Mix>
+void student(const std::string& what) {
   using model::Layers;
   using Attn = attention::SoftmaxAttention<float>;
-  using Net = model::VitOf<float, Layers<Attn, 1>, Layers<mixers::MinGru<float>, 1>>;
+  using Net = model::VitOf<float, Layers<Attn, 1>, Layers<Mix, 1>>;
   const auto cfg = small_config();
-  model::Model<Net, Host> host(model::make_vit<float, Layers<Attn, 1>, Layers<mixers::MinGru<float>, 1>>(cfg));
-  model::Model<Net, Cuda> dev(model::make_vit<float, Layers<Attn, 1>, Layers<mixers::MinGru<float>, 1>>(cfg));
+  model::Model<Net, Host> host(model::make_vit<float, Layers<Attn, 1>, Layers<Mix, 1>>(cfg));
+  model::Model<Net, Cuda> dev(model::make_vit<float, Layers<Attn, 1>, Layers<Mix, 1>>(cfg));
   host.init(9);
   dev.init(9);
   const index_t B = 5, pixels = cfg.channels * cfg.image_size * cfg.image_size;
   const auto images = randv(std::size_t(B * pixels));
   const auto d_images = up(images);
-  compare_logits(host, dev, images, d_images, B, "student (attention + minGRU)");
-  compare_gradients(host, dev, randv(std::size_t(B * cfg.classes)), "student (attention + minGRU)");
+  compare_logits(host, dev, images, d_images, B, what);
+  compare_gradients(host, dev, randv(std::size_t(B * cfg.classes)), what);
 }
 
 // The A-ViT halting ViT (the teacher's blocks under model::Halting), packed and masked: tokens
@@ -288,7 +306,25 @@ inline void run_all() {
                                {.dim = cfg.width, .expand = 2, .combine = MinGruOptions::Combine::concat,
                                 .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
   block<mixers::MinGru<float>>("minGRU one direction", {.dim = cfg.width, .bidirectional = false});
-  student();
+  using mixers::SelectiveSsm;
+  block<SelectiveSsm<float>>("selective SSM both ways, expand 2, chunk 4",
+                             {.dim = cfg.width, .expand = 2, .chunk = 4});
+  block<SelectiveSsm<float>>("selective SSM one direction, state 5, conv 3, snake",
+                             {.dim = cfg.width, .state = 5, .conv = 3, .bidirectional = false,
+                              .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
+  block<SelectiveSsm<float>>("selective SSM state 20, dt_rank 3", {.dim = cfg.width, .state = 20, .dt_rank = 3});
+  block<mixers::DiagonalSsm<float>>("diagonal SSM both ways, state 5", {.dim = cfg.width, .state = 5});
+  block<mixers::DiagonalSsm<float>>("diagonal SSM one direction, snake",
+                                    {.dim = cfg.width, .bidirectional = false,
+                                     .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
+  using mixers::LinearAttention;
+  namespace feature = mixers::feature;
+  block<LinearAttention<float>>("linear attention elu+1", {.dim = cfg.width, .heads = cfg.heads});
+  block<LinearAttention<float, feature::Relu>>("linear attention relu, no qkv bias",
+                                               {.dim = cfg.width, .heads = 2, .qkv_bias = false});
+  block<LinearAttention<float, feature::Hedgehog>>("linear attention hedgehog", {.dim = cfg.width, .heads = cfg.heads});
+  student<mixers::MinGru<float>>("student (attention + minGRU)");
+  student<SelectiveSsm<float>>("student (attention + selective SSM)");
   halting_vit(true);
   halting_vit(false);
 }

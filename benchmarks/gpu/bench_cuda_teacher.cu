@@ -6,6 +6,8 @@
 //             1,000 classes), batch 64
 // Prints the median over 15 timed steps after 3 warm-up steps (CUDA events around each step),
 // in the format benchmarks/gpu/check.sh puts beside PyTorch eager's step on the same shapes.
+// Then a student's step on the fmnist shape: attention in blocks 0-3, the bidirectional
+// selective SSM (state 16) in blocks 4-7, B 128 (no PyTorch counterpart: it has no Mamba here).
 // FP32 GEMMs (cuBLAS pedantic: no TF32). Without a device it prints "skipped" and exits 0.
 #include <algorithm>
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "seqswap/mixers/ssm_selective.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/ops/cuda/device_ops.cuh"
@@ -22,8 +25,9 @@ using namespace seqswap;
 
 namespace {
 
-void time_step(const char* name, const model::VitConfig& cfg, index_t B) {
-  model::Model<model::Vit<float>, backend::Cuda> m(model::make_vit<float>(cfg));
+template <class Net>
+void time_step(const char* what, const char* name, const model::VitConfig& cfg, Net net, index_t B) {
+  model::Model<Net, backend::Cuda> m(std::move(net));
   m.init(0);
   const index_t numel = cfg.channels * cfg.image_size * cfg.image_size;
   std::mt19937 g(1);
@@ -68,8 +72,8 @@ void time_step(const char* name, const model::VitConfig& cfg, index_t B) {
     ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("teacher training step %s B %lld: seqswap %.3f ms (median of 15; min %.3f, max %.3f), %.0f images/s\n",
-              name, (long long)B, ms[7], ms.front(), ms.back(), double(B) / (ms[7] * 1e-3));
+  std::printf("%s training step %s B %lld: seqswap %.3f ms (median of 15; min %.3f, max %.3f), %.0f images/s\n",
+              what, name, (long long)B, ms[7], ms.front(), ms.back(), double(B) / (ms[7] * 1e-3));
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 }
@@ -81,7 +85,13 @@ int main() {
     std::printf("bench_cuda_teacher: no CUDA device: skipped\n");
     return 0;
   }
-  time_step("fmnist", model::VitConfig{}, 128);
-  time_step("deit_tiny", model::vit_arch("deit_tiny_patch16_224"), 64);
+  const model::VitConfig fmnist{}, deit = model::vit_arch("deit_tiny_patch16_224");
+  time_step("teacher", "fmnist", fmnist, model::make_vit<float>(fmnist), 128);
+  time_step("teacher", "deit_tiny", deit, model::make_vit<float>(deit), 64);
+  using model::Layers;
+  using Attn = attention::SoftmaxAttention<float>;
+  using Ssm = mixers::SelectiveSsm<float>;
+  time_step("student (4 attention + 4 selective SSM)", "fmnist", fmnist,
+            model::make_vit<float, Layers<Attn, 4>, Layers<Ssm, 4>>(fmnist), 128);
   return 0;
 }

@@ -14,10 +14,11 @@
 # Status: the device code is the linear-recurrence scan (forward, reverse, backward), the
 # streamed masked softmax attention (forward and backward, every policy; one thread per row,
 # not yet tiled), layer norm, GELU, softmax cross-entropy, AdamW, the linear maps through
-# cuBLAS, halting's row gather/scatter, the embeddings, and the softmax-attention ViT's layers
+# cuBLAS, halting's row gather/scatter, the embeddings, the SSMs' and linear attention's steps, and the ViT's layers
 # on backend::Cuda (test_cuda_vit: the teacher's logits, gradients and training steps against
-# the host). Timed: the scans against a device copy, the attention forward beside PyTorch's SDPA
-# and the teacher's training step beside PyTorch eager's (both when torch imports with CUDA).
+# the host; a student with selective-SSM blocks too). Timed: the scans against a device copy,
+# the attention forward beside PyTorch's SDPA and the teacher's training step beside PyTorch
+# eager's (both when torch imports with CUDA), and a selective-SSM student's training step.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
@@ -121,7 +122,7 @@ PY
 else
   say "PyTorch with CUDA not importable here: SDPA not timed"
 fi
-say "== teacher training step (forward, cross-entropy, backward, clip, AdamW; FP32) vs PyTorch eager"
+say "== training steps (forward, cross-entropy, backward, clip, AdamW; FP32): the teacher vs PyTorch eager, a selective-SSM student"
 "$work/bench_cuda_teacher" 2>&1 | tee -a "$summary"
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   python3 - <<'PY' 2>&1 | tee -a "$summary"

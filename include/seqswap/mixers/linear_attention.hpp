@@ -19,6 +19,8 @@
 #include "seqswap/backend/host.hpp"
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/ops/device.hpp"
+#include "seqswap/ops/linear_attention_rows.hpp"
 
 namespace seqswap::mixers {
 
@@ -50,7 +52,9 @@ struct FeatureTraits<feature::Elu1> {
   // φ'(x) from φ(x): elu + 1 exceeds 1 exactly where x > 0 (slope 1) and equals its own
   // slope exp(x) elsewhere, so backward needs no copy of the pre-activation.
   template <class T>
-  static T slope(T phi) { return phi > T(1) ? T(1) : phi; }
+  SEQSWAP_HD static T slope(T phi) { return phi > T(1) ? T(1) : phi; }
+  template <class T>
+  SEQSWAP_HD static T value(T x) { return std::exp(x < T(0) ? x : T(0)) + (x > T(0) ? x : T(0)); }  // the device's
 };
 template <>
 struct FeatureTraits<feature::Relu> {
@@ -62,7 +66,9 @@ struct FeatureTraits<feature::Relu> {
     host::ArrMap<T>(y, n) = host::CArrMap<T>(x, n).max(T(0));
   }
   template <class T>
-  static T slope(T phi) { return phi > T(0) ? T(1) : T(0); }
+  SEQSWAP_HD static T slope(T phi) { return phi > T(0) ? T(1) : T(0); }
+  template <class T>
+  SEQSWAP_HD static T value(T x) { return x > T(0) ? x : T(0); }  // the device's
 };
 template <>
 struct FeatureTraits<feature::Hedgehog> {
@@ -109,6 +115,8 @@ class LinearAttentionCore {
     Buffer<T, B> dstate, dnorm;          // (B H, m, d), (B H, m)
     Buffer<T, B> dqkv;                   // (rows, 3D)
     Buffer<T, B> dfeature;               // (B H, d, d) Hedgehog: per sequence, summed over b after
+    Buffer<index_t, B> dev_offsets;      // backend::Cuda: the offsets there, uploaded when they change
+    Offsets dev_offsets_of;
     const std::uint8_t* keep = nullptr;
     const index_t* offsets = nullptr;
     index_t batch = 0;
@@ -159,7 +167,6 @@ class LinearAttentionCore {
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre,
                Ctx<B>& c) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/linear_attention.hpp");
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d, rows = x.total();
     const T eps = T(o_.eps);
     c.keep = x.keep;
@@ -178,51 +185,54 @@ class LinearAttentionCore {
 
     qkv_.forward(qkv_params(p), x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
     const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
-
-    const auto BHi = static_cast<index_t>(BH);
+    if constexpr (backend::is_cuda<B>) {
+      forward_device(w, x, pre, c);
+    } else {
+      const auto BHi = static_cast<index_t>(BH);
 #pragma omp parallel for schedule(dynamic, 1) if (BHi > 1)
-    for (index_t bh = 0; bh < BHi; ++bh) {
-      const index_t b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
-      host::MatMap<T> S(c.state.data() + bh * m * d, m, d);
-      host::VecMap<T> z(c.norm.data() + bh * m, m);
-      if (n == 0) {
-        S.setZero();
-        z.setZero();
-        continue;
-      }
-      const std::uint8_t* keep = x.keep ? x.keep + t0 : nullptr;
-      const T* qkv = c.qkv.data() + t0 * 3 * D;
-      host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::StridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::StridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::StridedMap<T> O(pre.data + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      T* den = c.den.data() + h * rows + t0;  // (n)
-      const T* wh = kLearnable ? w + h * d * d : nullptr;
-
-      if constexpr (kLearnable) {
-        // den temporarily holds each query's exponent shift a_i.
-        T* key_shift = c.key_shift.data() + bh * m;
-        hedgehog_keys(qkv + D + h * d, 3 * D, Pk, n, wh, keep, key_shift);
-        hedgehog_queries(qkv + h * d, 3 * D, Pq, n, wh, keep, key_shift, den);
-      } else {
-        elementwise_features(qkv + D + h * d, 3 * D, Pk, n, keep);
-        elementwise_features(qkv + h * d, 3 * D, Pq, n, keep);
-      }
-      // S = Σ_j φ(k_j) v_jᵀ, z = Σ_j φ(k_j) over kept keys (masked rows of Φk are 0)
-      S.noalias() = Pk.transpose() * V;
-      z.noalias() = Pk.colwise().sum();
-      // y_i = φ(q_i)ᵀ S / (φ(q_i)ᵀ z + eps); Hedgehog's scaled features need eps e^{-a_i}
-      // (see hedgehog_keys) for the same ratio.
-      O.noalias() = Pq * S;
-      for (index_t i = 0; i < n; ++i) {
-        if (keep && !keep[i]) {
-          O.row(i).setZero();
-          den[i] = T(1);
+      for (index_t bh = 0; bh < BHi; ++bh) {
+        const index_t b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
+        host::MatMap<T> S(c.state.data() + bh * m * d, m, d);
+        host::VecMap<T> z(c.norm.data() + bh * m, m);
+        if (n == 0) {
+          S.setZero();
+          z.setZero();
           continue;
         }
-        const T eps_i = kLearnable ? eps * std::exp(-den[i]) : eps;
-        den[i] = Pq.row(i).dot(z) + eps_i;
-        O.row(i) /= den[i];
+        const std::uint8_t* keep = x.keep ? x.keep + t0 : nullptr;
+        const T* qkv = c.qkv.data() + t0 * 3 * D;
+        host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::StridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+        host::StridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+        host::StridedMap<T> O(pre.data + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+        T* den = c.den.data() + h * rows + t0;  // (n)
+        const T* wh = kLearnable ? w + h * d * d : nullptr;
+
+        if constexpr (kLearnable) {
+          // den temporarily holds each query's exponent shift a_i.
+          T* key_shift = c.key_shift.data() + bh * m;
+          hedgehog_keys(qkv + D + h * d, 3 * D, Pk, n, wh, keep, key_shift);
+          hedgehog_queries(qkv + h * d, 3 * D, Pq, n, wh, keep, key_shift, den);
+        } else {
+          elementwise_features(qkv + D + h * d, 3 * D, Pk, n, keep);
+          elementwise_features(qkv + h * d, 3 * D, Pq, n, keep);
+        }
+        // S = Σ_j φ(k_j) v_jᵀ, z = Σ_j φ(k_j) over kept keys (masked rows of Φk are 0)
+        S.noalias() = Pk.transpose() * V;
+        z.noalias() = Pk.colwise().sum();
+        // y_i = φ(q_i)ᵀ S / (φ(q_i)ᵀ z + eps); Hedgehog's scaled features need eps e^{-a_i}
+        // (see hedgehog_keys) for the same ratio.
+        O.noalias() = Pq * S;
+        for (index_t i = 0; i < n; ++i) {
+          if (keep && !keep[i]) {
+            O.row(i).setZero();
+            den[i] = T(1);
+            continue;
+          }
+          const T eps_i = kLearnable ? eps * std::exp(-den[i]) : eps;
+          den[i] = Pq.row(i).dot(z) + eps_i;
+          O.row(i) /= den[i];
+        }
       }
     }
   }
@@ -231,7 +241,6 @@ class LinearAttentionCore {
   template <class B>
   void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
                 ParamsView<T, B> g) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/linear_attention.hpp");
     const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d;
     const index_t rows = c.qkv_layout.total();
     const auto BH = static_cast<std::size_t>(c.batch * H);
@@ -242,92 +251,96 @@ class LinearAttentionCore {
     c.dstate.resize(BH * static_cast<std::size_t>(m * d));
     c.dnorm.resize(BH * static_cast<std::size_t>(m));
     c.dqkv.resize(static_cast<std::size_t>(rows * 3 * D));
-    if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
     const T* w = kLearnable ? feature_params(p).data : nullptr;  // (H, d, d)
+    if constexpr (backend::is_cuda<B>) {
+      backward_device(w, c, dpre.data, kLearnable ? feature_params(g).data : nullptr);
+    } else {
+      if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
 
-    const auto BHi = static_cast<index_t>(BH);
+      const auto BHi = static_cast<index_t>(BH);
 #pragma omp parallel for schedule(dynamic, 1) if (BHi > 1)
-    for (index_t bh = 0; bh < BHi; ++bh) {
-      const index_t b = bh / H, h = bh % H, t0 = c.offsets[b], n = c.offsets[b + 1] - t0;
-      if (n == 0) continue;
-      const std::uint8_t* keep = c.keep ? c.keep + t0 : nullptr;
-      const T* qkv = c.qkv.data() + t0 * 3 * D;
-      T* dqkv = c.dqkv.data() + t0 * 3 * D;
-      host::CStridedMap<T> Q(qkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::StridedMap<T> dQ(dqkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::StridedMap<T> dK(dqkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::StridedMap<T> dV(dqkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
-      host::CStridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::CStridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::StridedMap<T> dPq(c.dphi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::StridedMap<T> dPk(c.dphi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
-      host::CStridedMap<T> O(c.out + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      host::CStridedMap<T> dO(dpre.data + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      host::StridedMap<T> dNum(c.dnum.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
-      CColMap den(c.den.data() + h * rows + t0, n);
-      ColMap dden(c.dden.data() + h * rows + t0, n);
-      host::CMatMap<T> S(c.state.data() + bh * m * d, m, d);
-      host::CVecMap<T> z(c.norm.data() + bh * m, m);
-      host::MatMap<T> dS(c.dstate.data() + bh * m * d, m, d);
-      host::VecMap<T> dz(c.dnorm.data() + bh * m, m);
-
-      // y_i = num_i / den_i  =>  dnum_i = dy_i / den_i,  dden_i = -dy_i · y_i / den_i
-      // (a masked query produced nothing, so it passes nothing back)
-      for (index_t i = 0; i < n; ++i) {
-        if (keep && !keep[i]) {
-          dNum.row(i).setZero();
-          dden[i] = T(0);
-          continue;
-        }
-        dNum.row(i) = dO.row(i) / den[i];
-        dden[i] = -dO.row(i).dot(O.row(i)) / den[i];
-      }
-      // num_i = φ(q_i)ᵀ S, den_i = φ(q_i)ᵀ z + eps
-      //   =>  dφ(q_i) = S dnum_i + z dden_i,  dS = Σ_i φ(q_i) dnum_iᵀ,  dz = Σ_i φ(q_i) dden_i
-      dPq.noalias() = dNum * S.transpose();
-      dPq.noalias() += dden * z;
-      dS.noalias() = Pq.transpose() * dNum;
-      dz.noalias() = dden.transpose() * Pq;
-      // S = Σ_j φ(k_j) v_jᵀ, z = Σ_j φ(k_j)  =>  dφ(k_j) = dS v_j + dz,  dv_j = dSᵀ φ(k_j)
-      // (masked keys took no part: their dφ(k) is 0 and their φ(k) = 0 gives dv = 0)
-      dPk.noalias() = V * dS.transpose();
-      dPk.rowwise() += dz;
-      if (keep)
-        for (index_t j = 0; j < n; ++j)
-          if (!keep[j]) dPk.row(j).setZero();
-      dV.noalias() = Pk * dS;
-
-      if constexpr (kLearnable) {
-        // φ̃ = [exp(u - s₊), exp(-u - s₋)], u = x W_h (the shifts are constants: y does not
-        // depend on them)  =>  du = dφ̃₊ ∘ φ̃₊ - dφ̃₋ ∘ φ̃₋; dx = du W_hᵀ, dW_h += xᵀ du
-        host::CMatMap<T> Wh(w + h * d * d, d, d);
-        host::MatMap<T> dW(c.dfeature.data() + bh * d * d, d, d);
-        to_exponent_grad(Pq, dPq, n, d);
-        to_exponent_grad(Pk, dPk, n, d);
-        dQ.noalias() = dPq.leftCols(d) * Wh.transpose();
-        dK.noalias() = dPk.leftCols(d) * Wh.transpose();
-        // masked rows have du = 0 (φ = 0 there), so their q, k add nothing
-        dW.noalias() = Q.transpose() * dPq.leftCols(d);
-        dW.noalias() += K.transpose() * dPk.leftCols(d);
-      } else {
-        // φ(q), φ(k) elementwise  =>  dq = dφ(q) ∘ φ'(q), dk = dφ(k) ∘ φ'(k)
-        (void)Q;
-        (void)K;
-        for (index_t i = 0; i < n; ++i)
-          for (index_t e = 0; e < d; ++e) {
-            dQ(i, e) = dPq(i, e) * Traits::slope(Pq(i, e));
-            dK(i, e) = dPk(i, e) * Traits::slope(Pk(i, e));
-          }
-      }
-    }
-
-    if constexpr (kLearnable) {  // dW_h = Σ_b dW_{b,h}: kept apart above so threads never race
-      T* gw = feature_params(g).data;  // (H, d, d)
       for (index_t bh = 0; bh < BHi; ++bh) {
-        const index_t h = bh % H;
-        host::MatMap<T>(gw + h * d * d, d, d) += host::CMatMap<T>(c.dfeature.data() + bh * d * d, d, d);
+        const index_t b = bh / H, h = bh % H, t0 = c.offsets[b], n = c.offsets[b + 1] - t0;
+        if (n == 0) continue;
+        const std::uint8_t* keep = c.keep ? c.keep + t0 : nullptr;
+        const T* qkv = c.qkv.data() + t0 * 3 * D;
+        T* dqkv = c.dqkv.data() + t0 * 3 * D;
+        host::CStridedMap<T> Q(qkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::CStridedMap<T> K(qkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::CStridedMap<T> V(qkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::StridedMap<T> dQ(dqkv + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::StridedMap<T> dK(dqkv + D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::StridedMap<T> dV(dqkv + 2 * D + h * d, n, d, Eigen::OuterStride<>(3 * D));
+        host::CStridedMap<T> Pq(c.phi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+        host::CStridedMap<T> Pk(c.phi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+        host::StridedMap<T> dPq(c.dphi_q.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+        host::StridedMap<T> dPk(c.dphi_k.data() + t0 * H * m + h * m, n, m, Eigen::OuterStride<>(H * m));
+        host::CStridedMap<T> O(c.out + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+        host::CStridedMap<T> dO(dpre.data + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+        host::StridedMap<T> dNum(c.dnum.data() + t0 * D + h * d, n, d, Eigen::OuterStride<>(D));
+        CColMap den(c.den.data() + h * rows + t0, n);
+        ColMap dden(c.dden.data() + h * rows + t0, n);
+        host::CMatMap<T> S(c.state.data() + bh * m * d, m, d);
+        host::CVecMap<T> z(c.norm.data() + bh * m, m);
+        host::MatMap<T> dS(c.dstate.data() + bh * m * d, m, d);
+        host::VecMap<T> dz(c.dnorm.data() + bh * m, m);
+
+        // y_i = num_i / den_i  =>  dnum_i = dy_i / den_i,  dden_i = -dy_i · y_i / den_i
+        // (a masked query produced nothing, so it passes nothing back)
+        for (index_t i = 0; i < n; ++i) {
+          if (keep && !keep[i]) {
+            dNum.row(i).setZero();
+            dden[i] = T(0);
+            continue;
+          }
+          dNum.row(i) = dO.row(i) / den[i];
+          dden[i] = -dO.row(i).dot(O.row(i)) / den[i];
+        }
+        // num_i = φ(q_i)ᵀ S, den_i = φ(q_i)ᵀ z + eps
+        //   =>  dφ(q_i) = S dnum_i + z dden_i,  dS = Σ_i φ(q_i) dnum_iᵀ,  dz = Σ_i φ(q_i) dden_i
+        dPq.noalias() = dNum * S.transpose();
+        dPq.noalias() += dden * z;
+        dS.noalias() = Pq.transpose() * dNum;
+        dz.noalias() = dden.transpose() * Pq;
+        // S = Σ_j φ(k_j) v_jᵀ, z = Σ_j φ(k_j)  =>  dφ(k_j) = dS v_j + dz,  dv_j = dSᵀ φ(k_j)
+        // (masked keys took no part: their dφ(k) is 0 and their φ(k) = 0 gives dv = 0)
+        dPk.noalias() = V * dS.transpose();
+        dPk.rowwise() += dz;
+        if (keep)
+          for (index_t j = 0; j < n; ++j)
+            if (!keep[j]) dPk.row(j).setZero();
+        dV.noalias() = Pk * dS;
+
+        if constexpr (kLearnable) {
+          // φ̃ = [exp(u - s₊), exp(-u - s₋)], u = x W_h (the shifts are constants: y does not
+          // depend on them)  =>  du = dφ̃₊ ∘ φ̃₊ - dφ̃₋ ∘ φ̃₋; dx = du W_hᵀ, dW_h += xᵀ du
+          host::CMatMap<T> Wh(w + h * d * d, d, d);
+          host::MatMap<T> dW(c.dfeature.data() + bh * d * d, d, d);
+          to_exponent_grad(Pq, dPq, n, d);
+          to_exponent_grad(Pk, dPk, n, d);
+          dQ.noalias() = dPq.leftCols(d) * Wh.transpose();
+          dK.noalias() = dPk.leftCols(d) * Wh.transpose();
+          // masked rows have du = 0 (φ = 0 there), so their q, k add nothing
+          dW.noalias() = Q.transpose() * dPq.leftCols(d);
+          dW.noalias() += K.transpose() * dPk.leftCols(d);
+        } else {
+          // φ(q), φ(k) elementwise  =>  dq = dφ(q) ∘ φ'(q), dk = dφ(k) ∘ φ'(k)
+          (void)Q;
+          (void)K;
+          for (index_t i = 0; i < n; ++i)
+            for (index_t e = 0; e < d; ++e) {
+              dQ(i, e) = dPq(i, e) * Traits::slope(Pq(i, e));
+              dK(i, e) = dPk(i, e) * Traits::slope(Pk(i, e));
+            }
+        }
+      }
+
+      if constexpr (kLearnable) {  // dW_h = Σ_b dW_{b,h}: kept apart above so threads never race
+        T* gw = feature_params(g).data;  // (H, d, d)
+        for (index_t bh = 0; bh < BHi; ++bh) {
+          const index_t h = bh % H;
+          host::MatMap<T>(gw + h * d * d, d, d) += host::CMatMap<T>(c.dfeature.data() + bh * d * d, d, d);
+        }
       }
     }
     // Masked rows of dqkv are 0 by construction, hence so are masked rows of dx.
@@ -342,6 +355,55 @@ class LinearAttentionCore {
   P feature_params(P p) const { return p.sub(qkv_.param_count(), feature_count()); }
 
  private:
+  // The device path (backend::Cuda): the same sums as the functors of
+  // ops/linear_attention_rows.hpp, one thread per element, every sum over tokens in order.
+  template <class B>
+  void forward_device(const T* w, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    namespace la = ops::linattn;
+    const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d, rows = x.total(), BH = x.batch * H;
+    const la::Dims s{rows, x.batch, H, d, m, ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of)};
+    T *pq = c.phi_q.data(), *pk = c.phi_k.data();
+    if constexpr (kLearnable) {
+      ops::device::for_each(rows * D, la::HedgehogProject<T>{s, c.qkv.data(), w, pq, pk}, "hedgehog features");
+      ops::device::for_each(BH * d, la::HedgehogKeyShift<T>{s, pk, x.keep, c.key_shift.data()}, "hedgehog key shift");
+      ops::device::for_each(rows * H, la::HedgehogExp<T>{s, x.keep, c.key_shift.data(), pq, pk, c.den.data()},
+                            "hedgehog exponentials");
+    } else {
+      ops::device::for_each(rows * D, la::Features<T, Traits>{s, c.qkv.data(), x.keep, pq, pk}, "linear attention features");
+    }
+    ops::device::for_each(BH * m * d, la::State<T>{s, c.qkv.data(), pk, c.state.data(), c.norm.data()},
+                          "linear attention state");
+    ops::device::for_each(rows * H, la::Output<T>{s, pq, c.state.data(), c.norm.data(), x.keep, T(o_.eps), kLearnable,
+                                                  c.den.data(), pre.data}, "linear attention output");
+  }
+  template <class B>
+  void backward_device(const T* w, Ctx<B>& c, const T* dpre, T* gw) const {
+    namespace la = ops::linattn;
+    const index_t D = o_.dim, H = o_.heads, d = D / H, m = kExpansion * d, rows = c.qkv_layout.total(), BH = c.batch * H;
+    const la::Dims s{rows, c.batch, H, d, m, c.dev_offsets.data()};
+    T *dpq = c.dphi_q.data(), *dpk = c.dphi_k.data(), *dqkv = c.dqkv.data();
+    ops::device::for_each(rows * H, la::DNum<T>{s, dpre, c.out, c.den.data(), c.keep, c.dnum.data(), c.dden.data()},
+                          "linear attention: dnum");
+    ops::device::for_each(rows * H * m, la::DPhiQ<T>{s, c.dnum.data(), c.dden.data(), c.state.data(), c.norm.data(), dpq},
+                          "linear attention: dphi(q)");
+    ops::device::for_each(BH * m * d, la::DState<T>{s, c.phi_q.data(), c.dnum.data(), c.dden.data(), c.dstate.data(),
+                                                    c.dnorm.data()}, "linear attention: dstate");
+    ops::device::for_each(rows * H * m, la::DPhiK<T>{s, c.qkv.data(), c.dstate.data(), c.dnorm.data(), c.keep, dpk},
+                          "linear attention: dphi(k)");
+    ops::device::for_each(rows * D, la::DV<T>{s, c.phi_k.data(), c.dstate.data(), dqkv}, "linear attention: dv");
+    if constexpr (kLearnable) {
+      ops::device::for_each(rows * D, la::HedgehogExponentGrad<T>{s, c.phi_q.data(), c.phi_k.data(), dpq, dpk},
+                            "hedgehog: exponent gradient");
+      ops::device::for_each(rows * D, la::HedgehogDx<T>{s, w, dpq, dpk, dqkv}, "hedgehog: dq, dk");
+      ops::device::for_each(H * d * d, la::HedgehogDw<T>{s, c.qkv.data(), dpq, dpk, gw}, "hedgehog: dW");
+    } else {
+      (void)w;
+      (void)gw;
+      ops::device::for_each(rows * D, la::DFeatures<T, Traits>{s, c.phi_q.data(), c.phi_k.data(), dpq, dpk, dqkv},
+                            "linear attention: dq, dk");
+    }
+  }
+
   std::size_t feature_count() const {
     if constexpr (kLearnable) {
       const index_t d = o_.dim / o_.heads;

@@ -22,7 +22,9 @@
 //
 // Forward and backward run the recurrence fused, per (block of 8 channels), sequentially over
 // the tokens: Ā, B̄ are token-independent, so nothing but h is materialised. The sequential
-// form is its own reference (tests check it against the convolution form).
+// form is its own reference (tests check it against the convolution form). On backend::Cuda
+// the recurrence runs through the device linear-recurrence scan over the D·N_s columns, with
+// a, b materialised (see forward_device).
 // Memory: the states h (rows, D·N_s) per direction are kept for backward.
 //
 // Masked tokens are identity steps (Ā -> 1, B̄ u -> 0); their pre-projection and output rows
@@ -45,6 +47,7 @@
 #include "seqswap/mixers/ordered.hpp"
 #include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
+#include "seqswap/ops/device.hpp"
 
 namespace seqswap::mixers {
 
@@ -75,6 +78,12 @@ class DiagonalSsmCore {
     // backward scratch
     Buffer<T, B> du;                       // (rows, D)
     Buffer<T, B> scratch;                  // (threads, 3·8·N_s) backward: g, dĀ, dB̄ per block
+    // backend::Cuda: the scan's inputs and gradients through the linear-recurrence scan
+    std::array<Buffer<T, B>, 2> a;         // (rows, D·N_s) Ā or 1 (masked) per direction
+    Buffer<T, B> b, dh, da, db;            // (rows, D·N_s)
+    Buffer<T, B> dabar, dbbar;             // (D, N_s)
+    Buffer<index_t, B> dev_offsets;        // the offsets on the device, uploaded when they change
+    Offsets dev_offsets_of;
     const std::uint8_t* keep = nullptr;  // (rows); nullable
     const index_t* offsets = nullptr;    // (batch+1)
     index_t batch = 0;
@@ -148,18 +157,42 @@ class DiagonalSsmCore {
   // x (rows, D) -> pre (rows, D), both in scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/ssm_diag.hpp");
-    const index_t D = o_.dim, N = o_.state, DN = D * N, rows = x.total();
+    const index_t D = o_.dim, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
     c.batch = x.batch;
     c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
-    T* pre_s = pre.data;                  // (rows, D)
-    const std::uint8_t* keep = x.keep;    // (rows)
-
     // u = x W_inᵀ + b_in
     c.u.resize(static_cast<std::size_t>(rows * D));
     in_proj_.forward(in_params(p), x, view_of<T, B>(c.u.data(), c.layout), c.in_ctx);
+    if constexpr (backend::is_cuda<B>)
+      forward_device(p, x, pre, c);
+    else
+      forward_host(p, x, pre, c);
+  }
+
+  // dpre (rows, D), zero at masked rows (the gradient of pre = keep ∘ (...)) -> dx, g
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(p, c, dpre_v.data, g);
+    else
+      backward_host(p, c, dpre_v.data, g);
+    // u = x W_inᵀ + b_in: dx = du W_in. Masked rows of du are zero, so are dx's.
+    in_proj_.backward(in_params(p), c.in_ctx, TokensView<const T, B>(view_of<T, B>(c.du.data(), c.layout)),
+                      TokensView<T, B>{dx.data, c.offsets, c.batch, o_.dim, c.keep}, in_params(g));
+  }
+
+  template <class P>
+  P in_params(P p) const { return p.sub(0, in_proj_.param_count()); }
+
+ private:
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = o_.dim, N = o_.state, DN = D * N, rows = x.total();
+    T* pre_s = pre.data;                  // (rows, D)
+    const std::uint8_t* keep = x.keep;    // (rows)
     const T* u = c.u.data();  // (rows, D)
 
     // pre_t[c] = keep_t (D[c] u_t[c] + Σ_dir Σ_n C[c, n] h_t[c, n])
@@ -211,13 +244,9 @@ class DiagonalSsmCore {
     }
   }
 
-  // dpre (rows, D), zero at masked rows (the gradient of pre = keep ∘ (...)) -> dx, g
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre_v, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/ssm_diag.hpp");
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, const T* dpre, ParamsView<T, B> g) const {
     const index_t D = o_.dim, N = o_.state, DN = D * N, rows = c.layout.total();
-    const T* dpre = dpre_v.data;  // (rows, D)
     const std::uint8_t* keep = c.keep;
     const T* u = c.u.data();  // (rows, D)
 
@@ -305,16 +334,68 @@ class DiagonalSsmCore {
         }
       }
     }
-
-    // u = x W_inᵀ + b_in: dx = du W_in. Masked rows of du are zero, so are dx's.
-    in_proj_.backward(in_params(p), c.in_ctx, TokensView<const T, B>(view_of<T, B>(c.du.data(), c.layout)),
-                      TokensView<T, B>{dx.data, c.offsets, c.batch, D, keep}, in_params(g));
   }
 
-  template <class P>
-  P in_params(P p) const { return p.sub(0, in_proj_.param_count()); }
+  // The device path (backend::Cuda): Ā, B̄ per (channel, state), the recurrence through the
+  // device linear-recurrence scan over the D·N_s columns (masked tokens: a = 1, b = 0), the
+  // backward's sums as column reductions (ops/ssm_rows.hpp, the formulas of the host path).
+  // It materialises a, b (rows, D·N_s) per direction, which the fused host path does not.
+  template <class B>
+  void forward_device(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = o_.dim, N = o_.state, DN = D * N, rows = x.total();
+    const index_t* offsets = ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of);
+    c.b.resize(static_cast<std::size_t>(rows * DN));
+    for (int d = 0; d < directions(); ++d) {
+      const T* P = p.data + kernel_offset(d);  // A_log, B, C (D, N_s), log_dt (D)
+      c.abar[d].resize(static_cast<std::size_t>(DN));
+      c.bbar[d].resize(static_cast<std::size_t>(DN));
+      c.phi[d].resize(static_cast<std::size_t>(DN));
+      c.a[d].resize(static_cast<std::size_t>(rows * DN));
+      c.h[d].resize(static_cast<std::size_t>(rows * DN));
+      ops::device::for_each(DN, ops::ssm::DiagDiscretise<T>{P, P + DN, P + 3 * DN, N, c.abar[d].data(), c.phi[d].data(),
+                                                            c.bbar[d].data()}, "diagonal SSM: discretise");
+      ops::device::for_each(rows * DN, ops::ssm::DiagInputs<T>{c.abar[d].data(), c.bbar[d].data(), c.u.data(), x.keep, D,
+                                                               N, c.a[d].data(), c.b.data()}, "diagonal SSM: scan inputs");
+      ops::device::linear_scan(c.a[d].data(), c.b.data(), c.h[d].data(), offsets, x.batch, DN, d == 1);
+    }
+    const bool two = directions() == 2;
+    ops::device::for_each(rows * D,
+                          ops::ssm::DiagOutput<T>{c.u.data(), p.data + skip_offset(), p.data + kernel_offset(0) + 2 * DN,
+                                                  c.h[0].data(), two ? p.data + kernel_offset(1) + 2 * DN : nullptr,
+                                                  two ? c.h[1].data() : nullptr, x.keep, D, N, pre.data},
+                          "diagonal SSM: output");
+  }
 
- private:
+  template <class B>
+  void backward_device(ParamsView<const T, B> p, Ctx<B>& c, const T* dpre, ParamsView<T, B> g) const {
+    const index_t D = o_.dim, N = o_.state, DN = D * N, rows = c.layout.total();
+    c.du.resize(static_cast<std::size_t>(rows * D));
+    c.dh.resize(static_cast<std::size_t>(rows * DN));
+    c.da.resize(static_cast<std::size_t>(rows * DN));
+    c.db.resize(static_cast<std::size_t>(rows * DN));
+    c.dabar.resize(static_cast<std::size_t>(DN));
+    c.dbbar.resize(static_cast<std::size_t>(DN));
+    ops::device::for_each(D, ops::ssm::DiagSkipBackward<T>{dpre, c.u.data(), p.data + skip_offset(), rows, D, c.du.data(),
+                                                           g.data + skip_offset()}, "diagonal SSM: skip backward");
+    for (int d = 0; d < directions(); ++d) {
+      const T* P = p.data + kernel_offset(d);  // A_log, B, C, log_dt
+      T* G = g.data + kernel_offset(d);
+      ops::device::for_each(rows * DN, ops::ssm::DiagStateGrad<T>{dpre, P + 2 * DN, D, N, c.dh.data()},
+                            "diagonal SSM: state gradient");
+      ops::device::linear_scan_backward(c.a[d].data(), c.h[d].data(), c.dh.data(), c.da.data(), c.db.data(),
+                                        c.dev_offsets.data(), c.batch, DN, d == 1);
+      ops::device::for_each(DN, ops::ssm::DiagParamSums<T>{c.da.data(), c.db.data(), c.h[d].data(), dpre, c.u.data(),
+                                                           c.keep, rows, D, N, G + 2 * DN, c.dabar.data(),
+                                                           c.dbbar.data()}, "diagonal SSM: parameter sums");
+      ops::device::for_each(rows * D, ops::ssm::DiagInputGrad<T>{c.db.data(), c.bbar[d].data(), c.keep, D, N, c.du.data()},
+                            "diagonal SSM: input gradient");
+      ops::device::for_each(D,
+                            ops::ssm::DiagDiscretiseBackward<T>{P, P + DN, P + 3 * DN, c.abar[d].data(), c.phi[d].data(),
+                                                                c.dabar.data(), c.dbbar.data(), N, G, G + DN, G + 3 * DN},
+                            "diagonal SSM: discretisation backward");
+    }
+  }
+
   // One direction's A_log, B, C, log_dt: 3 D N_s + D values.
   std::size_t kernel_count() const {
     return static_cast<std::size_t>(o_.dim * (3 * o_.state + 1));

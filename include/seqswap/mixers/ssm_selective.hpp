@@ -27,7 +27,6 @@
 // those checkpoints. `materialized` is the straightforward reference: a, b (T_kept, E·state)
 // through ops::linear_scan and ops::linear_scan_backward. Tests check that the two agree.
 #pragma once
-#include "seqswap/ops/mask.hpp"
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -37,8 +36,10 @@
 #include "seqswap/core/buffer.hpp"
 #include "seqswap/core/rng.hpp"
 #include "seqswap/layers/linear.hpp"
+#include "seqswap/ops/mask.hpp"
 #include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
+#include "seqswap/ops/device.hpp"
 #include "seqswap/ops/scan.hpp"
 #include "seqswap/ops/selective_scan.hpp"
 
@@ -85,6 +86,7 @@ class SelectiveSsmCore {
     Buffer<T, B> delta;  // (Tk, E) Δ = softplus(dtp)
     Buffer<T, B> A;      // (E, S) -exp(A_log)
     Buffer<T, B> ckpt;   // fused: (chunks, E, S) state entering each chunk
+    Buffer<T, B> low;    // device: (Tk, R) δ, contiguous
     Buffer<T, B> a, b, h;  // materialized: (Tk, E·S) each
   };
 
@@ -109,6 +111,13 @@ class SelectiveSsmCore {
     Buffer<T, B> pgrad;               // (threads, E·S + E) fused: per thread dA_log, dD
     Buffer<T, B> scratch;             // per thread: forward h (S); backward h, a (chunk, S) and g (S)
     Buffer<T, B> dxz;                 // (T, 2E)
+    // backend::Cuda: the compact order uploaded (again only when it changes), the keep-mask
+    // brought down to build it, and scratch.
+    Buffer<index_t, B> dev_perm, dev_koffs, dev_ck_offs;
+    std::uint64_t order_version = 0, uploaded_version = ~std::uint64_t(0);
+    std::vector<std::uint8_t> keep_host;
+    Buffer<T, B> xzc;                 // (Tk, 2E) [u, z] gathered; backward: [du, dz]
+    Buffer<T, B> gath, tmp, cpart;    // (Tk, E); (Tk, max(E, R)); (batch, E, conv + 1)
     const std::uint8_t* keep = nullptr;
     const index_t* offsets = nullptr;
     index_t batch = 0;
@@ -224,7 +233,6 @@ class SelectiveSsmCore {
   // x (T, D) -> pre (T, E)
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/ssm_selective.hpp");
     const index_t E = E_, rows = x.total();
     c.keep = x.keep;
     c.offsets = x.offsets;
@@ -233,8 +241,33 @@ class SelectiveSsmCore {
     c.pre_layout = Layout{x.batch, E, c.xz_layout.offsets};
     c.xz.resize(static_cast<std::size_t>(rows * 2 * E));
     in_.forward(in_params(p), x, view_of<T, B>(c.xz.data(), c.xz_layout), c.in_ctx);
+    if constexpr (backend::is_cuda<B>)
+      forward_device(p, x, pre, c);
+    else
+      forward_host(p, x, pre, c);
+  }
 
-    build_order(x, c);
+  // dpre (T, E), zero at masked rows -> dx, g
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(p, c, dpre, g);
+    else
+      backward_host(p, c, dpre, g);
+    in_.backward(in_params(p), c.in_ctx,
+                 TokensView<const T, B>(view_of<T, B>(c.dxz.data(), c.xz_layout)), dx,
+                 in_params(g));
+  }
+
+  template <class P>
+  P in_params(P p) const { return p.sub(0, in_.param_count()); }
+
+ private:
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t E = E_, rows = x.total();
+    build_order(x.offsets, x.batch, x.keep, c, o_.chunk);
     const index_t Tk = c.koffs.back();
     c.uc.resize(static_cast<std::size_t>(Tk * E));
     c.zc.resize(static_cast<std::size_t>(Tk * E));
@@ -257,11 +290,8 @@ class SelectiveSsmCore {
     }
   }
 
-  // dpre (T, E), zero at masked rows -> dx, g
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/ssm_selective.hpp");
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, ParamsView<T, B> g) const {
     const index_t E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
 
     // pre = ysum ⊙ SiLU(z)  =>  dy_dir = dpre ⊙ SiLU(z) (both directions), dz = dpre ⊙ ysum ⊙ SiLU'(z)
@@ -286,15 +316,8 @@ class SelectiveSsmCore {
       std::copy(c.duc.data() + k * E, c.duc.data() + (k + 1) * E, dst);
       std::copy(c.dzc.data() + k * E, c.dzc.data() + (k + 1) * E, dst + E);
     }
-    in_.backward(in_params(p), c.in_ctx,
-                 TokensView<const T, B>(view_of<T, B>(c.dxz.data(), c.xz_layout)), dx,
-                 in_params(g));
   }
 
-  template <class P>
-  P in_params(P p) const { return p.sub(0, in_.param_count()); }
-
- private:
   struct DirOffsets {  // element offsets of one direction's tensors in the layer's slice
     std::size_t conv_w = 0, conv_b = 0, x_w = 0, dt_w = 0, dt_b = 0, A_log = 0, D = 0;
   };
@@ -304,34 +327,163 @@ class SelectiveSsmCore {
 
   static double inverse_softplus(double y) { return y + std::log(-std::expm1(-y)); }
 
+  // The device path (backend::Cuda): the same steps through ops/device.hpp. The compact order is
+  // built on the host (the keep-mask, when there is one, is brought down for it: B·N bytes per
+  // layer and step) and uploaded only when it changes; the conv and the scans run as the item
+  // functions of ops/ssm_rows.hpp (the fused scan, checkpoints every min(chunk, 16) tokens).
+  template <class B>
+  void forward_device(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    check(o_.scan == SelectiveScan::fused, "SelectiveSsm '", o_.name,
+          "': backend::Cuda runs the fused scan only (scan = materialized is the host reference)");
+    check(S_ <= ops::ssm::kDeviceMaxState, "SelectiveSsm '", o_.name, "': backend::Cuda holds at most ",
+          ops::ssm::kDeviceMaxState, " states per channel, found state=", S_);
+    const index_t E = E_, rows = x.total();
+    const std::uint8_t* keep = nullptr;
+    if (x.keep) {
+      c.keep_host.resize(static_cast<std::size_t>(rows));
+      Buffer<std::uint8_t, B>::download_from(x.keep, c.keep_host.data(), c.keep_host.size());
+      keep = c.keep_host.data();
+    }
+    build_order(x.offsets, x.batch, keep, c, device_chunk());
+    if (c.uploaded_version != c.order_version) {
+      c.dev_perm.upload(c.perm.data(), c.perm.size());
+      c.dev_koffs.upload(c.koffs.data(), c.koffs.size());
+      c.dev_ck_offs.upload(c.ck_offs.data(), c.ck_offs.size());
+      c.uploaded_version = c.order_version;
+    }
+    const index_t Tk = c.koffs.back();
+    ops::device::fill_zero(pre.data, rows * E);
+    if (Tk == 0) return;
+    c.xzc.resize(static_cast<std::size_t>(Tk * 2 * E));
+    c.uc.resize(static_cast<std::size_t>(Tk * E));
+    c.zc.resize(static_cast<std::size_t>(Tk * E));
+    c.ysum.resize(static_cast<std::size_t>(Tk * E));
+    c.gath.resize(static_cast<std::size_t>(Tk * E));
+    ops::device::gather_rows(c.xz.data(), c.dev_perm.data(), Tk, 2 * E, c.xzc.data());
+    ops::device::copy_block(c.xzc.data(), 2 * E, Tk, E, c.uc.data(), E);
+    ops::device::copy_block(c.xzc.data() + E, 2 * E, Tk, E, c.zc.data(), E);
+    for (int d = 0; d < dirs_; ++d) direction_forward_device(p, c, d);
+    ops::device::silu_gate(c.ysum.data(), c.zc.data(), Tk * E, c.gath.data());
+    ops::device::scatter_rows(c.gath.data(), c.dev_perm.data(), Tk, E, pre.data);
+  }
+
+  template <class B>
+  void backward_device(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, ParamsView<T, B> g) const {
+    const index_t E = E_, rows = c.xz_layout.total(), Tk = c.koffs.back();
+    c.dxz.resize(static_cast<std::size_t>(rows * 2 * E));
+    ops::device::fill_zero(c.dxz.data(), rows * 2 * E);
+    if (Tk == 0) return;
+    c.dys.resize(static_cast<std::size_t>(Tk * E));
+    c.dzc.resize(static_cast<std::size_t>(Tk * E));
+    c.duc.resize(static_cast<std::size_t>(Tk * E));
+    ops::device::gather_rows(dpre.data, c.dev_perm.data(), Tk, E, c.gath.data());
+    ops::device::silu_gate_backward(c.gath.data(), c.zc.data(), c.ysum.data(), Tk * E, c.dys.data(), c.dzc.data());
+    ops::device::fill_zero(c.duc.data(), Tk * E);  // both directions add into du
+    for (int d = 0; d < dirs_; ++d) direction_backward_device(p, c, d, g);
+    ops::device::copy_block(c.duc.data(), E, Tk, E, c.xzc.data(), 2 * E);
+    ops::device::copy_block(c.dzc.data(), E, Tk, E, c.xzc.data() + E, 2 * E);
+    ops::device::scatter_rows(c.xzc.data(), c.dev_perm.data(), Tk, 2 * E, c.dxz.data());
+  }
+
+  index_t device_chunk() const { return std::min<index_t>(o_.chunk, ops::ssm::kDeviceChunk); }
+
+  template <class B>
+  ops::ssm::Scan<T> device_scan(ParamsView<const T, B> p, const Ctx<B>& c, int d) const {
+    const auto& s = c.dir[d];
+    return {.delta = s.delta.data(), .u = s.up.data(), .bc = s.xdbl.data() + R_, .ldbc = W_, .A = s.A.data(),
+            .Dskip = p.data + doff_[d].D, .offsets = c.dev_koffs.data(), .batch = c.batch, .E = E_, .S = S_,
+            .reverse = d == 1, .chunk = device_chunk(), .ck_offs = c.dev_ck_offs.data()};
+  }
+  template <class B>
+  ops::ssm::Conv<T> device_conv(ParamsView<const T, B> p, const Ctx<B>& c, int d) const {
+    return {.u = c.uc.data(), .offsets = c.dev_koffs.data(), .batch = c.batch, .E = E_, .K = K_,
+            .w = p.data + doff_[d].conv_w, .bias = p.data + doff_[d].conv_b, .reverse = d == 1};
+  }
+
+  template <class B>
+  void direction_forward_device(ParamsView<const T, B> p, Ctx<B>& c, int d) const {
+    const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back();
+    const DirOffsets& q = doff_[d];
+    auto& s = c.dir[d];
+    s.v.resize(static_cast<std::size_t>(Tk * E));
+    s.up.resize(static_cast<std::size_t>(Tk * E));
+    s.xdbl.resize(static_cast<std::size_t>(Tk * W));
+    s.low.resize(static_cast<std::size_t>(Tk * R));
+    s.dtp.resize(static_cast<std::size_t>(Tk * E));
+    s.delta.resize(static_cast<std::size_t>(Tk * E));
+    s.A.resize(static_cast<std::size_t>(E * S));
+    s.ckpt.resize(static_cast<std::size_t>(c.ck_offs.back() * E * S));
+    ops::device::neg_exp(p.data + q.A_log, E * S, s.A.data());
+    ops::device::ssm_conv_forward(device_conv(p, c, d), Tk, s.v.data(), s.up.data());
+    ops::device::linear_forward(s.up.data(), Tk, E, p.data + q.x_w, static_cast<const T*>(nullptr), W, s.xdbl.data());
+    ops::device::copy_block(s.xdbl.data(), W, Tk, R, s.low.data(), R);
+    ops::device::linear_forward(s.low.data(), Tk, R, p.data + q.dt_w, p.data + q.dt_b, E, s.dtp.data());
+    ops::device::softplus(s.dtp.data(), Tk * E, s.delta.data());
+    ops::device::ssm_scan_forward(device_scan(p, c, d), c.ysum.data(), d != 0, s.ckpt.data());
+  }
+
+  template <class B>
+  void direction_backward_device(ParamsView<const T, B> p, Ctx<B>& c, int d, ParamsView<T, B> g) const {
+    const index_t E = E_, K = K_, R = R_, S = S_, W = W_, Tk = c.koffs.back();
+    const DirOffsets& q = doff_[d];
+    auto& s = c.dir[d];
+    c.dup.resize(static_cast<std::size_t>(Tk * E));
+    c.ddtp.resize(static_cast<std::size_t>(Tk * E));
+    c.dxdbl.resize(static_cast<std::size_t>(Tk * W));
+    c.part.resize(static_cast<std::size_t>(ops::ssm::groups(E) * Tk * 2 * S));
+    c.pgrad.resize(static_cast<std::size_t>(c.batch * E * (S + 1)));
+    c.tmp.resize(static_cast<std::size_t>(Tk * std::max(E, R)));
+    c.cpart.resize(static_cast<std::size_t>(c.batch * E * (K + 1)));
+    // The scan: du' and d dtp (softplus' included) assigned, dB, dC into dxdbl, dA_log and dD.
+    ops::device::ssm_scan_backward(device_scan(p, c, d),
+                                   ops::ssm::ScanGrads<T>{.ckpt = s.ckpt.data(), .dy = c.dys.data(),
+                                                          .dtp = s.dtp.data(), .du = c.dup.data(),
+                                                          .ddtp = c.ddtp.data(), .part = c.part.data(),
+                                                          .pgrad = c.pgrad.data()},
+                                   Tk, c.dxdbl.data(), W, R, g.data + q.A_log, g.data + q.D);
+    // dtp = δ W_dtᵀ + b_dt;  [δ, B, C] = u' W_xᵀ
+    ops::device::linear_backward(s.low.data(), Tk, R, p.data + q.dt_w, E, c.ddtp.data(), c.tmp.data(),
+                                 g.data + q.dt_w, g.data + q.dt_b);
+    ops::device::copy_block(c.tmp.data(), R, Tk, R, c.dxdbl.data(), W);
+    ops::device::linear_backward(s.up.data(), Tk, E, p.data + q.x_w, W, c.dxdbl.data(), c.tmp.data(),
+                                 g.data + q.x_w, static_cast<T*>(nullptr));
+    ops::device::add_into(c.dup.data(), c.tmp.data(), Tk * E);
+    ops::device::silu_backward(s.v.data(), Tk * E, c.dup.data());  // u' = SiLU(v)
+    ops::device::ssm_conv_backward(device_conv(p, c, d), c.dup.data(), c.cpart.data(), g.data + q.conv_w,
+                                   g.data + q.conv_b, c.duc.data());
+  }
+
   // Compact storage: kept tokens of each sequence in scan order. Rebuilt only when the offsets
   // or the mask change, so that steady-state steps allocate nothing.
+  // `keep` (rows) is host memory or null; checkpoints every `spacing` kept tokens.
   template <class B>
-  void build_order(TokensView<const T, B> x, Ctx<B>& c) const {
-    const index_t rows = x.total();
-    bool same = c.key_valid && c.key_offsets.size() == static_cast<std::size_t>(x.batch + 1) &&
-                std::equal(c.key_offsets.begin(), c.key_offsets.end(), x.offsets) &&
-                (x.keep ? c.key_keep.size() == static_cast<std::size_t>(rows) &&
-                              std::equal(c.key_keep.begin(), c.key_keep.end(), x.keep)
-                        : c.key_keep.empty());
+  void build_order(const index_t* offsets, index_t batch, const std::uint8_t* keep, Ctx<B>& c,
+                   index_t spacing) const {
+    const index_t rows = offsets[batch];
+    bool same = c.key_valid && c.key_offsets.size() == static_cast<std::size_t>(batch + 1) &&
+                std::equal(c.key_offsets.begin(), c.key_offsets.end(), offsets) &&
+                (keep ? c.key_keep.size() == static_cast<std::size_t>(rows) &&
+                            std::equal(c.key_keep.begin(), c.key_keep.end(), keep)
+                      : c.key_keep.empty());
     if (!same) {
-      c.key_offsets.assign(x.offsets, x.offsets + x.batch + 1);
-      if (x.keep) c.key_keep.assign(x.keep, x.keep + rows);
+      c.key_offsets.assign(offsets, offsets + batch + 1);
+      if (keep) c.key_keep.assign(keep, keep + rows);
       else c.key_keep.clear();
       c.key_valid = true;
+      ++c.order_version;
       c.perm.clear();
       c.koffs.assign(1, 0);
-      for (index_t b = 0; b < x.batch; ++b) {
-        const index_t t0 = x.begin(b);
-        for (index_t i : o_.order.permutation(x.length(b)))
-          if (x.kept(t0 + i)) c.perm.push_back(t0 + i);
+      for (index_t b = 0; b < batch; ++b) {
+        const index_t t0 = offsets[b];
+        for (index_t i : o_.order.permutation(offsets[b + 1] - t0))
+          if (!keep || keep[t0 + i]) c.perm.push_back(t0 + i);
         c.koffs.push_back(static_cast<index_t>(c.perm.size()));
       }
     }
     c.ck_offs.assign(1, 0);
-    for (index_t b = 0; b < x.batch; ++b) {
+    for (index_t b = 0; b < batch; ++b) {
       const index_t n = c.koffs[b + 1] - c.koffs[b];
-      c.ck_offs.push_back(c.ck_offs.back() + (n + o_.chunk - 1) / o_.chunk);
+      c.ck_offs.push_back(c.ck_offs.back() + (n + spacing - 1) / spacing);
     }
   }
 

@@ -22,8 +22,10 @@
 #include "seqswap/ops/cuda/pack.cuh"
 #include "seqswap/ops/cuda/rows.cuh"
 #include "seqswap/ops/cuda/scan.cuh"
+#include "seqswap/ops/cuda/ssm.cuh"
 #include "seqswap/ops/device.hpp"
 #include "seqswap/ops/elementwise.hpp"
+#include "seqswap/ops/ssm_rows.hpp"
 
 namespace seqswap::cuda {
 
@@ -65,6 +67,11 @@ void for_each(long long n, const F& f, const char* what) {
   ::seqswap::cuda::check_call(cudaGetLastError(), what, __FILE__, __LINE__);
 }
 }  // namespace detail
+
+template <class F>
+void for_each(index_t n, const F& f, const char* what) {
+  detail::for_each(n, f, what);
+}
 
 template <class T>
 void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b, index_t out, T* y) {
@@ -187,6 +194,52 @@ void combine_directions(const T* h0, const T* h1, const std::uint8_t* keep, inde
 template <class T>
 void copy_columns(const T* src, index_t rows, index_t width, index_t off, index_t E, T* dst) {
   detail::for_each(rows * E, elementwise::CopyColumns<T>{src, width, off, E, dst}, "copy_columns");
+}
+
+template <class T>
+void copy_block(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst, index_t ld_dst) {
+  detail::for_each(rows * cols, ssm::CopyBlock<T>{src, ld_src, cols, dst, ld_dst}, "copy_block");
+}
+template <class T>
+void neg_exp(const T* x, index_t n, T* y) {
+  detail::for_each(n, ssm::NegExp<T>{x, y}, "neg_exp");
+}
+template <class T>
+void softplus(const T* x, index_t n, T* y) {
+  detail::for_each(n, ssm::Softplus<T>{x, y}, "softplus");
+}
+template <class T>
+void silu_gate(const T* ys, const T* z, index_t n, T* out) {
+  detail::for_each(n, ssm::Gate<T>{ys, z, out}, "silu_gate");
+}
+template <class T>
+void silu_gate_backward(const T* dp, const T* z, const T* ys, index_t n, T* dys, T* dz) {
+  detail::for_each(n, ssm::GateBackward<T>{dp, z, ys, dys, dz}, "silu_gate_backward");
+}
+template <class T>
+void silu_backward(const T* v, index_t n, T* d) {
+  detail::for_each(n, ssm::SiluBackward<T>{v, d}, "silu_backward");
+}
+template <class T>
+void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up) {
+  detail::for_each(rows * c.E, ssm::ConvForward<T>{c, v, up}, "ssm_conv_forward");
+}
+template <class T>
+void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du) {
+  detail::for_each(c.batch * c.E, ssm::ConvBackward<T>{c, dv, partial, du}, "ssm_conv_backward");
+  detail::for_each(c.E * (c.K + 1), ssm::ConvReduce<T>{partial, c.batch, c.E, c.K, gw, gb}, "ssm_conv_backward (reduce)");
+}
+template <class T>
+void ssm_scan_forward(const ssm::Scan<T>& a, T* y, bool accumulate, T* ckpt) {
+  ops::cuda::ssm_scan_forward(a, y, accumulate, ckpt, seqswap::cuda::context().stream());
+}
+template <class T>
+void ssm_scan_backward(const ssm::Scan<T>& a, const ssm::ScanGrads<T>& g, index_t rows, T* dxdbl, index_t ld,
+                       index_t R, T* gA_log, T* gD) {
+  ops::cuda::ssm_scan_backward_items(a, g, rows, seqswap::cuda::context().stream());
+  detail::for_each(rows * 2 * a.S, ssm::ReduceBC<T>{g.part, ssm::groups(a.E), rows, a.S, dxdbl, ld, R}, "ssm_scan_backward (dB, dC)");
+  detail::for_each(a.E * (a.S + 1), ssm::ReduceParams<T>{g.pgrad, a.batch, a.E, a.S, gA_log, gD},
+                   "ssm_scan_backward (dA_log, dD)");
 }
 
 template <class T>
