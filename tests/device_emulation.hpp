@@ -248,7 +248,7 @@ void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up) {
 template <class T>
 void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du) {
   emulated::for_each(c.batch * c.E, ssm::ConvBackward<T>{c, dv, partial, du});
-  emulated::for_each(c.E * (c.K + 1), ssm::ConvReduce<T>{partial, c.batch, c.E, c.K, gw, gb});
+  emulated::for_each(c.E * (c.K + 1), ssm::SumOverSequences<T>{partial, c.batch, c.E, c.K, gw, gb});
 }
 // The scans: the kernels' item functions, with the kernels' choice of state-vector size; the
 // backward's per-group dB, dC sums added channel by channel (a warp's shuffle tree on the GPU).
@@ -288,7 +288,7 @@ void ssm_scan_backward(const ssm::Scan<T>& a, const ssm::ScanGrads<T>& g, index_
       }
   });
   emulated::for_each(rows * 2 * S, ssm::ReduceBC<T>{g.part, groups, rows, S, dxdbl, ld, R});
-  emulated::for_each(a.E * (S + 1), ssm::ReduceParams<T>{g.pgrad, a.batch, a.E, S, gA_log, gD});
+  emulated::for_each(a.E * (S + 1), ssm::SumOverSequences<T>{g.pgrad, a.batch, a.E, S, gA_log, gD});
 }
 
 template <class T>

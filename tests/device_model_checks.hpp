@@ -12,7 +12,9 @@
 //     concatenated, one direction, raster and snake scan orders; the selective SSM both ways
 //     with several checkpoint chunks, 48 channels (a partial second warp of channels), state
 //     sizes 16, 5 and 20 (the device's three state-vector paths); the diagonal SSM both ways and
-//     one way in snake order; linear attention with the elu+1, relu and Hedgehog features:
+//     one way in snake order; linear attention with the elu+1, relu and Hedgehog features;
+//     retention (two head counts, a snake order); the conv mixer on the patch grid (CLS rule
+//     included) and in 1D:
 //     outputs (masked tokens passed through exactly), input and parameter gradients (each
 //     tensor by name);
 //   - students with an attention block and a minGRU or a selective-SSM block, end to end;
@@ -29,8 +31,10 @@
 #include <vector>
 
 #include "check_common.hpp"
+#include "seqswap/mixers/conv.hpp"
 #include "seqswap/mixers/linear_attention.hpp"
 #include "seqswap/mixers/min_gru.hpp"
+#include "seqswap/mixers/retention.hpp"
 #include "seqswap/mixers/ssm_diag.hpp"
 #include "seqswap/mixers/ssm_selective.hpp"
 #include "seqswap/model/halting_vit.hpp"
@@ -161,7 +165,8 @@ inline void teacher() {
 // One pre-norm block (mixer + MLP) on a ragged, masked batch, through Model so that the arena
 // and contexts are the backend's.
 template <class Mix>
-void block(const std::string& name, const typename Mix::Options& mixer_options) {
+void block(const std::string& name, const typename Mix::Options& mixer_options,
+           const Offsets& offsets = {0, 5, 5, 6, 23, 40}) {  // an empty and a one-token sequence
   using Blk = model::Block<float, Mix>;
   const auto cfg = small_config();
   const auto make = [&] {
@@ -175,8 +180,7 @@ void block(const std::string& name, const typename Mix::Options& mixer_options) 
   model::Model<Blk, Cuda> dev(make());
   host.init(4);
   dev.init(4);
-  const Offsets offsets{0, 5, 5, 6, 23, 40};  // an empty and a one-token sequence
-  const index_t batch = 5, rows = 40, D = cfg.width;
+  const index_t batch = static_cast<index_t>(offsets.size()) - 1, rows = offsets.back(), D = cfg.width;
   std::vector<std::uint8_t> keep(static_cast<std::size_t>(rows), 1);
   for (index_t t = 0; t < rows; ++t)
     if (t % 4 == 3 || t == 5) keep[std::size_t(t)] = 0;
@@ -323,6 +327,16 @@ inline void run_all() {
   block<LinearAttention<float, feature::Relu>>("linear attention relu, no qkv bias",
                                                {.dim = cfg.width, .heads = 2, .qkv_bias = false});
   block<LinearAttention<float, feature::Hedgehog>>("linear attention hedgehog", {.dim = cfg.width, .heads = cfg.heads});
+  block<mixers::Retention<float>>("retention, 3 heads", {.dim = cfg.width, .heads = cfg.heads});
+  block<mixers::Retention<float>>("retention, 2 heads, no qkv bias, snake, decay offset 1.5",
+                                  {.dim = cfg.width, .heads = 2, .qkv_bias = false, .decay_offset = 1.5,
+                                   .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
+  // Grid2d needs CLS + G×G sequences: G = 3, 2, 3 and CLS alone.
+  block<mixers::ConvMixer<float, mixers::conv::Grid2d>>("conv mixer 3x3 on the grid", {.dim = cfg.width, .kernel = 3},
+                                                        {0, 10, 15, 25, 26});
+  block<mixers::ConvMixer<float, mixers::conv::Seq1d>>("conv mixer 1D k 5, snake",
+                                                       {.dim = cfg.width, .kernel = 5,
+                                                        .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
   student<mixers::MinGru<float>>("student (attention + minGRU)");
   student<SelectiveSsm<float>>("student (attention + selective SSM)");
   halting_vit(true);

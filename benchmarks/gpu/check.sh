@@ -14,7 +14,7 @@
 # Status: the device code is the linear-recurrence scan (forward, reverse, backward), the
 # streamed masked softmax attention (forward and backward, every policy; one thread per row,
 # not yet tiled), layer norm, GELU, softmax cross-entropy, AdamW, the linear maps through
-# cuBLAS, halting's row gather/scatter, the embeddings, the SSMs' and linear attention's steps, and the ViT's layers
+# cuBLAS, halting's row gather/scatter, the embeddings, the mixers' steps (all but the RNNs), and the ViT's layers
 # on backend::Cuda (test_cuda_vit: the teacher's logits, gradients and training steps against
 # the host; a student with selective-SSM blocks too). Timed: the scans against a device copy,
 # the attention forward beside PyTorch's SDPA and the teacher's training step beside PyTorch

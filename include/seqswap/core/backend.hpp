@@ -24,4 +24,4 @@ inline constexpr bool dependent_false = false;
 // over device pointers.
 #define SEQSWAP_HOST_ONLY(B, what)                                                                     \
   static_assert(::seqswap::backend::is_host<B>, what ": no device path yet (backend::Cuda runs "       \
-                "softmax attention, minGRU, the selective and diagonal SSMs, linear attention and halting; see docs/architecture.md, Backends)")
+                "every layer but the multi-head RNN mixers; see docs/architecture.md, Backends)")

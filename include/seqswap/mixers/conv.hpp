@@ -36,6 +36,8 @@
 #include "seqswap/mixers/ordered.hpp"
 #include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
+#include "seqswap/ops/conv_rows.hpp"
+#include "seqswap/ops/device.hpp"
 #include "seqswap/ops/mask.hpp"
 
 namespace seqswap::mixers {
@@ -169,6 +171,8 @@ class ConvCore {
     Buffer<T, B> count;  // CLS rule: (B) kept patches
     Buffer<T, B> z;      // (rows, D) depthwise output
     Buffer<T, B> dz, acc;  // backward; acc: (threads, K + 3, D) per-thread partial sums
+    Buffer<index_t, B> dev_offsets;  // backend::Cuda: the offsets there, uploaded when they change
+    Offsets dev_offsets_of;
   };
 
   ConvCore() = default;
@@ -205,7 +209,67 @@ class ConvCore {
 
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/conv.hpp");
+    if constexpr (backend::is_cuda<B>)
+      forward_device(p, x, pre, c);
+    else
+      forward_host(p, x, pre, c);
+  }
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(p, c, dpre, dx, g);
+    else
+      backward_host(p, c, dpre, dx, g);
+  }
+
+ private:
+  // The device path (backend::Cuda): the neighbourhoods and sums of the host path below as the
+  // functors of ops/conv_rows.hpp, one thread per output element or per parameter, every sum
+  // over rows in order. The layout is checked on the host (Filter::prepare), as there.
+  ops::conv::Geometry device_geometry(const index_t* dev_offsets, index_t batch) const {
+    return {Filter::kCls, o_.kernel, taps(), o_.dim, batch, dev_offsets};
+  }
+  template <class B>
+  void forward_device(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = o_.dim, rows = x.total();
+    c.x = x.data;
+    c.keep = x.keep;
+    c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
+    Filter::prepare(c.filter, o_.name, x.offsets, x.batch);  // checks the lengths (Grid2d)
+    const auto geo = device_geometry(ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of),
+                                     x.batch);
+    c.z.resize(static_cast<std::size_t>(rows * D));
+    if constexpr (Filter::kCls) {
+      c.mean.resize(static_cast<std::size_t>(x.batch * D));
+      c.count.resize(static_cast<std::size_t>(x.batch));
+      ops::device::for_each(x.batch * D, ops::conv::PatchMean<T>{geo, x.data, x.keep, c.mean.data(), c.count.data()},
+                            "conv mixer: patch means");
+    }
+    ops::device::for_each(rows * D, ops::conv::Forward<T>{geo, x.data, p.data, Filter::kCls ? c.mean.data() : nullptr,
+                                                          x.keep, c.z.data()}, "conv mixer: depthwise filter");
+    pointwise_.forward(pw_params(p), TokensView<const T, B>(view_of<T, B>(c.z.data(), c.layout, x.keep)), pre,
+                       c.pw_ctx);
+    ops::device::zero_masked_rows(pre.data, rows, D, x.keep);
+  }
+  template <class B>
+  void backward_device(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                       ParamsView<T, B> g) const {
+    const index_t D = o_.dim, K = taps(), rows = c.layout.total();
+    const auto geo = device_geometry(c.dev_offsets.data(), c.layout.batch);
+    c.dz.resize(static_cast<std::size_t>(rows * D));
+    pointwise_.backward(pw_params(p), c.pw_ctx, dpre, view_of<T, B>(c.dz.data(), c.layout), pw_params(g));
+    const T* mean = Filter::kCls ? c.mean.data() : nullptr;
+    ops::device::for_each(D * (K + 3), ops::conv::ParamGrad<T>{geo, c.x, c.dz.data(), mean, c.keep, g.data},
+                          "conv mixer: filter gradients");
+    if (dx.data)
+      ops::device::for_each(rows * D, ops::conv::InputGrad<T>{geo, p.data, c.dz.data(),
+                                                              Filter::kCls ? c.count.data() : nullptr, c.keep, dx.data},
+                            "conv mixer: input gradient");
+  }
+
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
     const index_t D = o_.dim, K = taps(), rows = x.total();
     c.x = x.data;
     c.keep = x.keep;
@@ -267,9 +331,8 @@ class ConvCore {
   }
 
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/conv.hpp");
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                     ParamsView<T, B> g) const {
     const index_t D = o_.dim, K = taps(), rows = c.layout.total();
     const index_t* offsets = c.layout.offsets.data();
     const std::uint8_t* keep = c.keep;
@@ -350,7 +413,6 @@ class ConvCore {
     (void)cm;
   }
 
- private:
   index_t taps() const { return Filter::taps(o_.kernel); }
   std::size_t dw_count() const {
     return static_cast<std::size_t>(o_.dim * taps() + o_.dim + (Filter::kCls ? 2 * o_.dim : 0));

@@ -25,6 +25,8 @@
 #include "seqswap/layers/linear.hpp"
 #include "seqswap/mixers/ordered.hpp"
 #include "seqswap/mixers/projected.hpp"
+#include "seqswap/ops/device.hpp"
+#include "seqswap/ops/retention_rows.hpp"
 
 namespace seqswap::mixers {
 
@@ -49,6 +51,9 @@ class RetentionCore {
     Buffer<T, B> qkv, dqkv;   // (rows, 3D) [q | k | v], q scaled
     Buffer<T, B> inv_c;       // (rows, H) 1 / c_t
     const std::uint8_t* keep = nullptr;
+    index_t batch = 0;
+    Buffer<index_t, B> dev_offsets;  // backend::Cuda: the offsets there, uploaded when they change
+    Offsets dev_offsets_of;
   };
 
   RetentionCore() = default;
@@ -74,13 +79,33 @@ class RetentionCore {
   // x (rows, D) -> pre (rows, D), scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/retention.hpp");
-    const index_t D = o_.dim, H = o_.heads, d = D / H, rows = x.total();
+    const index_t D = o_.dim, H = o_.heads, rows = x.total();
     c.keep = x.keep;
+    c.batch = x.batch;
     c.qkv_layout = Layout{x.batch, 3 * D, {x.offsets, x.offsets + x.batch + 1}};
     c.qkv.resize(c.qkv_layout.size());
     c.inv_c.resize(static_cast<std::size_t>(rows * H));
     qkv_.forward(p, x, view_of<T, B>(c.qkv.data(), c.qkv_layout), c.qkv_ctx);
+    if constexpr (backend::is_cuda<B>)
+      forward_device(x, pre, c);
+    else
+      forward_host(x, pre, c);
+  }
+
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(c, dpre);
+    else
+      backward_host(c, dpre);
+    qkv_.backward(p, c.qkv_ctx, TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx, g);
+  }
+
+ private:
+  template <class B>
+  void forward_host(TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = o_.dim, H = o_.heads, d = D / H, rows = x.total();
     host::MatMap<T>(c.qkv.data(), rows, 3 * D).leftCols(D) *= T(1.0 / std::sqrt(double(d)));
     std::fill(pre.data, pre.data + rows * D, T(0));
     const T* qkv = c.qkv.data();
@@ -105,9 +130,7 @@ class RetentionCore {
   }
 
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/retention.hpp");
+  void backward_host(Ctx<B>& c, TokensView<const T, B> dpre) const {
     const index_t D = o_.dim, H = o_.heads, d = D / H, rows = dpre.total();
     c.dqkv.assign(c.qkv_layout.size(), T(0));
     const T* qkv = c.qkv.data();
@@ -139,10 +162,40 @@ class RetentionCore {
         }
       }
     host::MatMap<T>(c.dqkv.data(), rows, 3 * D).leftCols(D) *= T(1.0 / std::sqrt(double(d)));  // q = q_raw / √d
-    qkv_.backward(p, c.qkv_ctx, TokensView<const T, B>(view_of<T, B>(c.dqkv.data(), c.qkv_layout)), dx, g);
   }
 
- private:
+  // The device path (backend::Cuda): the walks below as functors (ops/retention_rows.hpp), one
+  // thread per row or column of a head's d×d states, every sum over tokens in order.
+  ops::retention::Dims device_dims(const index_t* dev_offsets, index_t batch) const {
+    check(o_.dim / o_.heads <= ops::retention::kMaxHead, "Retention '", o_.name, "': backend::Cuda holds heads up to ",
+          ops::retention::kMaxHead, " wide, found ", o_.dim / o_.heads);
+    return {batch, o_.heads, o_.dim / o_.heads, dev_offsets, o_.decay_offset};
+  }
+  template <class B>
+  void forward_device(TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    namespace rt = ops::retention;
+    const index_t D = o_.dim, d = D / o_.heads, rows = x.total();
+    const auto s = device_dims(ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of), x.batch);
+    ops::device::for_each(rows * D, rt::ScaleQ<T>{D, T(1.0 / std::sqrt(double(d))), c.qkv.data()}, "retention: scale q");
+    ops::device::for_each(x.batch * o_.heads, rt::InvC<T>{s, x.keep, c.inv_c.data()}, "retention: normalisers");
+    ops::device::for_each(x.batch * D, rt::Forward<T>{s, c.qkv.data(), c.inv_c.data(), x.keep, pre.data},
+                          "retention: forward");  // every row: masked ones 0
+  }
+  template <class B>
+  void backward_device(Ctx<B>& c, TokensView<const T, B> dpre) const {
+    namespace rt = ops::retention;
+    const index_t D = o_.dim, d = D / o_.heads, rows = dpre.total();
+    const auto s = device_dims(c.dev_offsets.data(), c.batch);
+    c.dqkv.resize(c.qkv_layout.size());
+    ops::device::for_each(c.batch * D, rt::BackwardRows<T>{s, c.qkv.data(), c.inv_c.data(), dpre.data, c.keep, c.dqkv.data()},
+                          "retention: dq, dk");
+    ops::device::for_each(c.batch * D,
+                          rt::BackwardColumns<T>{s, c.qkv.data(), c.inv_c.data(), dpre.data, c.keep, c.dqkv.data()},
+                          "retention: dv");
+    ops::device::for_each(rows * D, rt::ScaleQ<T>{D, T(1.0 / std::sqrt(double(d))), c.dqkv.data()},
+                          "retention: q = q_raw / sqrt(d)");
+  }
+
   // Visits the kept tokens of rows [t0, t1) forward, then backward. At each direction's start
   // the states are zeroed; before each token they decay by γ_h. f(t, n = Σ γ^dist over the
   // direction's kept tokens so far, first direction?).

@@ -385,6 +385,18 @@ class SelectiveSsmCore {
     ops::device::scatter_rows(c.xzc.data(), c.dev_perm.data(), Tk, 2 * E, c.dxz.data());
   }
 
+  // One direction's activations for Tk kept tokens (both paths).
+  template <class B>
+  void size_direction(DirCtx<B>& s, index_t Tk) const {
+    const auto n = static_cast<std::size_t>(Tk * E_);
+    s.v.resize(n);
+    s.up.resize(n);
+    s.dtp.resize(n);
+    s.delta.resize(n);
+    s.xdbl.resize(static_cast<std::size_t>(Tk * W_));
+    s.A.resize(static_cast<std::size_t>(E_ * S_));
+  }
+
   index_t device_chunk() const { return std::min<index_t>(o_.chunk, ops::ssm::kDeviceChunk); }
 
   template <class B>
@@ -405,13 +417,8 @@ class SelectiveSsmCore {
     const index_t E = E_, R = R_, S = S_, W = W_, Tk = c.koffs.back();
     const DirOffsets& q = doff_[d];
     auto& s = c.dir[d];
-    s.v.resize(static_cast<std::size_t>(Tk * E));
-    s.up.resize(static_cast<std::size_t>(Tk * E));
-    s.xdbl.resize(static_cast<std::size_t>(Tk * W));
+    size_direction(s, Tk);
     s.low.resize(static_cast<std::size_t>(Tk * R));
-    s.dtp.resize(static_cast<std::size_t>(Tk * E));
-    s.delta.resize(static_cast<std::size_t>(Tk * E));
-    s.A.resize(static_cast<std::size_t>(E * S));
     s.ckpt.resize(static_cast<std::size_t>(c.ck_offs.back() * E * S));
     ops::device::neg_exp(p.data + q.A_log, E * S, s.A.data());
     ops::device::ssm_conv_forward(device_conv(p, c, d), Tk, s.v.data(), s.up.data());
@@ -502,12 +509,7 @@ class SelectiveSsmCore {
     auto& s = c.dir[d];
     const T* cw = p.data + q.conv_w;  // (E, K)
     const T* cb = p.data + q.conv_b;  // (E)
-    s.v.resize(static_cast<std::size_t>(Tk * E));
-    s.up.resize(static_cast<std::size_t>(Tk * E));
-    s.xdbl.resize(static_cast<std::size_t>(Tk * W));
-    s.dtp.resize(static_cast<std::size_t>(Tk * E));
-    s.delta.resize(static_cast<std::size_t>(Tk * E));
-    s.A.resize(static_cast<std::size_t>(E * S));
+    size_direction(s, Tk);
     for (index_t i = 0; i < E * S; ++i) s.A[i] = -std::exp(p.data[q.A_log + i]);
 
     // v_k = b_conv + Σ_j w_j ⊙ u_{k-(K-1)+j}  (positions before the sequence start are zero),

@@ -153,18 +153,20 @@ struct ConvBackward {
     }
   }
 };
-// gw, gb ACCUMULATED: the per-sequence partials added in sequence order; i = e·(K+1) + j.
+// Per-sequence partials (batch, E, W + 1) added in sequence order and ACCUMULATED into a
+// (E, W) and an (E) gradient: the conv's [dw, db] (W = K), the scan's [dA_log, dD] (W = S).
+// i = e·(W+1) + j.
 template <class T>
-struct ConvReduce {
+struct SumOverSequences {
   const T* partial;
-  idx batch, E, K;
-  T *gw, *gb;
+  idx batch, E, W;
+  T *g_wide, *g_last;
   SEQSWAP_HD void operator()(idx i) const {
-    const idx e = i / (K + 1), j = i % (K + 1);
+    const idx e = i / (W + 1), j = i % (W + 1);
     T s = 0;
-    for (idx b = 0; b < batch; ++b) s += partial[(b * E + e) * (K + 1) + j];
-    if (j < K) gw[e * K + j] += s;
-    else gb[e] += s;
+    for (idx b = 0; b < batch; ++b) s += partial[(b * E + e) * (W + 1) + j];
+    if (j < W) g_wide[e * W + j] += s;
+    else g_last[e] += s;
   }
 };
 
@@ -296,21 +298,6 @@ struct ReduceBC {
     dxdbl[t * ld + R + j] = s;
   }
 };
-// gA_log, gD ACCUMULATED: the per-sequence partials added in sequence order; i = e·(S+1) + j.
-template <class T>
-struct ReduceParams {
-  const T* pgrad;
-  idx batch, E, S;
-  T *gA, *gD;
-  SEQSWAP_HD void operator()(idx i) const {
-    const idx e = i / (S + 1), j = i % (S + 1);
-    T s = 0;
-    for (idx b = 0; b < batch; ++b) s += pgrad[(b * E + e) * (S + 1) + j];
-    if (j < S) gA[e * S + j] += s;
-    else gD[e] += s;
-  }
-};
-
 inline idx groups(idx E) { return (E + kGroup - 1) / kGroup; }
 
 }  // namespace seqswap::ops::ssm

@@ -227,7 +227,7 @@ void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up) {
 template <class T>
 void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du) {
   detail::for_each(c.batch * c.E, ssm::ConvBackward<T>{c, dv, partial, du}, "ssm_conv_backward");
-  detail::for_each(c.E * (c.K + 1), ssm::ConvReduce<T>{partial, c.batch, c.E, c.K, gw, gb}, "ssm_conv_backward (reduce)");
+  detail::for_each(c.E * (c.K + 1), ssm::SumOverSequences<T>{partial, c.batch, c.E, c.K, gw, gb}, "ssm_conv_backward (reduce)");
 }
 template <class T>
 void ssm_scan_forward(const ssm::Scan<T>& a, T* y, bool accumulate, T* ckpt) {
@@ -238,7 +238,7 @@ void ssm_scan_backward(const ssm::Scan<T>& a, const ssm::ScanGrads<T>& g, index_
                        index_t R, T* gA_log, T* gD) {
   ops::cuda::ssm_scan_backward_items(a, g, rows, seqswap::cuda::context().stream());
   detail::for_each(rows * 2 * a.S, ssm::ReduceBC<T>{g.part, ssm::groups(a.E), rows, a.S, dxdbl, ld, R}, "ssm_scan_backward (dB, dC)");
-  detail::for_each(a.E * (a.S + 1), ssm::ReduceParams<T>{g.pgrad, a.batch, a.E, a.S, gA_log, gD},
+  detail::for_each(a.E * (a.S + 1), ssm::SumOverSequences<T>{g.pgrad, a.batch, a.E, a.S, gA_log, gD},
                    "ssm_scan_backward (dA_log, dD)");
 }
 
