@@ -19,6 +19,8 @@
 //     tensor by name);
 //   - students with an attention block and a minGRU or a selective-SSM block, end to end;
 //   - the A-ViT halting ViT, packed and masked: the same tokens halt, logits and gradients.
+// The mixers' device math under test lives in ops/ssm_rows.hpp, ops/linear_attention_rows.hpp,
+// ops/retention_rows.hpp and ops/conv_rows.hpp (functors the kernels and the emulation share).
 // Odd sizes throughout (3 channels, 12 × 12 images, width 24 in 3 heads, 5 classes, batch 7).
 // Device outputs start as NaN sentinels. The includer defines Buffer<T, backend::Cuda> and the
 // device ops first.
