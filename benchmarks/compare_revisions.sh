@@ -5,6 +5,7 @@
 #
 #   benchmarks/compare_revisions.sh REV [SUITE] [FILTER] [ROUNDS]
 #   benchmarks/compare_revisions.sh HEAD~1 bench_ops 'BM_teacher_train_step' 6
+#   SAME_SUITE=1 benchmarks/compare_revisions.sh HEAD~1 bench_ops 'BM_linear_backward' 6
 # (valgrind's instruction counts are no way out here: it stops at the first AVX-512
 # instruction of a -march=native build on this machine.)
 #
@@ -31,7 +32,11 @@ PY
 )
 [ -n "$cmd" ] || { echo "compare_revisions: no compile command for $suite" >&2; exit 2; }
 cmd=${cmd//"$top/include"/"$work/src/include"}
-cmd=${cmd//"$top/benchmarks/$suite.cpp"/"$work/src/benchmarks/$suite.cpp"}
+# SAME_SUITE=1: compile this checkout's suite source against REV's headers, so that cases the
+# old suite lacks (or whose setup changed) are measured on both sides.
+if [ "${SAME_SUITE:-0}" != 1 ]; then
+  cmd=${cmd//"$top/benchmarks/$suite.cpp"/"$work/src/benchmarks/$suite.cpp"}
+fi
 cmd=$(sed -E "s# -o [^ ]+ # -o $work/$suite.o #" <<<"$cmd")
 echo "compiling $suite at $rev ..." >&2
 (cd "$build/benchmarks" && eval "$cmd")
@@ -40,7 +45,7 @@ link=$(sed -E "s#CMakeFiles/$suite.dir/$suite.cpp.o#$work/$suite.o#; s# -o $suit
 (cd "$build/benchmarks" && eval "$link")
 old="$work/$suite"
 echo "# $(date -u +%FT%TZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), OMP_NUM_THREADS=${OMP_NUM_THREADS:-all}"
-echo "# A = $rev ($(git -C "$top" rev-parse --short "$rev")), B = this checkout; filter '$filter'; real time, ms"
+echo "# A = $rev ($(git -C "$top" rev-parse --short "$rev")$([ "${SAME_SUITE:-0}" = 1 ] && echo ", this checkout's $suite.cpp")), B = this checkout; filter '$filter'; real time, ms"
 for ((i = 1; i <= rounds; i++)); do
   for side in A B; do
     bin=$old; [ "$side" = B ] && bin=$new

@@ -11,21 +11,30 @@ using namespace seqswap;
 using conformance::check_layer;
 
 TEST_CASE("SoftmaxAttention conforms", "[conformance][attention]") {
-  attention::SoftmaxAttention<double> a({.dim = 6, .heads = 2, .qkv_bias = true, .name = "attn"});
-  for (const auto& in : conformance::standard_layouts(6)) {
-    check_layer(a, in, {.mixer = true});
-    check_layer(a, in, {.keep = conformance::some_mask(in), .mixer = true});
+  // small_head_bytes: the default (every head here takes ops::small_gemm's register tiles) and
+  // 0 (every head takes Eigen's blocked GEMM).
+  for (const index_t small_head_bytes : {index_t(32768), index_t(0)}) {
+    INFO("small_head_bytes " << small_head_bytes);
+    attention::SoftmaxAttention<double> a(
+        {.dim = 6, .heads = 2, .qkv_bias = true, .name = "attn", .small_head_bytes = small_head_bytes});
+    for (const auto& in : conformance::standard_layouts(6)) {
+      check_layer(a, in, {.mixer = true});
+      check_layer(a, in, {.keep = conformance::some_mask(in), .mixer = true});
+    }
   }
 }
 
 TEST_CASE("SoftmaxAttention with a keep-mask matches PyTorch", "[reference][attention]") {
   const auto f = io::read_safetensors(test_util::fixture("attention_masked.safetensors"));
   const index_t B = 2, N = 7, D = 12, H = 3;
-  // Both paths: rows stored (N = 7 <= 256), and memory-bounded with query blocks of 3.
-  for (const index_t stored_up_to : {index_t(256), index_t(0)}) {
-  INFO("store_probs_up_to " << stored_up_to);
-  attention::SoftmaxAttention<float> a(
-      {.dim = D, .heads = H, .qkv_bias = true, .name = "", .store_probs_up_to = stored_up_to, .query_block = 3});
+  // Both paths: rows stored (N = 7 <= 256), and memory-bounded with query blocks of 3; each
+  // with the register-tiled head products (the default here) and with Eigen's (0 bytes).
+  for (const index_t stored_up_to : {index_t(256), index_t(0)})
+  for (const index_t small_head_bytes : {index_t(32768), index_t(0)}) {
+  INFO("store_probs_up_to " << stored_up_to << ", small_head_bytes " << small_head_bytes);
+  attention::SoftmaxAttention<float> a({.dim = D, .heads = H, .qkv_bias = true, .name = "",
+                                        .store_probs_up_to = stored_up_to, .query_block = 3,
+                                        .small_head_bytes = small_head_bytes});
   std::vector<float> p;
   for (const char* name : {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}) {
     const auto v = f.at(name).to_vector<float>();
@@ -127,6 +136,27 @@ TEMPLATE_TEST_CASE("SoftmaxAttention's memory-bounded path matches the stored pa
     test_util::require_close(bounded.y.data(), stored.y, 1e-5, "y");
     test_util::require_close(bounded.dx.data(), stored.dx, 1e-4, "dx");
     test_util::require_close(bounded.g.data(), stored.g, 1e-4, "g");
+  }
+}
+
+TEMPLATE_TEST_CASE("SoftmaxAttention's register-tiled and blocked head products agree, mixed in one batch",
+                   "[attention]", sparse::Dense, sparse::TopK, sparse::Threshold) {
+  const Layout l = Layout::ragged({37, 1, 64, 20}, 12);
+  std::vector<std::uint8_t> keep(std::size_t(l.total()), 1);
+  for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = (i % 5 == 3) ? 0 : 1;
+  for (const index_t stored_up_to : {index_t(64), index_t(0)}) {
+    auto o = bounded_options<TestType>(12, 3, 8, stored_up_to);
+    o.small_head_bytes = 0;  // every head blocked
+    const auto blocked = run_attention<TestType>(o, l, keep);
+    // d = 4 floats: sequences of up to 20 tokens tiled, 37 and 64 blocked; then every head tiled
+    for (const index_t bytes : {index_t(20 * 4 * 4), index_t(32768)}) {
+      INFO("store_probs_up_to " << stored_up_to << ", small_head_bytes " << bytes);
+      o.small_head_bytes = bytes;
+      const auto r = run_attention<TestType>(o, l, keep);
+      test_util::require_close(r.y.data(), blocked.y, 1e-5, "y");
+      test_util::require_close(r.dx.data(), blocked.dx, 1e-4, "dx");
+      test_util::require_close(r.g.data(), blocked.g, 1e-4, "g");
+    }
   }
 }
 

@@ -60,10 +60,19 @@ void gelu_backward(const T* x, const T* dy, std::size_t n, T* dx) {
     for (std::size_t j = 0; j < m; ++j) pdf[j] = T(-0.5) * x[i0 + j] * x[i0 + j];
     Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> P(pdf, static_cast<Eigen::Index>(m));
     P = P.exp();
+    // The derivative into the chunk's own buffer first: with dx == dy (in place) a fused loop
+    // fails the compiler's overlap check at run time and runs scalar (10% of the teacher's
+    // forward + backward, perf); reading x and writing the local buffer always vectorises.
     for (std::size_t j = 0; j < m; ++j) {
       const T v = x[i0 + j];
       const T cdf = T(0.5) * (T(1) + erf_approx(v * inv_sqrt2));
-      dx[i0 + j] = dy[i0 + j] * (cdf + v * inv_sqrt_2pi * pdf[j]);
+      pdf[j] = cdf + v * inv_sqrt_2pi * pdf[j];
+    }
+    if (dx == dy) {
+      T* g = dx + i0;
+      for (std::size_t j = 0; j < m; ++j) g[j] *= pdf[j];
+    } else {
+      for (std::size_t j = 0; j < m; ++j) dx[i0 + j] = dy[i0 + j] * pdf[j];
     }
   }
 }

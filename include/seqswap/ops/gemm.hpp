@@ -1,5 +1,16 @@
 // Dense affine maps over token rows on the host: y = x Wᵀ + b with W stored [out, in] (timm).
+//
+// Threads: every product runs over the fixed row chunks of host::row_chunks (up to 8, set by
+// the row count alone), one Eigen product per chunk, the chunks spread over the OpenMP threads
+// (W is small; each chunk packs it again). y = x Wᵀ + b and dx = dy W are row-wise; dW = dyᵀ x
+// and db = Σ dy are sums over rows, whose per-chunk partials are added in chunk order
+// (host::chunked_row_sum). So every result is the same on any number of threads, and db no
+// longer takes a serial pass. At the teacher's shapes (rows 6400, K 64 or 256) this ran
+// 0.57-0.93x the time of Eigen's own threading, which shares one packed operand and
+// synchronises per block (bench_ops BM_linear_*, docs/performance.md).
 #pragma once
+#include <algorithm>
+
 #include "seqswap/backend/host.hpp"
 
 namespace seqswap::ops {
@@ -8,15 +19,18 @@ namespace seqswap::ops {
 template <class T>
 void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b, index_t out,
                     T* y) {
-  host::CMatMap<T> X(x, rows, in);
-  host::CMatMap<T> W(w, out, in);
-  host::MatMap<T> Y(y, rows, out);
-  if (b) {  // the bias first, the product accumulated onto it: one pass over y fewer than y = xWᵀ; y += b
-    Y.rowwise() = host::CVecMap<T>(b, out);
-    Y.noalias() += X * W.transpose();
-  } else {
-    Y.noalias() = X * W.transpose();
-  }
+  const auto part = [&](index_t r0, index_t r1) {
+    host::CMatMap<T> X(x + r0 * in, r1 - r0, in);
+    host::CMatMap<T> W(w, out, in);
+    host::MatMap<T> Y(y + r0 * out, r1 - r0, out);
+    if (b) {  // the bias first, the product accumulated onto it: one pass over y fewer than y = xWᵀ; y += b
+      Y.rowwise() = host::CVecMap<T>(b, out);
+      Y.noalias() += X * W.transpose();
+    } else {
+      Y.noalias() = X * W.transpose();
+    }
+  };
+  host::for_row_chunks(rows, part);
 }
 
 // Backward of y = x Wᵀ + b.
@@ -24,18 +38,40 @@ void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b
 template <class T>
 void linear_backward(const T* x, index_t rows, index_t in, const T* w, index_t out, const T* dy,
                      T* dx, T* dw, T* db) {
-  host::CMatMap<T> X(x, rows, in);
-  host::CMatMap<T> W(w, out, in);
-  host::CMatMap<T> dY(dy, rows, out);
   if (dx) {
-    host::MatMap<T> dX(dx, rows, in);
-    dX.noalias() = dY * W;  // dx = dy W
+    host::for_row_chunks(rows, [&](index_t r0, index_t r1) {
+      host::CMatMap<T> W(w, out, in);
+      host::CMatMap<T> dY(dy + r0 * out, r1 - r0, out);
+      host::MatMap<T> dX(dx + r0 * in, r1 - r0, in);
+      dX.noalias() = dY * W;  // dx = dy W
+    });
   }
-  if (dw) {
-    host::MatMap<T> dW(dw, out, in);
-    dW.noalias() += dY.transpose() * X;  // dW += dyᵀ x
-  }
-  if (db) host::VecMap<T>(db, out) += dY.colwise().sum();
+  // dW += dyᵀ x and db += Σ_rows dy, per fixed chunk of rows (host::chunked_row_sum).
+  const auto weight_part = [&](index_t r0, index_t r1, T* o) {
+    host::CMatMap<T> dY(dy + r0 * out, r1 - r0, out);
+    host::MatMap<T>(o, out, in).noalias() = dY.transpose() * host::CMatMap<T>(x + r0 * in, r1 - r0, in);
+  };
+  // Row by row in a plain loop: an Eigen colwise sum's order depends on the alignment of its
+  // destination (peeled columns are summed another way), and the partials' buffer moves.
+  const auto bias_part = [&](index_t r0, index_t r1, T* o) {
+    std::fill(o, o + out, T(0));
+    for (index_t r = r0; r < r1; ++r) {
+      const T* d = dy + r * out;
+      for (index_t j = 0; j < out; ++j) o[j] += d[j];
+    }
+  };
+  const index_t wlen = dw ? out * in : 0;
+  if (!dw && !db) return;
+  host::chunked_row_sum<T>(
+      rows, wlen + (db ? out : 0),
+      [&](index_t r0, index_t r1, T* o) {
+        if (dw) weight_part(r0, r1, o);
+        if (db) bias_part(r0, r1, o + wlen);
+      },
+      [&](const T* p) {
+        if (dw) host::MatMap<T>(dw, out, in) += host::CMatMap<T>(p, out, in);
+        if (db) host::VecMap<T>(db, out) += host::CVecMap<T>(p + wlen, out);
+      });
 }
 
 }  // namespace seqswap::ops

@@ -1,6 +1,7 @@
 // Layer norm over the last dimension of token rows (host; a row's math is ops/rows.hpp's, which
 // the device kernels share).
 #pragma once
+#include <algorithm>
 #include <cmath>
 
 #include "seqswap/backend/host.hpp"
@@ -29,16 +30,30 @@ void layer_norm_backward(const T* x, index_t rows, index_t D, const T* gamma, co
     for (index_t r = 0; r < rows; ++r)
       ops::rows::layer_norm_backward_row(x + r * D, D, gamma, mean[r], rstd[r], dy + r * D, dx + r * D);
   }
-  // Parameter gradients: a reduction over rows; done per column block to stay deterministic.
-  for (index_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * D;
-    const T* dyr = dy + r * D;
-    const T m = mean[r], s = rstd[r];
-    for (index_t j = 0; j < D; ++j) {
-      dgamma[j] += dyr[j] * (xr[j] - m) * s;
-      dbeta[j] += dyr[j];
-    }
-  }
+  // Parameter gradients: a sum over rows, in fixed chunks of rows added in order
+  // (host::chunked_row_sum): parallel, and the same on any number of threads.
+  host::chunked_row_sum<T>(
+      rows, 2 * D,
+      [&](index_t r0, index_t r1, T* o) {
+        T* dg = o;
+        T* db = o + D;
+        std::fill(o, o + 2 * D, T(0));
+        for (index_t r = r0; r < r1; ++r) {
+          const T* xr = x + r * D;
+          const T* dyr = dy + r * D;
+          const T m = mean[r], s = rstd[r];
+          for (index_t j = 0; j < D; ++j) {
+            dg[j] += dyr[j] * (xr[j] - m) * s;
+            db[j] += dyr[j];
+          }
+        }
+      },
+      [&](const T* p) {
+        for (index_t j = 0; j < D; ++j) {
+          dgamma[j] += p[j];
+          dbeta[j] += p[D + j];
+        }
+      });
 }
 
 }  // namespace seqswap::ops

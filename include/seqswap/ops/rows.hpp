@@ -21,9 +21,11 @@ template <class T>
 SEQSWAP_HD void layer_norm_forward_row(const T* x, idx D, const T* gamma, const T* beta, T eps, T* y,
                                               T& mean, T& rstd) {
   T m = 0;
+  SEQSWAP_SIMD_SUM(m)
   for (idx j = 0; j < D; ++j) m += x[j];
   m /= T(D);
   T v = 0;
+  SEQSWAP_SIMD_SUM(v)
   for (idx j = 0; j < D; ++j) v += (x[j] - m) * (x[j] - m);
   v /= T(D);
   const T s = T(1) / std::sqrt(v + eps);
@@ -36,6 +38,7 @@ SEQSWAP_HD void layer_norm_forward_row(const T* x, idx D, const T* gamma, const 
 template <class T>
 SEQSWAP_HD void layer_norm_backward_row(const T* x, idx D, const T* gamma, T m, T s, const T* dy, T* dx) {
   T sum_g = 0, sum_gx = 0;
+  SEQSWAP_SIMD_SUM(sum_g, sum_gx)
   for (idx j = 0; j < D; ++j) {
     const T g = dy[j] * gamma[j];
     sum_g += g;
