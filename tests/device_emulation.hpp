@@ -217,39 +217,6 @@ template <class T>
 void copy_columns(const T* src, index_t rows, index_t width, index_t off, index_t E, T* dst) {
   emulated::for_each(rows * E, elementwise::CopyColumns<T>{src, width, off, E, dst});
 }
-template <class T>
-void copy_block(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst, index_t ld_dst) {
-  emulated::for_each(rows * cols, ssm::CopyBlock<T>{src, ld_src, cols, dst, ld_dst});
-}
-template <class T>
-void neg_exp(const T* x, index_t n, T* y) {
-  emulated::for_each(n, ssm::NegExp<T>{x, y});
-}
-template <class T>
-void softplus(const T* x, index_t n, T* y) {
-  emulated::for_each(n, ssm::Softplus<T>{x, y});
-}
-template <class T>
-void silu_gate(const T* ys, const T* z, index_t n, T* out) {
-  emulated::for_each(n, ssm::Gate<T>{ys, z, out});
-}
-template <class T>
-void silu_gate_backward(const T* dp, const T* z, const T* ys, index_t n, T* dys, T* dz) {
-  emulated::for_each(n, ssm::GateBackward<T>{dp, z, ys, dys, dz});
-}
-template <class T>
-void silu_backward(const T* v, index_t n, T* d) {
-  emulated::for_each(n, ssm::SiluBackward<T>{v, d});
-}
-template <class T>
-void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up) {
-  emulated::for_each(rows * c.E, ssm::ConvForward<T>{c, v, up});
-}
-template <class T>
-void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du) {
-  emulated::for_each(c.batch * c.E, ssm::ConvBackward<T>{c, dv, partial, du});
-  emulated::for_each(c.E * (c.K + 1), ssm::SumOverSequences<T>{partial, c.batch, c.E, c.K, gw, gb});
-}
 // The scans: the kernels' item functions, with the kernels' choice of state-vector size; the
 // backward's per-group dB, dC sums added channel by channel (a warp's shuffle tree on the GPU).
 namespace emulated {

@@ -11,9 +11,9 @@ using namespace seqswap;
 using conformance::check_layer;
 
 TEST_CASE("SoftmaxAttention conforms", "[conformance][attention]") {
-  // small_head_bytes: the default (every head here takes ops::small_gemm's register tiles) and
-  // 0 (every head takes Eigen's blocked GEMM).
-  for (const index_t small_head_bytes : {index_t(32768), index_t(0)}) {
+  // small_head_bytes: the default, -1 = the L1 data cache (every head here is far smaller, so it
+  // takes ops::small_gemm's register tiles) and 0 (every head takes Eigen's blocked GEMM).
+  for (const index_t small_head_bytes : {index_t(-1), index_t(0)}) {
     INFO("small_head_bytes " << small_head_bytes);
     attention::SoftmaxAttention<double> a(
         {.dim = 6, .heads = 2, .qkv_bias = true, .name = "attn", .small_head_bytes = small_head_bytes});
@@ -30,7 +30,7 @@ TEST_CASE("SoftmaxAttention with a keep-mask matches PyTorch", "[reference][atte
   // Both paths: rows stored (N = 7 <= 256), and memory-bounded with query blocks of 3; each
   // with the register-tiled head products (the default here) and with Eigen's (0 bytes).
   for (const index_t stored_up_to : {index_t(256), index_t(0)})
-  for (const index_t small_head_bytes : {index_t(32768), index_t(0)}) {
+  for (const index_t small_head_bytes : {index_t(-1), index_t(0)}) {
   INFO("store_probs_up_to " << stored_up_to << ", small_head_bytes " << small_head_bytes);
   attention::SoftmaxAttention<float> a({.dim = D, .heads = H, .qkv_bias = true, .name = "",
                                         .store_probs_up_to = stored_up_to, .query_block = 3,
@@ -163,4 +163,12 @@ TEMPLATE_TEST_CASE("SoftmaxAttention's register-tiled and blocked head products 
 TEST_CASE("SoftmaxAttention rejects a zero query block", "[attention]") {
   auto o = bounded_options<sparse::Dense>(6, 2, 0, 4);
   CHECK_THROWS_AS(attention::SoftmaxAttention<float>(o), Error);
+}
+
+TEST_CASE("SoftmaxAttention rejects small_head_bytes below -1", "[attention]") {
+  auto o = bounded_options<sparse::Dense>(6, 2, 4, 4);
+  o.small_head_bytes = -2;
+  CHECK_THROWS_AS(attention::SoftmaxAttention<float>(o), Error);
+  o.small_head_bytes = -1;  // the L1 data cache
+  CHECK_NOTHROW(attention::SoftmaxAttention<float>(o));
 }

@@ -198,3 +198,11 @@ TEST_CASE("layer norm's chunked dgamma and dbeta match plain sums, the same on 1
     REQUIRE(db1[std::size_t(j)] == Approx(sb).epsilon(1e-12).margin(1e-10));
   }
 }
+
+TEST_CASE("the L1 data cache size that small_head_bytes = -1 keys on is Eigen's and plausible", "[ops][small_gemm]") {
+  const index_t l1 = host::l1_data_bytes();
+  CHECK(l1 == index_t(Eigen::l1CacheSize()));
+  CHECK(l1 >= 4096);
+  CHECK(l1 <= (index_t(1) << 20));
+  CHECK(host::l1_data_bytes() == l1);  // read once
+}

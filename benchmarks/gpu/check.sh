@@ -7,6 +7,9 @@
 #
 #   bash benchmarks/gpu/check.sh [DEPS]      (default build/gpu-deps)
 #   NVCC=/path/to/nvcc bash benchmarks/gpu/check.sh   (default: nvcc on PATH, else /usr/local/cuda)
+#   SEQSWAP_CHECK_BUILD="test_cuda_scan test_cuda_backend" bash benchmarks/gpu/check.sh DEPS
+#       header-checks every target but builds and runs only those named (ctest's proof on a
+#       machine without a GPU: the CMake build has already compiled every device target there)
 #
 # Output: build/gpu-check/ (binaries, logs) and summary.txt there, also copied to $OUT when the
 # caller sets it (the device tool's folder that comes back). On a machine without a GPU the
@@ -58,6 +61,14 @@ declare -A sources=(
 )
 names=(test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack
        test_cuda_vit bench_cuda_scan bench_cuda_attention bench_cuda_teacher)
+build=("${names[@]}")
+if [ -n "${SEQSWAP_CHECK_BUILD:-}" ]; then
+  read -r -a build <<<"$SEQSWAP_CHECK_BUILD"
+  for n in "${build[@]}"; do
+    [ -n "${sources[$n]:-}" ] || fail "SEQSWAP_CHECK_BUILD: expected target names among ${names[*]}, found '$n'"
+  done
+fi
+built() { [[ " ${build[*]} " == *" $1 "* ]]; }
 
 # The header check: every dependency is in the checkout (relative), the staged folder, the CUDA
 # toolkit, or the C/C++ system headers; a Debian package's header (/usr/include/eigen3,
@@ -75,21 +86,23 @@ for n in "${names[@]}"; do
 done
 say "headers: every one from the checkout, $deps, the CUDA toolkit or the C/C++ system"
 
-# Build them all side by side.
+# Build them (all, unless SEQSWAP_CHECK_BUILD names some) side by side.
 pids=()
-for n in "${names[@]}"; do
+for n in "${build[@]}"; do
   # shellcheck disable=SC2086
   "$nvcc" "${flags[@]}" -o "$work/$n" ${sources[$n]} -lcublas >"$work/$n.build.log" 2>&1 &
   pids+=($!)
 done
-for i in "${!names[@]}"; do
-  wait "${pids[$i]}" || { cat "$work/${names[$i]}.build.log"; fail "building ${names[$i]} failed (log: $work/${names[$i]}.build.log)"; }
+for i in "${!build[@]}"; do
+  wait "${pids[$i]}" || { cat "$work/${build[$i]}.build.log"; fail "building ${build[$i]} failed (log: $work/${build[$i]}.build.log)"; }
 done
-say "built: ${names[*]} in $(( $(date +%s) - start )) s"
+say "built: ${build[*]} in $(( $(date +%s) - start )) s"
+[ ${#build[@]} -eq ${#names[@]} ] || say "not built (SEQSWAP_CHECK_BUILD; header-checked only): $(for n in "${names[@]}"; do built "$n" || echo -n "$n "; done)"
 
 failed=0
 for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention test_cuda_rows test_cuda_gemm test_cuda_pack \
          test_cuda_vit; do
+  built "$n" || continue
   set +e
   "$work/$n" >"$work/$n.log" 2>&1
   rc=$?
@@ -100,11 +113,15 @@ for n in test_cuda_scan test_cuda_link test_cuda_backend test_cuda_attention tes
     *) say "test $n: FAILED (exit $rc)"; sed 's/^/    /' "$work/$n.log" | tee -a "$summary"; failed=1 ;;
   esac
 done
-say "== scan bandwidth vs device-to-device copy"
-"$work/bench_cuda_scan" 2>&1 | tee -a "$summary"
-say "== attention forward vs PyTorch scaled_dot_product_attention (same shapes, float32)"
-"$work/bench_cuda_attention" 2>&1 | tee -a "$summary"
-if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+if built bench_cuda_scan; then
+  say "== scan bandwidth vs device-to-device copy"
+  "$work/bench_cuda_scan" 2>&1 | tee -a "$summary"
+fi
+if built bench_cuda_attention; then
+  say "== attention forward vs PyTorch scaled_dot_product_attention (same shapes, float32)"
+  "$work/bench_cuda_attention" 2>&1 | tee -a "$summary"
+fi
+if built bench_cuda_attention && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   python3 - <<'PY' 2>&1 | tee -a "$summary"
 import torch, torch.nn.functional as F
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -119,12 +136,14 @@ for N, B in ((197, 64), (1024, 8), (4096, 1)):
     ms.sort()
     print(f"attention forward B {B} H 6 N {N} d 64: torch {torch.__version__} SDPA {ms[3]:.3f} ms (median of 7)")
 PY
-else
+elif built bench_cuda_attention; then
   say "PyTorch with CUDA not importable here: SDPA not timed"
 fi
-say "== training steps (forward, cross-entropy, backward, clip, AdamW; FP32): the teacher vs PyTorch eager, a selective-SSM student"
-"$work/bench_cuda_teacher" 2>&1 | tee -a "$summary"
-if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+if built bench_cuda_teacher; then
+  say "== training steps (forward, cross-entropy, backward, clip, AdamW; FP32): the teacher vs PyTorch eager, a selective-SSM student"
+  "$work/bench_cuda_teacher" 2>&1 | tee -a "$summary"
+fi
+if built bench_cuda_teacher && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
   python3 - <<'PY' 2>&1 | tee -a "$summary"
 import torch, torch.nn as nn, torch.nn.functional as F
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -170,7 +189,7 @@ for name, shape, B in (("fmnist", (28, 1, 4, 64, 8, 4, 10), 128), ("deit_tiny", 
     ms.sort()
     print(f"teacher training step {name} B {B}: torch {torch.__version__} eager {ms[7]:.3f} ms (median of 15; min {ms[0]:.3f}, max {ms[-1]:.3f})")
 PY
-else
+elif built bench_cuda_teacher; then
   say "PyTorch with CUDA not importable here: the eager training step not timed"
 fi
 say "== done in $(( $(date +%s) - start )) s"

@@ -46,10 +46,12 @@ struct SoftmaxAttentionOptions {
   index_t query_block = 64;
   // The per-head products (QKᵀ, PV and the four of backward) of a sequence whose K panel
   // (n · d values) takes at most this many bytes run in ops::small_gemm's register tiles; larger
-  // heads go through Eigen's blocked GEMM. 32 KB (an L1 data cache): measured per head on one
-  // thread, the tiles take 0.54x Eigen's time at n 50, d 16 and 0.95x at n 128, d 64, but 1.07x
-  // at n 197, d 64 and 1.8x at n 1024, d 64 (ops/small_gemm.hpp). 0: always Eigen.
-  index_t small_head_bytes = 32768;
+  // heads go through Eigen's blocked GEMM. -1 (the default): this CPU's L1 data cache
+  // (host::l1_data_bytes; 32 KB on Zen 3 and 4, 48 KB on Zen 5): measured per head on one Zen 3
+  // thread, the tiles take 0.54x Eigen's time at n 50, d 16 and 0.95x at n 128, d 64 (a 32 KB
+  // panel), but 1.07x at n 197, d 64 and 1.8x at n 1024, d 64 (ops/small_gemm.hpp): they win
+  // while the panel stays in L1. 0: always Eigen.
+  index_t small_head_bytes = -1;
 };
 
 template <class T = float, class Policy = sparse::Dense>
@@ -103,8 +105,8 @@ class SoftmaxAttentionCore {
     check(kThreshold || o_.threshold == 0.0, "SoftmaxAttention '", o_.name, "': threshold = ",
           o_.threshold, " needs the policy sparse::Threshold, found '", Rule::name,
           "'");
-    check(o_.small_head_bytes >= 0, "SoftmaxAttention '", o_.name, "': expected small_head_bytes >= 0, found ",
-          o_.small_head_bytes);
+    check(o_.small_head_bytes >= -1, "SoftmaxAttention '", o_.name,
+          "': expected small_head_bytes >= 0 (or -1: the L1 data cache), found ", o_.small_head_bytes);
     check(o_.query_block > 0 && o_.store_probs_up_to >= 0, "SoftmaxAttention '", o_.name,
           "': expected query_block > 0 and store_probs_up_to >= 0, found ", o_.query_block, " and ",
           o_.store_probs_up_to);
@@ -309,7 +311,8 @@ class SoftmaxAttentionCore {
 
   // Whether a head of a sequence of n tokens takes the register-tiled products (small_head_bytes).
   bool tiled_head(index_t n) const {
-    return n * (o_.dim / o_.heads) * index_t(sizeof(T)) <= o_.small_head_bytes;
+    const index_t limit = o_.small_head_bytes < 0 ? host::l1_data_bytes() : o_.small_head_bytes;
+    return n * (o_.dim / o_.heads) * index_t(sizeof(T)) <= limit;
   }
   // C (=, or += with Acc) α A B for one head: ops::small_gemm or ops::blocked_gemm, one contract.
   template <bool Acc>

@@ -47,6 +47,12 @@ inline int max_threads() {
   return 1;
 #endif
 }
+// This CPU's L1 data cache in bytes as Eigen's GEMM blocking reads it (CPUID on x86, Eigen's
+// 32 KB default where it cannot ask): what block-size choices made per CPU key on.
+inline index_t l1_data_bytes() {
+  static const index_t bytes = static_cast<index_t>(Eigen::l1CacheSize());
+  return bytes;
+}
 // Whether the caller runs inside an OpenMP parallel region (nested regions would serialise).
 inline bool in_parallel() {
 #if defined(_OPENMP)

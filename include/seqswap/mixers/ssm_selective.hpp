@@ -360,10 +360,10 @@ class SelectiveSsmCore {
     c.ysum.resize(static_cast<std::size_t>(Tk * E));
     c.gath.resize(static_cast<std::size_t>(Tk * E));
     ops::device::gather_rows(c.xz.data(), c.dev_perm.data(), Tk, 2 * E, c.xzc.data());
-    ops::device::copy_block(c.xzc.data(), 2 * E, Tk, E, c.uc.data(), E);
-    ops::device::copy_block(c.xzc.data() + E, 2 * E, Tk, E, c.zc.data(), E);
+    copy_block_device(c.xzc.data(), 2 * E, Tk, E, c.uc.data(), E);
+    copy_block_device(c.xzc.data() + E, 2 * E, Tk, E, c.zc.data(), E);
     for (int d = 0; d < dirs_; ++d) direction_forward_device(p, c, d);
-    ops::device::silu_gate(c.ysum.data(), c.zc.data(), Tk * E, c.gath.data());
+    ops::device::for_each(Tk * E, ops::ssm::Gate<T>{c.ysum.data(), c.zc.data(), c.gath.data()}, "silu_gate");
     ops::device::scatter_rows(c.gath.data(), c.dev_perm.data(), Tk, E, pre.data);
   }
 
@@ -377,12 +377,19 @@ class SelectiveSsmCore {
     c.dzc.resize(static_cast<std::size_t>(Tk * E));
     c.duc.resize(static_cast<std::size_t>(Tk * E));
     ops::device::gather_rows(dpre.data, c.dev_perm.data(), Tk, E, c.gath.data());
-    ops::device::silu_gate_backward(c.gath.data(), c.zc.data(), c.ysum.data(), Tk * E, c.dys.data(), c.dzc.data());
+    ops::device::for_each(
+        Tk * E, ops::ssm::GateBackward<T>{c.gath.data(), c.zc.data(), c.ysum.data(), c.dys.data(), c.dzc.data()},
+        "silu_gate_backward");
     ops::device::fill_zero(c.duc.data(), Tk * E);  // both directions add into du
     for (int d = 0; d < dirs_; ++d) direction_backward_device(p, c, d, g);
-    ops::device::copy_block(c.duc.data(), E, Tk, E, c.xzc.data(), 2 * E);
-    ops::device::copy_block(c.dzc.data(), E, Tk, E, c.xzc.data() + E, 2 * E);
+    copy_block_device(c.duc.data(), E, Tk, E, c.xzc.data(), 2 * E);
+    copy_block_device(c.dzc.data(), E, Tk, E, c.xzc.data() + E, 2 * E);
     ops::device::scatter_rows(c.xzc.data(), c.dev_perm.data(), Tk, 2 * E, c.dxz.data());
+  }
+
+  // dst (rows, cols; leading dimension ld_dst) <- src (rows, cols; ld_src), on the device.
+  static void copy_block_device(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst, index_t ld_dst) {
+    ops::device::for_each(rows * cols, ops::ssm::CopyBlock<T>{src, ld_src, cols, dst, ld_dst}, "copy_block");
   }
 
   // One direction's activations for Tk kept tokens (both paths).
@@ -420,12 +427,13 @@ class SelectiveSsmCore {
     size_direction(s, Tk);
     s.low.resize(static_cast<std::size_t>(Tk * R));
     s.ckpt.resize(static_cast<std::size_t>(c.ck_offs.back() * E * S));
-    ops::device::neg_exp(p.data + q.A_log, E * S, s.A.data());
-    ops::device::ssm_conv_forward(device_conv(p, c, d), Tk, s.v.data(), s.up.data());
+    ops::device::for_each(E * S, ops::ssm::NegExp<T>{p.data + q.A_log, s.A.data()}, "neg_exp");
+    ops::device::for_each(Tk * E, ops::ssm::ConvForward<T>{device_conv(p, c, d), s.v.data(), s.up.data()},
+                          "ssm_conv_forward");
     ops::device::linear_forward(s.up.data(), Tk, E, p.data + q.x_w, static_cast<const T*>(nullptr), W, s.xdbl.data());
-    ops::device::copy_block(s.xdbl.data(), W, Tk, R, s.low.data(), R);
+    copy_block_device(s.xdbl.data(), W, Tk, R, s.low.data(), R);
     ops::device::linear_forward(s.low.data(), Tk, R, p.data + q.dt_w, p.data + q.dt_b, E, s.dtp.data());
-    ops::device::softplus(s.dtp.data(), Tk * E, s.delta.data());
+    ops::device::for_each(Tk * E, ops::ssm::Softplus<T>{s.dtp.data(), s.delta.data()}, "softplus");
     ops::device::ssm_scan_forward(device_scan(p, c, d), c.ysum.data(), d != 0, s.ckpt.data());
   }
 
@@ -451,13 +459,19 @@ class SelectiveSsmCore {
     // dtp = δ W_dtᵀ + b_dt;  [δ, B, C] = u' W_xᵀ
     ops::device::linear_backward(s.low.data(), Tk, R, p.data + q.dt_w, E, c.ddtp.data(), c.tmp.data(),
                                  g.data + q.dt_w, g.data + q.dt_b);
-    ops::device::copy_block(c.tmp.data(), R, Tk, R, c.dxdbl.data(), W);
+    copy_block_device(c.tmp.data(), R, Tk, R, c.dxdbl.data(), W);
     ops::device::linear_backward(s.up.data(), Tk, E, p.data + q.x_w, W, c.dxdbl.data(), c.tmp.data(),
                                  g.data + q.x_w, static_cast<T*>(nullptr));
     ops::device::add_into(c.dup.data(), c.tmp.data(), Tk * E);
-    ops::device::silu_backward(s.v.data(), Tk * E, c.dup.data());  // u' = SiLU(v)
-    ops::device::ssm_conv_backward(device_conv(p, c, d), c.dup.data(), c.cpart.data(), g.data + q.conv_w,
-                                   g.data + q.conv_b, c.duc.data());
+    ops::device::for_each(Tk * E, ops::ssm::SiluBackward<T>{s.v.data(), c.dup.data()}, "silu_backward");  // u' = SiLU(v)
+    // The conv: du accumulated; per-sequence partials of gw, gb, then summed over sequences.
+    const auto conv = device_conv(p, c, d);
+    ops::device::for_each(conv.batch * conv.E, ops::ssm::ConvBackward<T>{conv, c.dup.data(), c.cpart.data(), c.duc.data()},
+                          "ssm_conv_backward");
+    ops::device::for_each(conv.E * (conv.K + 1),
+                          ops::ssm::SumOverSequences<T>{c.cpart.data(), conv.batch, conv.E, conv.K, g.data + q.conv_w,
+                                                        g.data + q.conv_b},
+                          "ssm_conv_backward (reduce)");
   }
 
   // Compact storage: kept tokens of each sequence in scan order. Rebuilt only when the offsets

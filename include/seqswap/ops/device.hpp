@@ -105,29 +105,11 @@ void combine_directions(const T* h0, const T* h1, const std::uint8_t* keep, inde
 template <class T>
 void copy_columns(const T* src, index_t rows, index_t width, index_t off, index_t E, T* dst);
 
-// The selective SSM (mixers/ssm_selective.hpp; its math in ops/ssm_rows.hpp, its host path the
-// reference). dst (rows, cols; ld_dst) <- src (rows, cols; ld_src). Element-wise: y = −exp(x),
-// y = softplus(x), out = ys ⊙ SiLU(z) and its backward, d ⊙= SiLU'(v). The conv: v, u'
-// ASSIGNED; backward: gw, gb ACCUMULATED, du ACCUMULATED, partial (batch, E, K+1) scratch. The
-// scan: y ASSIGNED (added to when accumulate), ckpt ASSIGNED; backward: g.du, g.ddtp ASSIGNED,
+// The selective SSM's scan (mixers/ssm_selective.hpp; its math in ops/ssm_rows.hpp, its host
+// path the reference; its element-wise steps and the conv run through for_each below): y
+// ASSIGNED (added to when accumulate), ckpt ASSIGNED; backward: g.du, g.ddtp ASSIGNED,
 // dxdbl[:, R .. R+2S) ASSIGNED (dB, dC; leading dimension ld), gA_log and gD ACCUMULATED,
 // g.part (groups(E), Tk, 2S) and g.pgrad (batch, E, S+1) scratch. Offsets are device arrays.
-template <class T>
-void copy_block(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst, index_t ld_dst);
-template <class T>
-void neg_exp(const T* x, index_t n, T* y);
-template <class T>
-void softplus(const T* x, index_t n, T* y);
-template <class T>
-void silu_gate(const T* ys, const T* z, index_t n, T* out);
-template <class T>
-void silu_gate_backward(const T* dp, const T* z, const T* ys, index_t n, T* dys, T* dz);
-template <class T>
-void silu_backward(const T* v, index_t n, T* d);
-template <class T>
-void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up);
-template <class T>
-void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du);
 template <class T>
 void ssm_scan_forward(const ssm::Scan<T>& a, T* y, bool accumulate, T* ckpt);
 template <class T>

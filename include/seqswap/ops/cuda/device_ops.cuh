@@ -197,39 +197,6 @@ void copy_columns(const T* src, index_t rows, index_t width, index_t off, index_
 }
 
 template <class T>
-void copy_block(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst, index_t ld_dst) {
-  detail::for_each(rows * cols, ssm::CopyBlock<T>{src, ld_src, cols, dst, ld_dst}, "copy_block");
-}
-template <class T>
-void neg_exp(const T* x, index_t n, T* y) {
-  detail::for_each(n, ssm::NegExp<T>{x, y}, "neg_exp");
-}
-template <class T>
-void softplus(const T* x, index_t n, T* y) {
-  detail::for_each(n, ssm::Softplus<T>{x, y}, "softplus");
-}
-template <class T>
-void silu_gate(const T* ys, const T* z, index_t n, T* out) {
-  detail::for_each(n, ssm::Gate<T>{ys, z, out}, "silu_gate");
-}
-template <class T>
-void silu_gate_backward(const T* dp, const T* z, const T* ys, index_t n, T* dys, T* dz) {
-  detail::for_each(n, ssm::GateBackward<T>{dp, z, ys, dys, dz}, "silu_gate_backward");
-}
-template <class T>
-void silu_backward(const T* v, index_t n, T* d) {
-  detail::for_each(n, ssm::SiluBackward<T>{v, d}, "silu_backward");
-}
-template <class T>
-void ssm_conv_forward(const ssm::Conv<T>& c, index_t rows, T* v, T* up) {
-  detail::for_each(rows * c.E, ssm::ConvForward<T>{c, v, up}, "ssm_conv_forward");
-}
-template <class T>
-void ssm_conv_backward(const ssm::Conv<T>& c, const T* dv, T* partial, T* gw, T* gb, T* du) {
-  detail::for_each(c.batch * c.E, ssm::ConvBackward<T>{c, dv, partial, du}, "ssm_conv_backward");
-  detail::for_each(c.E * (c.K + 1), ssm::SumOverSequences<T>{partial, c.batch, c.E, c.K, gw, gb}, "ssm_conv_backward (reduce)");
-}
-template <class T>
 void ssm_scan_forward(const ssm::Scan<T>& a, T* y, bool accumulate, T* ckpt) {
   ops::cuda::ssm_scan_forward(a, y, accumulate, ckpt, seqswap::cuda::context().stream());
 }
