@@ -51,6 +51,11 @@ TEMPLATE_TEST_CASE("chunked scan equals the sequential reference", "[scan]", flo
           INFO("lengths[0] " << lengths[0] << " a in [" << lo << "," << hi << ") reverse " << reverse
                              << " chunk " << chunk);
           test_util::require_close(par.data(), ref, tol, "h");
+          std::vector<TestType> inplace = k.b;  // h aliases b, as the mixers call it
+          ops::linear_scan(k.a.data(), inplace.data(), inplace.data(), k.offsets.data(),
+                           index_t(lengths.size()), k.C,
+                           {.chunk = chunk, .reverse = reverse, .path = ops::ScanPath::chunked});
+          test_util::require_close(inplace.data(), ref, tol, "h in place");
 
           // backward: chunked vs reference
           std::vector<TestType> dh(n), da1(n), db1(n), da2(n), db2(n);
@@ -69,9 +74,9 @@ TEMPLATE_TEST_CASE("chunked scan equals the sequential reference", "[scan]", flo
 
 TEMPLATE_TEST_CASE("channel-blocked scan equals the sequential reference", "[scan]", float, double) {
   const double tol = std::is_same_v<TestType, float> ? 1e-4 : 1e-5;
-  const std::vector<std::vector<index_t>> shapes = {{1}, {2, 1, 3}, {50, 0, 17}, {777, 5}};
+  const std::vector<std::vector<index_t>> shapes = {{1}, {2, 1, 3}, {50, 0, 17}, {777, 5}, {40}};
   for (const auto& lengths : shapes)
-    for (const index_t C : {index_t(5), index_t(256), index_t(300)})
+    for (const index_t C : {index_t(5), index_t(256), index_t(300), index_t(3001)})
       for (bool reverse : {false, true})
         for (const auto path : {ops::ScanPath::channels, ops::ScanPath::automatic}) {
           auto k = make_case<TestType>(lengths, C, 0.9, 1.0, 7);
@@ -206,4 +211,21 @@ TEST_CASE("selective_scan_forward rejects a state it cannot hold", "[scan][selec
   a.S = 4;
   a.ckpt = v.data();  // checkpoints without offsets or chunk
   CHECK_THROWS_WITH(ops::selective_scan_forward(a), Catch::Contains("checkpoints"));
+}
+
+TEST_CASE("channel-blocked scan: block widths give every thread work in whole cache lines", "[scan]") {
+  for (const int threads : {1, 2, 3, 8, 16})
+    for (const index_t batch : {1, 2, 3, 7, 128})
+      for (const index_t C : {1, 5, 16, 192, 300, 3072}) {
+        const index_t w = ops::detail::scan_channel_width(batch, C, threads);
+        INFO("threads " << threads << " batch " << batch << " C " << C << " width " << w);
+        REQUIRE(w >= 1);
+        REQUIRE(w <= C);
+        REQUIRE((w == C || w % 16 == 0));
+        const index_t items = batch * ((C + w - 1) / w);
+        // at least half the threads have an item, or every cache line of channels is one
+        REQUIRE(2 * items >= std::min<index_t>(threads, batch * ((C + 15) / 16)));
+        if (batch % threads == 0 || batch >= 4 * threads)
+          REQUIRE(w == C);  // sequences share out evenly: whole rows, one stream each
+      }
 }

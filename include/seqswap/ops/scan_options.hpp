@@ -8,7 +8,7 @@ namespace seqswap::ops {
 enum class ScanPath {
   automatic,  // channels when batch · ⌈C / 256⌉ >= 2 · threads, else chunked
   chunked,    // parallel in time (chunks of `chunk` tokens)
-  channels,   // parallel over (sequence, block of 256 channels), one pass in time
+  channels,   // parallel over (sequence, block of channels), one pass in time
 };
 
 struct ScanOptions {
