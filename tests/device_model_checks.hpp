@@ -13,14 +13,16 @@
 //     with several checkpoint chunks, 48 channels (a partial second warp of channels), state
 //     sizes 16, 5 and 20 (the device's three state-vector paths); the diagonal SSM both ways and
 //     one way in snake order; linear attention with the elu+1, relu and Hedgehog features;
-//     retention (two head counts, a snake order); the conv mixer on the patch grid (CLS rule
-//     included) and in 1D:
+//     retention (two head counts, a snake order); the multi-head LSTM and GRU (both ways and one
+//     way, 2 and 3 heads, a snake order); the conv mixer on the patch grid (CLS rule included)
+//     and in 1D:
 //     outputs (masked tokens passed through exactly), input and parameter gradients (each
 //     tensor by name);
 //   - students with an attention block and a minGRU or a selective-SSM block, end to end;
 //   - the A-ViT halting ViT, packed and masked: the same tokens halt, logits and gradients.
 // The mixers' device math under test lives in ops/ssm_rows.hpp, ops/linear_attention_rows.hpp,
-// ops/retention_rows.hpp and ops/conv_rows.hpp (functors the kernels and the emulation share).
+// ops/retention_rows.hpp, ops/conv_rows.hpp and ops/rnn_rows.hpp (functors the kernels and the
+// emulation share).
 // Odd sizes throughout (3 channels, 12 × 12 images, width 24 in 3 heads, 5 classes, batch 7).
 // Device outputs start as NaN sentinels. The includer defines Buffer<T, backend::Cuda> and the
 // device ops first.
@@ -37,6 +39,7 @@
 #include "seqswap/mixers/linear_attention.hpp"
 #include "seqswap/mixers/min_gru.hpp"
 #include "seqswap/mixers/retention.hpp"
+#include "seqswap/mixers/rnn.hpp"
 #include "seqswap/mixers/ssm_diag.hpp"
 #include "seqswap/mixers/ssm_selective.hpp"
 #include "seqswap/model/halting_vit.hpp"
@@ -333,6 +336,14 @@ inline void run_all() {
   block<mixers::Retention<float>>("retention, 2 heads, no qkv bias, snake, decay offset 1.5",
                                   {.dim = cfg.width, .heads = 2, .qkv_bias = false, .decay_offset = 1.5,
                                    .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
+  block<mixers::MultiHeadLstm<float>>("multi-head LSTM both ways, 3 heads", {.dim = cfg.width, .heads = cfg.heads});
+  block<mixers::MultiHeadGru<float>>("multi-head GRU both ways, 2 heads, snake",
+                                     {.dim = cfg.width, .heads = 2,
+                                      .order = {.grid = order::Grid::snake, .cls = order::Cls::middle}});
+  block<mixers::MultiHeadGru<float>>("multi-head GRU one direction", {.dim = cfg.width, .heads = cfg.heads,
+                                                                      .bidirectional = false});
+  block<mixers::MultiHeadLstm<float>>("multi-head LSTM one direction, 2 heads",
+                                      {.dim = cfg.width, .heads = 2, .bidirectional = false});
   // Grid2d needs CLS + G×G sequences: G = 3, 2, 3 and CLS alone.
   block<mixers::ConvMixer<float, mixers::conv::Grid2d>>("conv mixer 3x3 on the grid", {.dim = cfg.width, .kernel = 3},
                                                         {0, 10, 15, 25, 26});

@@ -19,9 +19,10 @@ template <class...>
 inline constexpr bool dependent_false = false;
 }  // namespace seqswap
 
-// A layer whose device path is not written yet says so at compile time in its forward and
-// backward: instantiating it on backend::Cuda is an error naming the layer, never a host loop
-// over device pointers.
+// Code that is host only says so at compile time: a layer's host path (which its backend
+// dispatch never instantiates on the device), or a layer whose device path is not written.
+// Instantiating it on backend::Cuda is an error naming it, never a host loop over device
+// pointers.
 #define SEQSWAP_HOST_ONLY(B, what)                                                                     \
   static_assert(::seqswap::backend::is_host<B>, what ": no device path yet (backend::Cuda runs "       \
-                "every layer but the multi-head RNN mixers; see docs/architecture.md, Backends)")
+                "every layer of the library; see docs/architecture.md, Backends)")

@@ -19,6 +19,12 @@
 // Both are bounded (σ, tanh), so any N is stable. A masked token is an identity step (the
 // state passes through unchanged); its rows of pre and y are exactly zero, so a masked dense
 // batch equals the packed batch of its kept tokens (stored scan order).
+//
+// Backends: on the host, one Eigen GEMM per head and direction for the input side of the gates
+// and a thread per (sequence, head, direction) for the recurrence (vectorised gates). On
+// backend::Cuda, in_proj and merge go through the device linear ops and everything between
+// through the functors of ops/rnn_rows.hpp (the recurrence one thread per (sequence, head,
+// direction)), with the host path as their reference (tests/device_model_checks.hpp).
 #pragma once
 #include "seqswap/ops/mask.hpp"
 #include <cmath>
@@ -32,6 +38,8 @@
 #include "seqswap/mixers/ordered.hpp"
 #include "seqswap/mixers/projected.hpp"
 #include "seqswap/mixers/scan_order.hpp"
+#include "seqswap/ops/device.hpp"
+#include "seqswap/ops/rnn_rows.hpp"
 
 namespace seqswap::mixers {
 
@@ -90,6 +98,9 @@ class MultiHeadRnnCore {
     Buffer<T, B> scratch;  // (threads, (kG + 2)·d) per-thread step vectors
     // backward
     Buffer<T, B> ds, dgi, dgh, du;
+    // backend::Cuda: the offsets on the device (uploaded when they change)
+    Buffer<index_t, B> dev_offsets;
+    Offsets dev_offsets_of;
   };
 
   MultiHeadRnnCore() = default;
@@ -133,7 +144,31 @@ class MultiHeadRnnCore {
   // x (T, D) -> pre (T, D), both in scan order
   template <class B>
   void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/rnn.hpp");
+    if constexpr (backend::is_cuda<B>)
+      forward_device(p, x, pre, c);
+    else
+      forward_host(p, x, pre, c);
+  }
+
+  // dpre (T, D), zero at masked rows -> dx, g
+  template <class B>
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                ParamsView<T, B> g) const {
+    if constexpr (backend::is_cuda<B>)
+      backward_device(p, c, dpre, dx, g);
+    else
+      backward_host(p, c, dpre, dx, g);
+  }
+
+  template <class P>
+  P in_params(P p) const { return p.sub(0, in_proj_.param_count()); }
+  template <class P>
+  P merge_params(P p) const { return p.sub(merge_offset(), merge_.param_count()); }
+
+ private:
+  template <class B>
+  void forward_host(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/rnn.hpp (host path)");
     const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs(), rows = x.total();
     c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
     c.state_layout = Layout{x.batch, R * D, c.layout.offsets};
@@ -178,11 +213,10 @@ class MultiHeadRnnCore {
     if (ks) ops::zero_masked_rows(pre.data, rows, D, ks);
   }
 
-  // dpre (T, D), zero at masked rows -> dx, g
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
-                ParamsView<T, B> g) const {
-    SEQSWAP_HOST_ONLY(B, "mixers/rnn.hpp");
+  void backward_host(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                     ParamsView<T, B> g) const {
+    SEQSWAP_HOST_ONLY(B, "mixers/rnn.hpp (host path)");
     const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs();
     const index_t rows = c.layout.total(), batch = c.layout.batch;
     const index_t* offsets = c.layout.offsets.data();
@@ -245,12 +279,66 @@ class MultiHeadRnnCore {
                       TokensView<T, B>{dx.data, offsets, batch, D, ks}, in_params(g));
   }
 
-  template <class P>
-  P in_params(P p) const { return p.sub(0, in_proj_.param_count()); }
-  template <class P>
-  P merge_params(P p) const { return p.sub(merge_offset(), merge_.param_count()); }
+  ops::rnn::Geometry<T> geometry(index_t rows) const {
+    return {.rows = rows, .D = o_.dim, .d = head_dim(), .H = o_.heads, .R = dirs(), .G = kG, .S = kS,
+            .lstm = kLstm, .dir_stride = static_cast<index_t>(cell_dir_count())};
+  }
 
- private:
+  // The device path: the same steps as the host path's, through ops/rnn_rows.hpp.
+  template <class B>
+  void forward_device(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> pre, Ctx<B>& c) const {
+    const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs(), rows = x.total();
+    c.layout = Layout{x.batch, D, {x.offsets, x.offsets + x.batch + 1}};
+    c.state_layout = Layout{x.batch, R * D, c.layout.offsets};
+    c.keep_s_ptr = x.keep;
+    c.u.resize(static_cast<std::size_t>(rows * D));
+    c.saved.resize(static_cast<std::size_t>(H * R * rows * kS * d));
+    c.s.resize(static_cast<std::size_t>(rows * R * D));
+    in_proj_.forward(in_params(p), TokensView<const T, B>{x.data, x.offsets, x.batch, D, x.keep},
+                     view_of<T, B>(c.u.data(), c.layout), c.in_ctx);
+    const auto geo = geometry(rows);
+    const T* cells = p.data + cell_offset(0);
+    const index_t* offs = ops::device::device_offsets(x.offsets, x.batch, c.dev_offsets, c.dev_offsets_of);
+    ops::device::for_each(H * R * rows * kG * d, ops::rnn::GateInputs<T>{geo, cells, c.u.data(), c.saved.data()},
+                          "rnn_gate_inputs");
+    ops::device::for_each(x.batch * H * R, ops::rnn::Forward<T>{geo, cells, offs, x.keep, c.saved.data(), c.s.data()},
+                          "rnn_forward");
+    merge_.forward(merge_params(p), TokensView<const T, B>{c.s.data(), x.offsets, x.batch, R * D, x.keep},
+                   TokensView<T, B>{pre.data, x.offsets, x.batch, D, x.keep}, c.merge_ctx);
+    if (x.keep) ops::device::zero_masked_rows(pre.data, rows, D, x.keep);
+  }
+
+  template <class B>
+  void backward_device(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                       ParamsView<T, B> g) const {
+    const index_t D = o_.dim, H = o_.heads, d = head_dim(), R = dirs();
+    const index_t rows = c.layout.total(), batch = c.layout.batch;
+    const index_t* offsets = c.layout.offsets.data();
+    const std::uint8_t* ks = c.keep_s_ptr;
+    c.ds.resize(static_cast<std::size_t>(rows * R * D));
+    merge_.backward(merge_params(p), c.merge_ctx, TokensView<const T, B>{dpre.data, offsets, batch, D, ks},
+                    TokensView<T, B>{c.ds.data(), offsets, batch, R * D, ks}, merge_params(g));
+    c.dgi.resize(static_cast<std::size_t>(H * R * rows * kG * d));
+    if constexpr (!kLstm) c.dgh.resize(c.dgi.size());
+    c.scratch.resize(static_cast<std::size_t>(batch * H * R * 2 * d));
+    const auto geo = geometry(rows);
+    const T* cells = p.data + cell_offset(0);
+    T* dgh = kLstm ? c.dgi.data() : c.dgh.data();
+    const index_t* offs = ops::device::device_offsets(offsets, batch, c.dev_offsets, c.dev_offsets_of);
+    ops::device::for_each(batch * H * R,
+                          ops::rnn::Backward<T>{geo, cells, offs, ks, c.saved.data(), c.s.data(), c.ds.data(),
+                                                c.dgi.data(), dgh, c.scratch.data()},
+                          "rnn_backward");
+    ops::device::for_each(H * R * kG * d * (2 * d + 2),
+                          ops::rnn::CellGrads<T>{geo, offs, batch, c.u.data(), c.s.data(), c.dgi.data(), dgh,
+                                                 g.data + cell_offset(0)},
+                          "rnn_cell_grads");
+    c.du.resize(static_cast<std::size_t>(rows * D));
+    ops::device::for_each(rows * D, ops::rnn::InputGrad<T>{geo, cells, c.dgi.data(), c.du.data()}, "rnn_input_grad");
+    in_proj_.backward(in_params(p), c.in_ctx, TokensView<const T, B>{c.du.data(), offsets, batch, D, ks},
+                      TokensView<T, B>{dx.data, offsets, batch, D, ks}, in_params(g));
+  }
+
   index_t head_dim() const { return o_.dim / o_.heads; }
   index_t dirs() const { return o_.bidirectional ? 2 : 1; }
   // One direction's tensors: W_ih (H, kG·d, d), W_hh (H, kG·d, d), b_ih (H, kG·d), b_hh (H, kG·d)
