@@ -43,6 +43,7 @@ int main(int argc, char** argv) try {
   std::uint64_t seed = 0;
   bool quiet = false;
   std::string device = "cpu";
+  bool tf32 = false;
   train::StepOptions step;
   io::Augment aug{.crop_padding = 2, .hflip = true};
   app.add_option("--checkpoint", checkpoint, "the dense teacher to start from")->check(CLI::ExistingFile);
@@ -64,11 +65,15 @@ int main(int argc, char** argv) try {
   app.add_flag("--quiet", quiet, "no progress lines");
   app.add_option("--device", device, "cpu, or cuda: fine-tune on the GPU (the binary avit_finetune_cuda, built when "
                  "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_flag("--tf32", tf32, "with --device cuda: the linear maps' GEMMs on TF32 tensor cores (fp32 accumulate; "
+               "results differ from fp32 by ~1e-3 relative); default fp32");
   CLI11_PARSE(app, argc, argv);
 #if !defined(SEQSWAP_DEVICE_DRIVER)
   check(device == "cpu", "--device cuda: this avit_finetune is the CPU build; run avit_finetune_cuda (built beside "
         "it when nvcc is found at configure time) on a machine with a CUDA GPU");
 #endif
+  check(!tf32 || device == "cuda", "--tf32: expected --device cuda (it sets the GPU's GEMM precision), found --device ",
+        device);
   check(device == "cpu" || !launch.comm() || launch.comm()->size() == 1,
         "--device cuda: one process (data-parallel training on the device is not supported yet)");
   if (!writer) quiet = true;
@@ -134,7 +139,10 @@ int main(int argc, char** argv) try {
       return tally(
           train::classify_step_device(hvd, images, labels, k, train_set.image_numel(), step.label_smoothing, scratch));
     };
-    if (writer) std::fprintf(stderr, "fine-tuning on the CUDA device (evaluation on the host afterwards)\n");
+    ops::device::set_tf32(tf32);
+    if (writer)
+      std::fprintf(stderr, "fine-tuning on the CUDA device%s (evaluation on the host afterwards)\n",
+                   tf32 ? " (linear maps on TF32 tensor cores)" : "");
     trained = train::run_loop(hvd, train_set, loop, device_step, {.note = note});
     DevBuf::download_from(dm.params().data, m.params().data, n);
     halter = &hv.halter();

@@ -3,8 +3,8 @@
 # device path: state uploaded, steps on the device model, weights and moments copied back at each
 # epoch's end, evaluation and files on the host), against the CPU run with the same options:
 # the same test accuracy within 0.02 and the same training loss within 2%; --resume leaves the
-# device run unchanged and a second call resumes from its state file. The CPU build refuses
-# --device cuda, naming the CUDA binary.
+# device run unchanged and a second call resumes from its state file; --tf32 reaches the device
+# path and is refused without it. The CPU build refuses --device cuda, naming the CUDA binary.
 #   check_train_device.sh TRAIN_TEACHER TRAIN_TEACHER_EMULATED WORK
 set -euo pipefail
 cpu=$1 emu=$2 work=$3
@@ -42,4 +42,14 @@ if "$cpu" --device cuda --epochs 1 --out "$work/x.safetensors" 2>"$work/refuse.e
   fail "the CPU train_teacher accepted --device cuda"
 fi
 grep -q "train_teacher_cuda" "$work/refuse.err" || fail "the refusal does not name train_teacher_cuda: $(cat "$work/refuse.err")"
+# --tf32 reaches the device path (the emulation records it; its arithmetic stays fp32), and any
+# build refuses it without --device cuda.
+OMP_NUM_THREADS=1 "$emu" "${opts[@]}" --epochs 1 --device cuda --tf32 --out "$work/tf32.safetensors" >"$work/tf32.out" \
+  2>"$work/tf32.err"
+grep -q "training on the CUDA device (linear maps on TF32 tensor cores)" "$work/tf32.err" ||
+  fail "--tf32 did not reach the device path: $(cat "$work/tf32.err")"
+if "$cpu" --tf32 --epochs 1 --out "$work/y.safetensors" 2>"$work/tf32-refuse.err"; then
+  fail "train_teacher accepted --tf32 without --device cuda"
+fi
+grep -q -- "--tf32: expected --device cuda" "$work/tf32-refuse.err" || fail "the --tf32 refusal: $(cat "$work/tf32-refuse.err")"
 echo "check_train_device: passed"

@@ -25,6 +25,7 @@
 #include <type_traits>
 
 #include "seqswap/config.hpp"  // SEQSWAP_HD
+#include "seqswap/ops/rows.hpp"  // rows::dot
 
 namespace seqswap::ops::flash {
 
@@ -230,9 +231,7 @@ SEQSWAP_HD void forward_row(const Problem<T>& p, const Seq<T>& sq, idx i, T* out
 // delta_i = dO_i · O_i (Σ_j p_ij dP_ij) of query row i, head h.
 template <class T>
 SEQSWAP_HD T row_delta(const T* dout, const T* out, idx d) {
-  T s = 0;
-  for (idx e = 0; e < d; ++e) s += dout[e] * out[e];
-  return s;
+  return rows::dot(dout, out, d);
 }
 
 // dQ_i (d values): Σ_j dS_ij K_j with dS_ij = p_ij (dO_i·V_j − delta_i) · scale.

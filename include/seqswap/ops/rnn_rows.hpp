@@ -23,11 +23,12 @@
 #include <cstdint>
 
 #include "seqswap/config.hpp"  // SEQSWAP_HD
-#include "seqswap/ops/rows.hpp"
+#include "seqswap/ops/rows.hpp"  // rows::sigmoid, rows::dot
 
 namespace seqswap::ops::rnn {
 
 using idx = std::int64_t;
+using rows::dot;
 
 // Sizes and the cell tensors' places inside one parameter (or gradient) slice.
 template <class T>
@@ -45,13 +46,6 @@ struct Geometry {
   SEQSWAP_HD idx gates(idx hr, idx t) const { return (hr * rows + t) * G * d; }
   SEQSWAP_HD idx state(idx t, idx h, idx r) const { return t * R * D + (h * R + r) * d; }
 };
-
-template <class T>
-SEQSWAP_HD T dot(const T* a, const T* b, idx n) {
-  T s = 0;
-  for (idx i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
 
 // saved[hr][t][q] = u[t, head h] · W_ih[q] + b_ih[q] (+ b_hh[q] for the LSTM, whose biases both
 // sit outside every nonlinearity). Element i = (hr, t, q), q < G·d.

@@ -16,6 +16,15 @@ namespace seqswap::ops::rows {
 
 using idx = std::int64_t;
 
+// a · b over n values, in order (the device functors' inner products: attention's row delta, the
+// RNN cells' recurrent products).
+template <class T>
+SEQSWAP_HD T dot(const T* a, const T* b, idx n) {
+  T s = 0;
+  for (idx i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
 // y = (x − mean) · rstd · gamma + beta over one row of D, rstd = 1 / √(var + eps).
 template <class T>
 SEQSWAP_HD void layer_norm_forward_row(const T* x, idx D, const T* gamma, const T* beta, T eps, T* y,
