@@ -227,7 +227,7 @@ class SoftmaxAttentionCore {
       softmax_block(qkv, h, i0, mq, n, x.keep ? x.keep + t0 : nullptr, pr, c, tid, n_max);
       // O = P V
       head_gemm<false>(tiled, {.m = mq, .w = d, .k = n, .a_row = n, .ldb = 3 * D, .ldc = D}, T(1), pr,
-                             qkv + 2 * D + h * d, pre.data + (t0 + i0) * D + h * d);
+                       qkv + 2 * D + h * d, pre.data + (t0 + i0) * D + h * d);
     }
   }
 
@@ -298,7 +298,7 @@ class SoftmaxAttentionCore {
         }
         // S = scale Q Kᵀ  =>  dQ = dS K,  dK = dSᵀ Q (summed over the query blocks)
         head_gemm<false>(tiled, {.m = mq, .w = d, .k = n, .a_row = n, .ldb = 3 * D, .ldc = 3 * D}, T(1), ds_data,
-                               K, dQb);
+                         K, dQb);
         const ops::SmallGemmArgs by_key_q{.m = n, .w = d, .k = mq, .a_row = 1, .a_col = n, .ldb = 3 * D, .ldc = 3 * D};
         if (i0 == 0)
           head_gemm<false>(tiled, by_key_q, T(1), ds_data, Qb, dK);
@@ -341,7 +341,7 @@ class SoftmaxAttentionCore {
     T* kt = c.packed.data() + static_cast<std::size_t>(2 * tid * d * n_max);
     ops::transpose_into(qkv + D + h * d, n, d, 3 * D, kt);
     head_gemm<false>(tiled, {.m = mq, .w = n, .k = d, .a_row = 3 * D, .ldb = n, .ldc = n}, scale,
-                           qkv + i0 * 3 * D + h * d, kt, P);
+                     qkv + i0 * 3 * D + h * d, kt, P);
     T* sel = Rule::kNeedsScratch ? c.select.data() + static_cast<std::size_t>(tid * n_max) : nullptr;
     const index_t n_kept =
         keep ? index_t(std::count_if(keep, keep + n, [](std::uint8_t v) { return v != 0; })) : n;
