@@ -10,6 +10,12 @@
 //
 // Data parallel under mpirun/srun (built with MPI): both stages run each global batch
 // (--batch) split over the ranks with all-reduced gradients; rank 0 alone prints and writes.
+//
+// --device cuda distils on the GPU: the binary replace_layers_cuda (this file compiled by nvcc,
+// built when nvcc is found). The teacher and the student go to the device once; both stages,
+// the stage-1 layer losses and the evaluations run there (each batch uploaded; only logits,
+// per-row losses and the logits' gradient cross back); the student comes back for its files.
+// The sparsity profile that ranks the layers stays on the host.
 #include <CLI/CLI.hpp>
 
 #include "data.hpp"
@@ -37,7 +43,8 @@ int main(int argc, char** argv) try {
   distill::Stage2Options s2;
   index_t profile_images = 500, test_limit = 0, train_limit = 0, batch = 64;
   std::uint64_t seed = 0;
-  bool quiet = false;
+  bool quiet = false, tf32 = false;
+  std::string device = "cpu";
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required();
   app.add_option("--mixer", rep.mixer, "replacement mixer: " + zoo::detail::join(zoo::mixer_names()));
   app.add_option("--mixer-options", mixer_options, "mixer options as a JSON object, e.g. '{\"expand\": 2}'");
@@ -63,7 +70,20 @@ int main(int argc, char** argv) try {
   app.add_option("--seed", seed, "seed of the new mixers, shuffling and random plans");
   app.add_option("--out", out_dir, "output folder")->required();
   app.add_flag("--quiet", quiet, "no progress lines");
+  app.add_option("--device", device, "cpu, or cuda: distil on the GPU (the binary replace_layers_cuda, built when "
+                 "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_flag("--tf32", tf32, "with --device cuda: the linear maps' GEMMs on TF32 tensor cores (fp32 accumulate); "
+               "default fp32");
   CLI11_PARSE(app, argc, argv);
+#if !defined(SEQSWAP_DEVICE_DRIVER)
+  check(device == "cpu", "--device cuda: this replace_layers is the CPU build; run replace_layers_cuda (built beside "
+        "it when nvcc is found at configure time) on a machine with a CUDA GPU");
+#endif
+  check(!tf32 || device == "cuda", "--tf32: expected --device cuda (it sets the GPU's GEMM precision), found --device ",
+        device);
+  check(device == "cpu" || !launch.comm() || launch.comm()->size() == 1,
+        "--device cuda: one process (data-parallel distillation on the device is not supported yet), found ",
+        launch.comm() ? launch.comm()->size() : 1, " ranks");
   if (!writer) quiet = true;
   // Every output is checked before the stages run, not after both.
   for (const char* f : {"result.json", "layers.csv", "student.safetensors"})
@@ -118,15 +138,42 @@ int main(int argc, char** argv) try {
   if (writer) std::fprintf(stderr, "plan %s -> layers %s%s\n", plan_spec.c_str(), layers_str.str().c_str(),
                from_file ? "" : (", mixer " + rep.mixer).c_str());
 
-  // Each rank evaluates a share of the test batches (the whole set on one process).
-  const auto teacher_eval = train::evaluate_split(teacher, test_set, launch.comm());
   if (!from_file) zoo::replace_layers(student, cfg, plan, rep);
   io::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
-  const auto r1 = distill::stage1(teacher, student, plan, train_set, s1, &p1);
-  const auto mse = distill::layer_losses(teacher, student, plan, test_set.head(std::min<index_t>(test_set.count, 1000)), 250, s1);
-  const auto eval1 = train::evaluate_split(student, test_set, launch.comm());
-  const auto r2 = distill::stage2(teacher, student, train_set, s2, &p2);
-  const auto eval2 = train::evaluate_split(student, test_set, launch.comm());
+  const auto layer_test = test_set.head(std::min<index_t>(test_set.count, 1000));
+  // The teacher's accuracy, both stages, the layer losses after stage 1 and the evaluations,
+  // on whichever models the device choice gives (host models, or their device copies).
+  train::EvalResult teacher_eval, eval1, eval2;
+  distill::StageResult r1, r2;
+  std::vector<double> mse;
+  const auto run = [&](auto& t, auto& st) {
+    // Each rank evaluates a share of the test batches (the whole set on one process).
+    teacher_eval = train::evaluate_split(t, test_set, launch.comm());
+    r1 = distill::stage1(t, st, plan, train_set, s1, &p1);
+    mse = distill::layer_losses(t, st, plan, layer_test, 250, s1);
+    eval1 = train::evaluate_split(st, test_set, launch.comm());
+    r2 = distill::stage2(t, st, train_set, s2, &p2);
+    eval2 = train::evaluate_split(st, test_set, launch.comm());
+  };
+  if (device == "cpu") {
+    run(teacher, student);
+  } else {
+#if defined(SEQSWAP_DEVICE_DRIVER)
+    // Both models go to the device once (weights and AdamW moments); the student comes back.
+    using DevBuf = Buffer<float, backend::Cuda>;
+    model::Model<decltype(teacher)::NetType, backend::Cuda> dteacher(teacher.net()), dstudent(student.net());
+    for (auto [h, d] : {std::pair{&teacher, &dteacher}, std::pair{&student, &dstudent}}) {
+      DevBuf::upload_to(h->params().data, d->params().data, h->param_count());
+      DevBuf::upload_to(h->adam_m().data(), d->adam_m().data(), h->param_count());
+      DevBuf::upload_to(h->adam_v().data(), d->adam_v().data(), h->param_count());
+    }
+    ops::device::set_tf32(tf32);
+    if (writer)
+      std::fprintf(stderr, "distilling on the CUDA device%s\n", tf32 ? " (linear maps on TF32 tensor cores)" : "");
+    run(dteacher, dstudent);
+    DevBuf::download_from(dstudent.params().data, student.params().data, student.param_count());
+#endif
+  }
 
   nlohmann::json j;
   j["checkpoint"] = checkpoint;

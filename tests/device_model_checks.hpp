@@ -42,6 +42,7 @@
 #include "seqswap/mixers/rnn.hpp"
 #include "seqswap/mixers/ssm_diag.hpp"
 #include "seqswap/mixers/ssm_selective.hpp"
+#include "seqswap/io/dataset.hpp"
 #include "seqswap/model/halting_vit.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
@@ -74,6 +75,23 @@ inline model::VitConfig small_config() {
   c.classes = 5;
   c.norm = io::Normalize{{0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}};
   return c;
+}
+
+// 40 random images of small_config(), 5 classes.
+inline io::ImageDataset synthetic_data() {
+  const auto cfg = small_config();
+  io::ImageDataset data;
+  data.name = "synthetic";
+  data.count = 40;
+  data.channels = cfg.channels;
+  data.size = cfg.image_size;
+  data.classes = cfg.classes;
+  data.norm = cfg.norm;
+  std::mt19937 g(5);
+  data.pixels.resize(static_cast<std::size_t>(data.count * data.image_numel()));
+  for (auto& p : data.pixels) p = std::uint8_t(g() % 256);
+  for (index_t i = 0; i < data.count; ++i) data.labels.push_back(std::int32_t(i % data.classes));
+  return data;
 }
 
 // Per parameter tensor, each relative to its own largest value: a wrong slice, or a small

@@ -17,25 +17,6 @@ TEST_CASE("device paths, emulated on the CPU, equal the host paths", "[device]")
 
 #include "seqswap/train/loop.hpp"
 
-namespace {
-// 40 random images of the checks' small config, 5 classes.
-seqswap::io::ImageDataset synthetic_data() {
-  using namespace seqswap;
-  const auto cfg = test::device_checks::small_config();
-  io::ImageDataset data;
-  data.name = "synthetic";
-  data.count = 40;
-  data.channels = cfg.channels;
-  data.size = cfg.image_size;
-  data.classes = cfg.classes;
-  data.norm = cfg.norm;
-  std::mt19937 g(5);
-  data.pixels.resize(static_cast<std::size_t>(data.count * data.image_numel()));
-  for (auto& p : data.pixels) p = std::uint8_t(g() % 256);
-  for (index_t i = 0; i < data.count; ++i) data.labels.push_back(std::int32_t(i % data.classes));
-  return data;
-}
-}  // namespace
 
 // train::run_loop with a device model: batches uploaded by the step, the finiteness checks,
 // the clip and AdamW on the device; the same run on the host model gives the same parameters
@@ -44,7 +25,7 @@ seqswap::io::ImageDataset synthetic_data() {
 TEST_CASE("the training loop keeps a device model on the device and matches the host run", "[device]") {
   using namespace seqswap;
   const auto cfg = test::device_checks::small_config();
-  const auto data = synthetic_data();
+  const auto data = test::device_checks::synthetic_data();
 
   model::Model<model::Vit<float>, backend::Host> host(model::make_vit<float>(cfg));
   model::Model<model::Vit<float>, backend::Cuda> dev(model::make_vit<float>(cfg));
@@ -90,7 +71,7 @@ TEST_CASE("the training loop keeps a device model on the device and matches the 
 TEST_CASE("a trainable mask freezes the same parameters on a device model as on the host", "[device]") {
   using namespace seqswap;
   const auto cfg = test::device_checks::small_config();
-  const auto data = synthetic_data();
+  const auto data = test::device_checks::synthetic_data();
   model::Model<model::Vit<float>, backend::Host> host(model::make_vit<float>(cfg));
   model::Model<model::Vit<float>, backend::Cuda> dev(model::make_vit<float>(cfg));
   host.init(4);

@@ -156,7 +156,7 @@ TEST_CASE("free-running stage 1: the tapped layer terms give the finite-differen
   for (auto& v : x) v = rng.normal();
   const std::int32_t labels[B] = {1, 2};
   const distill::Stage1Options o{.ce_weight = 0.7, .mse_weight = 1.3, .free_running = true};
-  std::vector<std::vector<double>> taps;
+  std::vector<distill::detail::TermScratch<double, backend::Host>> taps;
   std::vector<double> dlogits, terms;
   const auto loss = [&](bool backward) {
     teacher.forward(x.data(), B, 64);

@@ -105,6 +105,7 @@ StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& student, co
   if (!go.kept_tokens_only) return stage1(teacher, student, plan, data, o, progress);
   using T = typename SM::T;
   static_assert(std::is_same_v<T, float>, "guided_stage1: float models");
+  static_assert(!train::on_device<SM>(), "guided_stage1: host models (the halting teacher runs on the host)");
   check(o.steps >= 0, "guided stage 1: expected steps >= 0, found ", o.steps);
   check(o.ce_weight == 0, "guided stage 1: the CE option is not supported (the student would need "
         "the teacher's masks end to end; use stage 2)");
@@ -113,14 +114,14 @@ StageResult guided_stage1(TM& teacher, const HaltingOptions& th, SM& student, co
   model::HaltingVit hv(teacher, tho);
   std::vector<double> layer_loss(plan.layers.size(), 0.0);
   const auto mask = detail::mixer_mask(student, plan, o.train_projection);
-  detail::MixerContexts ctxs(plan.layers.size());
-  std::vector<T> y, dout;
+  detail::MixerContexts<backend::Host> ctxs(plan.layers.size());
+  detail::TermScratch<T, backend::Host> scratch;
   const long tail_from = train::tail_start(o.steps);
   const auto step = [&](long s, const float* images, const std::int32_t*, index_t n) {
     hv.forward(images, n, data.image_numel());  // the teacher's blocks over the tokens it keeps
     double total = 0;
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
-      const double loss = detail::layer_loss(hv, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout, true);
+      const double loss = detail::layer_loss(hv, student, std::size_t(plan.layers[k]), ctxs, k, o, scratch, true);
       total += loss;
       if (s >= tail_from) layer_loss[k] += loss;
     }

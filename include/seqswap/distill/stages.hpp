@@ -91,59 +91,127 @@ std::vector<std::uint8_t> mixer_mask(const M& student, const Plan& plan, bool wi
   return mask;
 }
 
+// One row of a match loss, on the host or the device: writes the row's gradient WITHOUT the
+// mean's scale (MSE: 2 (out − target); cosine: d(1 − cos)/d out) and returns its loss without
+// that scale (Σ (out − target)²; 1 − cos).
+template <class T>
+SEQSWAP_HD double match_row(const T* out, const T* target, index_t D, bool cosine, T* d) {
+  if (!cosine) {
+    double loss = 0;
+    for (index_t j = 0; j < D; ++j) {
+      const double diff = double(out[j]) - double(target[j]);
+      loss += diff * diff;
+      d[j] = T(2.0 * diff);
+    }
+    return loss;
+  }
+  double oo = 0, tt = 0, ot = 0;
+  for (index_t j = 0; j < D; ++j) {
+    oo += double(out[j]) * double(out[j]);
+    tt += double(target[j]) * double(target[j]);
+    ot += double(out[j]) * double(target[j]);
+  }
+  const double no = std::sqrt(oo) + 1e-12, nt = std::sqrt(tt) + 1e-12, c = ot / (no * nt);
+  // d(1 − c)/d out = −(target/(no nt) − c out/no²)
+  for (index_t j = 0; j < D; ++j) d[j] = T(-(double(target[j]) / (no * nt) - c * double(out[j]) / (no * no)));
+  return 1.0 - c;
+}
+// match_row over the rows, as a device functor: row t's loss and kept flag land in
+// stats[2t], stats[2t + 1] (a masked row: gradient zero, loss 0, flag 0).
+template <class T>
+struct MatchRows {
+  const T* out;
+  const T* target;
+  const std::uint8_t* keep;
+  index_t D;
+  bool cosine;
+  T* dout;
+  double* stats;
+  SEQSWAP_HD void operator()(index_t t) const {
+    T* d = dout + t * D;
+    const bool kept = !keep || keep[t];
+    if (!kept)
+      for (index_t j = 0; j < D; ++j) d[j] = T(0);
+    stats[2 * t] = kept ? match_row(out + t * D, target + t * D, D, cosine, d) : 0.0;
+    stats[2 * t + 1] = kept ? 1.0 : 0.0;
+  }
+};
+// The mean's scale: MSE over kept rows × channels, cosine over kept rows.
+inline double match_scale(MatchLoss kind, index_t kept, index_t D) {
+  return kind == MatchLoss::mse ? 1.0 / double(kept * D) : 1.0 / double(kept);
+}
+
 // (rows, D) loss between `out` and `target` over kept rows; writes d out (ASSIGNED, zero on
-// masked rows) and returns the loss.
+// masked rows) and returns the loss (host memory).
 template <class T>
 double match_loss(const T* out, const T* target, index_t rows, index_t D, const std::uint8_t* keep,
                   MatchLoss kind, T* dout) {
-  index_t kept = 0;
-  for (index_t t = 0; t < rows; ++t) kept += (!keep || keep[t]) ? 1 : 0;
-  if (kept == 0) {
-    std::fill(dout, dout + rows * D, T(0));
-    return 0;
-  }
   double loss = 0;
-  if (kind == MatchLoss::mse) {
-    const double scale = 1.0 / double(kept * D);
-    for (index_t t = 0; t < rows; ++t) {
-      const bool k = !keep || keep[t];
-      for (index_t j = 0; j < D; ++j) {
-        const double diff = k ? double(out[t * D + j]) - double(target[t * D + j]) : 0.0;
-        loss += diff * diff * scale;
-        dout[t * D + j] = T(2.0 * diff * scale);  // d/dout of mean (out − target)²
-      }
+  index_t kept = 0;
+  for (index_t t = 0; t < rows; ++t) {
+    if (keep && !keep[t]) {
+      std::fill(dout + t * D, dout + (t + 1) * D, T(0));
+      continue;
     }
-  } else {  // 1 − cos(out_t, target_t), mean over kept tokens
-    for (index_t t = 0; t < rows; ++t) {
-      T* d = dout + t * D;
-      if (keep && !keep[t]) {
-        std::fill(d, d + D, T(0));
-        continue;
-      }
-      double oo = 0, tt = 0, ot = 0;
-      for (index_t j = 0; j < D; ++j) {
-        oo += double(out[t * D + j]) * out[t * D + j];
-        tt += double(target[t * D + j]) * target[t * D + j];
-        ot += double(out[t * D + j]) * target[t * D + j];
-      }
-      const double no = std::sqrt(oo) + 1e-12, nt = std::sqrt(tt) + 1e-12, c = ot / (no * nt);
-      loss += (1.0 - c) / double(kept);
-      // d(1 − c)/d out = −(target/(no nt) − c out/no²)
-      for (index_t j = 0; j < D; ++j)
-        d[j] = T(-(double(target[t * D + j]) / (no * nt) - c * double(out[t * D + j]) / (no * no)) / double(kept));
-    }
+    ++kept;
+    loss += match_row(out + t * D, target + t * D, D, kind == MatchLoss::cosine, dout + t * D);
   }
-  return loss;
+  if (kept == 0) return 0;
+  const double scale = match_scale(kind, kept, D);
+  for (index_t i = 0; i < rows * D; ++i) dout[i] = T(double(dout[i]) * scale);
+  return loss * scale;
+}
+
+// The backend a model runs on (its arena, contexts and activations).
+template <class M>
+using backend_of = std::conditional_t<train::on_device<M>(), backend::Cuda, backend::Host>;
+
+// What a layer term keeps between steps on backend B (sized by the first step; none after).
+template <class T, class B>
+struct TermScratch {
+  Buffer<T, B> y, dout;  // the mixer's output; its term's gradient
+  Buffer<double, B> stats;  // device: each row's loss and kept flag (MatchRows)
+  std::vector<double> host_stats;
+};
+
+// match_loss where the rows live (B): returns the loss and leaves weight × its gradient in
+// dout. On the device the rows are reduced there and only two numbers per row come back.
+template <class T, class B>
+double match_term(const T* out, const T* target, index_t rows, index_t D, const std::uint8_t* keep, MatchLoss kind,
+                  double weight, T* dout, TermScratch<T, B>& s) {
+  if constexpr (backend::is_cuda<B>) {
+    s.stats.resize(std::size_t(2 * rows));
+    ops::device::for_each(rows, MatchRows<T>{out, target, keep, D, kind == MatchLoss::cosine, dout, s.stats.data()},
+                          "match_loss");
+    s.host_stats.resize(std::size_t(2 * rows));
+    s.stats.download(s.host_stats.data(), s.host_stats.size());
+    double loss = 0;
+    index_t kept = 0;
+    for (index_t t = 0; t < rows; ++t) {
+      loss += s.host_stats[std::size_t(2 * t)];
+      kept += s.host_stats[std::size_t(2 * t + 1)] > 0 ? 1 : 0;
+    }
+    const double scale = kept ? match_scale(kind, kept, D) : 0.0;
+    ops::device::scale(dout, rows * D, T(scale * weight));
+    return loss * scale;
+  } else {
+    const double loss = match_loss(out, target, rows, D, keep, kind, dout);
+    if (weight != 1.0)
+      for (index_t i = 0; i < rows * D; ++i) dout[i] *= T(weight);
+    return loss;
+  }
 }
 
 // One context per replaced layer for the student's mixer there, at the mixer's own type (a
-// Slot's, or a typed student's concrete mixer's); kept across steps so nothing reallocates.
+// Slot's, or a typed student's concrete mixer's) on backend B; kept across steps so nothing
+// reallocates.
+template <class B = backend::Host>
 class MixerContexts {
  public:
   explicit MixerContexts(std::size_t layers) : ctx_(layers) {}
   template <class Mx>
-  typename Mx::template Ctx<backend::Host>& get(std::size_t k) {
-    using C = typename Mx::template Ctx<backend::Host>;
+  typename Mx::template Ctx<B>& get(std::size_t k) {
+    using C = typename Mx::template Ctx<B>;
     auto& h = ctx_.at(k);
     if (!h.p || h.type != &typeid(C)) {
       h.p = std::make_shared<C>();
@@ -163,52 +231,51 @@ class MixerContexts {
 // Block l's student mixer runs on `x` (the teacher's LN1 output for that layer) and is scored
 // against the teacher's pre-projection output `tpre` (or, with after_projection, its mixer
 // output `tpost`, rows x D) over x's kept tokens; with `backward`, its gradient is accumulated
-// into the student's gradient arena. Returns the loss. ctxs.get(k): the mixer's context.
-template <class SM, class T = typename SM::T>
-double layer_loss_on(SM& student, std::size_t l, MixerContexts& ctxs, std::size_t k, const Stage1Options& o,
-                     TokensView<const T> x, TokensView<const T> tpre, const T* tpost, std::vector<T>& y,
-                     std::vector<T>& dout, bool backward) {
+// into the student's gradient arena. Returns the loss. ctxs.get(k): the mixer's context. On a
+// device student every view and pointer is device memory (B = backend::Cuda).
+template <class SM, class B, class T = typename SM::T>
+double layer_loss_on(SM& student, std::size_t l, MixerContexts<B>& ctxs, std::size_t k, const Stage1Options& o,
+                     TokensView<const T, B> x, TokensView<const T, B> tpre, const T* tpost, TermScratch<T, B>& s,
+                     bool backward) {
   double loss = 0;
   student.net().visit_mixer(l, [&](const auto& mixer, std::size_t off) {
     auto& ctx = ctxs.template get<std::remove_cvref_t<decltype(mixer)>>(k);
     const std::size_t cnt = mixer.param_count();
-    const ParamsView<const T> p{student.params().data + off, cnt};
-    const ParamsView<T> g{student.grads().data + off, cnt};
+    const ParamsView<const T, B> p{student.params().data + off, cnt};
+    const ParamsView<T, B> g{student.grads().data + off, cnt};
     const index_t rows = x.total(), D = x.dim;
-    y.resize(std::size_t(rows * D));
-    mixer.forward(p, x, TokensView<T>{y.data(), x.offsets, x.batch, D, x.keep}, ctx);
+    s.y.resize(std::size_t(rows * D));
+    mixer.forward(p, x, TokensView<T, B>{s.y.data(), x.offsets, x.batch, D, x.keep}, ctx);
     if (o.after_projection) {
-      dout.resize(y.size());
-      loss = match_loss(y.data(), tpost, rows, D, x.keep, o.loss, dout.data());
-      if (o.mse_weight != 1.0)
-        for (auto& v : dout) v *= T(o.mse_weight);
+      s.dout.resize(s.y.size());
+      loss = match_term(static_cast<const T*>(s.y.data()), tpost, rows, D, x.keep, o.loss, o.mse_weight, s.dout.data(), s);
       if (backward)
-        mixer.backward(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T>{}, g);
+        mixer.backward(p, ctx, TokensView<const T, B>{s.dout.data(), x.offsets, x.batch, D, x.keep}, TokensView<T, B>{},
+                       g);
       return;
     }
     const auto pre = ctx.pre_projection();
     check(pre.dim == tpre.dim, "stage 1: layer ", l, ": the student's pre-projection width ", pre.dim,
           " differs from the teacher's ", tpre.dim, "; match after the projection instead");
-    dout.resize(std::size_t(rows * pre.dim));
-    loss = match_loss(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, dout.data());
-    if (o.mse_weight != 1.0)
-      for (auto& v : dout) v *= T(o.mse_weight);
+    s.dout.resize(std::size_t(rows * pre.dim));
+    loss = match_term(pre.data, tpre.data, rows, pre.dim, x.keep, o.loss, o.mse_weight, s.dout.data(), s);
     if (backward)
-      mixer.backward_pre(p, ctx, TokensView<const T>{dout.data(), x.offsets, x.batch, pre.dim, x.keep},
-                         TokensView<T>{}, g);
+      mixer.backward_pre(p, ctx, TokensView<const T, B>{s.dout.data(), x.offsets, x.batch, pre.dim, x.keep},
+                         TokensView<T, B>{}, g);
   });
   return loss;
 }
 
 // The same after teacher.forward (a dense Vit, or a HaltingVit over kept tokens): the teacher's
 // layer-l input and outputs.
-template <class TM, class SM, class T = typename SM::T>
-double layer_loss(TM& teacher, SM& student, std::size_t l, MixerContexts& ctxs, std::size_t k, const Stage1Options& o,
-                  std::vector<T>& y, std::vector<T>& dout, bool backward) {
-  const auto x = model::mixer_input(teacher, l);  // (rows, D) LN1(x_l), teacher-forced
+template <class TM, class SM, class B, class T = typename SM::T>
+double layer_loss(TM& teacher, SM& student, std::size_t l, MixerContexts<B>& ctxs, std::size_t k,
+                  const Stage1Options& o, TermScratch<T, B>& s, bool backward) {
+  using Blk = std::remove_cvref_t<decltype(teacher.net().block(l))>;  // (rows, D) LN1(x_l), teacher-forced
+  const auto x = Blk::template mixer_input<B>(teacher.net().block_context(teacher.context(), l));
   const auto tpre = model::mixer_context(teacher, l).pre_projection();
-  return layer_loss_on(student, l, ctxs, k, o, x, TokensView<const T>(tpre), model::mixer_output(teacher, l), y, dout,
-                       backward);
+  return layer_loss_on(student, l, ctxs, k, o, TokensView<const T, B>(x), TokensView<const T, B>(tpre),
+                       static_cast<const T*>(model::mixer_output(teacher, l)), s, backward);
 }
 
 // Points a mixer context's pre-projection gradient tap at g (nullptr: off), through a Slot.
@@ -225,26 +292,26 @@ void tap_pre_gradient(C& c, const T* g) {
 // against the teacher's, its gradient (× mse_weight) left in taps[k] and tapped into the
 // student's mixer context, so that the next student.backward carries it. The losses land in
 // `loss` (kept by the caller across steps, like taps) and are returned.
-template <class TM, class SM, class T = typename SM::T>
+template <class TM, class SM, class B, class T = typename SM::T>
 const std::vector<double>& tap_layer_terms(TM& teacher, SM& student, const Plan& plan, const Stage1Options& o,
-                                           std::vector<std::vector<T>>& taps, std::vector<double>& loss) {
+                                           std::vector<TermScratch<T, B>>& taps, std::vector<double>& loss) {
   check(!o.after_projection, "stage 1: free-running matches the pre-projection output; after_projection "
         "is a teacher-forced option");
   loss.assign(plan.layers.size(), 0.0);
   taps.resize(plan.layers.size());
   for (std::size_t k = 0; k < plan.layers.size(); ++k) {
     const auto l = std::size_t(plan.layers[k]);
-    const auto tpre = TokensView<const T>(model::mixer_context(teacher, l).pre_projection());
+    const auto tpre = TokensView<const T, B>(model::mixer_context(teacher, l).pre_projection());
     model::visit_mixer_context(student, l, [&](auto& sc) {
       const auto spre = sc.pre_projection();
       check(spre.dim == tpre.dim && spre.total() == tpre.total(), "stage 1: layer ", l,
             ": the student's pre-projection output (", spre.total(), " x ", spre.dim, ") differs from the teacher's (",
             tpre.total(), " x ", tpre.dim, "); free-running needs the same width and tokens");
-      taps[k].resize(std::size_t(spre.total() * spre.dim));
-      loss[k] = match_loss(spre.data, tpre.data, spre.total(), spre.dim, spre.keep, o.loss, taps[k].data());
-      if (o.mse_weight != 1.0)
-        for (auto& v : taps[k]) v *= T(o.mse_weight);
-      tap_pre_gradient(sc, static_cast<const T*>(taps[k].data()));
+      auto& tap = taps[k];
+      tap.dout.resize(std::size_t(spre.total() * spre.dim));
+      loss[k] = match_term(spre.data, tpre.data, spre.total(), spre.dim, spre.keep, o.loss, o.mse_weight,
+                           tap.dout.data(), tap);
+      tap_pre_gradient(sc, static_cast<const T*>(tap.dout.data()));
     });
   }
   return loss;
@@ -339,6 +406,51 @@ inline StageResult stage_result(const train::LoopResult& r) {
   res.final_loss = r.final_loss;
   return res;
 }
+// A stage's edges for models on backend B: the batch's images up, the logits down, their
+// gradient up (device models); on the host the pointers pass through. Sized by the first
+// step; none after.
+template <class T, class B>
+struct StageIo {
+  Buffer<float, B> images;
+  Buffer<T, B> dlogits;
+  std::vector<T> logits;
+
+  const float* put_images(const float* host, index_t n, index_t numel) {
+    if constexpr (backend::is_cuda<B>) {
+      images.upload(host, std::size_t(n * numel));
+      return images.data();
+    } else {
+      return host;
+    }
+  }
+  // (n, C) logits where the host can read them.
+  const T* host_logits(TokensView<const T, B> l) {
+    if constexpr (backend::is_cuda<B>) {
+      logits.resize(std::size_t(l.total() * l.dim));
+      Buffer<T, B>::download_from(l.data, logits.data(), logits.size());
+      return logits.data();
+    } else {
+      return l.data;
+    }
+  }
+  // The logits' gradient (host memory) where the model's backward reads it.
+  const T* put_dlogits(const std::vector<T>& host) {
+    if constexpr (backend::is_cuda<B>) {
+      dlogits.upload(host.data(), host.size());
+      return dlogits.data();
+    } else {
+      return host.data();
+    }
+  }
+};
+
+// Teacher and student on one backend (the stages move no activations between them).
+template <class TM, class SM>
+constexpr void check_backends() {
+  static_assert(train::on_device<TM>() == train::on_device<SM>(),
+                "distill: the teacher and the student must run on the same backend (both host or both device models)");
+}
+
 // Per-layer losses summed over the tail steps -> their means.
 inline void average_tail(std::vector<double>& layer_loss, long steps) {
   const long n = steps - std::max(0L, train::tail_start(steps));
@@ -353,13 +465,17 @@ template <class TM, class SM>
 StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDataset& data,
                    const Stage1Options& o, io::Progress* progress = nullptr) {
   using T = typename SM::T;
+  using B = detail::backend_of<SM>;
+  detail::check_backends<TM, SM>();
   check(o.steps >= 0, "stage 1: expected steps >= 0, found ", o.steps);
   std::vector<double> layer_loss(plan.layers.size(), 0.0);
   // Only the replaced mixers move: the clip runs over their gradients alone.
   const auto mask = detail::mixer_mask(student, plan, o.train_projection);
-  detail::MixerContexts ctxs(plan.layers.size());
-  std::vector<T> y, dout, dlogits;
-  std::vector<std::vector<T>> taps;
+  detail::MixerContexts<B> ctxs(plan.layers.size());
+  detail::TermScratch<T, B> scratch;
+  detail::StageIo<T, B> io;
+  std::vector<T> dlogits;
+  std::vector<detail::TermScratch<T, B>> taps;
   std::vector<double> terms;
   const long tail_from = train::tail_start(o.steps);
   // Over R ranks each layer term is a mean over this rank's slice: the tail sums weight it by the
@@ -369,20 +485,22 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
   const auto step = [&](long s, const float* images, const std::int32_t* labels, index_t n) {
     const double w = parallel ? double(n) : 1.0;
     if (parallel && s >= tail_from) tail_images += double(n);
-    teacher.forward(images, n, data.image_numel());
+    const float* x = io.put_images(images, n, data.image_numel());
+    teacher.forward(x, n, data.image_numel());
     double total = 0;
     // The student end to end (CE, and free-running: every layer term through one backward);
     // only the mask's entries will move.
     if (o.free_running || o.ce_weight > 0) {
-      auto logits = student.forward(images, n, data.image_numel());
+      const auto logits = student.forward(x, n, data.image_numel());
+      const T* hl = io.host_logits(logits);
       dlogits.assign(std::size_t(n * logits.dim), T(0));
       if (o.ce_weight > 0) {
-        const auto r = train::cross_entropy(logits.data, labels, n, logits.dim, o.label_smoothing, dlogits.data());
+        const auto r = train::cross_entropy(hl, labels, n, logits.dim, o.label_smoothing, dlogits.data());
         for (auto& v : dlogits) v *= T(o.ce_weight);
         total += o.ce_weight * r.loss;
       }
       if (o.free_running) detail::tap_layer_terms(teacher, student, plan, o, taps, terms);
-      student.backward(dlogits.data());
+      student.backward(io.put_dlogits(dlogits));
       if (o.free_running) {
         detail::untap_layer_terms(student, plan);
         for (std::size_t k = 0; k < terms.size(); ++k) {
@@ -393,7 +511,7 @@ StageResult stage1(TM& teacher, SM& student, const Plan& plan, const io::ImageDa
       }
     }
     for (std::size_t k = 0; k < plan.layers.size(); ++k) {
-      const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
+      const double loss = detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, scratch,
                                              /*backward=*/true);
       total += o.mse_weight * loss;
       if (s >= tail_from) layer_loss[k] += w * loss;
@@ -419,17 +537,20 @@ template <class TM, class SM>
 std::vector<double> layer_losses(TM& teacher, SM& student, const Plan& plan, const io::ImageDataset& data,
                                  index_t batch, const Stage1Options& o = {}) {
   using T = typename SM::T;
-  detail::MixerContexts ctxs(plan.layers.size());
+  using B = detail::backend_of<SM>;
+  detail::check_backends<TM, SM>();
+  detail::MixerContexts<B> ctxs(plan.layers.size());
   std::vector<double> sum(plan.layers.size(), 0.0);
   io::BatchLoader loader(data, batch, false, 0);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
-  std::vector<T> y, dout;
+  detail::TermScratch<T, B> scratch;
+  detail::StageIo<T, B> io;
   index_t seen = 0;
   while (index_t n = loader.next(images, labels)) {
-    teacher.forward(images.data(), n, data.image_numel());
+    teacher.forward(io.put_images(images.data(), n, data.image_numel()), n, data.image_numel());
     for (std::size_t k = 0; k < plan.layers.size(); ++k)
-      sum[k] += double(n) * detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, y, dout,
+      sum[k] += double(n) * detail::layer_loss(teacher, student, std::size_t(plan.layers[k]), ctxs, k, o, scratch,
                                                /*backward=*/false);
     seen += n;
   }
@@ -447,13 +568,15 @@ struct LayerErrors {
 template <class TM, class SM>
 LayerErrors layer_errors(TM& teacher, SM& student, const Plan& plan, const io::ImageDataset& data, index_t batch) {
   using T = typename SM::T;
+  static_assert(!train::on_device<SM>() && !train::on_device<TM>(), "layer_errors: host models (it reads the "
+                "activations on the host)");
   const std::size_t L = plan.layers.size();
-  detail::MixerContexts ctxs(L);
+  detail::MixerContexts<backend::Host> ctxs(L);
   std::vector<detail::ErrorSums> forced(L), free(L);
   io::BatchLoader loader(data, batch, false, 0);
   std::vector<float> images;
   std::vector<std::int32_t> labels;
-  std::vector<T> y, dout;
+  detail::TermScratch<T, backend::Host> scratch;
   const Stage1Options o{};
   while (index_t n = loader.next(images, labels)) {
     teacher.forward(images.data(), n, data.image_numel());
@@ -465,7 +588,7 @@ LayerErrors layer_errors(TM& teacher, SM& student, const Plan& plan, const io::I
         free[k].add(detail::error_sums(TokensView<const T>(sc.pre_projection()), tpre));
       });
       // teacher-forced: the student's mixer on the teacher's input, in its own context
-      detail::layer_loss(teacher, student, l, ctxs, k, o, y, dout, /*backward=*/false);
+      detail::layer_loss(teacher, student, l, ctxs, k, o, scratch, /*backward=*/false);
       student.net().visit_mixer(l, [&](const auto& mixer, std::size_t) {
         const auto& c = ctxs.template get<std::remove_cvref_t<decltype(mixer)>>(k);
         forced[k].add(detail::error_sums(TokensView<const T>(c.pre_projection()), tpre));
@@ -487,21 +610,27 @@ template <class TM, class SM>
 StageResult stage2(TM& teacher, SM& student, const io::ImageDataset& data, const Stage2Options& o,
                    io::Progress* progress = nullptr) {
   using T = typename SM::T;
+  using B = detail::backend_of<SM>;
+  detail::check_backends<TM, SM>();
   check(o.steps >= 0, "stage 2: expected steps >= 0, found ", o.steps);
   std::vector<T> dlogits, tprob;
+  detail::StageIo<T, B> io;
   const double Tk = o.temperature;
+  // The logits (n x classes) are the only activations that cross to the host on a device model.
   const auto step = [&](long, const float* images, const std::int32_t* labels, index_t n) {
+    const float* x = io.put_images(images, n, data.image_numel());
     if (o.kl_weight > 0) {  // teacher probabilities at temperature Tk
-      auto tl = teacher.forward(images, n, data.image_numel());
-      detail::softmax_at(tl.data, n, tl.dim, Tk, tprob);
+      const auto tl = teacher.forward(x, n, data.image_numel());
+      detail::softmax_at(io.host_logits(tl), n, tl.dim, Tk, tprob);
     }
-    auto logits = student.forward(images, n, data.image_numel());
+    const auto logits = student.forward(x, n, data.image_numel());
     const index_t C = logits.dim;
+    const T* hl = io.host_logits(logits);
     dlogits.resize(std::size_t(n * C));
-    const auto r = train::cross_entropy(logits.data, labels, n, C, o.label_smoothing, dlogits.data());
+    const auto r = train::cross_entropy(hl, labels, n, C, o.label_smoothing, dlogits.data());
     double loss = r.loss;
-    if (o.kl_weight > 0) loss += detail::add_logit_kl(tprob.data(), logits.data, n, C, Tk, o.kl_weight, dlogits.data());
-    student.backward(dlogits.data());
+    if (o.kl_weight > 0) loss += detail::add_logit_kl(tprob.data(), hl, n, C, Tk, o.kl_weight, dlogits.data());
+    student.backward(io.put_dlogits(dlogits));
     return loss;
   };
   return detail::stage_result(

@@ -61,11 +61,12 @@ void scan_range_summary(const T* a, const T* b, index_t t0, index_t n, index_t k
 }
 
 // Tokens [k0, k1) of one sequence, channels [c0, c1), entering with state `init` (nullptr =
-// zero): reads a and b, writes h once (the triad's three streams). h may alias b.
+// zero; init[j] is channel c0 + j): reads a and b, writes h once (the triad's three streams).
+// h may alias b.
 template <class T>
 void scan_range(const T* a, const T* b, T* h, index_t t0, index_t n, index_t k0, index_t k1, index_t C,
                 index_t c0, index_t c1, bool reverse, const T* init) {
-  const T* prev = init ? init - c0 : nullptr;  // indexed by channel, like the rows
+  const T* prev = nullptr;  // the previous token's row of h, indexed by channel
   for (index_t k = k0; k < k1; ++k) {
     const index_t t = t0 + (reverse ? n - 1 - k : k);
     const T* at = a + t * C;
@@ -73,6 +74,8 @@ void scan_range(const T* a, const T* b, T* h, index_t t0, index_t n, index_t k0,
     T* ht = h + t * C;
     if (prev) {
       for (index_t c = c0; c < c1; ++c) ht[c] = at[c] * prev[c] + bt[c];
+    } else if (init) {
+      for (index_t c = c0; c < c1; ++c) ht[c] = at[c] * init[c - c0] + bt[c];
     } else {
       for (index_t c = c0; c < c1; ++c) ht[c] = bt[c];
     }
