@@ -42,8 +42,7 @@ int main(int argc, char** argv) try {
   double lr = 2e-4, min_lr = 1e-5, wd = 0.05;
   std::uint64_t seed = 0;
   bool quiet = false;
-  std::string device = "cpu";
-  bool tf32 = false;
+  flags::DeviceFlags dev;
   train::StepOptions step;
   io::Augment aug{.crop_padding = 2, .hflip = true};
   app.add_option("--checkpoint", checkpoint, "the dense teacher to start from")->check(CLI::ExistingFile);
@@ -63,19 +62,9 @@ int main(int argc, char** argv) try {
   app.add_option("--test-limit", test_limit, "use only the first N test images (0 = all)")->check(flags::FiniteNonNegative);
   data.add(app);
   app.add_flag("--quiet", quiet, "no progress lines");
-  app.add_option("--device", device, "cpu, or cuda: fine-tune on the GPU (the binary avit_finetune_cuda, built when "
-                 "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_flag("--tf32", tf32, "with --device cuda: the linear maps' GEMMs on TF32 tensor cores (fp32 accumulate; "
-               "results differ from fp32 by ~1e-3 relative); default fp32");
+  dev.add(app, "avit_finetune", "fine-tune");
   CLI11_PARSE(app, argc, argv);
-#if !defined(SEQSWAP_DEVICE_DRIVER)
-  check(device == "cpu", "--device cuda: this avit_finetune is the CPU build; run avit_finetune_cuda (built beside "
-        "it when nvcc is found at configure time) on a machine with a CUDA GPU");
-#endif
-  check(!tf32 || device == "cuda", "--tf32: expected --device cuda (it sets the GPU's GEMM precision), found --device ",
-        device);
-  check(device == "cpu" || !launch.comm() || launch.comm()->size() == 1,
-        "--device cuda: one process (data-parallel training on the device is not supported yet)");
+  dev.validate("avit_finetune", launch.comm() ? launch.comm()->size() : 1);
   if (!writer) quiet = true;
   ho.validate();
   io::check_writable(out, "--out");  // before the fine-tune, not after it
@@ -123,7 +112,7 @@ int main(int argc, char** argv) try {
     return std::string(extra);
   };
   train::LoopResult trained;
-  if (device == "cpu") {
+  if (dev.device == "cpu") {
     trained = train::run_loop(hv, train_set, loop, step_fn, {.note = note, .comm = launch.comm()});
   } else {
 #if defined(SEQSWAP_DEVICE_DRIVER)
@@ -139,10 +128,10 @@ int main(int argc, char** argv) try {
       return tally(
           train::classify_step_device(hvd, images, labels, k, train_set.image_numel(), step.label_smoothing, scratch));
     };
-    ops::device::set_tf32(tf32);
+    ops::device::set_tf32(dev.tf32);
     if (writer)
       std::fprintf(stderr, "fine-tuning on the CUDA device%s (evaluation on the host afterwards)\n",
-                   tf32 ? " (linear maps on TF32 tensor cores)" : "");
+                   dev.tf32 ? " (linear maps on TF32 tensor cores)" : "");
     trained = train::run_loop(hvd, train_set, loop, device_step, {.note = note});
     DevBuf::download_from(dm.params().data, m.params().data, n);
     halter = &hv.halter();

@@ -21,6 +21,7 @@
 #include "seqswap/model/vit_checkpoint.hpp"
 #include "seqswap/train/loop.hpp"
 #include "seqswap/zoo/student.hpp"
+#include "zoo_instances.hpp"  // with SEQSWAP_ZOO_EXTERN: the mixers' code compiled once for all drivers
 
 using namespace seqswap;
 

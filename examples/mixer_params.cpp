@@ -14,6 +14,7 @@
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/zoo/registry.hpp"
 #include "seqswap/model/vit.hpp"
+#include "zoo_instances.hpp"  // with SEQSWAP_ZOO_EXTERN: the mixers' code compiled once for all drivers
 
 using namespace seqswap;
 

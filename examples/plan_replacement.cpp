@@ -49,6 +49,7 @@
 #include "seqswap/io/checkpoint.hpp"
 #include "seqswap/io/progress.hpp"
 #include "seqswap/zoo/student.hpp"
+#include "zoo_instances.hpp"  // with SEQSWAP_ZOO_EXTERN: the mixers' code compiled once for all drivers
 
 using namespace seqswap;
 namespace fs = std::filesystem;

@@ -28,6 +28,7 @@
 #include "seqswap/analysis/profile.hpp"
 #include "seqswap/distill/stages.hpp"
 #include "seqswap/zoo/student.hpp"
+#include "zoo_instances.hpp"  // with SEQSWAP_ZOO_EXTERN: the mixers' code compiled once for all drivers
 #include "seqswap/io/atomic_file.hpp"
 
 using namespace seqswap;
@@ -43,8 +44,8 @@ int main(int argc, char** argv) try {
   distill::Stage2Options s2;
   index_t profile_images = 500, test_limit = 0, train_limit = 0, batch = 64;
   std::uint64_t seed = 0;
-  bool quiet = false, tf32 = false;
-  std::string device = "cpu";
+  bool quiet = false;
+  flags::DeviceFlags dev;
   app.add_option("--checkpoint", checkpoint, "teacher checkpoint (safetensors)")->required();
   app.add_option("--mixer", rep.mixer, "replacement mixer: " + zoo::detail::join(zoo::mixer_names()));
   app.add_option("--mixer-options", mixer_options, "mixer options as a JSON object, e.g. '{\"expand\": 2}'");
@@ -70,20 +71,15 @@ int main(int argc, char** argv) try {
   app.add_option("--seed", seed, "seed of the new mixers, shuffling and random plans");
   app.add_option("--out", out_dir, "output folder")->required();
   app.add_flag("--quiet", quiet, "no progress lines");
-  app.add_option("--device", device, "cpu, or cuda: distil on the GPU (the binary replace_layers_cuda, built when "
-                 "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_flag("--tf32", tf32, "with --device cuda: the linear maps' GEMMs on TF32 tensor cores (fp32 accumulate); "
-               "default fp32");
+  dev.add(app, "replace_layers", "distil");
   CLI11_PARSE(app, argc, argv);
-#if !defined(SEQSWAP_DEVICE_DRIVER)
-  check(device == "cpu", "--device cuda: this replace_layers is the CPU build; run replace_layers_cuda (built beside "
-        "it when nvcc is found at configure time) on a machine with a CUDA GPU");
+  dev.validate("replace_layers", launch.comm() ? launch.comm()->size() : 1);
+#if defined(SEQSWAP_DEVICE_DRIVER)
+  // The CUDA build distils on the device only: compiling the host stages as well would double
+  // its (nvcc) compile time for what the CPU build already does.
+  check(dev.device == "cuda", "--device cpu: replace_layers_cuda distils on the GPU only; pass --device cuda, or run "
+        "the CPU build replace_layers");
 #endif
-  check(!tf32 || device == "cuda", "--tf32: expected --device cuda (it sets the GPU's GEMM precision), found --device ",
-        device);
-  check(device == "cpu" || !launch.comm() || launch.comm()->size() == 1,
-        "--device cuda: one process (data-parallel distillation on the device is not supported yet), found ",
-        launch.comm() ? launch.comm()->size() : 1, " ranks");
   if (!writer) quiet = true;
   // Every output is checked before the stages run, not after both.
   for (const char* f : {"result.json", "layers.csv", "student.safetensors"})
@@ -141,8 +137,8 @@ int main(int argc, char** argv) try {
   if (!from_file) zoo::replace_layers(student, cfg, plan, rep);
   io::Progress p1("stage1", s1.steps, 10.0, quiet), p2("stage2", s2.steps, 10.0, quiet);
   const auto layer_test = test_set.head(std::min<index_t>(test_set.count, 1000));
-  // The teacher's accuracy, both stages, the layer losses after stage 1 and the evaluations,
-  // on whichever models the device choice gives (host models, or their device copies).
+  // The teacher's accuracy, both stages, the layer losses after stage 1 and the evaluations, on
+  // the host models (the CPU build) or on their device copies (the CUDA build).
   train::EvalResult teacher_eval, eval1, eval2;
   distill::StageResult r1, r2;
   std::vector<double> mse;
@@ -155,10 +151,10 @@ int main(int argc, char** argv) try {
     r2 = distill::stage2(t, st, train_set, s2, &p2);
     eval2 = train::evaluate_split(st, test_set, launch.comm());
   };
-  if (device == "cpu") {
-    run(teacher, student);
-  } else {
-#if defined(SEQSWAP_DEVICE_DRIVER)
+#if !defined(SEQSWAP_DEVICE_DRIVER)
+  run(teacher, student);
+#else
+  {
     // Both models go to the device once (weights and AdamW moments); the student comes back.
     using DevBuf = Buffer<float, backend::Cuda>;
     model::Model<decltype(teacher)::NetType, backend::Cuda> dteacher(teacher.net()), dstudent(student.net());
@@ -167,13 +163,13 @@ int main(int argc, char** argv) try {
       DevBuf::upload_to(h->adam_m().data(), d->adam_m().data(), h->param_count());
       DevBuf::upload_to(h->adam_v().data(), d->adam_v().data(), h->param_count());
     }
-    ops::device::set_tf32(tf32);
+    ops::device::set_tf32(dev.tf32);
     if (writer)
-      std::fprintf(stderr, "distilling on the CUDA device%s\n", tf32 ? " (linear maps on TF32 tensor cores)" : "");
+      std::fprintf(stderr, "distilling on the CUDA device%s\n", dev.tf32 ? " (linear maps on TF32 tensor cores)" : "");
     run(dteacher, dstudent);
     DevBuf::download_from(dstudent.params().data, student.params().data, student.param_count());
-#endif
   }
+#endif
 
   nlohmann::json j;
   j["checkpoint"] = checkpoint;

@@ -43,6 +43,7 @@
 #include "seqswap/distill/guided.hpp"
 #include "seqswap/io/atomic_file.hpp"
 #include "seqswap/io/plot.hpp"
+#include "zoo_instances.hpp"  // with SEQSWAP_ZOO_EXTERN: the mixers' code compiled once for all drivers
 
 using namespace seqswap;
 namespace fs = std::filesystem;

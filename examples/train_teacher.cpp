@@ -65,8 +65,7 @@ int main(int argc, char** argv) try {
   std::string out = "models/vit-fmnist.safetensors", csv, init, arch, normalize;
   DataFlags data;
   bool quiet = false, resume = false, stream = false;
-  std::string device = "cpu";
-  bool tf32 = false;
+  flags::DeviceFlags dev;
   std::vector<int> keep_epochs;
   app.add_option("--epochs", epochs, "training epochs")->check(flags::FinitePositive);
   app.add_option("--batch", batch, "batch size")->check(flags::FinitePositive);
@@ -106,19 +105,9 @@ int main(int argc, char** argv) try {
   app.add_option("--keep-epochs", keep_epochs, "also keep the checkpoint of these epochs as <out>-epochE.safetensors")
       ->check(flags::FinitePositive)->delimiter(',');
   app.add_flag("--quiet", quiet, "no progress lines");
-  app.add_option("--device", device, "cpu, or cuda: train on the GPU (the binary train_teacher_cuda, built when "
-                 "nvcc is found)")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_flag("--tf32", tf32, "with --device cuda: the linear maps' GEMMs on TF32 tensor cores (fp32 accumulate; "
-               "results differ from fp32 by ~1e-3 relative); default fp32");
+  dev.add(app, "train_teacher", "train");
   CLI11_PARSE(app, argc, argv);
-#if !defined(SEQSWAP_DEVICE_DRIVER)
-  check(device == "cpu", "--device cuda: this train_teacher is the CPU build; run train_teacher_cuda (built beside "
-        "it when nvcc is found at configure time) on a machine with a CUDA GPU");
-#endif
-  check(!tf32 || device == "cuda", "--tf32: expected --device cuda (it sets the GPU's GEMM precision), found --device ",
-        device);
-  check(device == "cpu" || ranks == 1, "--device cuda: one process (data-parallel training on the device is not "
-        "supported yet), found ", ranks, " ranks");
+  dev.validate("train_teacher", ranks);
   if (!writer) quiet = true;
   if (!arch.empty()) {
     check(data.folder(), "--arch ", arch, " is a 224x224 RGB shape with patch 16: pass --image-folder "
@@ -327,7 +316,7 @@ int main(int argc, char** argv) try {
   };
   loop_at.start_step = start_step;
   train::LoopResult trained;
-  if (device == "cpu") {
+  if (dev.device == "cpu") {
     const train::LoopHooks hooks{.note = note, .after_step = end_of_epoch, .comm = comm};
     trained = stream ? train::run_loop(m, *train_stream, loop_at, step_fn, hooks)
                      : train::run_loop(m, train_set, loop_at, step_fn, hooks);
@@ -356,9 +345,9 @@ int main(int argc, char** argv) try {
     evaluate_test = [&] {
       return stream ? train::evaluate_source(dm, *test_stream) : train::evaluate(dm, test_set);
     };
-    ops::device::set_tf32(tf32);
+    ops::device::set_tf32(dev.tf32);
     if (writer)
-      std::fprintf(stderr, "training on the CUDA device%s\n", tf32 ? " (linear maps on TF32 tensor cores)" : "");
+      std::fprintf(stderr, "training on the CUDA device%s\n", dev.tf32 ? " (linear maps on TF32 tensor cores)" : "");
     const train::LoopHooks hooks{.note = note, .after_step = device_end_of_epoch};
     trained = stream ? train::run_loop(dm, *train_stream, loop_at, device_step, hooks)
                      : train::run_loop(dm, train_set, loop_at, device_step, hooks);

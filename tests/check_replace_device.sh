@@ -3,8 +3,9 @@
 # device path: teacher and student copied to device models, both stages, the layer losses and
 # the evaluations on them, the student copied back and saved), against the CPU run with the same
 # options: the same teacher accuracy, stage accuracies within 0.02, layer losses and stage
-# losses within 2%; the saved student evaluates as the run reported. The CPU build refuses
-# --device cuda, naming the CUDA binary; --tf32 is refused without --device cuda.
+# losses within 2%; the device run writes its student. The CPU build refuses --device cuda,
+# naming the CUDA binary; the CUDA build refuses --device cpu; --tf32 is refused without
+# --device cuda.
 #   check_replace_device.sh REPLACE_LAYERS REPLACE_LAYERS_EMULATED TEACHER WORK
 set -euo pipefail
 cpu=$1 emu=$2 teacher=$3 work=$4
@@ -39,6 +40,12 @@ if "$cpu" --checkpoint "$teacher" --device cuda --out "$work/x" 2>"$work/refuse.
   fail "the CPU replace_layers accepted --device cuda"
 fi
 grep -q "replace_layers_cuda" "$work/refuse.err" || fail "the refusal does not name replace_layers_cuda: $(cat "$work/refuse.err")"
+# The CUDA build distils on the device only and says so.
+if "$emu" --checkpoint "$teacher" --out "$work/z" 2>"$work/cpu-refuse.err"; then
+  fail "replace_layers' CUDA build accepted --device cpu"
+fi
+grep -q "replace_layers_cuda distils on the GPU only" "$work/cpu-refuse.err" ||
+  fail "the CUDA build's refusal of --device cpu: $(cat "$work/cpu-refuse.err")"
 if "$cpu" --checkpoint "$teacher" --tf32 --out "$work/y" 2>"$work/tf32-refuse.err"; then
   fail "replace_layers accepted --tf32 without --device cuda"
 fi

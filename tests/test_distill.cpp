@@ -1,6 +1,9 @@
 // Layer-wise distillation: students built from plans, stage 1 and stage 2 on a tiny model.
 #include "seqswap/distill/stages.hpp"
 #include "seqswap/zoo/student.hpp"
+#if defined(SEQSWAP_ZOO_EXTERN)  // linked with the drivers' compiled copy of zoo::AnyMixer<float>
+#include "zoo_instances.hpp"
+#endif
 #include "test_util.hpp"
 
 #include <unistd.h>

@@ -5,6 +5,9 @@
 
 #include "seqswap/distill/guided.hpp"
 #include "seqswap/zoo/student.hpp"
+#if defined(SEQSWAP_ZOO_EXTERN)  // linked with the drivers' compiled copy of zoo::AnyMixer<float>
+#include "zoo_instances.hpp"
+#endif
 #include "test_util.hpp"
 
 using namespace seqswap;

@@ -6,6 +6,9 @@
 #include "seqswap/zoo/student.hpp"
 #include "seqswap/model/halting_vit.hpp"
 #include "seqswap/train/loss.hpp"
+#if defined(SEQSWAP_ZOO_EXTERN)  // linked with the drivers' compiled copy of zoo::AnyMixer<float>
+#include "zoo_instances.hpp"
+#endif
 #include "test_util.hpp"
 
 using namespace seqswap;

@@ -92,17 +92,17 @@ inline void to_json(nlohmann::json& j, const SparsityProfile& p) {
 inline std::string to_csv(const SparsityProfile& p) {
   std::ostringstream os;
   os.precision(10);
-  auto num = [&](double x) -> std::ostringstream& {
-    if (std::isfinite(x)) os << x;
-    return os;
+  const auto num = [](std::ostream& o, double x) -> std::ostream& {  // empty when not finite
+    if (std::isfinite(x)) o << x;
+    return o;
   };
   os << "layer,head,variant,rows,metric,count,mean,std\n";
   for (index_t l = 0; l < p.layers; ++l) {
     if (p.keep_mask[std::size_t(l)]) {
       const auto& k = p.keep_ratio[std::size_t(l)];
       os << l << ",all,,,keep_ratio," << k.count << ',';
-      num(k.mean) << ',';
-      num(k.std) << '\n';
+      num(os, k.mean) << ',';
+      num(os, k.std) << '\n';
     }
     if (!p.measured[std::size_t(l)]) continue;
     for (index_t h = 0; h <= p.heads; ++h)
@@ -114,8 +114,8 @@ inline std::string to_csv(const SparsityProfile& p) {
             if (h == p.heads) os << "all"; else os << h;
             os << ',' << name(Variant(v)) << ',' << name(Rows(r)) << ',' << name(m) << ','
                << s.count << ',';
-            num(s.mean) << ',';
-            num(s.std) << '\n';
+            num(os, s.mean) << ',';
+            num(os, s.std) << '\n';
           }
   }
   return os.str();

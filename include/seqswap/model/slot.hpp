@@ -63,32 +63,30 @@ class Slot {
     std::visit([&](const auto& m) { m.visit_params(f, prefix, offset); }, v_);
   }
 
+  // forward, backward and backward_pre are defined below the class, not inline: a program may
+  // then compile them once for a given Slot (an explicit instantiation in one file, `extern
+  // template` declarations elsewhere; examples/zoo_instances.hpp does so for the drivers).
   template <class B>
-  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y,
-               Ctx<B>& c) const {
-    dispatch<0>(c, [&](const auto& m, auto& mc) { m.forward(p, x, y, mc); });
-  }
+  void forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y, Ctx<B>& c) const;
   template <class B>
-  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy,
-                TokensView<T, B> dx, ParamsView<T, B> g) const {
-    check(c.v.index() == v_.index(), "Slot: backward after the slot was re-seated; run forward "
-          "again (context holds mixer ", c.v.index(), ", slot holds ", v_.index(), ")");
-    dispatch<0>(c, [&](const auto& m, auto& mc) { m.backward(p, mc, dy, dx, g); });
-  }
+  void backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy, TokensView<T, B> dx,
+                ParamsView<T, B> g) const;
   // Backward from a gradient w.r.t. the pre-projection output (stage-1 distillation).
   template <class B>
-  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre,
-                    TokensView<T, B> dx, ParamsView<T, B> g) const {
-    check(c.v.index() == v_.index(), "Slot: backward_pre after the slot was re-seated; run forward "
-          "again (context holds mixer ", c.v.index(), ", slot holds ", v_.index(), ")");
-    dispatch<0>(c, [&](const auto& m, auto& mc) { m.backward_pre(p, mc, dpre, dx, g); });
-  }
+  void backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                    ParamsView<T, B> g) const;
   // The held mixer's driver name (softmax_attention, min_gru, ...).
   std::string kind_name() const {
     return std::visit([](const auto& m) { return std::string(m.kind_name()); }, v_);
   }
 
  private:
+  // A backward needs the context of the mixer the slot holds now.
+  template <class B>
+  void check_seated(const Ctx<B>& c, const char* what) const {
+    check(c.v.index() == v_.index(), "Slot: ", what, " after the slot was re-seated; run forward again (context "
+          "holds mixer ", c.v.index(), ", slot holds ", v_.index(), ")");
+  }
   // Calls f(mixer, its context), switching the context's alternative to match the mixer.
   template <std::size_t I, class B, class F>
   void dispatch(Ctx<B>& c, F&& f) const {
@@ -104,5 +102,25 @@ class Slot {
 
   std::variant<Ms...> v_;
 };
+
+template <class... Ms>
+template <class B>
+void Slot<Ms...>::forward(ParamsView<const T, B> p, TokensView<const T, B> x, TokensView<T, B> y, Ctx<B>& c) const {
+  dispatch<0>(c, [&](const auto& m, auto& mc) { m.forward(p, x, y, mc); });
+}
+template <class... Ms>
+template <class B>
+void Slot<Ms...>::backward(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dy, TokensView<T, B> dx,
+                           ParamsView<T, B> g) const {
+  check_seated(c, "backward");
+  dispatch<0>(c, [&](const auto& m, auto& mc) { m.backward(p, mc, dy, dx, g); });
+}
+template <class... Ms>
+template <class B>
+void Slot<Ms...>::backward_pre(ParamsView<const T, B> p, Ctx<B>& c, TokensView<const T, B> dpre, TokensView<T, B> dx,
+                               ParamsView<T, B> g) const {
+  check_seated(c, "backward_pre");
+  dispatch<0>(c, [&](const auto& m, auto& mc) { m.backward_pre(p, mc, dpre, dx, g); });
+}
 
 }  // namespace seqswap::model
