@@ -141,27 +141,6 @@ inline double match_scale(MatchLoss kind, index_t kept, index_t D) {
   return kind == MatchLoss::mse ? 1.0 / double(kept * D) : 1.0 / double(kept);
 }
 
-// (rows, D) loss between `out` and `target` over kept rows; writes d out (ASSIGNED, zero on
-// masked rows) and returns the loss (host memory).
-template <class T>
-double match_loss(const T* out, const T* target, index_t rows, index_t D, const std::uint8_t* keep,
-                  MatchLoss kind, T* dout) {
-  double loss = 0;
-  index_t kept = 0;
-  for (index_t t = 0; t < rows; ++t) {
-    if (keep && !keep[t]) {
-      std::fill(dout + t * D, dout + (t + 1) * D, T(0));
-      continue;
-    }
-    ++kept;
-    loss += match_row(out + t * D, target + t * D, D, kind == MatchLoss::cosine, dout + t * D);
-  }
-  if (kept == 0) return 0;
-  const double scale = match_scale(kind, kept, D);
-  for (index_t i = 0; i < rows * D; ++i) dout[i] = T(double(dout[i]) * scale);
-  return loss * scale;
-}
-
 // The backend a model runs on (its arena, contexts and activations).
 template <class M>
 using backend_of = std::conditional_t<train::on_device<M>(), backend::Cuda, backend::Host>;
@@ -174,32 +153,42 @@ struct TermScratch {
   std::vector<double> host_stats;
 };
 
-// match_loss where the rows live (B): returns the loss and leaves weight × its gradient in
-// dout. On the device the rows are reduced there and only two numbers per row come back.
+// The (rows, D) match loss between `out` and `target` over kept rows (MSE or 1 − cosine, a mean
+// over kept rows), where the rows live (B): returns the loss and ASSIGNS weight × its gradient
+// to dout (zero on masked rows). On the device each row is reduced there (MatchRows) and only
+// two numbers per row come back; the host sums them in order.
 template <class T, class B>
 double match_term(const T* out, const T* target, index_t rows, index_t D, const std::uint8_t* keep, MatchLoss kind,
                   double weight, T* dout, TermScratch<T, B>& s) {
+  const bool cosine = kind == MatchLoss::cosine;
+  double loss = 0;
+  index_t kept = 0;
   if constexpr (backend::is_cuda<B>) {
     s.stats.resize(std::size_t(2 * rows));
-    ops::device::for_each(rows, MatchRows<T>{out, target, keep, D, kind == MatchLoss::cosine, dout, s.stats.data()},
-                          "match_loss");
+    ops::device::for_each(rows, MatchRows<T>{out, target, keep, D, cosine, dout, s.stats.data()}, "match_loss");
     s.host_stats.resize(std::size_t(2 * rows));
     s.stats.download(s.host_stats.data(), s.host_stats.size());
-    double loss = 0;
-    index_t kept = 0;
     for (index_t t = 0; t < rows; ++t) {
       loss += s.host_stats[std::size_t(2 * t)];
       kept += s.host_stats[std::size_t(2 * t + 1)] > 0 ? 1 : 0;
     }
-    const double scale = kept ? match_scale(kind, kept, D) : 0.0;
-    ops::device::scale(dout, rows * D, T(scale * weight));
-    return loss * scale;
   } else {
-    const double loss = match_loss(out, target, rows, D, keep, kind, dout);
-    if (weight != 1.0)
-      for (index_t i = 0; i < rows * D; ++i) dout[i] *= T(weight);
-    return loss;
+    for (index_t t = 0; t < rows; ++t) {
+      if (keep && !keep[t]) {
+        std::fill(dout + t * D, dout + (t + 1) * D, T(0));
+        continue;
+      }
+      ++kept;
+      loss += match_row(out + t * D, target + t * D, D, cosine, dout + t * D);
+    }
   }
+  const double scale = kept ? match_scale(kind, kept, D) : 0.0;
+  if constexpr (backend::is_cuda<B>) {
+    ops::device::scale(dout, rows * D, T(scale * weight));
+  } else {
+    for (index_t i = 0; i < rows * D; ++i) dout[i] = T(double(dout[i]) * scale * weight);
+  }
+  return loss * scale;
 }
 
 // One context per replaced layer for the student's mixer there, at the mixer's own type (a
@@ -271,8 +260,7 @@ double layer_loss_on(SM& student, std::size_t l, MixerContexts<B>& ctxs, std::si
 template <class TM, class SM, class B, class T = typename SM::T>
 double layer_loss(TM& teacher, SM& student, std::size_t l, MixerContexts<B>& ctxs, std::size_t k,
                   const Stage1Options& o, TermScratch<T, B>& s, bool backward) {
-  using Blk = std::remove_cvref_t<decltype(teacher.net().block(l))>;  // (rows, D) LN1(x_l), teacher-forced
-  const auto x = Blk::template mixer_input<B>(teacher.net().block_context(teacher.context(), l));
+  const auto x = model::mixer_input(teacher, l);  // (rows, D) LN1(x_l), teacher-forced
   const auto tpre = model::mixer_context(teacher, l).pre_projection();
   return layer_loss_on(student, l, ctxs, k, o, TokensView<const T, B>(x), TokensView<const T, B>(tpre),
                        static_cast<const T*>(model::mixer_output(teacher, l)), s, backward);

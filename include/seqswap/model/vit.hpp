@@ -354,10 +354,14 @@ void visit_mixer_context(M& m, std::size_t l, F&& f) {
     f(std::remove_cvref_t<decltype(blk)>::mixer_context(bc));
   });
 }
+// (On the model's backend: a device model's view holds device pointers.)
 template <class M>
 auto mixer_input(M& m, std::size_t l) {
   using Blk = std::remove_cvref_t<decltype(m.net().block(l))>;
-  return Blk::mixer_input(m.net().block_context(m.context(), l));
+  if constexpr (requires { typename M::backend_type; })
+    return Blk::template mixer_input<typename M::backend_type>(m.net().block_context(m.context(), l));
+  else
+    return Blk::mixer_input(m.net().block_context(m.context(), l));
 }
 template <class M>
 auto mixer_output(M& m, std::size_t l) {
