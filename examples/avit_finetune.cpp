@@ -10,8 +10,8 @@
 // batch (--batch), gradients are all-reduced, and rank 0 alone prints and writes. The halting
 // losses are means over the slice, so their share-weighted sum is the global batch's mean.
 //
-// --device cuda fine-tunes on the GPU: the binary avit_finetune_cuda (this file compiled by
-// nvcc, built when nvcc is found). The model, its gradients, AdamW state and the halting blocks
+// --device cuda fine-tunes on the GPU: the binary avit_finetune_cuda (this file compiled with
+// SEQSWAP_DEVICE_DRIVER and linked with the device ops that nvcc compiles; built when nvcc is found). The model, its gradients, AdamW state and the halting blocks
 // run on the device (the Halter's arithmetic on the host); the weights come back at the end,
 // where evaluation and the files are done on the host as on the CPU.
 #include <CLI/CLI.hpp>

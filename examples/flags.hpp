@@ -34,7 +34,7 @@ inline const CLI::Validator FiniteNonNegative =
 inline const CLI::Validator Finite = number_check("FINITE", [](double v) { return std::isfinite(v); }, "a finite number");
 
 // --device and --tf32, as the drivers with a CUDA build (<driver>_cuda: the same file compiled
-// by nvcc with SEQSWAP_DEVICE_DRIVER) take them.
+// with SEQSWAP_DEVICE_DRIVER and linked with the device ops) take them.
 struct DeviceFlags {
   std::string device = "cpu";
   bool tf32 = false;
@@ -52,6 +52,8 @@ struct DeviceFlags {
 #if !defined(SEQSWAP_DEVICE_DRIVER)
     seqswap::check(device == "cpu", "--device cuda: this ", driver, " is the CPU build; run ", driver,
                    "_cuda (built beside it when nvcc is found at configure time) on a machine with a CUDA GPU");
+#else
+    (void)driver;
 #endif
     seqswap::check(!tf32 || device == "cuda", "--tf32: expected --device cuda (it sets the GPU's GEMM precision), "
                    "found --device ", device);

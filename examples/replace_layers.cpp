@@ -11,8 +11,8 @@
 // Data parallel under mpirun/srun (built with MPI): both stages run each global batch
 // (--batch) split over the ranks with all-reduced gradients; rank 0 alone prints and writes.
 //
-// --device cuda distils on the GPU: the binary replace_layers_cuda (this file compiled by nvcc,
-// built when nvcc is found). The teacher and the student go to the device once; both stages,
+// --device cuda distils on the GPU: the binary replace_layers_cuda (this file compiled with
+// SEQSWAP_DEVICE_DRIVER and linked with the device ops that nvcc compiles; built when nvcc is found). The teacher and the student go to the device once; both stages,
 // the stage-1 layer losses and the evaluations run there (each batch uploaded; only logits,
 // per-row losses and the logits' gradient cross back); the student comes back for its files.
 // The sparsity profile that ranks the layers stays on the host.

@@ -12,8 +12,9 @@
 // The checkpoint's config records the input size, channels and pixel normalisation
 // (--normalize; default: Fashion-MNIST's statistics for Fashion-MNIST, ImageNet's for a folder).
 //
-// --device cuda trains on the GPU: the binary train_teacher_cuda (this file compiled by nvcc,
-// built when nvcc is found; examples/cuda/train_teacher.cu). The model, its gradients and AdamW
+// --device cuda trains on the GPU: the binary train_teacher_cuda (this file compiled with
+// SEQSWAP_DEVICE_DRIVER and linked with the device ops that nvcc compiles,
+// examples/cuda/device_ops.cu; built when nvcc is found). The model, its gradients and AdamW
 // state stay in device memory; each batch is uploaded, and only the per-image losses come back.
 // The test set is evaluated on the device (only logits come back); at the end of each epoch the
 // weights and moments are copied to the host, where the checkpoint and resume state are written

@@ -1,6 +1,6 @@
-// The device-path checks of a model, shared by two executors: tests/cuda/test_cuda_vit.cu runs
-// them on a GPU (ops/cuda/device_ops.cuh), tests/test_device_emulation.cpp on the CPU with the
-// CUDA backend emulated (tests/device_emulation.hpp). Each compares Model<Net, backend::Cuda>
+// The device-path checks of a model, shared by two executors: tests/cuda/test_cuda_vit.cpp runs
+// them on a GPU (linked with examples/cuda/device_ops.cu), tests/test_device_emulation.cpp on the
+// CPU with the CUDA backend emulated (linked with tests/device_emulation.cpp). Each compares Model<Net, backend::Cuda>
 // with Model<Net, backend::Host> built and initialised alike:
 //   - the teacher (patch and CLS/position embeddings, layer norms, softmax attention through the
 //     streamed row functions, MLPs with GELU, residuals, the classifier head): logits, every
@@ -24,8 +24,8 @@
 // ops/retention_rows.hpp, ops/conv_rows.hpp and ops/rnn_rows.hpp (functors the kernels and the
 // emulation share).
 // Odd sizes throughout (3 channels, 12 × 12 images, width 24 in 3 heads, 5 classes, batch 7).
-// Device outputs start as NaN sentinels. The includer defines Buffer<T, backend::Cuda> and the
-// device ops first.
+// Device outputs start as NaN sentinels. Host code only: the program links the device ops
+// (the real ones, examples/cuda/device_ops.cu, or the emulation, tests/device_emulation.cpp).
 #pragma once
 #include <cmath>
 #include <cstdio>

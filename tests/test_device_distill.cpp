@@ -4,7 +4,6 @@
 // KL to the teacher give the host run's parameters and losses. The match losses then run as the
 // device functor (distill::detail::MatchRows) reduced on the "device", the logits cross to the
 // host and their gradient back, and the trainable mask lives on the device.
-#include "device_emulation.hpp"  // first: Buffer<T, backend::Cuda> and the device ops
 
 #include "device_model_checks.hpp"
 #include "seqswap/distill/stages.hpp"

@@ -1,11 +1,10 @@
 // The layers' device paths run on the CPU: the checks of tests/device_model_checks.hpp (the
 // teacher, attention and minGRU blocks, a student: Model<Net, backend::Cuda> against
-// Model<Net, backend::Host>) with the CUDA backend emulated by tests/device_emulation.hpp. The
+// Model<Net, backend::Host>) with the CUDA backend emulated by tests/device_emulation.hpp (linked:
+// the seqswap_device_emulation object stands in for the real device ops). The
 // same checks run on a GPU in cuda.test_cuda_vit. A machine without a GPU thus still executes
 // every layer's backend::Cuda branch (its ops, pointers, sizes, offsets and contexts) and the
 // training loop's device step; only the kernels themselves need the GPU.
-#include "device_emulation.hpp"  // first: Buffer<T, backend::Cuda> and the device ops
-
 #include "device_model_checks.hpp"
 #include "test_util.hpp"
 

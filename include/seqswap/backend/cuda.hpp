@@ -1,11 +1,11 @@
-// The CUDA backend's runtime pieces (compiled only by nvcc or with the CUDA runtime headers):
-// error checking that turns every failed CUDA call into a seqswap::Error naming the call, the
-// code and the place; Buffer<T, backend::Cuda> (device memory, the host Buffer's interface);
-// a stream. Status: Model<Net, backend::Cuda> keeps its arena and contexts in these and the
-// scan ops reach the device kernels (ops/cuda/scan.cuh); the layers' forward and backward do
-// not yet run on the device (see docs/architecture.md, "Backends").
+// The CUDA backend's runtime pieces (compiled by nvcc or any compiler with the CUDA runtime
+// headers): error checking that turns every failed CUDA call into a seqswap::Error naming the
+// call, the code and the place; the member functions of Buffer<T, backend::Cuda> (declared in
+// core/buffer.hpp); a stream. A program uses them either by including this header in a CUDA
+// translation unit or by linking an object that instantiates them (zoo/device_instances.hpp).
 #pragma once
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -45,89 +45,71 @@ inline bool device_available() {
 
 namespace seqswap {
 
-// Buffer<T, backend::Cuda>: owning device memory for n values of T (cudaMalloc, never managed
-// memory), with the host Buffer's interface (core/buffer.hpp) plus upload / download. Layer
-// contexts and a Model's arena hold these on the CUDA backend.
+// Buffer<T, backend::Cuda> (declared in core/buffer.hpp) on the CUDA runtime.
 template <class T>
-class Buffer<T, backend::Cuda> {
- public:
-  Buffer() = default;
-  explicit Buffer(std::size_t n) { resize(n); }
-  Buffer(const Buffer& o) { *this = o; }
-  Buffer& operator=(const Buffer& o) {  // a device-to-device copy
-    if (this != &o) {
-      resize(o.n_);
-      if (n_) SEQSWAP_CUDA_CHECK(cudaMemcpy(p_, o.p_, n_ * sizeof(T), cudaMemcpyDeviceToDevice));
-    }
-    return *this;
+Buffer<T, backend::Cuda>::Buffer(std::size_t n) {
+  resize(n);
+}
+template <class T>
+Buffer<T, backend::Cuda>::Buffer(const Buffer& o) {
+  *this = o;
+}
+template <class T>
+Buffer<T, backend::Cuda>& Buffer<T, backend::Cuda>::operator=(const Buffer& o) {
+  if (this != &o) {
+    resize(o.n_);
+    if (n_) SEQSWAP_CUDA_CHECK(cudaMemcpy(p_, o.p_, n_ * sizeof(T), cudaMemcpyDeviceToDevice));
   }
-  Buffer(Buffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
-  Buffer& operator=(Buffer&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = std::exchange(o.p_, nullptr);
-      n_ = std::exchange(o.n_, 0);
-      cap_ = std::exchange(o.cap_, 0);
-    }
-    return *this;
-  }
-  ~Buffer() { release(); }
-
-  // Grows when needed (contents are then lost); never shrinks.
-  void resize(std::size_t n) {
-    if (n > cap_) {
-      release();
-      void* p = nullptr;
-      SEQSWAP_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
-      p_ = static_cast<T*>(p);
-      cap_ = n;
-      ++allocations_;
-    }
-    n_ = n;
-  }
-  void zero() {
-    if (n_) SEQSWAP_CUDA_CHECK(cudaMemset(p_, 0, n_ * sizeof(T)));
-  }
-  void assign(std::size_t n, T value) {  // at set-up: a non-zero value is staged on the host
-    resize(n);
-    if (value == T(0)) return zero();
-    const std::vector<T> host(n, value);
-    upload(host.data(), n);
-  }
-  void upload(const T* host, std::size_t n, cudaStream_t s = nullptr) {
-    resize(n);
-    SEQSWAP_CUDA_CHECK(cudaMemcpyAsync(p_, host, n * sizeof(T), cudaMemcpyHostToDevice, s));
-    SEQSWAP_CUDA_CHECK(cudaStreamSynchronize(s));
-  }
-  void download(T* host, std::size_t n, cudaStream_t s = nullptr) const {
-    check(n <= n_, "Buffer<T, backend::Cuda>::download: asked for ", n, " values, the buffer holds ", n_);
-    SEQSWAP_CUDA_CHECK(cudaMemcpyAsync(host, p_, n * sizeof(T), cudaMemcpyDeviceToHost, s));
-    SEQSWAP_CUDA_CHECK(cudaStreamSynchronize(s));
-  }
-  // n values from the host to any device pointer (e.g. a view into a model's arena), and back.
-  static void upload_to(const T* host, T* device, std::size_t n) {
-    if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(device, host, n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  static void download_from(const T* device, T* host, std::size_t n) {
-    if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(host, device, n * sizeof(T), cudaMemcpyDeviceToHost));
-  }
-  T* data() { return p_; }
-  const T* data() const { return p_; }
-  std::size_t size() const { return n_; }
-  bool empty() const { return n_ == 0; }
-  // Number of device allocations (a steady-state step must make none, as on the host).
-  static std::size_t allocation_count() { return allocations_; }
-
- private:
-  void release() noexcept {
+  return *this;
+}
+template <class T>
+Buffer<T, backend::Cuda>::~Buffer() {
+  if (p_) cudaFree(p_);
+}
+template <class T>
+void Buffer<T, backend::Cuda>::resize(std::size_t n) {
+  if (n > cap_) {
     if (p_) cudaFree(p_);
     p_ = nullptr;
     n_ = cap_ = 0;
+    void* p = nullptr;
+    SEQSWAP_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+    p_ = static_cast<T*>(p);
+    cap_ = n;
+    ++allocations_;
   }
-  T* p_ = nullptr;
-  std::size_t n_ = 0, cap_ = 0;
-  static inline std::size_t allocations_ = 0;
-};
+  n_ = n;
+}
+template <class T>
+void Buffer<T, backend::Cuda>::zero() {
+  if (n_) SEQSWAP_CUDA_CHECK(cudaMemset(p_, 0, n_ * sizeof(T)));
+}
+template <class T>
+void Buffer<T, backend::Cuda>::assign(std::size_t n, T value) {  // at set-up: a non-zero value is staged on the host
+  resize(n);
+  if constexpr (std::is_arithmetic_v<T>)
+    if (value == T(0)) return zero();
+  const std::vector<T> host(n, value);
+  upload(host.data(), n);
+}
+template <class T>
+void Buffer<T, backend::Cuda>::upload(const T* host, std::size_t n) {
+  resize(n);
+  if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(p_, host, n * sizeof(T), cudaMemcpyHostToDevice));
+}
+template <class T>
+void Buffer<T, backend::Cuda>::download(T* host, std::size_t n) const {
+  check(n <= n_, "Buffer<T, backend::Cuda>::download: asked for ", n, " values, the buffer holds ", n_);
+  if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(host, p_, n * sizeof(T), cudaMemcpyDeviceToHost));
+}
+template <class T>
+void Buffer<T, backend::Cuda>::upload_to(const T* host, T* device, std::size_t n) {
+  if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(device, host, n * sizeof(T), cudaMemcpyHostToDevice));
+}
+template <class T>
+void Buffer<T, backend::Cuda>::download_from(const T* device, T* host, std::size_t n) {
+  if (n) SEQSWAP_CUDA_CHECK(cudaMemcpy(host, device, n * sizeof(T), cudaMemcpyDeviceToHost));
+}
 
 }  // namespace seqswap
 

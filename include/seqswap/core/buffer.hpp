@@ -1,6 +1,9 @@
 // Owning storage, typed by backend. Buffer<T> (= Buffer<T, backend::Host>): 64-byte aligned
-// host memory. Buffer<T, backend::Cuda>: device memory, defined in backend/cuda.hpp (CUDA
-// translation units only), with the same resize / assign / zero / data / size interface.
+// host memory. Buffer<T, backend::Cuda>: device memory with the same resize / assign / zero /
+// data / size interface plus upload / download; declared here without CUDA types, its member
+// functions defined by backend/cuda.hpp (the CUDA runtime) or by a stand-in (the tests' CPU
+// emulation), so that host code using it compiles with any C++ compiler and the backend's
+// implementation is chosen when the program is linked.
 // Resizing to a size it already has keeps the memory, which is how training steps after the
 // first allocate nothing.
 #pragma once
@@ -9,6 +12,7 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <utility>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -98,6 +102,54 @@ class Buffer<T, backend::Host> {
   std::unique_ptr<T, Free> ptr_;
   std::size_t size_ = 0;
   std::size_t capacity_ = 0;
+  static inline std::size_t allocations_ = 0;
+};
+
+// Device memory for n values of T (never managed memory). The members defined here need no
+// runtime; the others are defined by backend/cuda.hpp or by a stand-in (see the top of the file).
+// A program that uses Buffer<T, backend::Cuda> without either fails at link time, naming them.
+template <class T>
+class Buffer<T, backend::Cuda> {
+ public:
+  Buffer() = default;
+  explicit Buffer(std::size_t n);
+  Buffer(const Buffer& o);             // a device-to-device copy
+  Buffer& operator=(const Buffer& o);  // a device-to-device copy
+  Buffer(Buffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
+  Buffer& operator=(Buffer&& o) noexcept {
+    Buffer gone(std::move(o));
+    swap(gone);
+    return *this;
+  }
+  ~Buffer();
+  void swap(Buffer& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    std::swap(cap_, o.cap_);
+  }
+
+  // Grows when needed (contents are then lost); never shrinks.
+  void resize(std::size_t n);
+  void zero();
+  void assign(std::size_t n, T value);
+  // Host <-> device, waited for (the legacy default stream, ordered with the device ops' stream).
+  void upload(const T* host, std::size_t n);
+  void download(T* host, std::size_t n) const;
+  // n values from the host to any device pointer (e.g. a view into a model's arena), and back.
+  static void upload_to(const T* host, T* device, std::size_t n);
+  static void download_from(const T* device, T* host, std::size_t n);
+
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  // Number of device allocations (a steady-state step must make none, as on the host).
+  static std::size_t allocation_count() { return allocations_; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0, cap_ = 0;
   static inline std::size_t allocations_ = 0;
 };
 

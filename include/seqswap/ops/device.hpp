@@ -1,9 +1,16 @@
 // The device ops that the layers call on backend::Cuda. They are only DECLARED here, with plain
 // pointers and no CUDA types, so that a layer template can name them in its `if constexpr
-// (backend::is_cuda<B>)` branch and still compile in a host translation unit, where that branch
-// is never instantiated. Their definitions are in ops/cuda/device_ops.cuh, which a CUDA
-// translation unit includes (nvcc); a host program that instantiates a layer on backend::Cuda
-// without it fails at link time, naming the op.
+// (backend::is_cuda<B>)` branch and still compile in a host translation unit. Their definitions
+// are in ops/cuda/device_ops.cuh. A program gets them in one of two ways:
+//   - a CUDA translation unit (nvcc) includes ops/cuda/device_ops.cuh and instantiates what it
+//     uses, host code and kernels together;
+//   - host code compiled by any C++ compiler (a driver, a test) links an object that
+//     instantiates them once: zoo/device_instances.hpp lists every instantiation (the ops for
+//     float, Buffer<T, backend::Cuda>, each layer functor's for_each), and an nvcc translation
+//     unit that includes ops/cuda/device_ops.cuh and expands that list is the real backend
+//     (examples/cuda/device_ops.cu); the same list over the tests' CPU emulation is its stand-in
+//     (tests/device_emulation.cpp). Which one is chosen when the program is linked.
+// A program that uses a layer on backend::Cuda with neither fails at link time, naming the op.
 //
 // Conventions: every pointer is a device pointer, except where a name says host_; each op is
 // queued on the calling thread's device context (its stream and cuBLAS handle,
@@ -21,6 +28,19 @@
 #include "seqswap/ops/ssm_rows.hpp"
 
 namespace seqswap::ops::device {
+
+// The device itself (no layer calls these; drivers and tests do). Templates only so that their
+// definitions can live in a header (ops/cuda/device_ops.cuh) and still be instantiated once.
+// Whether a CUDA device can be used here (the device tests skip without one).
+template <class = void>
+bool available();
+// Waits for every op queued on the calling thread's device context.
+template <class = void>
+void synchronize();
+// The calling thread's linear maps on TF32 tensor cores (fp32 accumulate) or, the default, in
+// fp32: a driver's option (--tf32).
+template <class = void>
+void set_tf32(bool on);
 
 // ops::linear_forward / linear_backward (ops/gemm.hpp), through cuBLAS.
 template <class T>

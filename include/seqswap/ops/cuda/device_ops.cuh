@@ -73,10 +73,18 @@ void for_each(index_t n, const F& f, const char* what) {
   detail::for_each(n, f, what);
 }
 
-// The calling thread's linear maps on TF32 tensor cores (fp32 accumulate) or, the default, in
-// fp32. A driver's option (--tf32), not a layer's: no layer template calls it, so ops/device.hpp
-// does not declare it; the emulation (tests/device_emulation.hpp) defines it too.
-inline void set_tf32(bool on) { seqswap::cuda::context().blas().allow_tf32(on); }
+template <class>
+bool available() {
+  return seqswap::cuda::device_available();
+}
+template <class>
+void synchronize() {
+  seqswap::cuda::context().sync();
+}
+template <class>
+void set_tf32(bool on) {
+  seqswap::cuda::context().blas().allow_tf32(on);
+}
 
 template <class T>
 void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b, index_t out, T* y) {
