@@ -36,14 +36,6 @@ namespace seqswap {
 
 // Buffer<T, backend::Cuda> (declared in core/buffer.hpp) in host memory.
 template <class T>
-Buffer<T, backend::Cuda>::Buffer(std::size_t n) {
-  resize(n);
-}
-template <class T>
-Buffer<T, backend::Cuda>::Buffer(const Buffer& o) {
-  *this = o;
-}
-template <class T>
 Buffer<T, backend::Cuda>& Buffer<T, backend::Cuda>::operator=(const Buffer& o) {
   if (this != &o) {
     resize(o.n_);

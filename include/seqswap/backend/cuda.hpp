@@ -47,14 +47,6 @@ namespace seqswap {
 
 // Buffer<T, backend::Cuda> (declared in core/buffer.hpp) on the CUDA runtime.
 template <class T>
-Buffer<T, backend::Cuda>::Buffer(std::size_t n) {
-  resize(n);
-}
-template <class T>
-Buffer<T, backend::Cuda>::Buffer(const Buffer& o) {
-  *this = o;
-}
-template <class T>
 Buffer<T, backend::Cuda>& Buffer<T, backend::Cuda>::operator=(const Buffer& o) {
   if (this != &o) {
     resize(o.n_);

@@ -112,8 +112,8 @@ template <class T>
 class Buffer<T, backend::Cuda> {
  public:
   Buffer() = default;
-  explicit Buffer(std::size_t n);
-  Buffer(const Buffer& o);             // a device-to-device copy
+  explicit Buffer(std::size_t n) { resize(n); }
+  Buffer(const Buffer& o) { *this = o; }
   Buffer& operator=(const Buffer& o);  // a device-to-device copy
   Buffer(Buffer&& o) noexcept
       : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)), cap_(std::exchange(o.cap_, 0)) {}
