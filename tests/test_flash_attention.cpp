@@ -1,7 +1,9 @@
 // The streamed attention's row functions (ops/flash_attention.hpp), run by the host executor,
 // against SoftmaxAttentionCore (every policy, ragged batches with empty and one-token
-// sequences, keep-masks, tied logits): the outputs and the qkv gradients. The CUDA kernels run
-// the same row functions (tests/cuda/test_cuda_attention.cu compares them with this executor).
+// sequences, keep-masks, tied logits): the outputs and the qkv gradients, at the kernels' tile
+// sizes and at small ones that cut the sequences into many ragged blocks and tiles. The CUDA
+// kernels run the same tile functions (tests/cuda/test_cuda_attention.cu compares them with this
+// executor).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -60,16 +62,30 @@ void check_against_core(const Layout& l, index_t heads, const std::vector<std::u
 
   const flash::Problem<T> fp = core.flash_problem(c.qkv.data(), l.offsets.data(), kp, l.batch);
   REQUIRE(std::string(flash::unsupported(fp)).empty());
-  std::vector<T> fpre(l.size(), std::numeric_limits<T>::quiet_NaN());  // sentinels: every value written
-  std::vector<flash::RowStats<T>> stats(static_cast<std::size_t>(l.total() * heads));
-  flash::forward_host(fp, fpre.data(), stats.data());
-  REQUIRE(std::all_of(fpre.begin(), fpre.end(), [](T v) { return std::isfinite(v); }));
-  test_util::require_close(fpre.data(), pre, tol, "pre");
-  std::vector<T> delta(stats.size()), dqkv(static_cast<std::size_t>(l.total() * 3 * l.dim),
-                                           std::numeric_limits<T>::quiet_NaN());
-  flash::backward_host(fp, stats.data(), fpre.data(), dpre.data(), delta.data(), dqkv.data());
-  REQUIRE(std::all_of(dqkv.begin(), dqkv.end(), [](T v) { return std::isfinite(v); }));
-  test_util::require_close(dqkv.data(), std::vector<T>(c.dqkv.data(), c.dqkv.data() + dqkv.size()), tol, "dqkv");
+  // The kernels' tiles, and tiles that cut every sequence into ragged blocks and tiles (one row
+  // per block, blocks and tiles of unequal sizes, a tile longer than any sequence): the tiling
+  // changes no operation's order, so every choice gives the same bits.
+  std::vector<T> first_pre, first_dqkv;
+  for (const flash::Tiles tiles : {flash::kDeviceTiles, flash::Tiles{4, 3}, flash::Tiles{1, 1}, flash::Tiles{7, 64}}) {
+    CAPTURE(tiles.rows, tiles.tile);
+    std::vector<T> fpre(l.size(), std::numeric_limits<T>::quiet_NaN());  // sentinels: every value written
+    std::vector<flash::RowStats<T>> stats(static_cast<std::size_t>(l.total() * heads));
+    flash::forward_host(fp, fpre.data(), stats.data(), tiles);
+    REQUIRE(std::all_of(fpre.begin(), fpre.end(), [](T v) { return std::isfinite(v); }));
+    test_util::require_close(fpre.data(), pre, tol, "pre");
+    std::vector<T> delta(stats.size()), dqkv(static_cast<std::size_t>(l.total() * 3 * l.dim),
+                                             std::numeric_limits<T>::quiet_NaN());
+    flash::backward_host(fp, stats.data(), fpre.data(), dpre.data(), delta.data(), dqkv.data(), tiles);
+    REQUIRE(std::all_of(dqkv.begin(), dqkv.end(), [](T v) { return std::isfinite(v); }));
+    test_util::require_close(dqkv.data(), std::vector<T>(c.dqkv.data(), c.dqkv.data() + dqkv.size()), tol, "dqkv");
+    if (first_pre.empty()) {
+      first_pre = fpre;
+      first_dqkv = dqkv;
+    } else {
+      CHECK(fpre == first_pre);
+      CHECK(dqkv == first_dqkv);
+    }
+  }
 }
 
 std::vector<Layout> layouts(index_t D) {
@@ -123,6 +139,26 @@ TEST_CASE("flash: float within float tolerance", "[flash]") {
     const auto mask = conformance_mask(l);
     check_against_core<float, sparse::Dense>(l, 4, mask, 0, 0, 2e-5);
     check_against_core<float, sparse::Threshold>(l, 4, mask, 0, 0.3, 2e-5);
+  }
+}
+
+TEST_CASE("flash: blocks of a ragged batch, in sequence order", "[flash]") {
+  const std::vector<flash::idx> off{0, 0, 5, 5, 6, 14};  // lengths 0, 5, 0, 1, 8
+  // rows 4: sequence 1 in 2 blocks (0, 4), sequence 3 in 1, sequence 4 in 2 (0, 4); then none.
+  const flash::idx want_b[] = {1, 1, 3, 4, 4}, want_r0[] = {0, 4, 0, 0, 4};
+  for (flash::idx k = 0; k < 5; ++k) {
+    flash::idx b = -1, r0 = -1;
+    REQUIRE(flash::locate_block(off.data(), 5, 4, k, b, r0));
+    CHECK(b == want_b[k]);
+    CHECK(r0 == want_r0[k]);
+  }
+  flash::idx b = 0, r0 = 0;
+  CHECK_FALSE(flash::locate_block(off.data(), 5, 4, 5, b, r0));
+  CHECK(flash::max_blocks(14, 5, 4) >= 5);  // the launch's bound covers every block
+  for (flash::idx rows : {1, 2, 3, 64}) {
+    flash::idx blocks = 0;
+    for (flash::idx s = 0; s < 5; ++s) blocks += (off[s + 1] - off[s] + rows - 1) / rows;
+    CHECK(flash::max_blocks(14, 5, rows) >= blocks);
   }
 }
 

@@ -2,11 +2,13 @@
 // functions (ops/flash_attention.hpp; that executor is itself checked against
 // SoftmaxAttentionCore in tests/test_flash_attention.cpp): outputs, row statistics' use in the
 // backward, and dqkv, for every policy on a ragged batch (an empty sequence, one-token
-// sequences, a sequence of 197 tokens) with and without a keep-mask. Without a CUDA device it
+// sequences, sequences of 64, 65 and 197 tokens: one block, a block and one row, four blocks)
+// with and without a keep-mask, at head widths 16 and 128. Without a CUDA device it
 // prints "no CUDA device: skipped" and exits 77 (ctest: skipped, never passed).
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "seqswap/ops/cuda/attention.cuh"
@@ -17,15 +19,15 @@ using namespace seqswap;
 namespace flash = seqswap::ops::flash;
 
 
-int main() {
-  seqswap::test::skip_without_device();
-  std::mt19937 g(3);
+namespace {
+
+// Every policy, with and without the keep-mask, at width D with H heads.
+void check_width(flash::idx D, flash::idx H, std::mt19937& g) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  const std::vector<flash::idx> lengths{5, 0, 1, 197, 33, 1};
+  const std::vector<flash::idx> lengths{5, 0, 1, 197, 33, 1, 64, 65};
   std::vector<flash::idx> offsets{0};
   for (auto n : lengths) offsets.push_back(offsets.back() + n);
   const flash::idx rows = offsets.back(), batch = flash::idx(lengths.size());
-  const flash::idx D = 48, H = 3;  // head width 16
   std::vector<float> qkv(std::size_t(rows * 3 * D)), dpre(std::size_t(rows * D));
   for (auto& v : qkv) v = nd(g);
   std::vector<std::uint8_t> keep(std::size_t(rows), 1);
@@ -65,7 +67,8 @@ int main() {
       dp.offsets = d_off.data();
       dp.keep = masked ? d_keep.data() : nullptr;
       d_dpre.upload(dpre.data(), dpre.size());
-      d_dqkv.assign(qkv.size(), std::nanf(""));  // sentinels: every value must be written
+      d_pre.assign(pre.size(), std::nanf(""));    // sentinels: every value must be written
+      d_dqkv.assign(qkv.size(), std::nanf(""));
       ops::cuda::flash_attention_forward(dp, rows, d_pre.data(), d_stats.data());
       ops::cuda::flash_attention_backward(dp, rows, d_stats.data(), d_pre.data(), d_dpre.data(), d_delta.data(),
                                           d_dqkv.data());
@@ -73,9 +76,19 @@ int main() {
       std::vector<float> got_pre(pre.size()), got_dqkv(dqkv.size());
       d_pre.download(got_pre.data(), got_pre.size());
       d_dqkv.download(got_dqkv.data(), got_dqkv.size());
-      const std::string where = std::string(" (") + c.name + (masked ? ", masked)" : ")");
+      const std::string where = std::string(" (") + c.name + (masked ? ", masked" : "") + ", D " + std::to_string(D) +
+                                ", heads " + std::to_string(H) + ")";
       seqswap::test::expect_close(got_pre, pre, 1e-5, "pre" + where);
       seqswap::test::expect_close(got_dqkv, dqkv, 1e-4, "dqkv" + where);
     }
+}
+
+}  // namespace
+
+int main() {
+  seqswap::test::skip_without_device();
+  std::mt19937 g(3);
+  check_width(48, 3, g);    // head width 16
+  check_width(256, 2, g);   // head width 128: the largest, 32 KB of shared memory per tile
   return seqswap::test::finish("device attention: every policy matches the host executor");
 }

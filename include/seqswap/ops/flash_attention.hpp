@@ -6,9 +6,10 @@
 // the same selection rules as attention::SoftmaxAttentionCore, which is this code's reference
 // (tests/test_flash_attention.cpp).
 //
-// The row functions are host-and-device: the host executor below runs them on the CPU (that is
-// how the algorithm is tested on a machine without a GPU), and the CUDA kernels
-// (ops/cuda/attention.cuh) run the very same functions, one thread per (query row, head).
+// The row and tile functions are host-and-device: the host executor below runs them on the CPU
+// block by block and tile by tile (that is how the algorithm, tiling included, is tested on a
+// machine without a GPU), and the CUDA kernels (ops/cuda/attention.cuh) run the very same
+// functions, one thread per row of a block, a tile of keys (or queries) in shared memory.
 //
 // Input: qkv (rows, 3D) as SoftmaxAttentionCore's qkv projection writes it (Q | K | V, head h at
 // columns h·d .. h·d+d-1 of each). Output: pre (rows, D) = concat_h softmax(Q_h K_hᵀ / √d) V_h.
@@ -18,11 +19,13 @@
 // threshold two (the dense normaliser first), top-k one per bit of the logit (a bitwise search
 // for the k-th largest logit: 32 passes in float) before the accumulating pass.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "seqswap/config.hpp"  // SEQSWAP_HD
 #include "seqswap/ops/rows.hpp"  // rows::dot
@@ -110,6 +113,16 @@ SEQSWAP_HD T from_ordered(OrderedBits<T> u) {
   return value_of<T>((u & sign) ? U(u & ~sign) : U(~u));
 }
 
+// A score: q · k over d values, times the scale. Every pass that compares logits (the top-k
+// search, the selection, the accumulation) computes them with this one function, so the equal
+// logits of a tie stay equal wherever they are recomputed.
+template <class T>
+SEQSWAP_HD T score_of(const T* q, const T* k, idx d, T scale) {
+  T s = 0;
+  for (idx e = 0; e < d; ++e) s += q[e] * k[e];
+  return s * scale;
+}
+
 // One (sequence, head) as the row functions see it.
 template <class T>
 struct Seq {
@@ -121,13 +134,7 @@ struct Seq {
   SEQSWAP_HD const T* k(idx j) const { return qkv + j * 3 * D + D + h * d; }
   SEQSWAP_HD const T* v(idx j) const { return qkv + j * 3 * D + 2 * D + h * d; }
   SEQSWAP_HD bool kept(idx j) const { return !keep || keep[j]; }
-  SEQSWAP_HD T score(idx i, idx j) const {
-    const T* a = q(i);
-    const T* b = k(j);
-    T s = 0;
-    for (idx e = 0; e < d; ++e) s += a[e] * b[e];
-    return s * scale;
-  }
+  SEQSWAP_HD T score(idx i, idx j) const { return score_of(q(i), k(j), d, scale); }
 };
 
 template <class T>
@@ -151,14 +158,69 @@ SEQSWAP_HD bool selected(const Seq<T>& sq, const RowStats<T>& st, idx i, idx j, 
   return true;
 }
 
-// Query row i of head h: out (d values, the row's slice of pre) and its stats.
+// ---- Tiles ----
+// The work of one (sequence, head) is cut into blocks of query rows (forward, dQ) or key rows
+// (dK, dV); a block walks the other side of the sequence a tile at a time. A tile's rows are
+// copied once into block-local memory (shared memory on the device, a small buffer on the host)
+// and read there by every row of the block: the keys and values of a query block, or the
+// queries, output gradients, statistics and deltas of a key block. The functions below are the
+// whole algorithm; the host executor and the kernels differ only in who runs a block's rows
+// (a loop, or one thread each) and in the barriers around a tile's copy.
+
+// The key tile [j0, j0 + len) of sq: keys and values (len × d each, contiguous) and keep flags.
+// Copied element by element, lane, lane + lanes, ... (the device's threads share the copy; the
+// host copies it as lane 0 of 1).
 template <class T>
-SEQSWAP_HD void forward_row(const Problem<T>& p, const Seq<T>& sq, idx i, T* out, RowStats<T>& st) {
-  st = RowStats<T>{};
-  if (!sq.kept(i)) {
-    for (idx e = 0; e < sq.d; ++e) out[e] = T(0);
-    return;
+SEQSWAP_HD void load_key_tile(const Seq<T>& sq, idx j0, idx len, T* k, T* v, std::uint8_t* kp, idx lane, idx lanes) {
+  const idx d = sq.d;
+  for (idx x = lane; x < len * d; x += lanes) {
+    const idx j = j0 + x / d, e = x % d;
+    k[x] = sq.k(j)[e];
+    v[x] = sq.v(j)[e];
   }
+  for (idx j = lane; j < len; j += lanes) kp[j] = sq.kept(j0 + j);
+}
+
+// The query tile [i0, i0 + len) for the dK, dV blocks: queries and output gradients (len × d),
+// each row's statistics and delta, keep flags.
+template <class T>
+SEQSWAP_HD void load_query_tile(const Seq<T>& sq, idx i0, idx len, const T* dout_rows, idx dout_stride,
+                                const RowStats<T>* stats_rows, const T* delta_rows, idx stats_stride, T* q, T* dout,
+                                RowStats<T>* st, T* delta, std::uint8_t* kp, idx lane, idx lanes) {
+  const idx d = sq.d;
+  for (idx x = lane; x < len * d; x += lanes) {
+    const idx i = x / d, e = x % d;
+    q[x] = sq.q(i0 + i)[e];
+    dout[x] = dout_rows[(i0 + i) * dout_stride + e];
+  }
+  for (idx i = lane; i < len; i += lanes) {
+    st[i] = stats_rows[(i0 + i) * stats_stride];
+    delta[i] = delta_rows[(i0 + i) * stats_stride];
+    kp[i] = sq.kept(i0 + i);
+  }
+}
+
+// A query row's running state over the tiles: the online softmax's maximum and normaliser, the
+// unnormalised output, and (top-k) how many tied keys it has taken.
+template <class T>
+struct RowAcc {
+  T acc[kMaxHeadDim];
+  T m, l;
+  idx ties_seen;
+};
+
+// The passes before the accumulating one (a row's selection needs the whole row first): the
+// top-k search for the k-th largest logit, one pass over the keys per bit; or the threshold's
+// dense normaliser. Reads the keys in place (they are tiled only in the accumulating pass).
+// Returns false for a masked query (its output is zero and its stats stay zero).
+template <class T>
+SEQSWAP_HD bool forward_begin(const Problem<T>& p, const Seq<T>& sq, idx i, RowStats<T>& st, RowAcc<T>& a) {
+  st = RowStats<T>{};
+  for (idx e = 0; e < sq.d; ++e) a.acc[e] = T(0);
+  a.m = -std::numeric_limits<T>::infinity();
+  a.l = 0;
+  a.ties_seen = 0;
+  if (!sq.kept(i)) return false;
   idx n_kept = 0;
   for (idx j = 0; j < sq.n; ++j) n_kept += sq.kept(j);
   if (p.rule == Rule::top_k && p.top_k > 0 && p.top_k < n_kept) {
@@ -194,38 +256,52 @@ SEQSWAP_HD void forward_row(const Problem<T>& p, const Seq<T>& sq, idx i, T* out
     st.m = m;
     const T inv = T(1) / l, tau = T(p.threshold / double(n_kept));
     st.cut = tau < inv ? tau : inv;  // the row's largest probability (1 / l) always stays
+    a.m = m;  // threshold selects against the dense row's maximum (always selected): start there
   }
-  // The accumulating pass: online softmax over the selected keys.
-  T acc[kMaxHeadDim];
-  for (idx e = 0; e < sq.d; ++e) acc[e] = T(0);
-  // Threshold selects against the dense row's maximum (always selected), so its pass starts there.
-  T m = st.mode == 2 ? st.m : -std::numeric_limits<T>::infinity(), l = 0;
-  idx ties_seen = 0;
-  for (idx j = 0; j < sq.n; ++j) {
-    if (!sq.kept(j)) continue;
-    const T s = sq.score(i, j);
+  return true;
+}
+
+// The accumulating pass over one key tile (k, v: len × d; kp: keep flags), in key order: the
+// online softmax over the selected keys. q: the row's query (d values).
+template <class T>
+SEQSWAP_HD void forward_tile(const Seq<T>& sq, const RowStats<T>& st, const T* q, const T* k, const T* v,
+                             const std::uint8_t* kp, idx len, RowAcc<T>& a) {
+  const idx d = sq.d;
+  for (idx j = 0; j < len; ++j) {
+    if (!kp[j]) continue;
+    const T s = score_of(q, k + j * d, d, sq.scale);
     bool in = true;
     if (st.mode == 1) {
-      in = s > st.kth || (s == st.kth && ties_seen++ < st.ties);
+      in = s > st.kth || (s == st.kth && a.ties_seen++ < st.ties);
     } else if (st.mode == 2) {
-      in = std::exp(s - m) * (T(1) / st.l_all) >= st.cut;
+      in = std::exp(s - a.m) * (T(1) / st.l_all) >= st.cut;
     }
     if (!in) continue;
-    if (s > m) {  // a new maximum rescales what is accumulated
-      const T c = std::exp(m - s);
-      l *= c;
-      for (idx e = 0; e < sq.d; ++e) acc[e] *= c;
-      m = s;
+    if (s > a.m) {  // a new maximum rescales what is accumulated
+      const T c = std::exp(a.m - s);
+      a.l *= c;
+      for (idx e = 0; e < d; ++e) a.acc[e] *= c;
+      a.m = s;
     }
-    const T w = std::exp(s - m);
-    l += w;
-    const T* vj = sq.v(j);
-    for (idx e = 0; e < sq.d; ++e) acc[e] += w * vj[e];
+    const T w = std::exp(s - a.m);
+    a.l += w;
+    const T* vj = v + j * d;
+    for (idx e = 0; e < d; ++e) a.acc[e] += w * vj[e];
   }
-  st.m = m;
-  st.l = l;
-  const T inv = T(1) / l;
-  for (idx e = 0; e < sq.d; ++e) out[e] = acc[e] * inv;
+}
+
+// The row's output (d values) and the stats its backward needs; a masked query (kept false)
+// gets zeros.
+template <class T>
+SEQSWAP_HD void forward_end(const Seq<T>& sq, bool kept, const RowAcc<T>& a, RowStats<T>& st, T* out) {
+  if (!kept) {
+    for (idx e = 0; e < sq.d; ++e) out[e] = T(0);
+    return;
+  }
+  st.m = a.m;
+  st.l = a.l;
+  const T inv = T(1) / a.l;
+  for (idx e = 0; e < sq.d; ++e) out[e] = a.acc[e] * inv;
 }
 
 // delta_i = dO_i · O_i (Σ_j p_ij dP_ij) of query row i, head h.
@@ -234,50 +310,81 @@ SEQSWAP_HD T row_delta(const T* dout, const T* out, idx d) {
   return rows::dot(dout, out, d);
 }
 
-// dQ_i (d values): Σ_j dS_ij K_j with dS_ij = p_ij (dO_i·V_j − delta_i) · scale.
+// dQ_i over one key tile [j0, j0 + len) (k, v, kp as forward_tile's): dq (d values, zeroed by
+// the caller) += Σ_j dS_ij K_j with dS_ij = p_ij (dO_i·V_j − delta_i) · scale. The caller skips
+// masked queries and rows with l = 0.
 template <class T>
-SEQSWAP_HD void dq_row(const Seq<T>& sq, const RowStats<T>& st, idx i, const T* dout, T delta, T* dq) {
-  for (idx e = 0; e < sq.d; ++e) dq[e] = T(0);
-  if (!sq.kept(i) || st.l == T(0)) return;
+SEQSWAP_HD void dq_tile(const Seq<T>& sq, const RowStats<T>& st, idx i, const T* dout, T delta, const T* k,
+                        const T* v, const std::uint8_t* kp, idx j0, idx len, T* dq) {
+  const idx d = sq.d;
+  const T* q = sq.q(i);
   const T inv = T(1) / st.l;
-  for (idx j = 0; j < sq.n; ++j) {
-    if (!sq.kept(j)) continue;
-    const T s = sq.score(i, j);
-    if (!selected(sq, st, i, j, s)) continue;
+  for (idx j = 0; j < len; ++j) {
+    if (!kp[j]) continue;
+    const T* kj = k + j * d;
+    const T s = score_of(q, kj, d, sq.scale);
+    if (!selected(sq, st, i, j0 + j, s)) continue;
     const T pr = std::exp(s - st.m) * inv;
-    const T* vj = sq.v(j);
+    const T* vj = v + j * d;
     T dp = 0;
-    for (idx e = 0; e < sq.d; ++e) dp += dout[e] * vj[e];
+    for (idx e = 0; e < d; ++e) dp += dout[e] * vj[e];
     const T ds = pr * (dp - delta) * sq.scale;
-    const T* kj = sq.k(j);
-    for (idx e = 0; e < sq.d; ++e) dq[e] += ds * kj[e];
+    for (idx e = 0; e < d; ++e) dq[e] += ds * kj[e];
   }
 }
 
-// dK_j, dV_j (d values each) of key row j: Σ_i dS_ij Q_i and Σ_i p_ij dO_i. dout(i), stats(i),
-// delta(i): the sequence's query rows' (callables, so the host and the device index alike).
-template <class T, class DOut, class Stats, class Delta>
-SEQSWAP_HD void dkv_row(const Seq<T>& sq, idx j, DOut dout, Stats stats, Delta delta, T* dk, T* dv) {
-  for (idx e = 0; e < sq.d; ++e) dk[e] = dv[e] = T(0);
-  if (!sq.kept(j)) return;
+// dK_j, dV_j over one query tile [i0, i0 + len) (load_query_tile's q, dout, st, delta, kp):
+// dk += Σ_i dS_ij Q_i, dv += Σ_i p_ij dO_i (zeroed by the caller; it skips masked keys).
+template <class T>
+SEQSWAP_HD void dkv_tile(const Seq<T>& sq, idx j, const T* q, const T* dout, const RowStats<T>* st, const T* delta,
+                         const std::uint8_t* kp, idx i0, idx len, T* dk, T* dv) {
+  const idx d = sq.d;
+  const T* kj = sq.k(j);
   const T* vj = sq.v(j);
-  for (idx i = 0; i < sq.n; ++i) {
-    const RowStats<T>& st = stats(i);
-    if (!sq.kept(i) || st.l == T(0)) continue;
-    const T s = sq.score(i, j);
-    if (!selected(sq, st, i, j, s)) continue;
-    const T pr = std::exp(s - st.m) / st.l;
-    const T* doi = dout(i);
+  for (idx i = 0; i < len; ++i) {
+    if (!kp[i] || st[i].l == T(0)) continue;
+    const T* qi = q + i * d;
+    const T s = score_of(qi, kj, d, sq.scale);
+    if (!selected(sq, st[i], i0 + i, j, s)) continue;
+    const T pr = std::exp(s - st[i].m) / st[i].l;
+    const T* doi = dout + i * d;
     T dp = 0;
-    for (idx e = 0; e < sq.d; ++e) {
+    for (idx e = 0; e < d; ++e) {
       dv[e] += pr * doi[e];
       dp += doi[e] * vj[e];
     }
-    const T ds = pr * (dp - delta(i)) * sq.scale;
-    const T* qi = sq.q(i);
-    for (idx e = 0; e < sq.d; ++e) dk[e] += ds * qi[e];
+    const T ds = pr * (dp - delta[i]) * sq.scale;
+    for (idx e = 0; e < d; ++e) dk[e] += ds * qi[e];
   }
 }
+
+// Tile sizes: rows per block and rows per tile. The kernels use kDeviceTiles (a block of 64
+// threads; a float tile of 32 keys at head width 128 is 32 KB of shared memory).
+struct Tiles {
+  idx rows = 64;
+  idx tile = 32;
+};
+inline constexpr Tiles kDeviceTiles{64, 32};
+
+// The block-th (sequence, row block) of the batch in sequence order, each sequence cut into
+// ceil(n / rows) blocks (empty sequences have none): false past the last. Each device block
+// finds its own work this way (a loop over the batch, cheap beside the block's work).
+SEQSWAP_HD bool locate_block(const idx* offsets, idx batch, idx rows, idx block, idx& b, idx& r0) {
+  idx before = 0;
+  for (idx s = 0; s < batch; ++s) {
+    const idx nb = (offsets[s + 1] - offsets[s] + rows - 1) / rows;
+    if (block < before + nb) {
+      b = s;
+      r0 = (block - before) * rows;
+      return true;
+    }
+    before += nb;
+  }
+  return false;
+}
+
+// An upper bound on the number of blocks (the launch's grid): Σ ceil(n_b / rows) ≤ total / rows + batch.
+inline idx max_blocks(idx total_rows, idx batch, idx rows) { return total_rows / rows + batch; }
 
 // Refuses what the row functions cannot do; returns an empty string when the problem is fine.
 template <class T>
@@ -288,38 +395,83 @@ inline const char* unsupported(const Problem<T>& p) {
   return "";
 }
 
-// ---- The host executor: the device kernels' algorithm, row by row on the CPU. ----
+// ---- The host executor: the device kernels' algorithm, block by block on the CPU. ----
 
 // pre (rows, D), stats (rows · heads, row-major by row then head).
 template <class T>
-void forward_host(const Problem<T>& p, T* pre, RowStats<T>* stats) {
-  const idx d = p.dim / p.heads;
+void forward_host(const Problem<T>& p, T* pre, RowStats<T>* stats, Tiles tl = kDeviceTiles) {
+  const idx D = p.dim, H = p.heads, d = D / H;
+  std::vector<T> k(std::size_t(tl.tile * d)), v(k.size());
+  std::vector<std::uint8_t> kp(std::size_t(tl.tile));
+  std::vector<RowAcc<T>> acc(std::size_t(tl.rows));
+  std::vector<char> live(std::size_t(tl.rows));
   for (idx b = 0; b < p.batch; ++b)
-    for (idx h = 0; h < p.heads; ++h) {
+    for (idx h = 0; h < H; ++h) {
       const Seq<T> sq = sequence(p, b, h);
       const idx t0 = p.offsets[b];
-      for (idx i = 0; i < sq.n; ++i)
-        forward_row(p, sq, i, pre + (t0 + i) * p.dim + h * d, stats[(t0 + i) * p.heads + h]);
+      for (idx i0 = 0; i0 < sq.n; i0 += tl.rows) {
+        const idx rows = std::min(tl.rows, sq.n - i0);
+        for (idx r = 0; r < rows; ++r)
+          live[std::size_t(r)] = forward_begin(p, sq, i0 + r, stats[(t0 + i0 + r) * H + h], acc[std::size_t(r)]);
+        for (idx j0 = 0; j0 < sq.n; j0 += tl.tile) {
+          const idx len = std::min(tl.tile, sq.n - j0);
+          load_key_tile(sq, j0, len, k.data(), v.data(), kp.data(), 0, 1);
+          for (idx r = 0; r < rows; ++r)
+            if (live[std::size_t(r)])
+              forward_tile(sq, stats[(t0 + i0 + r) * H + h], sq.q(i0 + r), k.data(), v.data(), kp.data(), len,
+                           acc[std::size_t(r)]);
+        }
+        for (idx r = 0; r < rows; ++r)
+          forward_end(sq, bool(live[std::size_t(r)]), acc[std::size_t(r)], stats[(t0 + i0 + r) * H + h],
+                      pre + (t0 + i0 + r) * D + h * d);
+      }
     }
 }
 
 // dqkv (rows, 3D) assigned; delta (rows · heads) scratch.
 template <class T>
-void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, const T* dpre, T* delta, T* dqkv) {
-  const idx D = p.dim, H = p.heads, d = D / H, rows = p.offsets[p.batch];
-  for (idx t = 0; t < rows; ++t)
+void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, const T* dpre, T* delta, T* dqkv,
+                   Tiles tl = kDeviceTiles) {
+  const idx D = p.dim, H = p.heads, d = D / H, total = p.offsets[p.batch];
+  for (idx t = 0; t < total; ++t)
     for (idx h = 0; h < H; ++h) delta[t * H + h] = row_delta(dpre + t * D + h * d, pre + t * D + h * d, d);
+  std::vector<T> a(std::size_t(tl.tile * d)), c(a.size()), dl(std::size_t(tl.tile));
+  std::vector<std::uint8_t> kp(std::size_t(tl.tile));
+  std::vector<RowStats<T>> st(std::size_t(tl.tile));
   for (idx b = 0; b < p.batch; ++b)
     for (idx h = 0; h < H; ++h) {
       const Seq<T> sq = sequence(p, b, h);
       const idx t0 = p.offsets[b];
-      const auto dout = [&](idx i) { return dpre + (t0 + i) * D + h * d; };
-      const auto st = [&](idx i) -> const RowStats<T>& { return stats[(t0 + i) * H + h]; };
-      const auto dl = [&](idx i) { return delta[(t0 + i) * H + h]; };
-      for (idx i = 0; i < sq.n; ++i) {
-        T* row = dqkv + (t0 + i) * 3 * D;
-        dq_row(sq, st(i), i, dout(i), dl(i), row + h * d);
-        dkv_row(sq, i, dout, st, dl, row + D + h * d, row + 2 * D + h * d);
+      const auto dq = [&](idx i) { return dqkv + (t0 + i) * 3 * D + h * d; };
+      const auto dk = [&](idx j) { return dqkv + (t0 + j) * 3 * D + D + h * d; };
+      const auto dv = [&](idx j) { return dqkv + (t0 + j) * 3 * D + 2 * D + h * d; };
+      for (idx i = 0; i < sq.n; ++i)
+        for (idx e = 0; e < d; ++e) dq(i)[e] = dk(i)[e] = dv(i)[e] = T(0);
+      // dQ: query blocks over key tiles (a, c = the tile's keys and values).
+      for (idx i0 = 0; i0 < sq.n; i0 += tl.rows) {
+        const idx rows = std::min(tl.rows, sq.n - i0);
+        for (idx j0 = 0; j0 < sq.n; j0 += tl.tile) {
+          const idx len = std::min(tl.tile, sq.n - j0);
+          load_key_tile(sq, j0, len, a.data(), c.data(), kp.data(), 0, 1);
+          for (idx i = i0; i < i0 + rows; ++i) {
+            const RowStats<T>& s = stats[(t0 + i) * H + h];
+            if (!sq.kept(i) || s.l == T(0)) continue;
+            dq_tile(sq, s, i, dpre + (t0 + i) * D + h * d, delta[(t0 + i) * H + h], a.data(), c.data(), kp.data(), j0,
+                    len, dq(i));
+          }
+        }
+      }
+      // dK, dV: key blocks over query tiles (a, c = the tile's queries and output gradients).
+      for (idx j0 = 0; j0 < sq.n; j0 += tl.rows) {
+        const idx rows = std::min(tl.rows, sq.n - j0);
+        for (idx i0 = 0; i0 < sq.n; i0 += tl.tile) {
+          const idx len = std::min(tl.tile, sq.n - i0);
+          load_query_tile(sq, i0, len, dpre + t0 * D + h * d, D, stats + t0 * H + h, delta + t0 * H + h, H, a.data(),
+                          c.data(), st.data(), dl.data(), kp.data(), 0, 1);
+          for (idx j = j0; j < j0 + rows; ++j)
+            if (sq.kept(j))
+              dkv_tile(sq, j, a.data(), c.data(), st.data(), dl.data(), kp.data(), i0, len, dk(j), dv(j));
+        }
       }
     }
 }

@@ -1,15 +1,19 @@
-// Masked softmax attention on the GPU, streamed: the row functions of ops/flash_attention.hpp
-// (online softmax, scores never stored, backward recomputing them from each row's maximum and
-// normaliser) run one thread per (token row, head). Every policy (dense, top-k, threshold),
-// ragged offsets and keep-masks, as on the host; the host executor flash::forward_host /
-// backward_host is the reference (tests/cuda/test_cuda_attention.cu).
+// Masked softmax attention on the GPU, tiled (FlashAttention's structure on CUDA cores): the
+// tile functions of ops/flash_attention.hpp (online softmax, scores never stored, the backward
+// recomputing them from each row's maximum and normaliser) run one thread per row of a block of
+// flash::kDeviceTiles.rows rows of one (sequence, head); the block copies the other side of the
+// sequence into shared memory a tile at a time (keys and values for the forward and dQ; queries,
+// output gradients, statistics and deltas for dK and dV) and every thread reads it there. Every
+// policy (dense, top-k, threshold), ragged offsets and keep-masks, as on the host; the host
+// executor flash::forward_host / backward_host runs the same blocks and tiles and is the
+// reference (tests/cuda/test_cuda_attention.cu).
 //
-// Status: a first, correctness-first mapping. The keys are read from global memory by every
-// thread of a sequence (through L1/L2), not tiled through shared memory, and no tensor cores are
-// used: it is not expected to reach the issue's speed target (1.5× of PyTorch SDPA); tiling the
-// keys of a (sequence, head, 64-query block) through shared memory with the same row state is
-// the next step once it has run on a GPU. The backward takes two kernels with no atomics: one
-// thread per query row for dQ, one per key row for dK and dV (deterministic).
+// Status: correctness first, never executed on a GPU yet. Each thread reads its own query row
+// from global memory (through L1), the products run on CUDA cores in fp32, and the top-k search
+// and the threshold's normaliser read the keys in place (only the accumulating pass is tiled):
+// warp-level (tensor-core) products of a 64-query block against a key tile are the next step
+// once it has run. The backward takes two kernels and no atomics: one for dQ (query blocks), one
+// for dK and dV (key blocks), deterministic.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -20,48 +24,180 @@
 namespace seqswap::ops::cuda {
 
 namespace detail {
-constexpr int kAttnThreads = 128;
+constexpr int kAttnRows = int(flash::kDeviceTiles.rows);  // threads per block
+constexpr int kAttnTile = int(flash::kDeviceTiles.tile);
 
+// This block's (sequence, first row), found by thread 0 and shared; false: no work (the grid is
+// an upper bound).
 template <class T>
-__global__ void flash_forward_kernel(flash::Problem<T> p, T* pre, flash::RowStats<T>* stats) {
-  const flash::idx rows = p.offsets[p.batch];
-  const flash::idx k = flash::idx(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (k >= rows * p.heads) return;
-  const flash::idx t = k / p.heads, h = k % p.heads, b = flash::sequence_of(p.offsets, p.batch, t);
-  const flash::Seq<T> sq = flash::sequence(p, b, h);
-  flash::forward_row(p, sq, t - p.offsets[b], pre + t * p.dim + h * sq.d, stats[k]);
+__device__ bool block_work(const flash::Problem<T>& p, flash::idx& b, flash::idx& r0) {
+  __shared__ flash::idx sb, sr0;
+  if (threadIdx.x == 0) {
+    if (!flash::locate_block(p.offsets, p.batch, flash::idx(kAttnRows), flash::idx(blockIdx.x), sb, sr0)) sb = -1;
+  }
+  __syncthreads();
+  b = sb;
+  r0 = sr0;
+  return b >= 0;
+}
+
+// This thread's row of the block: the (sequence, head), the sequence's first global row, the
+// row's index in the sequence (r) and whether it exists (the last block of a sequence is short;
+// its extra threads still share the tile copies).
+template <class T>
+struct BlockRow {
+  flash::Seq<T> sq;
+  flash::idx h, t0, r;
+  bool row;
+};
+template <class T>
+__device__ bool block_row(const flash::Problem<T>& p, BlockRow<T>& w) {
+  flash::idx b, r0;
+  if (!block_work(p, b, r0)) return false;
+  w.h = blockIdx.y;
+  w.sq = flash::sequence(p, b, w.h);
+  w.t0 = p.offsets[b];
+  w.r = r0 + threadIdx.x;
+  w.row = w.r < w.sq.n;
+  return true;
+}
+
+// The block walks the sequence's n rows of the other side a tile at a time: load(j0, len) copies
+// the tile (every thread a share), use(j0, len) reads it; the barriers keep a tile in place
+// until every thread is done with it.
+template <class Load, class Use>
+__device__ void walk_tiles(flash::idx n, Load load, Use use) {
+  for (flash::idx j0 = 0; j0 < n; j0 += kAttnTile) {
+    const flash::idx len = n - j0 < kAttnTile ? n - j0 : kAttnTile;
+    __syncthreads();  // the previous tile is consumed
+    load(j0, len);
+    __syncthreads();
+    use(j0, len);
+  }
+}
+
+// Dynamic shared memory, aligned for any T.
+template <class T>
+__device__ T* shared_tile() {
+  extern __shared__ __align__(16) unsigned char attn_smem[];
+  return reinterpret_cast<T*>(attn_smem);
 }
 
 template <class T>
-__global__ void flash_delta_dq_kernel(flash::Problem<T> p, const flash::RowStats<T>* stats, const T* pre,
-                                      const T* dpre, T* delta, T* dqkv) {
-  const flash::idx rows = p.offsets[p.batch];
-  const flash::idx k = flash::idx(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (k >= rows * p.heads) return;
-  const flash::idx t = k / p.heads, h = k % p.heads, b = flash::sequence_of(p.offsets, p.batch, t);
-  const flash::Seq<T> sq = flash::sequence(p, b, h);
-  const T dl = flash::row_delta(dpre + t * p.dim + h * sq.d, pre + t * p.dim + h * sq.d, sq.d);
-  delta[k] = dl;
-  flash::dq_row(sq, stats[k], t - p.offsets[b], dpre + t * p.dim + h * sq.d, dl, dqkv + t * 3 * p.dim + h * sq.d);
+__global__ void __launch_bounds__(kAttnRows) flash_forward_kernel(flash::Problem<T> p, T* pre, flash::RowStats<T>* stats) {
+  BlockRow<T> w;
+  if (!block_row(p, w)) return;
+  const flash::Seq<T>& sq = w.sq;
+  const flash::idx H = p.heads, h = w.h, t0 = w.t0, d = sq.d, i = w.r;
+  const bool row = w.row;
+  T* k = shared_tile<T>();
+  T* v = k + kAttnTile * d;
+  auto* kp = reinterpret_cast<std::uint8_t*>(v + kAttnTile * d);
+  flash::RowStats<T> st;
+  flash::RowAcc<T> acc;
+  const bool live = row && flash::forward_begin(p, sq, i, st, acc);
+  walk_tiles(
+      sq.n, [&](flash::idx j0, flash::idx len) { flash::load_key_tile(sq, j0, len, k, v, kp, flash::idx(threadIdx.x), flash::idx(kAttnRows)); },
+      [&](flash::idx, flash::idx len) {
+        if (live) flash::forward_tile(sq, st, sq.q(i), k, v, kp, len, acc);
+      });
+  if (!row) return;
+  flash::forward_end(sq, live, acc, st, pre + (t0 + i) * p.dim + h * d);
+  stats[(t0 + i) * H + h] = st;
 }
 
-// After the dq kernel (it needs every row's delta).
+// delta of every (row, head) first: the dK, dV kernel needs all of a sequence's.
 template <class T>
-__global__ void flash_dkv_kernel(flash::Problem<T> p, const flash::RowStats<T>* stats, const T* dpre,
-                                 const T* delta, T* dqkv) {
-  const flash::idx rows = p.offsets[p.batch];
+__global__ void flash_delta_kernel(flash::idx work, flash::idx D, flash::idx H, const T* pre, const T* dpre, T* delta) {
   const flash::idx k = flash::idx(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (k >= rows * p.heads) return;
-  const flash::idx t = k / p.heads, h = k % p.heads, b = flash::sequence_of(p.offsets, p.batch, t);
-  const flash::Seq<T> sq = flash::sequence(p, b, h);
-  const flash::idx t0 = p.offsets[b], H = p.heads, D = p.dim, d = sq.d;
-  const auto dout = [&](flash::idx i) { return dpre + (t0 + i) * D + h * d; };
-  const auto st = [&](flash::idx i) -> const flash::RowStats<T>& { return stats[(t0 + i) * H + h]; };
-  const auto dl = [&](flash::idx i) { return delta[(t0 + i) * H + h]; };
-  T* row = dqkv + t * 3 * D;
-  flash::dkv_row(sq, t - t0, dout, st, dl, row + D + h * d, row + 2 * D + h * d);
+  if (k >= work) return;
+  const flash::idx t = k / H, h = k % H, d = D / H;
+  delta[k] = flash::row_delta(dpre + t * D + h * d, pre + t * D + h * d, d);
 }
 
+template <class T>
+__global__ void __launch_bounds__(kAttnRows) flash_dq_kernel(flash::Problem<T> p, const flash::RowStats<T>* stats,
+                                                             const T* dpre, const T* delta, T* dqkv) {
+  BlockRow<T> w;
+  if (!block_row(p, w)) return;
+  const flash::Seq<T>& sq = w.sq;
+  const flash::idx H = p.heads, D = p.dim, h = w.h, t0 = w.t0, d = sq.d, i = w.r;
+  const bool row = w.row;
+  T* k = shared_tile<T>();
+  T* v = k + kAttnTile * d;
+  auto* kp = reinterpret_cast<std::uint8_t*>(v + kAttnTile * d);
+  T dq[flash::kMaxHeadDim];
+  for (flash::idx e = 0; e < d; ++e) dq[e] = T(0);
+  flash::RowStats<T> st{};
+  if (row) st = stats[(t0 + i) * H + h];
+  const bool live = row && sq.kept(i) && st.l != T(0);
+  const T dl = live ? delta[(t0 + i) * H + h] : T(0);
+  const T* dout = dpre + (t0 + i) * D + h * d;
+  walk_tiles(
+      sq.n, [&](flash::idx j0, flash::idx len) { flash::load_key_tile(sq, j0, len, k, v, kp, flash::idx(threadIdx.x), flash::idx(kAttnRows)); },
+      [&](flash::idx j0, flash::idx len) {
+        if (live) flash::dq_tile(sq, st, i, dout, dl, k, v, kp, j0, len, dq);
+      });
+  if (!row) return;
+  T* out = dqkv + (t0 + i) * 3 * D + h * d;
+  for (flash::idx e = 0; e < d; ++e) out[e] = dq[e];
+}
+
+template <class T>
+__global__ void __launch_bounds__(kAttnRows) flash_dkv_kernel(flash::Problem<T> p, const flash::RowStats<T>* stats,
+                                                              const T* dpre, const T* delta, T* dqkv) {
+  BlockRow<T> w;
+  if (!block_row(p, w)) return;
+  const flash::Seq<T>& sq = w.sq;
+  const flash::idx H = p.heads, D = p.dim, h = w.h, t0 = w.t0, d = sq.d, j = w.r;
+  const bool row = w.row;
+  // Shared: queries and output gradients (tile × d each), statistics, deltas, keep flags.
+  T* q = shared_tile<T>();
+  T* dout = q + kAttnTile * d;
+  auto* st = reinterpret_cast<flash::RowStats<T>*>(dout + kAttnTile * d);
+  T* dl = reinterpret_cast<T*>(st + kAttnTile);
+  auto* kp = reinterpret_cast<std::uint8_t*>(dl + kAttnTile);
+  T dk[flash::kMaxHeadDim], dv[flash::kMaxHeadDim];
+  for (flash::idx e = 0; e < d; ++e) dk[e] = dv[e] = T(0);
+  const bool live = row && sq.kept(j);
+  walk_tiles(
+      sq.n,
+      [&](flash::idx i0, flash::idx len) {
+        flash::load_query_tile(sq, i0, len, dpre + t0 * D + h * d, D, stats + t0 * H + h, delta + t0 * H + h, H, q,
+                               dout, st, dl, kp, flash::idx(threadIdx.x), flash::idx(kAttnRows));
+      },
+      [&](flash::idx i0, flash::idx len) {
+        if (live) flash::dkv_tile(sq, j, q, dout, st, dl, kp, i0, len, dk, dv);
+      });
+  if (!row) return;
+  T* out = dqkv + (t0 + j) * 3 * D + h * d;
+  for (flash::idx e = 0; e < d; ++e) {
+    out[D + e] = dk[e];
+    out[2 * D + e] = dv[e];
+  }
+}
+
+// Shared memory of the forward and dQ kernels (keys, values, keep flags) and of the dK, dV
+// kernel (queries, output gradients, statistics, deltas, keep flags), for head width d.
+template <class T>
+std::size_t key_tile_bytes(flash::idx d) {
+  return std::size_t(2 * kAttnTile * d) * sizeof(T) + kAttnTile;
+}
+template <class T>
+std::size_t query_tile_bytes(flash::idx d) {
+  return std::size_t(2 * kAttnTile * d) * sizeof(T) + kAttnTile * (sizeof(flash::RowStats<T>) + sizeof(T) + 1);
+}
+
+// Above 48 KB (double at head width 128) a kernel must opt in to more dynamic shared memory.
+template <class Kernel>
+void allow_shared(Kernel kernel, std::size_t bytes) {
+  if (bytes > 48 * 1024)
+    SEQSWAP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+inline dim3 attention_grid(flash::idx rows, flash::idx batch, flash::idx heads) {
+  return dim3(static_cast<unsigned>(flash::max_blocks(rows, batch, kAttnRows)), static_cast<unsigned>(heads));
+}
 }  // namespace detail
 
 // pre (rows, D) and stats (rows · heads) from p (device pointers; `rows` = offsets[batch], read
@@ -71,9 +207,11 @@ void flash_attention_forward(const flash::Problem<T>& p, flash::idx rows, T* pre
                              cudaStream_t s = nullptr) {
   const char* why = flash::unsupported(p);
   check(*why == '\0', "flash_attention_forward: ", why, " (width ", p.dim, ", heads ", p.heads, ")");
-  const flash::idx work = rows * p.heads;
-  if (work == 0) return;
-  detail::flash_forward_kernel<T><<<seqswap::cuda::blocks_for(work, detail::kAttnThreads), detail::kAttnThreads, 0, s>>>(p, pre, stats);
+  if (rows * p.heads == 0) return;
+  const flash::idx d = p.dim / p.heads;
+  detail::allow_shared(detail::flash_forward_kernel<T>, detail::key_tile_bytes<T>(d));
+  detail::flash_forward_kernel<T><<<detail::attention_grid(rows, p.batch, p.heads), detail::kAttnRows,
+                                    detail::key_tile_bytes<T>(d), s>>>(p, pre, stats);
   SEQSWAP_CUDA_LAUNCHED("flash_forward_kernel");
 }
 
@@ -85,10 +223,18 @@ void flash_attention_backward(const flash::Problem<T>& p, flash::idx rows, const
   check(*why == '\0', "flash_attention_backward: ", why, " (width ", p.dim, ", heads ", p.heads, ")");
   const flash::idx work = rows * p.heads;
   if (work == 0) return;
-  detail::flash_delta_dq_kernel<T><<<seqswap::cuda::blocks_for(work, detail::kAttnThreads), detail::kAttnThreads, 0, s>>>(p, stats, pre, dpre,
-                                                                                              delta, dqkv);
-  SEQSWAP_CUDA_LAUNCHED("flash_delta_dq_kernel");
-  detail::flash_dkv_kernel<T><<<seqswap::cuda::blocks_for(work, detail::kAttnThreads), detail::kAttnThreads, 0, s>>>(p, stats, dpre, delta, dqkv);
+  const flash::idx d = p.dim / p.heads;
+  constexpr int kThreads = 256;
+  detail::flash_delta_kernel<T><<<seqswap::cuda::blocks_for(work, kThreads), kThreads, 0, s>>>(work, p.dim, p.heads,
+                                                                                              pre, dpre, delta);
+  SEQSWAP_CUDA_LAUNCHED("flash_delta_kernel");
+  const dim3 grid = detail::attention_grid(rows, p.batch, p.heads);
+  detail::allow_shared(detail::flash_dq_kernel<T>, detail::key_tile_bytes<T>(d));
+  detail::allow_shared(detail::flash_dkv_kernel<T>, detail::query_tile_bytes<T>(d));
+  detail::flash_dq_kernel<T><<<grid, detail::kAttnRows, detail::key_tile_bytes<T>(d), s>>>(p, stats, dpre, delta, dqkv);
+  SEQSWAP_CUDA_LAUNCHED("flash_dq_kernel");
+  detail::flash_dkv_kernel<T><<<grid, detail::kAttnRows, detail::query_tile_bytes<T>(d), s>>>(p, stats, dpre, delta,
+                                                                                            dqkv);
   SEQSWAP_CUDA_LAUNCHED("flash_dkv_kernel");
 }
 
