@@ -40,15 +40,18 @@ static void BM_linear_forward(benchmark::State& s) {
 BENCHMARK(BM_linear_forward)->Args({6400, 64, 192})->Args({6400, 64, 256})->Args({6400, 256, 64})
     ->Args({1576, 192, 576})->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// The linear layer's backward at the same shapes: part 0 = dx = dy W, 1 = dW += dyᵀ x, db.
+// The linear layer's backward at the same shapes: part 0 = dx = dy W, 1 = dW += dyᵀ x, db,
+// 2 = all three in one call (as the layers call it).
 static void BM_linear_backward(benchmark::State& s) {
   const index_t rows = s.range(0), in = s.range(1), out = s.range(2);
-  const bool weights = s.range(3) != 0;
+  const bool weights = s.range(3) != 0, both = s.range(3) == 2;
   auto x = randn(std::size_t(rows * in), 1), w = randn(std::size_t(out * in), 2), dy = randn(std::size_t(rows * out), 3);
   std::vector<float> dx(static_cast<std::size_t>(rows * in)), dw(static_cast<std::size_t>(out * in)),
       db(static_cast<std::size_t>(out));
   for (auto _ : s) {
-    if (weights)
+    if (both)
+      ops::linear_backward<float>(x.data(), rows, in, w.data(), out, dy.data(), dx.data(), dw.data(), db.data());
+    else if (weights)
       ops::linear_backward<float>(x.data(), rows, in, w.data(), out, dy.data(), nullptr, dw.data(), db.data());
     else
       ops::linear_backward<float>(x.data(), rows, in, w.data(), out, dy.data(), dx.data(), nullptr, nullptr);
@@ -56,12 +59,14 @@ static void BM_linear_backward(benchmark::State& s) {
     benchmark::DoNotOptimize(dw.data());
   }
   s.SetItemsProcessed(s.iterations() * rows);
-  s.counters["GFLOP/s"] = benchmark::Counter(double(2 * rows * in * out) * double(s.iterations()) * 1e-9,
+  s.counters["GFLOP/s"] = benchmark::Counter(double((both ? 4 : 2) * rows * in * out) * double(s.iterations()) * 1e-9,
                                              benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_linear_backward)->ArgNames({"rows", "in", "out", "dW"})
-    ->Args({6400, 64, 192, 0})->Args({6400, 64, 192, 1})->Args({6400, 64, 256, 0})->Args({6400, 64, 256, 1})
-    ->Args({6400, 256, 64, 0})->Args({6400, 256, 64, 1})->UseRealTime()->Unit(benchmark::kMillisecond);
+    ->Args({6400, 64, 192, 0})->Args({6400, 64, 192, 1})->Args({6400, 64, 192, 2})
+    ->Args({6400, 64, 256, 0})->Args({6400, 64, 256, 1})->Args({6400, 64, 256, 2})
+    ->Args({6400, 256, 64, 0})->Args({6400, 256, 64, 1})->Args({6400, 256, 64, 2})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // Softmax attention (D, H) over B sequences of N tokens: forward, and forward + backward.
 // path: 0 = the default choice (rows stored up to N = 512), 1 = rows stored, 2 = memory-bounded
