@@ -10,6 +10,7 @@
 #include "seqswap/ops/gemm.hpp"
 #include "seqswap/ops/scan.hpp"
 #include "seqswap/ops/selective_scan.hpp"
+#include "seqswap/ops/small_gemm.hpp"
 #include "seqswap/train/adamw.hpp"
 #include "seqswap/train/loop.hpp"
 
@@ -67,6 +68,39 @@ BENCHMARK(BM_linear_backward)->ArgNames({"rows", "in", "out", "dW"})
     ->Args({6400, 64, 256, 0})->Args({6400, 64, 256, 1})->Args({6400, 64, 256, 2})
     ->Args({6400, 256, 64, 0})->Args({6400, 256, 64, 1})->Args({6400, 256, 64, 2})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The six per-head products of softmax attention (ops/small_gemm.hpp) at the teacher's shape,
+// one head of n = 50 tokens, width d = 16, in a row of width D = 64 (so the strides are the
+// layer's): 0 S = Q Kᵀ, 1 O = P V, 2 dV = Pᵀ dO, 3 dP = dO Vᵀ, 4 dQ = dS K, 5 dK = dSᵀ Q. One
+// thread, operands in L1: the register tiles' own rate, to hold against BM_fma_peak's per thread
+// (a thousand products an iteration).
+static void BM_head_product(benchmark::State& s) {
+  const std::int64_t n = 50, d = 16, D = 64, which = s.range(0);
+  const auto qkv = randn(std::size_t(n * 3 * D), 5), p = randn(std::size_t(n * n), 6), kt = randn(std::size_t(d * n), 7),
+             dout = randn(std::size_t(n * D), 8);
+  std::vector<float> out(std::size_t(n * 3 * D + n * n));
+  ops::SmallGemmArgs g;
+  const float *a = nullptr, *b = nullptr;
+  switch (which) {
+    case 0: g = {.m = n, .w = n, .k = d, .a_row = 3 * D, .ldb = n, .ldc = n}, a = qkv.data(), b = kt.data(); break;
+    case 1: g = {.m = n, .w = d, .k = n, .a_row = n, .ldb = 3 * D, .ldc = D}, a = p.data(), b = qkv.data() + 2 * D; break;
+    case 2: g = {.m = n, .w = d, .k = n, .a_row = 1, .a_col = n, .ldb = D, .ldc = 3 * D}, a = p.data(), b = dout.data(); break;
+    case 3: g = {.m = n, .w = n, .k = d, .a_row = D, .ldb = n, .ldc = n}, a = dout.data(), b = kt.data(); break;
+    case 4: g = {.m = n, .w = d, .k = n, .a_row = n, .ldb = 3 * D, .ldc = 3 * D}, a = p.data(), b = qkv.data() + D; break;
+    default: g = {.m = n, .w = d, .k = n, .a_row = 1, .a_col = n, .ldb = 3 * D, .ldc = 3 * D}, a = p.data(), b = qkv.data(); break;
+  }
+  constexpr int kReps = 1000;  // products per iteration (times in ms, as compare_revisions.sh reads them)
+  for (auto _ : s) {
+    for (int r = 0; r < kReps; ++r) {
+      ops::small_gemm<false>(g, 1.0f, a, b, out.data());
+      benchmark::ClobberMemory();
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  s.counters["GFLOP/s"] = benchmark::Counter(double(2 * g.m * g.w * g.k) * kReps * double(s.iterations()) * 1e-9,
+                                             benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_head_product)->ArgName("product")->DenseRange(0, 5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // Softmax attention (D, H) over B sequences of N tokens: forward, and forward + backward.
 // path: 0 = the default choice (rows stored up to N = 512), 1 = rows stored, 2 = memory-bounded
