@@ -1,4 +1,4 @@
-// The streamed attention's row functions (ops/flash_attention.hpp), run by the host executor,
+// The streamed attention's tile functions (ops/flash_attention.hpp), run by the host executor,
 // against SoftmaxAttentionCore (every policy, ragged batches with empty and one-token
 // sequences, keep-masks, tied logits): the outputs and the qkv gradients, at the kernels' tile
 // sizes and at small ones that cut the sequences into many ragged blocks and tiles. The CUDA
