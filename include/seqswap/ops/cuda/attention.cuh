@@ -27,23 +27,10 @@ namespace detail {
 constexpr int kAttnRows = int(flash::kDeviceTiles.rows);  // threads per block
 constexpr int kAttnTile = int(flash::kDeviceTiles.tile);
 
-// This block's (sequence, first row), found by thread 0 and shared; false: no work (the grid is
-// an upper bound).
-template <class T>
-__device__ bool block_work(const flash::Problem<T>& p, flash::idx& b, flash::idx& r0) {
-  __shared__ flash::idx sb, sr0;
-  if (threadIdx.x == 0) {
-    if (!flash::locate_block(p.offsets, p.batch, flash::idx(kAttnRows), flash::idx(blockIdx.x), sb, sr0)) sb = -1;
-  }
-  __syncthreads();
-  b = sb;
-  r0 = sr0;
-  return b >= 0;
-}
-
 // This thread's row of the block: the (sequence, head), the sequence's first global row, the
 // row's index in the sequence (r) and whether it exists (the last block of a sequence is short;
-// its extra threads still share the tile copies).
+// its extra threads still share the tile copies). Thread 0 finds the block's (sequence, first
+// row) and shares it; false: the block has no work (the grid is an upper bound).
 template <class T>
 struct BlockRow {
   flash::Seq<T> sq;
@@ -52,12 +39,17 @@ struct BlockRow {
 };
 template <class T>
 __device__ bool block_row(const flash::Problem<T>& p, BlockRow<T>& w) {
-  flash::idx b, r0;
-  if (!block_work(p, b, r0)) return false;
+  __shared__ flash::idx sb, sr0;
+  if (threadIdx.x == 0) {
+    if (!flash::locate_block(p.offsets, p.batch, flash::idx(kAttnRows), flash::idx(blockIdx.x), sb, sr0)) sb = -1;
+  }
+  __syncthreads();
+  const flash::idx b = sb;
+  if (b < 0) return false;
   w.h = blockIdx.y;
   w.sq = flash::sequence(p, b, w.h);
   w.t0 = p.offsets[b];
-  w.r = r0 + threadIdx.x;
+  w.r = sr0 + threadIdx.x;
   w.row = w.r < w.sq.n;
   return true;
 }
