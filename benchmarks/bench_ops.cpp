@@ -8,6 +8,7 @@
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
 #include "seqswap/ops/gemm.hpp"
+#include "seqswap/ops/packet_exp.hpp"
 #include "seqswap/ops/scan.hpp"
 #include "seqswap/ops/selective_scan.hpp"
 #include "seqswap/ops/small_gemm.hpp"
@@ -68,6 +69,75 @@ BENCHMARK(BM_linear_backward)->ArgNames({"rows", "in", "out", "dW"})
     ->Args({6400, 64, 256, 0})->Args({6400, 64, 256, 1})->Args({6400, 64, 256, 2})
     ->Args({6400, 256, 64, 0})->Args({6400, 256, 64, 1})->Args({6400, 256, 64, 2})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The row-wise linear maps with operands out of cache, as the training step meets them (12
+// sets of x and y, 100 MB, taken in turn): impl 0 = ops::linear_forward / linear_backward's dx
+// (ops/panel_gemm.hpp), impl 1 = the product they replaced, one Eigen product per row chunk
+// (y = b then y += x Wᵀ; dx = dy W), written out here so the two run side by side.
+// part 0 = y = x Wᵀ + b, 1 = dx = dy W.
+static void BM_linear_cold(benchmark::State& s) {
+  const index_t rows = 6400, in = s.range(0), out = s.range(1);
+  const bool dx_part = s.range(2) != 0, eigen = s.range(3) != 0;
+  constexpr int kSets = 12;
+  std::vector<std::vector<float>> xs, ys;
+  for (int k = 0; k < kSets; ++k) {
+    xs.push_back(randn(std::size_t(rows * in), 20 + k));
+    ys.push_back(randn(std::size_t(rows * out), 40 + k));
+  }
+  const auto w = randn(std::size_t(out * in), 2), b = randn(std::size_t(out), 3);
+  int k = 0;
+  for (auto _ : s) {
+    float* x = xs[std::size_t(k % kSets)].data();  // dx_part: x is dx (rows, in), y is dy (rows, out)
+    float* y = ys[std::size_t(k % kSets)].data();
+    ++k;
+    if (!eigen) {
+      if (dx_part)
+        ops::linear_backward<float>(nullptr, rows, in, w.data(), out, y, x, nullptr, nullptr);
+      else
+        ops::linear_forward(x, rows, in, w.data(), b.data(), out, y);
+    } else {
+      host::for_row_chunks(rows, [&](index_t r0, index_t r1) {
+        host::CMatMap<float> W(w.data(), out, in);
+        if (dx_part) {
+          host::MatMap<float>(x + r0 * in, r1 - r0, in).noalias() = host::CMatMap<float>(y + r0 * out, r1 - r0, out) * W;
+        } else {
+          host::MatMap<float> Y(y + r0 * out, r1 - r0, out);
+          Y.rowwise() = host::CVecMap<float>(b.data(), out);
+          Y.noalias() += host::CMatMap<float>(x + r0 * in, r1 - r0, in) * W.transpose();
+        }
+      });
+    }
+    benchmark::DoNotOptimize(x);
+    benchmark::DoNotOptimize(y);
+  }
+  s.counters["GFLOP/s"] = benchmark::Counter(double(2 * rows * in * out) * double(s.iterations()) * 1e-9,
+                                             benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_linear_cold)->ArgNames({"in", "out", "dx", "eigen"})
+    ->ArgsProduct({{64}, {192, 256}, {0, 1}, {0, 1}})->ArgsProduct({{256}, {64}, {0, 1}, {0, 1}})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// The packet exp of a softmax row's shifted logits, in place over 512 rows of 50 (the values
+// settle near 0.05, as probabilities do): impl 0 = ops::pexp_nonpositive, 1 = Eigen's pexp.
+// One thread; s/value is the time per value (e.g. 413p = 0.413 ns).
+static void BM_packet_exp(benchmark::State& s) {
+  using namespace Eigen::internal;
+  using P = packet_traits<float>::type;
+  constexpr std::size_t S = unpacket_traits<P>::size, n = 512 * 50 / S * S;
+  const bool eigen = s.range(0) != 0;
+  std::vector<float> v(n, 0.05f);
+  const P shift = pset1<P>(3.0f);
+  for (auto _ : s) {
+    for (std::size_t j = 0; j < n; j += S) {
+      const P x = psub(ploadu<P>(v.data() + j), shift);
+      pstoreu(v.data() + j, eigen ? pexp(x) : ops::pexp_nonpositive(x));
+    }
+    benchmark::DoNotOptimize(v.data());
+  }
+  s.counters["s/value"] = benchmark::Counter(double(n) * double(s.iterations()),
+                                              benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_packet_exp)->ArgName("eigen")->Arg(0)->Arg(1);
 
 // The six per-head products of softmax attention (ops/small_gemm.hpp) at the teacher's shape,
 // one head of n = 50 tokens, width d = 16, in a row of width D = 64 (so the strides are the

@@ -9,6 +9,11 @@
 # (valgrind's instruction counts are no way out here: it stops at the first AVX-512
 # instruction of a -march=native build on this machine.)
 #
+# TIME=cpu compares the main thread's CPU time instead of the real time: on a shared virtual
+# machine the time the host takes the CPU away (steal) is in the real time and not in the CPU
+# time, so the CPU time moves less between rounds (OpenMP's waiting threads spin, so with
+# OMP_NUM_THREADS=2 it still counts the other thread's imbalance).
+#
 # REV's suite is compiled with the flags of this checkout's release build (compile_commands.json)
 # into a temporary folder; this checkout's suite must be built (make build).
 set -euo pipefail
@@ -45,7 +50,8 @@ link=$(sed -E "s#CMakeFiles/$suite.dir/$suite.cpp.o#$work/$suite.o#; s# -o $suit
 (cd "$build/benchmarks" && eval "$link")
 old="$work/$suite"
 echo "# $(date -u +%FT%TZ), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), OMP_NUM_THREADS=${OMP_NUM_THREADS:-all}"
-echo "# A = $rev ($(git -C "$top" rev-parse --short "$rev")$([ "${SAME_SUITE:-0}" = 1 ] && echo ", this checkout's $suite.cpp")), B = this checkout; filter '$filter'; real time, ms"
+field=real_time; [ "${TIME:-real}" = cpu ] && field=cpu_time
+echo "# A = $rev ($(git -C "$top" rev-parse --short "$rev")$([ "${SAME_SUITE:-0}" = 1 ] && echo ", this checkout's $suite.cpp")), B = this checkout; filter '$filter'; ${field/_/ }, ms"
 for ((i = 1; i <= rounds; i++)); do
   for side in A B; do
     bin=$old; [ "$side" = B ] && bin=$new
@@ -53,7 +59,7 @@ for ((i = 1; i <= rounds; i++)); do
       python3 -c "
 import json,sys
 for b in json.load(sys.stdin)['benchmarks']:
-    t=b['real_time']*{'ns':1e-6,'us':1e-3,'ms':1,'s':1e3}[b['time_unit']]
+    t=b['$field']*{'ns':1e-6,'us':1e-3,'ms':1,'s':1e3}[b['time_unit']]
     print('$side', $i, b['name'], '%.3f' % t)"
   done
 done | tee "$work/rows.txt"

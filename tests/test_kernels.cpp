@@ -1,6 +1,7 @@
 // The host kernels under the teacher's hot path against plain loops: the register-tiled small
-// products and the packet transpose (ops/small_gemm.hpp), the packet exp of a softmax row
-// (ops/softmax.hpp), and the row-split / chunked forms of the linear map and layer norm
+// products and the packet transpose (ops/small_gemm.hpp), the panel products of the linear
+// maps (ops/panel_gemm.hpp), the packet exp of non-positive values
+// (ops/packet_exp.hpp) and of a softmax row (ops/softmax.hpp), and the row-split / chunked forms of the linear map and layer norm
 // (ops/gemm.hpp, ops/layer_norm.hpp, host::chunked_row_sum), including that they give the same
 // bits on one thread and on two (y, dx, dW, db, dgamma, dbeta).
 #include <cmath>
@@ -11,6 +12,8 @@
 #include "seqswap/core/rng.hpp"
 #include "seqswap/ops/gemm.hpp"
 #include "seqswap/ops/layer_norm.hpp"
+#include "seqswap/ops/packet_exp.hpp"
+#include "seqswap/ops/panel_gemm.hpp"
 #include "seqswap/ops/small_gemm.hpp"
 #include "seqswap/ops/softmax.hpp"
 #include "test_util.hpp"
@@ -87,6 +90,59 @@ TEMPLATE_TEST_CASE("small_gemm equals the plain triple loop at odd sizes, both l
           }
 }
 
+TEMPLATE_TEST_CASE("panel_gemm equals the plain triple loop at odd sizes, every source of B, any row block",
+                   "[ops][panel_gemm]", float, double) {
+  using T = TestType;
+  const T tol = std::is_same_v<T, float> ? T(2e-5) : T(1e-12);
+  std::uint64_t seed = 100;
+  for (std::int64_t m : {0, 1, 5, 6, 7, 13, 50})
+    for (std::int64_t w : {1, 7, 8, 16, 17, 33, 64})
+      for (std::int64_t k : {0, 1, 5, 64, 130})
+        for (int source : {0, 1, 2})  // B packed from (k, w); packed from Wᵀ of a (w, k) W; in place
+          for (int mode : {0, 1, 2}) {  // C = AB + bias, C = AB, C += AB
+            const bool transposed_a = (m + w + k + source) % 2 == 1;
+            const std::int64_t lda = k + 3, ldb = w + 2, ldc = w + 5;
+            const std::int64_t a_rows = transposed_a ? k : m, a_ld = transposed_a ? m + 1 : lda;
+            auto a = random_vec<T>(std::size_t(std::max<std::int64_t>(a_rows * a_ld, 1)), seed++);
+            auto b = random_vec<T>(std::size_t(std::max<std::int64_t>(k * ldb, 1)), seed++);  // B[p, j] = b[p ldb + j]
+            std::vector<T> bt(std::size_t(std::max<std::int64_t>(w * k, 1)));                 // W = Bᵀ, (w, k)
+            for (std::int64_t p = 0; p < k; ++p)
+              for (std::int64_t j = 0; j < w; ++j) bt[std::size_t(j * k + p)] = b[std::size_t(p * ldb + j)];
+            auto bias = random_vec<T>(std::size_t(w), seed++);
+            const auto c0 = random_vec<T>(std::size_t(std::max<std::int64_t>(m * ldc, 1)), seed++);
+            std::vector<T> packed;
+            const ops::PanelB<T> pb = source == 0   ? ops::pack_panels(b.data(), k, w, ldb, std::int64_t(1), packed)
+                                      : source == 1 ? ops::pack_panels(bt.data(), k, w, std::int64_t(1), k, packed)
+                                                    : ops::PanelB<T>{b.data(), ldb};
+            const ops::PanelArgs g{.m = m, .w = w, .k = k, .a_row = transposed_a ? 1 : lda,
+                                   .a_col = transposed_a ? a_ld : 1, .ldc = ldc};
+            std::vector<T> first;
+            for (std::int64_t block : {0, 1, 7}) {  // the row blocks change the order of work, never a bit
+              auto c = c0;
+              if (mode == 2)
+                ops::panel_gemm<true>(g, a.data(), pb, static_cast<const T*>(nullptr), c.data(), block);
+              else
+                ops::panel_gemm<false>(g, a.data(), pb, mode == 0 ? bias.data() : nullptr, c.data(), block);
+              if (block == 0) first = c;
+              INFO("m " << m << " w " << w << " k " << k << " source " << source << " mode " << mode
+                        << " transposed " << transposed_a << " block " << block);
+              REQUIRE(c == first);
+              for (std::int64_t i = 0; i < m; ++i)
+                for (std::int64_t j = 0; j < ldc; ++j) {
+                  const T got = c[std::size_t(i * ldc + j)];
+                  if (j >= w) {  // the padding past w is never written
+                    REQUIRE(got == c0[std::size_t(i * ldc + j)]);
+                    continue;
+                  }
+                  double s = mode == 0 ? double(bias[std::size_t(j)]) : mode == 2 ? double(c0[std::size_t(i * ldc + j)]) : 0.0;
+                  for (std::int64_t p = 0; p < k; ++p)
+                    s += double(a[std::size_t(i * g.a_row + p * g.a_col)]) * double(b[std::size_t(p * ldb + j)]);
+                  REQUIRE(double(got) == Approx(s).margin(double(tol) * std::sqrt(double(k + 1)) * 4));
+                }
+            }
+          }
+}
+
 TEMPLATE_TEST_CASE("transpose_into equals the plain transpose at odd sizes", "[ops][small_gemm]", float, double) {
   using T = TestType;
   for (std::int64_t rows : {1, 3, 8, 9, 16, 50})
@@ -98,6 +154,39 @@ TEMPLATE_TEST_CASE("transpose_into equals the plain transpose at odd sizes", "[o
       for (std::int64_t r = 0; r < rows; ++r)
         for (std::int64_t c = 0; c < cols; ++c) REQUIRE(dst[std::size_t(c * rows + r)] == src[std::size_t(r * lds + c)]);
     }
+}
+
+TEST_CASE("the packet exp of non-positive values has Eigen's pexp bits wherever the result is normal",
+          "[ops][softmax]") {
+  using namespace Eigen::internal;
+  using P = packet_traits<float>::type;
+  constexpr int S = unpacket_traits<P>::size;
+  alignas(64) float in[S], want[S], got[S];
+  long compared = 0;
+  for (float x0 = -100.0f; x0 <= 0.0f; x0 += 3.7e-4f) {
+    for (int q = 0; q < S; ++q) in[q] = std::min(0.0f, x0 + float(q) * 1.1e-5f);
+    pstore(want, pexp(pload<P>(in)));
+    pstore(got, ops::pexp_nonpositive(pload<P>(in)));
+    for (int q = 0; q < S; ++q) {
+      INFO("x = " << in[q]);
+      if (want[q] >= std::numeric_limits<float>::min()) {
+        REQUIRE(got[q] == want[q]);
+        ++compared;
+      } else {  // exp is subnormal here: 0 or a tiny normal
+        REQUIRE(got[q] >= 0.0f);
+        REQUIRE(got[q] <= 2 * std::numeric_limits<float>::min());
+      }
+    }
+  }
+  REQUIRE(compared > 1000000);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  for (int q = 0; q < S; ++q) in[q] = q % 3 == 0 ? nan : q % 3 == 1 ? -inf : 0.0f;
+  pstore(got, ops::pexp_nonpositive(pload<P>(in)));
+  for (int q = 0; q < S; ++q) {
+    if (q % 3 == 0) REQUIRE(std::isnan(got[q]));
+    if (q % 3 == 1) REQUIRE(got[q] == 0.0f);
+    if (q % 3 == 2) REQUIRE(got[q] == 1.0f);
+  }
 }
 
 TEMPLATE_TEST_CASE("the packet exp of a softmax row equals std::exp, masked keys and queries included",

@@ -4,8 +4,9 @@
 // forward at batch 128, one thread), so float uses a branch-free rational erf that the compiler
 // vectorises: the 13/8-degree odd/even rational interpolant of Eigen's generic_fast_erf_float
 // (clamped to [-4, 4], beyond which erf is ±1 in float; error ≤ 3e-7 absolute, measured against
-// double-precision erf). The backward's Gaussian uses Eigen's vectorised exp. double keeps
-// std::erf / std::exp (it serves the finite-difference tests, not speed).
+// double-precision erf). The backward's Gaussian e^{-x²/2} uses the packet exp of non-positive
+// values (ops/packet_exp.hpp). double keeps std::erf and Eigen's exp (it serves the
+// finite-difference tests, not speed).
 #pragma once
 #include <Eigen/Core>
 #include <algorithm>
@@ -13,6 +14,8 @@
 #include <cstddef>
 #include <numbers>
 #include <type_traits>
+
+#include "seqswap/ops/packet_exp.hpp"
 
 namespace seqswap::ops {
 
@@ -58,8 +61,17 @@ void gelu_backward(const T* x, const T* dy, std::size_t n, T* dx) {
     const std::size_t i0 = k * kChunk, m = std::min(kChunk, n - i0);
     alignas(64) T pdf[kChunk];
     for (std::size_t j = 0; j < m; ++j) pdf[j] = T(-0.5) * x[i0 + j] * x[i0 + j];
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> P(pdf, static_cast<Eigen::Index>(m));
-    P = P.exp();
+    if constexpr (std::is_same_v<T, float>) {  // e^{-x²/2} ≤ 1: the packet exp of non-positive values
+      using namespace Eigen::internal;
+      using P = typename packet_traits<T>::type;
+      constexpr std::size_t S = unpacket_traits<P>::size;
+      const std::size_t whole = (m + S - 1) / S * S;  // kChunk is a multiple of S
+      std::fill(pdf + m, pdf + whole, T(0));
+      for (std::size_t j = 0; j < whole; j += S) pstore(pdf + j, pexp_nonpositive(pload<P>(pdf + j)));
+    } else {
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> P(pdf, static_cast<Eigen::Index>(m));
+      P = P.exp();
+    }
     // The derivative into the chunk's own buffer first: with dx == dy (in place) a fused loop
     // fails the compiler's overlap check at run time and runs scalar (10% of the teacher's
     // forward + backward, perf); reading x and writing the local buffer always vectorises.

@@ -1,17 +1,21 @@
 // Dense affine maps over token rows on the host: y = x Wᵀ + b with W stored [out, in] (timm).
 //
 // Threads: every product runs over the fixed row chunks of host::row_chunks (up to 8, set by
-// the row count alone), one Eigen product per chunk, the chunks spread over the OpenMP threads
-// (W is small; each chunk packs it again). y = x Wᵀ + b and dx = dy W are row-wise; dW = dyᵀ x
-// and db = Σ dy are sums over rows, whose per-chunk partials are added in chunk order
-// (host::chunked_row_sum). So every result is the same on any number of threads, and db no
-// longer takes a serial pass. At the teacher's shapes (rows 6400, K 64 or 256) this ran
-// 0.57-0.93x the time of Eigen's own threading, which shares one packed operand and
-// synchronises per block (bench_ops BM_linear_*, docs/performance.md).
+// the row count alone), the chunks spread over the OpenMP threads. y = x Wᵀ + b and dx = dy W
+// are row-wise: ops::panel_gemm's register tiles read x (or dy) in place, and W is packed once
+// per call into the panels every chunk shares (ops/panel_gemm.hpp says why, and by how much
+// this beat Eigen's product at the teacher's shapes). dW = dyᵀ x and db = Σ dy are sums over
+// rows, one Eigen product per chunk (both operands large: its packing pays), whose per-chunk
+// partials are added in chunk order (host::chunked_row_sum). So every result is the same on
+// any number of threads, and db takes no serial pass. Per-chunk products ran 0.57-0.93x the
+// time of Eigen's own threading, which shares one packed operand and synchronises per block
+// (bench_ops BM_linear_*, docs/performance.md).
 #pragma once
 #include <algorithm>
+#include <vector>
 
 #include "seqswap/backend/host.hpp"
+#include "seqswap/ops/panel_gemm.hpp"
 
 namespace seqswap::ops {
 
@@ -19,18 +23,12 @@ namespace seqswap::ops {
 template <class T>
 void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b, index_t out,
                     T* y) {
-  const auto part = [&](index_t r0, index_t r1) {
-    host::CMatMap<T> X(x + r0 * in, r1 - r0, in);
-    host::CMatMap<T> W(w, out, in);
-    host::MatMap<T> Y(y + r0 * out, r1 - r0, out);
-    if (b) {  // the bias first, the product accumulated onto it: one pass over y fewer than y = xWᵀ; y += b
-      Y.rowwise() = host::CVecMap<T>(b, out);
-      Y.noalias() += X * W.transpose();
-    } else {
-      Y.noalias() = X * W.transpose();
-    }
-  };
-  host::for_row_chunks(rows, part);
+  thread_local std::vector<T> packed;
+  const PanelB<T> wt = pack_panels(w, in, out, index_t(1), in, packed);  // Wᵀ (in × out)
+  host::for_row_chunks(rows, [&](index_t r0, index_t r1) {
+    panel_gemm<false>({.m = r1 - r0, .w = out, .k = in, .a_row = in, .ldc = out}, x + r0 * in, wt, b,
+                      y + r0 * out);
+  });
 }
 
 // Backward of y = x Wᵀ + b.
@@ -38,12 +36,12 @@ void linear_forward(const T* x, index_t rows, index_t in, const T* w, const T* b
 template <class T>
 void linear_backward(const T* x, index_t rows, index_t in, const T* w, index_t out, const T* dy,
                      T* dx, T* dw, T* db) {
-  if (dx) {
+  if (dx) {  // dx = dy W
+    thread_local std::vector<T> packed;
+    const PanelB<T> wp = pack_panels(w, out, in, in, index_t(1), packed);  // W (out × in)
     host::for_row_chunks(rows, [&](index_t r0, index_t r1) {
-      host::CMatMap<T> W(w, out, in);
-      host::CMatMap<T> dY(dy + r0 * out, r1 - r0, out);
-      host::MatMap<T> dX(dx + r0 * in, r1 - r0, in);
-      dX.noalias() = dY * W;  // dx = dy W
+      panel_gemm<false>({.m = r1 - r0, .w = in, .k = out, .a_row = out, .ldc = in}, dy + r0 * out, wp,
+                        static_cast<const T*>(nullptr), dx + r0 * in);
     });
   }
   // dW += dyᵀ x and db += Σ_rows dy, per fixed chunk of rows (host::chunked_row_sum).

@@ -8,12 +8,13 @@
 #include <limits>
 
 #include "seqswap/backend/host.hpp"
+#include "seqswap/ops/packet_exp.hpp"
 
 namespace seqswap::ops {
 
-// row[j] <- exp(row[j] - shift) for j < n, through Eigen's packet exp on unaligned loads; the
-// last n mod packet values go through a padded local packet, so no value takes the scalar
-// libm exp (an Eigen expression over a row that starts unaligned peels up to a packet of
+// row[j] <- exp(row[j] - shift) for j < n (shift ≥ every row[j]: the row's max), through the
+// packet exp of non-positive values (ops/packet_exp.hpp) on unaligned loads; the last n mod
+// packet values go through a padded local packet, so no value takes the scalar libm exp (an Eigen expression over a row that starts unaligned peels up to a packet of
 // scalar exps at each end: 8% of the teacher's attention forward, perf). Returns the sum.
 template <class T>
 T exp_shifted_row(T* row, index_t n, T shift) {
@@ -24,7 +25,7 @@ T exp_shifted_row(T* row, index_t n, T shift) {
   P acc = pset1<P>(T(0));
   index_t j = 0;
   for (; j + S <= n; j += S) {
-    const P v = pexp(psub(ploadu<P>(row + j), sh));
+    const P v = pexp_nonpositive(psub(ploadu<P>(row + j), sh));
     pstoreu(row + j, v);
     acc = padd(acc, v);
   }
@@ -32,7 +33,7 @@ T exp_shifted_row(T* row, index_t n, T shift) {
   if (j < n) {
     alignas(64) T tail[S];
     for (index_t q = 0; q < S; ++q) tail[q] = j + q < n ? row[j + q] : shift;
-    pstore(tail, pexp(psub(pload<P>(tail), sh)));
+    pstore(tail, pexp_nonpositive(psub(pload<P>(tail), sh)));
     for (index_t q = 0; j + q < n; ++q) {
       row[j + q] = tail[q];
       sum += tail[q];
