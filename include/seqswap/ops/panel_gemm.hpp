@@ -58,15 +58,19 @@ PanelB<T> pack_panels(const T* b, std::int64_t k, std::int64_t w, std::int64_t s
   using namespace panel_detail;
   constexpr idx W = kWidth<T>;
   const idx panels = (w + W - 1) / W;
-  buf.resize(static_cast<std::size_t>(panels * k * W));
-  T* out = buf.data();
+  // A panel's rows start on cache lines (a row of two packets is one 64-byte line for AVX2
+  // float): unaligned, every other packet load would straddle two lines.
+  constexpr idx kAlign = 64 / idx(sizeof(T));
+  buf.resize(static_cast<std::size_t>(panels * k * W + kAlign));
+  T* const first = buf.data() + (kAlign - idx(reinterpret_cast<std::uintptr_t>(buf.data()) % 64) / idx(sizeof(T))) % kAlign;
+  T* out = first;
   for (idx t = 0; t < panels; ++t)
     for (idx p = 0; p < k; ++p)
       for (idx q = 0; q < W; ++q) {
         const idx j = t * W + q;
         *out++ = j < w ? b[p * s_p + j * s_j] : T(0);
       }
-  return {buf.data(), 0};
+  return {first, 0};
 }
 
 namespace panel_detail {
@@ -156,7 +160,7 @@ void panel_gemm(const PanelArgs& g, const T* a, const PanelB<T>& b, const T* bia
   }
   thread_local std::vector<T> tail;
   const idx full = b.ldb ? g.w / W * W : g.w;  // the columns read from b.data directly
-  if (full < g.w) pack_panels(b.data + full, g.k, g.w - full, b.ldb, idx(1), tail);
+  const T* tail_panel = full < g.w ? pack_panels(b.data + full, g.k, g.w - full, b.ldb, idx(1), tail).data : nullptr;
   if (block <= 0)
     block = std::clamp<idx>(idx(48 * 1024) / ((g.k + g.w) * idx(sizeof(T))) / kRows * kRows, kRows, 16 * kRows);
   for (idx i0 = 0; i0 < g.m; i0 += block) {
@@ -164,7 +168,7 @@ void panel_gemm(const PanelArgs& g, const T* a, const PanelB<T>& b, const T* bia
     for (idx j = 0; j < g.w; j += W) {
       const idx cols = std::min(W, g.w - j);
       if (j >= full)
-        panel_rows<T, Accumulate>(g, a, tail.data(), W, bias, c, i0, i1, j, cols);
+        panel_rows<T, Accumulate>(g, a, tail_panel, W, bias, c, i0, i1, j, cols);
       else if (b.ldb)
         panel_rows<T, Accumulate>(g, a, b.data + j, b.ldb, bias, c, i0, i1, j, cols);
       else
