@@ -4,8 +4,8 @@
 // m = round(x / ln 2) is in [-128, 0], so 2^m is a normal float down to m = -126; below that
 // (x < -87.3, where exp is subnormal) the result is 0. Every normal result has the same bits as
 // Eigen's pexp (checked over [-100, 0] in steps of 4e-4, tests/test_kernels.cpp); NaN stays
-// NaN. Measured 1.65x the rate of Eigen's pexp on one Zen 3 thread (0.41 against 0.68 ns per
-// value, docs/performance.md). A positive argument is clamped to 0 (exp 1): callers shift or
+// NaN. Measured 1.65-1.7x the rate of Eigen's pexp on one Zen 3 thread (bench_ops
+// BM_packet_exp: 0.41 against 0.68-0.71 ns per value, docs/performance.md). A positive argument is clamped to 0 (exp 1): callers shift or
 // negate first. double (and a target without a float packet with an integer twin) takes
 // Eigen's pexp.
 #pragma once

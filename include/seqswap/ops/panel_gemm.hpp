@@ -10,9 +10,11 @@
 // (12 accumulators; per step of p two loads of the panel and six broadcasts of A) and walks
 // the rows in blocks (about 48 KB of A and C rows) so that a block's rows stay near while the
 // panels pass; the row tails run the same kernel with fewer rows, a last panel narrower than two
-// packets stores only its columns. Measured (docs/performance.md, issue 20): the teacher's
-// maps on two Zen 3 threads ran 1.15-1.3x Eigen's rate forward and 1.05-1.13x for dx; dW
-// (k = rows, both operands large) stays with Eigen, whose packing pays off there.
+// packets stores only its columns. Measured at the teacher's shapes on two Zen 3 threads, call
+// by call against the Eigen product it replaced with operands out of cache
+// (benchmarks/bench_linear_ab.cpp, docs/performance.md): 1.0-1.33x Eigen's rate for y and
+// 0.97-1.24x for dx, the larger gains when the machine's memory is quiet. dW (k = rows, both
+// operands large) stays with Eigen: an in-place variant of this kernel ran at 0.5-0.9x its rate.
 //
 // Each entry of C is the sum over p = 0 .. k-1 in that order, then + bias: Eigen's own order
 // for these products (the same bits, measured), and the same on any split of the rows.
