@@ -17,8 +17,9 @@ when none exists those columns are left out with a note saying so.
 
 Every PyTorch runs at its best thread setting on this machine: intra-op threads = --threads
 (torch.set_num_threads) and OPENBLAS_NUM_THREADS=1 for Debian's OpenBLAS; seqswap runs with
-OMP_NUM_THREADS=--threads. Within a round every group runs each anchor and then seqswap; the
-whole sequence repeats --rounds times. A figure of a round is the median over --reps
+OMP_NUM_THREADS=--threads. Within a round every group runs each anchor and then seqswap (in the
+second, fourth, ... round seqswap first, then the anchors); the whole sequence repeats --rounds
+times. A figure of a round is the median over --reps
 repetitions after warm-up; the table gives the median over rounds and, in brackets, every
 round's own ratio. Ratios are throughput ratios, seqswap / PyTorch (= PyTorch time / seqswap
 time): 3.42x means seqswap does the same work 3.42 times as fast.
@@ -154,14 +155,20 @@ t0 = time.time()
 for rd in range(args.rounds):
     got = {s: {} for s in sides}
     for g in groups:
-        for name, python, mode in anchors:
+        # Odd rounds run seqswap first, even rounds last: whatever a side leaves behind (freed
+        # memory, the page cache, a warm or cold core) falls on each side in turn.
+        order = [None] + list(anchors) if rd % 2 == 1 else list(anchors) + [None]
+        for side in order:
+            if side is None:
+                print(f"[{time.time() - t0:6.0f}s] round {rd + 1}/{args.rounds}: seqswap {g}", file=sys.stderr, flush=True)
+                got["seqswap"].update(seqswap_group(g))
+                continue
+            name, python, mode = side
             print(f"[{time.time() - t0:6.0f}s] round {rd + 1}/{args.rounds}: {name} {g}", file=sys.stderr, flush=True)
             w = torch_group(python, mode, g)
             got[name].update(w["figures"])
             info[name] = w
             compile_s.setdefault(name, {})[g] = w["compile_s"]
-        print(f"[{time.time() - t0:6.0f}s] round {rd + 1}/{args.rounds}: seqswap {g}", file=sys.stderr, flush=True)
-        got["seqswap"].update(seqswap_group(g))
     for s in sides:
         rounds[s].append(got[s])
 if info["torch 1.13"]["openblas_missing"]:
@@ -199,7 +206,7 @@ fma, triad = med("seqswap", "_fma_gflops"), med("seqswap", "_triad_gbs")
 lines = [f"Machine: {cpu_line()}, {os.cpu_count()} logical CPUs; threads {args.threads}. Anchors: "
          + "; ".join(f"{label[n]} (BLAS {info[n]['blas']}, oneDNN {'on' if info[n]['mkldnn'] else 'off'})" for n in tnames)
          + f"; intra-op threads {args.threads}, OPENBLAS_NUM_THREADS=1; seqswap OMP_NUM_THREADS={args.threads}. "
-         f"{args.rounds} alternating rounds, medians of {args.reps}; ratio = median over rounds [each round's].",
+         f"{args.rounds} alternating rounds (seqswap last in odd rounds, first in even ones), medians of {args.reps}; ratio = median over rounds [each round's].",
          f"Measured in the same run: FMA peak {fma:.0f} GFLOP/s ({args.threads} threads), DRAM triad {triad:.1f} GB/s."]
 if pypi_note:
     lines.append(pypi_note)
