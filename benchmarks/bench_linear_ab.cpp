@@ -15,18 +15,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "seqswap/core/rng.hpp"
 #include "seqswap/ops/gemm.hpp"
 
 using namespace seqswap;
 
 namespace {
-std::vector<float> randn(std::size_t n, std::uint64_t seed) {
-  Rng r(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal());
-  return v;
-}
+using bench::randn;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];

@@ -4,6 +4,7 @@
 #include <benchmark/benchmark.h>
 
 #include "seqswap/attention/softmax_attention.hpp"
+#include "bench_util.hpp"
 #include "seqswap/core/rng.hpp"
 #include "seqswap/model/model.hpp"
 #include "seqswap/model/vit.hpp"
@@ -18,12 +19,7 @@
 using namespace seqswap;
 
 namespace {
-std::vector<float> randn(std::size_t n, std::uint64_t seed) {
-  Rng r(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = float(r.normal());
-  return v;
-}
+using bench::randn;
 }  // namespace
 
 // y = x Wᵀ + b at ViT shapes: rows = B*N tokens, (in, out).
