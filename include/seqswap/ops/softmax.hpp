@@ -12,10 +12,12 @@
 
 namespace seqswap::ops {
 
-// row[j] <- exp(row[j] - shift) for j < n (shift ≥ every row[j]: the row's max), through the
-// packet exp of non-positive values (ops/packet_exp.hpp) on unaligned loads; the last n mod
-// packet values go through a padded local packet, so no value takes the scalar libm exp (an Eigen expression over a row that starts unaligned peels up to a packet of
-// scalar exps at each end: 8% of the teacher's attention forward, perf). Returns the sum.
+// row[j] <- exp(row[j] - shift) for j < n, through the packet exp of non-positive values
+// (ops/packet_exp.hpp: shift is the row's max over its kept keys; a left-out key's logit above
+// it comes out as 1, and the caller zeroes it) on unaligned loads; the last n mod packet values
+// go through a padded local packet, so no value takes the scalar libm exp (an Eigen expression
+// over a row that starts unaligned peels up to a packet of scalar exps at each end: 8% of the
+// teacher's attention forward, perf). Returns the sum (callers with left-out keys re-sum).
 template <class T>
 T exp_shifted_row(T* row, index_t n, T shift) {
   using namespace Eigen::internal;
