@@ -9,7 +9,10 @@
 // Then a student's step on the fmnist shape: attention in blocks 0-3, the bidirectional
 // selective SSM (state 16) in blocks 4-7, B 128 (no PyTorch counterpart: it has no Mamba here).
 // FP32 GEMMs (cuBLAS pedantic: no TF32). Without a device it prints "skipped" and exits 0.
+//   bench_cuda_teacher [fmnist|deit_tiny|student|all] [STEPS]   (default all, 15 timed steps)
+// One shape and few steps serve a profiler (benchmarks/gpu/profile.sh).
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -26,7 +29,7 @@ using namespace seqswap;
 namespace {
 
 template <class Net>
-void time_step(const char* what, const char* name, const model::VitConfig& cfg, Net net, index_t B) {
+void time_step(const char* what, const char* name, const model::VitConfig& cfg, Net net, index_t B, int steps) {
   model::Model<Net, backend::Cuda> m(std::move(net));
   m.init(0);
   const index_t numel = cfg.channels * cfg.image_size * cfg.image_size;
@@ -62,7 +65,7 @@ void time_step(const char* what, const char* name, const model::VitConfig& cfg, 
   SEQSWAP_CUDA_CHECK(cudaEventCreate(&e1));
   std::vector<float> ms;
   const cudaStream_t s = seqswap::cuda::context().stream();
-  for (int r = 0; r < 15; ++r) {
+  for (int r = 0; r < steps; ++r) {
     SEQSWAP_CUDA_CHECK(cudaEventRecord(e0, s));
     step();
     SEQSWAP_CUDA_CHECK(cudaEventRecord(e1, s));
@@ -72,26 +75,36 @@ void time_step(const char* what, const char* name, const model::VitConfig& cfg, 
     ms.push_back(t);
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("%s training step %s B %lld: seqswap %.3f ms (median of 15; min %.3f, max %.3f), %.0f images/s\n",
-              what, name, (long long)B, ms[7], ms.front(), ms.back(), double(B) / (ms[7] * 1e-3));
+  const float median = ms[ms.size() / 2];
+  std::printf("%s training step %s B %lld: seqswap %.3f ms (median of %d; min %.3f, max %.3f), %.0f images/s\n",
+              what, name, (long long)B, median, steps, ms.front(), ms.back(), double(B) / (median * 1e-3));
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "all";
+  const int steps = argc > 2 ? std::atoi(argv[2]) : 15;
+  if ((only != "all" && only != "fmnist" && only != "deit_tiny" && only != "student") || steps < 1) {
+    std::fprintf(stderr, "bench_cuda_teacher: expected [fmnist|deit_tiny|student|all] [STEPS >= 1], found '%s' '%s'\n",
+                 argc > 1 ? argv[1] : "", argc > 2 ? argv[2] : "");
+    return 2;
+  }
   if (!seqswap::cuda::device_available()) {
     std::printf("bench_cuda_teacher: no CUDA device: skipped\n");
     return 0;
   }
   const model::VitConfig fmnist{}, deit = model::vit_arch("deit_tiny_patch16_224");
-  time_step("teacher", "fmnist", fmnist, model::make_vit<float>(fmnist), 128);
-  time_step("teacher", "deit_tiny", deit, model::make_vit<float>(deit), 64);
+  const auto want = [&](const char* n) { return only == "all" || only == n; };
+  if (want("fmnist")) time_step("teacher", "fmnist", fmnist, model::make_vit<float>(fmnist), 128, steps);
+  if (want("deit_tiny")) time_step("teacher", "deit_tiny", deit, model::make_vit<float>(deit), 64, steps);
   using model::Layers;
   using Attn = attention::SoftmaxAttention<float>;
   using Ssm = mixers::SelectiveSsm<float>;
-  time_step("student (4 attention + 4 selective SSM)", "fmnist", fmnist,
-            model::make_vit<float, Layers<Attn, 4>, Layers<Ssm, 4>>(fmnist), 128);
+  if (want("student"))
+    time_step("student (4 attention + 4 selective SSM)", "fmnist", fmnist,
+              model::make_vit<float, Layers<Attn, 4>, Layers<Ssm, 4>>(fmnist), 128, steps);
   return 0;
 }

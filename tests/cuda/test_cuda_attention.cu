@@ -3,7 +3,8 @@
 // SoftmaxAttentionCore in tests/test_flash_attention.cpp): outputs, row statistics' use in the
 // backward, and dqkv, for every policy on a ragged batch (an empty sequence, one-token
 // sequences, sequences of 64, 65 and 197 tokens: one block, a block and one row, four blocks)
-// with and without a keep-mask, at head widths 16 and 128. Without a CUDA device it
+// with and without a keep-mask, at head widths 8 and 128 (the kernels for any width) and 16, 32
+// and 64 (the float kernels specialised at compile time). Without a CUDA device it
 // prints "no CUDA device: skipped" and exits 77 (ctest: skipped, never passed).
 #include <cmath>
 #include <cstdio>
@@ -88,7 +89,10 @@ void check_width(flash::idx D, flash::idx H, std::mt19937& g) {
 int main() {
   seqswap::test::skip_without_device();
   std::mt19937 g(3);
-  check_width(48, 3, g);    // head width 16
-  check_width(256, 2, g);   // head width 128: the largest, 32 KB of shared memory per tile
+  check_width(48, 3, g);    // head width 16 (the float kernels' specialisation for 16)
+  check_width(64, 2, g);    // head width 32 (specialised)
+  check_width(192, 3, g);   // head width 64 (specialised; DeiT's)
+  check_width(24, 3, g);    // head width 8: the kernels for any width
+  check_width(256, 2, g);   // head width 128: the largest, 32 KB of shared memory per tile (any width)
   return seqswap::test::finish("device attention: every policy matches the host executor");
 }

@@ -1,16 +1,16 @@
-// Device layer norm, GELU, softmax cross-entropy and AdamW (ops/cuda/rows.cuh) against the host
-// ops (ops/layer_norm.hpp, ops/gelu.hpp, train/loss.hpp, train/adamw.hpp) on odd sizes: outputs,
-// saved statistics, gradients (parameter gradients accumulated onto non-zero values), losses and
-// accuracy counts, and three AdamW steps with a decay mask and frozen entries. Outputs start as
-// NaN sentinels. Without a CUDA device it prints "no CUDA device: skipped" and exits 77 (ctest:
-// skipped, never passed).
+// Device layer norm, GELU, softmax cross-entropy and AdamW (ops/cuda/rows.cuh) on odd sizes
+// against the host ops (ops/layer_norm.hpp, train/loss.hpp, train/adamw.hpp) and, for GELU, the
+// exact function: outputs, saved statistics, gradients (parameter gradients accumulated onto
+// non-zero values), losses and accuracy counts, and three AdamW steps with a decay mask and
+// frozen entries. Outputs start as NaN sentinels. Without a CUDA device it prints "no CUDA device:
+// skipped" and exits 77 (ctest: skipped, never passed).
 #include <cmath>
+#include <numbers>
 #include <cstdio>
 #include <random>
 #include <vector>
 
 #include "seqswap/ops/cuda/rows.cuh"
-#include "seqswap/ops/gelu.hpp"
 #include "seqswap/ops/layer_norm.hpp"
 #include "seqswap/train/adamw.hpp"
 #include "seqswap/train/loss.hpp"
@@ -59,17 +59,34 @@ int main() {
       expect_close(down(d_y), y, 1e-5, "layer_norm y");
       expect_close(down(d_mean), mean, 1e-5, "layer_norm mean");
       expect_close(down(d_rstd), rstd, 1e-5, "layer_norm rstd");
-      expect_close(down(d_dx), dx, 1e-4, "layer_norm dx");
+      // dx = rstd (dy γ − mean(dy γ) − x̂ mean(dy γ x̂)) cancels: at width 1 it is exactly 0 on the
+      // host, and the device's fused multiply-add leaves the rounding of dy γ (times rstd = 1000,
+      // the variance being 0). Relative to the terms that cancel, rstd · max |dy γ|.
+      double terms = 0;
+      for (long long r = 0; r < rows; ++r)
+        for (long long j = 0; j < D; ++j)
+          terms = std::max(terms, double(rstd[std::size_t(r)]) * std::abs(double(dy[std::size_t(r * D + j)] * gamma[std::size_t(j)])));
+      expect_close(down(d_dx), dx, 1e-4, "layer_norm dx", terms);
       expect_close(down(d_dgamma), dgamma, 1e-4, "layer_norm dgamma");
       expect_close(down(d_dbeta), dbeta, 1e-4, "layer_norm dbeta");
     }
 
-  // GELU over 1, 4097 values, including the erf clamp region (|x| > 4 after scaling).
+  // GELU over 1 and 4097 values (the erf clamp region, |x| / √2 > 4, included) against the exact
+  // function in double. The device computes ½ x (1 + erf(x / √2)) with the math library's erf
+  // (ops/rows.hpp), the host op with a rational erf within 3e-7 of it (ops/gelu.hpp, checked in
+  // tests/test_units.cpp): neither is the other's reference, and in the far negative tail, where
+  // Φ(x) is below float's resolution of 1 + erf, both carry absolute errors of ~1e-7 that are
+  // large relative errors of a single value. Hence one fixed value at n = 1.
   for (std::size_t n : {std::size_t(1), std::size_t(4097)}) {
-    const auto x = randv(n, 3.0f), dy = randv(n);
-    std::vector<float> y(n), dx(n);
-    ops::gelu_forward(x.data(), n, y.data());
-    ops::gelu_backward(x.data(), dy.data(), n, dx.data());
+    auto x = randv(n, 3.0f);
+    if (n == 1) x[0] = -1.3f;
+    const auto dy = randv(n);
+    std::vector<double> y(n), dx(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const double v = x[i], cdf = 0.5 * (1.0 + std::erf(v / std::sqrt(2.0)));
+      y[i] = v * cdf;
+      dx[i] = dy[i] * (cdf + v * std::exp(-0.5 * v * v) / std::sqrt(2.0 * std::numbers::pi));
+    }
     auto d_x = up(x), d_dy = up(dy);
     DeviceBuffer<float> d_y, d_dx;
     d_y.assign(n, nan);

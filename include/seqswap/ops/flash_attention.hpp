@@ -33,7 +33,15 @@
 namespace seqswap::ops::flash {
 
 using idx = std::int64_t;
-inline constexpr int kMaxHeadDim = 128;  // a row's output accumulator lives in registers
+inline constexpr int kMaxHeadDim = 128;  // the largest head width (a row's accumulators' size)
+
+// Head width DH fixed at compile time, or 0: the sequence's d at run time. The host executor
+// passes 0; the kernels specialise d = 16, 32 and 64 (float), where the loops over a row unroll
+// and a row's accumulators (and query) stay in registers instead of local memory.
+template <int DH>
+SEQSWAP_HD idx width_or(idx d) {
+  return DH > 0 ? idx(DH) : d;
+}
 
 enum class Rule : int { dense = 0, top_k = 1, threshold = 2 };
 
@@ -116,10 +124,10 @@ SEQSWAP_HD T from_ordered(OrderedBits<T> u) {
 // A score: q · k over d values, times the scale. Every pass that compares logits (the top-k
 // search, the selection, the accumulation) computes them with this one function, so the equal
 // logits of a tie stay equal wherever they are recomputed.
-template <class T>
+template <int DH = 0, class T>
 SEQSWAP_HD T score_of(const T* q, const T* k, idx d, T scale) {
   T s = 0;
-  for (idx e = 0; e < d; ++e) s += q[e] * k[e];
+  for (idx e = 0; e < width_or<DH>(d); ++e) s += q[e] * k[e];
   return s * scale;
 }
 
@@ -213,10 +221,10 @@ struct RowAcc {
 // top-k search for the k-th largest logit, one pass over the keys per bit; or the threshold's
 // dense normaliser. Reads the keys in place (they are tiled only in the accumulating pass).
 // Returns false for a masked query (its output is zero and its stats stay zero).
-template <class T>
+template <int DH = 0, class T>
 SEQSWAP_HD bool forward_begin(const Problem<T>& p, const Seq<T>& sq, idx i, RowStats<T>& st, RowAcc<T>& a) {
   st = RowStats<T>{};
-  for (idx e = 0; e < sq.d; ++e) a.acc[e] = T(0);
+  for (idx e = 0; e < width_or<DH>(sq.d); ++e) a.acc[e] = T(0);
   a.m = -std::numeric_limits<T>::infinity();
   a.l = 0;
   a.ties_seen = 0;
@@ -263,13 +271,13 @@ SEQSWAP_HD bool forward_begin(const Problem<T>& p, const Seq<T>& sq, idx i, RowS
 
 // The accumulating pass over one key tile (k, v: len × d; kp: keep flags), in key order: the
 // online softmax over the selected keys. q: the row's query (d values).
-template <class T>
+template <int DH = 0, class T>
 SEQSWAP_HD void forward_tile(const Seq<T>& sq, const RowStats<T>& st, const T* q, const T* k, const T* v,
                              const std::uint8_t* kp, idx len, RowAcc<T>& a) {
-  const idx d = sq.d;
+  const idx d = width_or<DH>(sq.d);
   for (idx j = 0; j < len; ++j) {
     if (!kp[j]) continue;
-    const T s = score_of(q, k + j * d, d, sq.scale);
+    const T s = score_of<DH>(q, k + j * d, d, sq.scale);
     bool in = true;
     if (st.mode == 1) {
       in = s > st.kth || (s == st.kth && a.ties_seen++ < st.ties);
@@ -292,16 +300,17 @@ SEQSWAP_HD void forward_tile(const Seq<T>& sq, const RowStats<T>& st, const T* q
 
 // The row's output (d values) and the stats its backward needs; a masked query (kept false)
 // gets zeros.
-template <class T>
+template <int DH = 0, class T>
 SEQSWAP_HD void forward_end(const Seq<T>& sq, bool kept, const RowAcc<T>& a, RowStats<T>& st, T* out) {
+  const idx d = width_or<DH>(sq.d);
   if (!kept) {
-    for (idx e = 0; e < sq.d; ++e) out[e] = T(0);
+    for (idx e = 0; e < d; ++e) out[e] = T(0);
     return;
   }
   st.m = a.m;
   st.l = a.l;
   const T inv = T(1) / a.l;
-  for (idx e = 0; e < sq.d; ++e) out[e] = a.acc[e] * inv;
+  for (idx e = 0; e < d; ++e) out[e] = a.acc[e] * inv;
 }
 
 // delta_i = dO_i · O_i (Σ_j p_ij dP_ij) of query row i, head h.
@@ -311,18 +320,18 @@ SEQSWAP_HD T row_delta(const T* dout, const T* out, idx d) {
 }
 
 // dQ_i over one key tile [j0, j0 + len) (k, v, kp as forward_tile's): dq (d values, zeroed by
-// the caller) += Σ_j dS_ij K_j with dS_ij = p_ij (dO_i·V_j − delta_i) · scale. The caller skips
+// the caller) += Σ_j dS_ij K_j with dS_ij = p_ij (dO_i·V_j − delta_i) · scale; q = Q_i and
+// dout = dO_i (sq.q(i) and the row of dpre, or the caller's copies of them). The caller skips
 // masked queries and rows with l = 0.
-template <class T>
-SEQSWAP_HD void dq_tile(const Seq<T>& sq, const RowStats<T>& st, idx i, const T* dout, T delta, const T* k,
-                        const T* v, const std::uint8_t* kp, idx j0, idx len, T* dq) {
-  const idx d = sq.d;
-  const T* q = sq.q(i);
+template <int DH = 0, class T>
+SEQSWAP_HD void dq_tile(const Seq<T>& sq, const RowStats<T>& st, idx i, const T* q, const T* dout, T delta,
+                        const T* k, const T* v, const std::uint8_t* kp, idx j0, idx len, T* dq) {
+  const idx d = width_or<DH>(sq.d);
   const T inv = T(1) / st.l;
   for (idx j = 0; j < len; ++j) {
     if (!kp[j]) continue;
     const T* kj = k + j * d;
-    const T s = score_of(q, kj, d, sq.scale);
+    const T s = score_of<DH>(q, kj, d, sq.scale);
     if (!selected(sq, st, i, j0 + j, s)) continue;
     const T pr = std::exp(s - st.m) * inv;
     const T* vj = v + j * d;
@@ -334,17 +343,17 @@ SEQSWAP_HD void dq_tile(const Seq<T>& sq, const RowStats<T>& st, idx i, const T*
 }
 
 // dK_j, dV_j over one query tile [i0, i0 + len) (load_query_tile's q, dout, st, delta, kp):
-// dk += Σ_i dS_ij Q_i, dv += Σ_i p_ij dO_i (zeroed by the caller; it skips masked keys).
-template <class T>
-SEQSWAP_HD void dkv_tile(const Seq<T>& sq, idx j, const T* q, const T* dout, const RowStats<T>* st, const T* delta,
-                         const std::uint8_t* kp, idx i0, idx len, T* dk, T* dv) {
-  const idx d = sq.d;
-  const T* kj = sq.k(j);
-  const T* vj = sq.v(j);
+// dk += Σ_i dS_ij Q_i, dv += Σ_i p_ij dO_i (zeroed by the caller; it skips masked keys). kj and
+// vj: K_j and V_j, sq.k(j) and sq.v(j) or the caller's copies of them.
+template <int DH = 0, class T>
+SEQSWAP_HD void dkv_tile(const Seq<T>& sq, idx j, const T* kj, const T* vj, const T* q, const T* dout,
+                         const RowStats<T>* st, const T* delta, const std::uint8_t* kp, idx i0, idx len, T* dk,
+                         T* dv) {
+  const idx d = width_or<DH>(sq.d);
   for (idx i = 0; i < len; ++i) {
     if (!kp[i] || st[i].l == T(0)) continue;
     const T* qi = q + i * d;
-    const T s = score_of(qi, kj, d, sq.scale);
+    const T s = score_of<DH>(qi, kj, d, sq.scale);
     if (!selected(sq, st[i], i0 + i, j, s)) continue;
     const T pr = std::exp(s - st[i].m) / st[i].l;
     const T* doi = dout + i * d;
@@ -456,8 +465,8 @@ void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, 
           for (idx i = i0; i < i0 + rows; ++i) {
             const RowStats<T>& s = stats[(t0 + i) * H + h];
             if (!sq.kept(i) || s.l == T(0)) continue;
-            dq_tile(sq, s, i, dpre + (t0 + i) * D + h * d, delta[(t0 + i) * H + h], a.data(), c.data(), kp.data(), j0,
-                    len, dq(i));
+            dq_tile(sq, s, i, sq.q(i), dpre + (t0 + i) * D + h * d, delta[(t0 + i) * H + h], a.data(), c.data(),
+                    kp.data(), j0, len, dq(i));
           }
         }
       }
@@ -470,7 +479,8 @@ void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, 
                           c.data(), st.data(), dl.data(), kp.data(), 0, 1);
           for (idx j = j0; j < j0 + rows; ++j)
             if (sq.kept(j))
-              dkv_tile(sq, j, a.data(), c.data(), st.data(), dl.data(), kp.data(), i0, len, dk(j), dv(j));
+              dkv_tile(sq, j, sq.k(j), sq.v(j), a.data(), c.data(), st.data(), dl.data(), kp.data(), i0, len, dk(j),
+                       dv(j));
         }
       }
     }

@@ -3,8 +3,8 @@
 // (timm), row-major throughout. cuBLAS is column-major, so each product is issued on the
 // transposes (a row-major matrix is its transpose in column-major): y = x Wᵀ is yᵀ = W xᵀ,
 // dx = dy W is dxᵀ = Wᵀ dyᵀ, dW += dyᵀ x is dWᵀ += xᵀ dy. The bias is a broadcast kernel before
-// the product (accumulated onto, beta = 1); db is a column-sum kernel, one thread per output
-// column summing rows in order (deterministic, as the host's).
+// the product (accumulated onto, beta = 1); db is a column sum over rows (ops/cuda/columns.cuh:
+// deterministic, in a fixed order that is not the host's).
 //
 // Precision: FP32 by default (pedantic: cuBLAS may not use TF32 or reduced-precision tensor
 // cores, so results are comparable with the host's at float tolerance); Blas::allow_tf32(true)
@@ -17,6 +17,7 @@
 
 #include "seqswap/backend/cuda.hpp"
 #include "seqswap/core/error.hpp"
+#include "seqswap/ops/cuda/columns.cuh"
 
 namespace seqswap::cuda {
 
@@ -73,14 +74,13 @@ __global__ void broadcast_rows_kernel(const T* b, long long rows, long long out,
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < rows * out) y[i] = b[i % out];
 }
+// Row r's share of the bias gradient: dy[r, j].
 template <class T>
-__global__ void column_sum_kernel(const T* dy, long long rows, long long out, T* db) {
-  const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= out) return;
-  T s = db[j];
-  for (long long r = 0; r < rows; ++r) s += dy[r * out + j];
-  db[j] = s;
-}
+struct BiasGradTerm {
+  const T* dy;
+  long long out;
+  __device__ void operator()(long long r, long long j, T* t) const { t[0] = dy[r * out + j]; }
+};
 inline int dim_of(long long v, const char* what) {
   check(v >= 0 && v <= 0x7fffffffLL, "device GEMM: ", what, " = ", v, " does not fit cuBLAS's 32-bit sizes");
   return static_cast<int>(v);
@@ -109,8 +109,8 @@ void linear_backward(const seqswap::cuda::Blas& blas, const T* x, long long rows
   if (dx) detail::gemm<T>(blas.get(), CUBLAS_OP_N, CUBLAS_OP_N, i, r, o, T(1), w, i, dy, o, T(0), dx, i);
   if (dw) detail::gemm<T>(blas.get(), CUBLAS_OP_N, CUBLAS_OP_T, i, o, r, T(1), x, i, dy, o, T(1), dw, i);
   if (db) {
-    detail::column_sum_kernel<T><<<seqswap::cuda::blocks_for(out, 256), 256, 0, blas.stream()>>>(dy, rows, out, db);
-    SEQSWAP_CUDA_LAUNCHED("column_sum_kernel");
+    detail::column_sums<T, 1>(rows, out, detail::BiasGradTerm<T>{dy, out}, db, nullptr, blas.stream(),
+                              "launch of column_sums_kernel (bias gradient)");
   }
 }
 

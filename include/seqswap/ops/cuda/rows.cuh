@@ -1,12 +1,13 @@
 // Layer norm, GELU, softmax cross-entropy and AdamW on the GPU: the row and element functions of
-// ops/rows.hpp, which the host ops call too, one thread per row (layer norm, cross-entropy), per
-// column (layer norm's parameter gradients, summed over rows in the host's order: deterministic),
-// or per element (GELU, AdamW). The host ops are the reference (tests/cuda/test_cuda_rows.cu).
+// ops/rows.hpp, which the host ops call too, one thread per row (layer norm, cross-entropy) or
+// per element (GELU, AdamW); layer norm's parameter gradients are column sums over rows
+// (ops/cuda/columns.cuh: deterministic, in a fixed order that is not the host's). The host ops are the reference (tests/cuda/test_cuda_rows.cu).
 // Every pointer is a device pointer; every launch is checked.
 #pragma once
 #include <cuda_runtime.h>
 
 #include "seqswap/backend/cuda.hpp"
+#include "seqswap/ops/cuda/columns.cuh"
 #include "seqswap/ops/rows.hpp"
 
 namespace seqswap::ops::cuda {
@@ -26,20 +27,17 @@ __global__ void layer_norm_dx_kernel(const T* x, long long rows, long long D, co
   const long long r = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (r < rows) ops::rows::layer_norm_backward_row(x + r * D, D, gamma, mean[r], rstd[r], dy + r * D, dx + r * D);
 }
+// Row r's shares of dgamma and dbeta: dy · x̂ and dy.
 template <class T>
-__global__ void layer_norm_params_kernel(const T* x, long long rows, long long D, const T* mean, const T* rstd,
-                                         const T* dy, T* dgamma, T* dbeta) {
-  const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= D) return;
-  T dg = dgamma[j], db = dbeta[j];
-  for (long long r = 0; r < rows; ++r) {
+struct LayerNormParamsTerm {
+  const T *x, *mean, *rstd, *dy;
+  long long D;
+  __device__ void operator()(long long r, long long j, T* t) const {
     const T g = dy[r * D + j];
-    dg += g * (x[r * D + j] - mean[r]) * rstd[r];
-    db += g;
+    t[0] = g * (x[r * D + j] - mean[r]) * rstd[r];
+    t[1] = g;
   }
-  dgamma[j] = dg;
-  dbeta[j] = db;
-}
+};
 template <class T>
 __global__ void gelu_forward_kernel(const T* x, long long n, T* y) {
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -87,9 +85,8 @@ void layer_norm_backward(const T* x, long long rows, long long D, const T* gamma
                                                                                              rstd, dy, dx);
     SEQSWAP_CUDA_LAUNCHED("layer_norm_dx_kernel");
   }
-  detail::layer_norm_params_kernel<T><<<seqswap::cuda::blocks_for(D, detail::kRowThreads), detail::kRowThreads, 0, s>>>(x, rows, D, mean, rstd, dy,
-                                                                                            dgamma, dbeta);
-  SEQSWAP_CUDA_LAUNCHED("layer_norm_params_kernel");
+  detail::column_sums<T, 2>(rows, D, detail::LayerNormParamsTerm<T>{x, mean, rstd, dy, D}, dgamma, dbeta, s,
+                            "launch of column_sums_kernel (layer norm dgamma, dbeta)");
 }
 // As ops::gelu_forward / gelu_backward (dx = dy · gelu'(x), ASSIGNED; dx may be dy).
 template <class T>
