@@ -225,6 +225,40 @@ static void BM_teacher_train_step(benchmark::State& s) {
 }
 BENCHMARK(BM_teacher_train_step)->Arg(128)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// The same step with the batch's forward and backward in `parts` micro-batches whose gradients
+// accumulate (each part's dlogits scaled by its share of the batch), then one clip and AdamW step:
+// the gradient of the whole batch up to float summation order, with activations of a part only.
+static void BM_teacher_train_step_parts(benchmark::State& s) {
+  const index_t B = s.range(0), parts = s.range(1), P = B / parts;
+  model::VitConfig cfg{.image_size = 28, .channels = 1, .patch = 4, .width = 64, .depth = 8,
+                       .heads = 4, .mlp_ratio = 4.0, .classes = 10};
+  model::Model m(model::make_vit<float>(cfg));
+  m.init(0);
+  train::AdamW<float> opt({}, m.params_info(), m.param_count());
+  auto x = randn(std::size_t(B * 784), 9);
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(B));
+  for (index_t i = 0; i < B; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
+  std::vector<float> scratch;
+  const auto step = [&] {
+    m.zero_grad();
+    double loss = 0;
+    for (index_t k = 0; k < parts; ++k) {
+      auto logits = m.forward(x.data() + k * P * 784, P, 784);
+      scratch.resize(std::size_t(P * logits.dim));
+      loss += train::cross_entropy(logits.data, labels.data() + k * P, P, logits.dim, 0.1, scratch.data()).loss;
+      for (auto& g : scratch) g /= float(parts);
+      m.backward(scratch.data());
+    }
+    train::clip_and_step(m, opt, 1e-4, 1.0);
+    return loss;
+  };
+  step();
+  for (auto _ : s) benchmark::DoNotOptimize(step());
+  s.SetItemsProcessed(s.iterations() * B);
+}
+BENCHMARK(BM_teacher_train_step_parts)->ArgNames({"B", "parts"})->Args({128, 1})->Args({128, 2})->Args({128, 4})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // The teacher's forward, and forward + backward (no optimizer), per batch.
 static void BM_teacher(benchmark::State& s) {
   const index_t B = s.range(0);
