@@ -86,6 +86,26 @@ void check_against_core(const Layout& l, index_t heads, const std::vector<std::u
       CHECK(dqkv == first_dqkv);
     }
   }
+  // The row functions with the head width fixed at compile time, as the float kernels specialise
+  // them (ops/cuda/attention.cuh, by_head_width): the same bits as with the width at run time.
+  const auto fixed = [&](auto width) {
+    constexpr int DH = decltype(width)::value;
+    CAPTURE(DH);
+    std::vector<T> fpre(l.size(), std::numeric_limits<T>::quiet_NaN());
+    std::vector<flash::RowStats<T>> stats(static_cast<std::size_t>(l.total() * heads));
+    flash::forward_host<DH>(fp, fpre.data(), stats.data());
+    CHECK(fpre == first_pre);
+    std::vector<T> delta(stats.size()), dqkv(static_cast<std::size_t>(l.total() * 3 * l.dim),
+                                             std::numeric_limits<T>::quiet_NaN());
+    flash::backward_host<DH>(fp, stats.data(), fpre.data(), dpre.data(), delta.data(), dqkv.data());
+    CHECK(dqkv == first_dqkv);
+  };
+  const index_t d = l.dim / heads;
+  REQUIRE((d == 4 || d == 16));
+  if (d == 4) fixed(std::integral_constant<int, 4>{});
+  if (d == 16) fixed(std::integral_constant<int, 16>{});
+  CHECK_THROWS_WITH(flash::forward_host<8>(fp, first_pre.data(), static_cast<flash::RowStats<T>*>(nullptr)),
+                    Catch::Contains("a fixed head width of 8 for a problem of head width"));
 }
 
 std::vector<Layout> layouts(index_t D) {
@@ -140,6 +160,9 @@ TEST_CASE("flash: float within float tolerance", "[flash]") {
     check_against_core<float, sparse::Dense>(l, 4, mask, 0, 0, 2e-5);
     check_against_core<float, sparse::Threshold>(l, 4, mask, 0, 0.3, 2e-5);
   }
+  // Head width 16, a width the float kernels are specialised for.
+  const Layout l = Layout::ragged({3, 50, 1}, 64);
+  check_against_core<float, sparse::Dense>(l, 4, conformance_mask(l), 0, 0, 2e-5);
 }
 
 TEST_CASE("flash: blocks of a ragged batch, in sequence order", "[flash]") {

@@ -1,8 +1,9 @@
 // Device linear maps through cuBLAS (ops/cuda/gemm.cuh) against the host's (ops/gemm.hpp):
-// y = x Wᵀ + b with and without bias, dx assigned, dW and db accumulated onto non-zero values,
-// odd sizes (1 row, 77 and 1031 rows; widths 3, 64, 130), float and double, pedantic FP32 (no
-// TF32). Outputs start as NaN sentinels. Without a CUDA device it prints "no CUDA device:
-// skipped" and exits 77 (ctest: skipped, never passed).
+// y = x Wᵀ + b with and without bias, dx assigned, dW and db accumulated onto non-zero values
+// (db through ops/cuda/columns.cuh: 1031 rows cover its unrolled loop and its tail, 130 columns
+// a partial block of columns), odd sizes (1 row, 77 and 1031 rows; widths 3, 64, 130), float and
+// double, pedantic FP32 (no TF32). Outputs start as NaN sentinels. Without a CUDA device it
+// prints "no CUDA device: skipped" and exits 77 (ctest: skipped, never passed).
 #include <cmath>
 #include <cstdio>
 #include <random>

@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -406,10 +408,19 @@ inline const char* unsupported(const Problem<T>& p) {
 
 // ---- The host executor: the device kernels' algorithm, block by block on the CPU. ----
 
+// DH: as the row functions' (0, or the head width fixed at compile time, as the kernels
+// specialise it: tests/test_flash_attention.cpp checks that both give the same bits).
+inline void check_fixed_width(int DH, idx d) {
+  if (DH > 0 && idx(DH) != d)
+    throw std::invalid_argument("flash: a fixed head width of " + std::to_string(DH) + " for a problem of head width " +
+                                std::to_string(d));
+}
+
 // pre (rows, D), stats (rows · heads, row-major by row then head).
-template <class T>
+template <int DH = 0, class T>
 void forward_host(const Problem<T>& p, T* pre, RowStats<T>* stats, Tiles tl = kDeviceTiles) {
   const idx D = p.dim, H = p.heads, d = D / H;
+  check_fixed_width(DH, d);
   std::vector<T> k(std::size_t(tl.tile * d)), v(k.size());
   std::vector<std::uint8_t> kp(std::size_t(tl.tile));
   std::vector<RowAcc<T>> acc(std::size_t(tl.rows));
@@ -421,27 +432,28 @@ void forward_host(const Problem<T>& p, T* pre, RowStats<T>* stats, Tiles tl = kD
       for (idx i0 = 0; i0 < sq.n; i0 += tl.rows) {
         const idx rows = std::min(tl.rows, sq.n - i0);
         for (idx r = 0; r < rows; ++r)
-          live[std::size_t(r)] = forward_begin(p, sq, i0 + r, stats[(t0 + i0 + r) * H + h], acc[std::size_t(r)]);
+          live[std::size_t(r)] = forward_begin<DH>(p, sq, i0 + r, stats[(t0 + i0 + r) * H + h], acc[std::size_t(r)]);
         for (idx j0 = 0; j0 < sq.n; j0 += tl.tile) {
           const idx len = std::min(tl.tile, sq.n - j0);
           load_key_tile(sq, j0, len, k.data(), v.data(), kp.data(), 0, 1);
           for (idx r = 0; r < rows; ++r)
             if (live[std::size_t(r)])
-              forward_tile(sq, stats[(t0 + i0 + r) * H + h], sq.q(i0 + r), k.data(), v.data(), kp.data(), len,
-                           acc[std::size_t(r)]);
+              forward_tile<DH>(sq, stats[(t0 + i0 + r) * H + h], sq.q(i0 + r), k.data(), v.data(), kp.data(), len,
+                               acc[std::size_t(r)]);
         }
         for (idx r = 0; r < rows; ++r)
-          forward_end(sq, bool(live[std::size_t(r)]), acc[std::size_t(r)], stats[(t0 + i0 + r) * H + h],
-                      pre + (t0 + i0 + r) * D + h * d);
+          forward_end<DH>(sq, bool(live[std::size_t(r)]), acc[std::size_t(r)], stats[(t0 + i0 + r) * H + h],
+                          pre + (t0 + i0 + r) * D + h * d);
       }
     }
 }
 
 // dqkv (rows, 3D) assigned; delta (rows · heads) scratch.
-template <class T>
+template <int DH = 0, class T>
 void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, const T* dpre, T* delta, T* dqkv,
                    Tiles tl = kDeviceTiles) {
   const idx D = p.dim, H = p.heads, d = D / H, total = p.offsets[p.batch];
+  check_fixed_width(DH, d);
   for (idx t = 0; t < total; ++t)
     for (idx h = 0; h < H; ++h) delta[t * H + h] = row_delta(dpre + t * D + h * d, pre + t * D + h * d, d);
   std::vector<T> a(std::size_t(tl.tile * d)), c(a.size()), dl(std::size_t(tl.tile));
@@ -465,8 +477,8 @@ void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, 
           for (idx i = i0; i < i0 + rows; ++i) {
             const RowStats<T>& s = stats[(t0 + i) * H + h];
             if (!sq.kept(i) || s.l == T(0)) continue;
-            dq_tile(sq, s, i, sq.q(i), dpre + (t0 + i) * D + h * d, delta[(t0 + i) * H + h], a.data(), c.data(),
-                    kp.data(), j0, len, dq(i));
+            dq_tile<DH>(sq, s, i, sq.q(i), dpre + (t0 + i) * D + h * d, delta[(t0 + i) * H + h], a.data(), c.data(),
+                        kp.data(), j0, len, dq(i));
           }
         }
       }
@@ -479,8 +491,8 @@ void backward_host(const Problem<T>& p, const RowStats<T>* stats, const T* pre, 
                           c.data(), st.data(), dl.data(), kp.data(), 0, 1);
           for (idx j = j0; j < j0 + rows; ++j)
             if (sq.kept(j))
-              dkv_tile(sq, j, sq.k(j), sq.v(j), a.data(), c.data(), st.data(), dl.data(), kp.data(), i0, len, dk(j),
-                       dv(j));
+              dkv_tile<DH>(sq, j, sq.k(j), sq.v(j), a.data(), c.data(), st.data(), dl.data(), kp.data(), i0, len,
+                           dk(j), dv(j));
         }
       }
     }
