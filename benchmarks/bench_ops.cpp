@@ -203,9 +203,10 @@ static void BM_selective_scan(benchmark::State& s) {
 BENCHMARK(BM_selective_scan)->ArgNames({"B", "N", "E", "S"})->Args({8, 1024, 384, 16})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// The shipped teacher's architecture: one training step (forward + backward + AdamW) per batch.
-static void BM_teacher_train_step(benchmark::State& s) {
-  const index_t B = s.range(0);
+// The shipped teacher's architecture, initialised, its AdamW and a batch of B random images with
+// labels: run(m, opt, x, labels) times what the benchmark does with them.
+template <class Run>
+static void with_teacher_batch(benchmark::State& s, index_t B, Run run) {
   model::VitConfig cfg{.image_size = 28, .channels = 1, .patch = 4, .width = 64, .depth = 8,
                        .heads = 4, .mlp_ratio = 4.0, .classes = 10};
   model::Model m(model::make_vit<float>(cfg));
@@ -214,14 +215,22 @@ static void BM_teacher_train_step(benchmark::State& s) {
   auto x = randn(std::size_t(B * 784), 9);
   std::vector<std::int32_t> labels(static_cast<std::size_t>(B));
   for (index_t i = 0; i < B; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
-  std::vector<float> scratch;
-  // Untimed first step: it sizes every context buffer (and touches its pages), ~4x a later one.
-  train::train_step(m, opt, x.data(), labels.data(), B, 784, 1e-4, {}, scratch);
-  for (auto _ : s) {
-    auto r = train::train_step(m, opt, x.data(), labels.data(), B, 784, 1e-4, {}, scratch);
-    benchmark::DoNotOptimize(r.loss);
-  }
+  run(m, opt, x, labels);
   s.SetItemsProcessed(s.iterations() * B);
+}
+
+// One training step (forward + backward + AdamW) per batch.
+static void BM_teacher_train_step(benchmark::State& s) {
+  const index_t B = s.range(0);
+  with_teacher_batch(s, B, [&](auto& m, auto& opt, const auto& x, const auto& labels) {
+    std::vector<float> scratch;
+    // Untimed first step: it sizes every context buffer (and touches its pages), ~4x a later one.
+    train::train_step(m, opt, x.data(), labels.data(), B, 784, 1e-4, {}, scratch);
+    for (auto _ : s) {
+      auto r = train::train_step(m, opt, x.data(), labels.data(), B, 784, 1e-4, {}, scratch);
+      benchmark::DoNotOptimize(r.loss);
+    }
+  });
 }
 BENCHMARK(BM_teacher_train_step)->Arg(128)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -230,31 +239,24 @@ BENCHMARK(BM_teacher_train_step)->Arg(128)->UseRealTime()->Unit(benchmark::kMill
 // the gradient of the whole batch up to float summation order, with activations of a part only.
 static void BM_teacher_train_step_parts(benchmark::State& s) {
   const index_t B = s.range(0), parts = s.range(1), P = B / parts;
-  model::VitConfig cfg{.image_size = 28, .channels = 1, .patch = 4, .width = 64, .depth = 8,
-                       .heads = 4, .mlp_ratio = 4.0, .classes = 10};
-  model::Model m(model::make_vit<float>(cfg));
-  m.init(0);
-  train::AdamW<float> opt({}, m.params_info(), m.param_count());
-  auto x = randn(std::size_t(B * 784), 9);
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(B));
-  for (index_t i = 0; i < B; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
-  std::vector<float> scratch;
-  const auto step = [&] {
-    m.zero_grad();
-    double loss = 0;
-    for (index_t k = 0; k < parts; ++k) {
-      auto logits = m.forward(x.data() + k * P * 784, P, 784);
-      scratch.resize(std::size_t(P * logits.dim));
-      loss += train::cross_entropy(logits.data, labels.data() + k * P, P, logits.dim, 0.1, scratch.data()).loss;
-      for (auto& g : scratch) g /= float(parts);
-      m.backward(scratch.data());
-    }
-    train::clip_and_step(m, opt, 1e-4, 1.0);
-    return loss;
-  };
-  step();
-  for (auto _ : s) benchmark::DoNotOptimize(step());
-  s.SetItemsProcessed(s.iterations() * B);
+  with_teacher_batch(s, B, [&](auto& m, auto& opt, const auto& x, const auto& labels) {
+    std::vector<float> scratch;
+    const auto step = [&] {
+      m.zero_grad();
+      double loss = 0;
+      for (index_t k = 0; k < parts; ++k) {
+        auto logits = m.forward(x.data() + k * P * 784, P, 784);
+        scratch.resize(std::size_t(P * logits.dim));
+        loss += train::cross_entropy(logits.data, labels.data() + k * P, P, logits.dim, 0.1, scratch.data()).loss;
+        for (auto& g : scratch) g /= float(parts);
+        m.backward(scratch.data());
+      }
+      train::clip_and_step(m, opt, 1e-4, 1.0);
+      return loss;
+    };
+    step();
+    for (auto _ : s) benchmark::DoNotOptimize(step());
+  });
 }
 BENCHMARK(BM_teacher_train_step_parts)->ArgNames({"B", "parts"})->Args({128, 1})->Args({128, 2})->Args({128, 4})
     ->UseRealTime()->Unit(benchmark::kMillisecond);
