@@ -64,8 +64,10 @@ int main() {
       // the variance being 0). Relative to the terms that cancel, rstd · max |dy γ|.
       double terms = 0;
       for (long long r = 0; r < rows; ++r)
-        for (long long j = 0; j < D; ++j)
-          terms = std::max(terms, double(rstd[std::size_t(r)]) * std::abs(double(dy[std::size_t(r * D + j)] * gamma[std::size_t(j)])));
+        for (long long j = 0; j < D; ++j) {
+          const double g = double(dy[std::size_t(r * D + j)]) * double(gamma[std::size_t(j)]);
+          terms = std::max(terms, double(rstd[std::size_t(r)]) * std::abs(g));
+        }
       expect_close(down(d_dx), dx, 1e-4, "layer_norm dx", terms);
       expect_close(down(d_dgamma), dgamma, 1e-4, "layer_norm dgamma");
       expect_close(down(d_dbeta), dbeta, 1e-4, "layer_norm dbeta");

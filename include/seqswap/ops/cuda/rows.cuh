@@ -1,8 +1,9 @@
 // Layer norm, GELU, softmax cross-entropy and AdamW on the GPU: the row and element functions of
 // ops/rows.hpp, which the host ops call too, one thread per row (layer norm, cross-entropy) or
 // per element (GELU, AdamW); layer norm's parameter gradients are column sums over rows
-// (ops/cuda/columns.cuh: deterministic, in a fixed order that is not the host's). The host ops are the reference (tests/cuda/test_cuda_rows.cu).
-// Every pointer is a device pointer; every launch is checked.
+// (ops/cuda/columns.cuh: deterministic, in a fixed order that is not the host's). The host ops
+// are the reference (tests/cuda/test_cuda_rows.cu). Every pointer is a device pointer; every
+// launch is checked.
 #pragma once
 #include <cuda_runtime.h>
 
