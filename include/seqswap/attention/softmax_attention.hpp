@@ -213,7 +213,7 @@ class SoftmaxAttentionCore {
     // Tasks: (sequence, head, query block); the stored path has one block per sequence.
     const index_t blocks = m > 0 ? (n_max + m - 1) / m : 0;
     const index_t tasks = x.batch * H * blocks;
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(tasks)) if (tasks > 1)
     for (index_t task = 0; task < tasks; ++task) {
       const index_t bh = task / blocks, b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
       const index_t i0 = (task % blocks) * m;
@@ -249,7 +249,7 @@ class SoftmaxAttentionCore {
     c.packed.resize(static_cast<std::size_t>(threads * 2 * d * n_max));
 
     const index_t BH = c.batch * H;
-#pragma omp parallel for schedule(dynamic, 1) if (BH > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(BH)) if (BH > 1)
     for (index_t bh = 0; bh < BH; ++bh) {
       const index_t b = bh / H, h = bh % H, t0 = c.offsets[b], n = c.offsets[b + 1] - t0;
       if (n == 0) continue;

@@ -189,7 +189,7 @@ class LinearAttentionCore {
       forward_device(w, x, pre, c);
     } else {
       const auto BHi = static_cast<index_t>(BH);
-#pragma omp parallel for schedule(dynamic, 1) if (BHi > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(BHi)) if (BHi > 1)
       for (index_t bh = 0; bh < BHi; ++bh) {
         const index_t b = bh / H, h = bh % H, t0 = x.begin(b), n = x.length(b);
         host::MatMap<T> S(c.state.data() + bh * m * d, m, d);
@@ -258,7 +258,7 @@ class LinearAttentionCore {
       if constexpr (kLearnable) c.dfeature.assign(BH * static_cast<std::size_t>(d * d), T(0));
 
       const auto BHi = static_cast<index_t>(BH);
-#pragma omp parallel for schedule(dynamic, 1) if (BHi > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(BHi)) if (BHi > 1)
       for (index_t bh = 0; bh < BHi; ++bh) {
         const index_t b = bh / H, h = bh % H, t0 = c.offsets[b], n = c.offsets[b + 1] - t0;
         if (n == 0) continue;

@@ -200,7 +200,7 @@ class MultiHeadRnnCore {
 
     // The recurrences: sequential in N, independent across sequences, heads and directions.
     const index_t tasks = x.batch * H * R;
-#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(tasks)) if (tasks > 1)
     for (index_t task = 0; task < tasks; ++task) {
       const index_t b = task / (H * R), hr = task % (H * R);
       const index_t t0 = x.offsets[b], n = x.offsets[b + 1] - t0;
@@ -231,7 +231,7 @@ class MultiHeadRnnCore {
     c.dgi.resize(static_cast<std::size_t>(H * R * rows * kG * d));
     if constexpr (!kLstm) c.dgh.resize(c.dgi.size());
     c.scratch.resize(static_cast<std::size_t>(host::max_threads() * (kG + 2) * d));
-#pragma omp parallel for schedule(dynamic, 1) if (H * R > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(H * R)) if (H * R > 1)
     for (index_t hr = 0; hr < H * R; ++hr) {
       const index_t h = hr / R, r = hr % R;
       T* dgi = dgates_of(c.dgi, hr, rows);                      // (T, kG·d)
