@@ -61,13 +61,15 @@ inline bool in_parallel() {
   return false;
 #endif
 }
-// The chunk of a dynamically scheduled loop over `tasks` items of similar cost (the heads of
-// ragged sequences): about eight chunks per thread, so uneven items still balance while the
-// runtime's dispatch runs tens of times per loop instead of once per item. Each dispatch takes
+// The chunk of a dynamically scheduled loop over `tasks` items (heads of ragged sequences):
+// tasks / (32 · threads), at least 1. Loops of few, heavy items (a mixer's heads at batch 8)
+// keep one per chunk, so that no thread idles at the end behind a chunk of several; the
+// teacher's attention (512 heads per loop on 2 threads) takes 8 per chunk. Each dispatch takes
 // a lock, and Debian's libomp 14 also formats three debug strings in it (vsnprintf, seen in
-// perf and gdb): at one item per chunk that was ~1.5% of the teacher's training step.
+// perf and gdb): at one head per chunk the teacher's training step spent 1.1% of its samples
+// printing them (docs/performance.md).
 inline int dynamic_chunk(index_t tasks) {
-  return static_cast<int>(std::max<index_t>(1, tasks / (8 * static_cast<index_t>(max_threads()))));
+  return static_cast<int>(std::max<index_t>(1, tasks / (32 * static_cast<index_t>(max_threads()))));
 }
 inline int thread_id() {
 #if defined(_OPENMP)
