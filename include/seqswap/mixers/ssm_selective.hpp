@@ -528,7 +528,7 @@ class SelectiveSsmCore {
 
     // v_k = b_conv + Σ_j w_j ⊙ u_{k-(K-1)+j}  (positions before the sequence start are zero),
     // u'_k = SiLU(v_k): PyTorch's Conv1d(padding=K-1)[..., :n] as in Mamba.
-#pragma omp parallel for schedule(dynamic, 1) if (c.batch > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(c.batch)) if (c.batch > 1)
     for (index_t b = 0; b < c.batch; ++b) {
       const index_t n = c.koffs[b + 1] - c.koffs[b];
       for (index_t k = 0; k < n; ++k) {

@@ -106,7 +106,7 @@ void scan_channels(const T* a, const T* b, T* h, const index_t* offsets, index_t
                    index_t C, bool reverse) {
   const index_t width = scan_channel_width(batch, C, host::max_threads());
   const index_t blocks = (C + width - 1) / width, items = batch * blocks;
-#pragma omp parallel for schedule(dynamic, 1) if (items > 1)
+#pragma omp parallel for schedule(dynamic, host::dynamic_chunk(items)) if (items > 1)
   for (index_t i = 0; i < items; ++i) {
     const index_t s = i / blocks, c0 = (i % blocks) * width;
     const index_t t0 = offsets[s], n = offsets[s + 1] - t0;
