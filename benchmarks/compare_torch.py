@@ -239,7 +239,14 @@ if "teacher" in groups:
               f"= {100 * fl / st / 1e6 / fma:.0f}% of the measured FMA peak; "
               + ", ".join(f"{label[n]} {fl / med(n, 'teacher forward + backward (B 128)') / 1e6:.1f} GFLOP/s" for n in tnames)
               + f". The fastest single GEMM (y = x Wᵀ + b at ViT shapes) ran at {gemm:.1f} GFLOP/s in the same run: "
-              f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it."]
+              f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it (ratio of medians)."]
+    # The same ratio round by round: in a round both come from one bench_ops process a minute
+    # apart, so a change of the machine's phase between rounds moves both and cancels.
+    fb = [100 * fl / r["teacher forward + backward (B 128)"] / 1e6 / r["_gemm_gflops"] for r in rounds["seqswap"]
+          if "teacher forward + backward (B 128)" in r and "_gemm_gflops" in r]
+    lines.append("Forward + backward as a share of the same round's fastest GEMM, per round: "
+                 + ", ".join(f"{v:.0f}%" for v in fb) + f" (median {statistics.median(fb):.0f}%).")
+    table["teacher forward + backward (B 128)"]["gemm_share_rounds"] = fb
     key = "teacher training step (B 128)"
     if len(tnames) > 1:  # against the faster of current eager and compile, round by round
         best = [min(r[k2][key] for k2 in tnames[1:] if key in r[k2]) for r in
