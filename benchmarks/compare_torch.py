@@ -241,7 +241,7 @@ if "teacher" in groups:
               + f". The fastest single GEMM (y = x Wᵀ + b at ViT shapes) ran at {gemm:.1f} GFLOP/s in the same run: "
               f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it (ratio of medians)."]
     # The same ratio round by round: in a round both come from one bench_ops process a minute
-    # apart, so a change of the machine's phase between rounds moves both and cancels.
+    # apart, so a change of the machine's phase between rounds falls on both (within one process it still can move).
     fb = [100 * fl / r["teacher forward + backward (B 128)"] / 1e6 / r["_gemm_gflops"] for r in rounds["seqswap"]
           if "teacher forward + backward (B 128)" in r and "_gemm_gflops" in r]
     lines.append("Forward + backward as a share of the same round's fastest GEMM, per round: "
