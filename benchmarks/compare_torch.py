@@ -110,7 +110,9 @@ def run_bench(binary, regex):
         sys.exit(f"compare_torch.py: {binary} failed ({out.returncode}):\n{out.stderr[-2000:]}")
     res = {}
     for b in json.loads(out.stdout)["benchmarks"]:
-        if b.get("aggregate_name") != "median" or b.get("error_occurred"):
+        # With one repetition Google Benchmark reports the run itself and no aggregates.
+        want = "median" if args.reps > 1 else None
+        if b.get("aggregate_name") != want or b.get("error_occurred"):
             continue
         unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
         res[b["run_name"]] = (b["real_time"] * unit, b)
@@ -241,9 +243,9 @@ if "teacher" in groups:
               + f". The fastest single GEMM (y = x Wᵀ + b at ViT shapes) ran at {gemm:.1f} GFLOP/s in the same run: "
               f"the teacher's forward + backward reaches {100 * fl / st / 1e6 / gemm:.0f}% of it (ratio of medians)."]
     # The same ratio round by round: in a round both come from one bench_ops process a minute
-    # apart, so a change of the machine's phase between rounds falls on both (within one process it still can move).
-    fb = [100 * fl / r["teacher forward + backward (B 128)"] / 1e6 / r["_gemm_gflops"] for r in rounds["seqswap"]
-          if "teacher forward + backward (B 128)" in r and "_gemm_gflops" in r]
+    # apart, so a change of the machine's phase between rounds falls on both (within one
+    # process it still can move). Every round ran the teacher group, so each has both figures.
+    fb = [100 * fl / r["teacher forward + backward (B 128)"] / 1e6 / r["_gemm_gflops"] for r in rounds["seqswap"]]
     lines.append("Forward + backward as a share of the same round's fastest GEMM, per round: "
                  + ", ".join(f"{v:.0f}%" for v in fb) + f" (median {statistics.median(fb):.0f}%).")
     table["teacher forward + backward (B 128)"]["gemm_share_rounds"] = fb
